@@ -1,0 +1,260 @@
+"""Fills: validation of a raw row, USD normalization, identity, and attribution.
+
+`parse_fill` turns one row of a file or an HTTP batch (a mapping of field name to text or
+number) into a `Fill`, or raises `InvalidInput` naming the field. `normalize` prices it in
+USD. `content_key` is what makes a re-sent fill a duplicate rather than a conflict.
+"""
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from bkr.domain.errors import InvalidInput
+from bkr.domain.money import D, canonical, mul
+from bkr.domain.periods import Month, as_utc, parse_instant
+
+
+class MarketType(StrEnum):
+    SPOT = "SPOT"
+    PERP = "PERP"
+    IPERP = "IPERP"
+    DATED = "DATED"
+
+    @property
+    def is_futures(self) -> bool:
+        return self is not MarketType.SPOT
+
+
+class Side(StrEnum):
+    BID = "Bid"
+    ASK = "Ask"
+
+
+# Backpack's fill types. Everything but `User` is a system fill and never broker volume.
+USER_FILL = "User"
+SYSTEM_FILL_TYPES = frozenset({
+    "Liquidation", "Adl", "Backstop", "CollateralConversion", "AutoClose", "Settlement",
+    "BackstopLiquidityProvider", "PositionTransfer", "Expiry",
+})
+FILL_TYPES = SYSTEM_FILL_TYPES | {USER_FILL}
+
+FIELDS = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
+          "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type")
+REQUIRED = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
+            "fee", "fee_symbol", "is_maker", "timestamp")
+
+_TRUE = {"true", "1", "t", "yes", "y"}
+_FALSE = {"false", "0", "f", "no", "n"}
+
+
+class Attribution(StrEnum):
+    """Why a stored fill does or does not count as broker volume."""
+
+    COUNTED = "counted"  # attributed to an active broker; in the aggregates
+    AWAITING_USER = "awaiting_user"  # would count, but its user (and so affiliate rate) is unknown
+    NO_BROKER = "no_broker"
+    WEB = "web"  # carried a broker id but did not arrive through the API
+    SYSTEM = "system"
+    BROKER_INACTIVE = "broker_inactive"
+    BROKER_UNKNOWN = "broker_unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    order_id: str
+    user_id: str
+    symbol: str
+    market_type: MarketType
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_symbol: str
+    is_maker: bool
+    timestamp: datetime
+    broker_id: int | None
+    via_api: bool
+    fill_type: str
+
+    @property
+    def month(self) -> Month:
+        return Month.of(self.timestamp)
+
+    @property
+    def base_asset(self) -> str:
+        return self.symbol.split("_")[0]
+
+    @property
+    def quote_asset(self) -> str:
+        return self.symbol.split("_")[1]
+
+    def content_key(self) -> str:
+        """A digest of every field in canonical form: equal digests mean the same fill."""
+        parts = (self.fill_id, self.order_id, self.user_id, self.symbol, self.market_type.value,
+                 self.side.value, canonical(self.price), canonical(self.quantity), canonical(self.fee),
+                 self.fee_symbol, "1" if self.is_maker else "0",
+                 self.timestamp.isoformat(timespec="microseconds"),
+                 "" if self.broker_id is None else str(self.broker_id),
+                 "1" if self.via_api else "0", self.fill_type)
+        return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PricedFill:
+    """A fill with its volume and fee in USD."""
+
+    fill: Fill
+    volume_usd: Decimal
+    fee_usd: Decimal
+
+
+def _text(row: Mapping[str, object], name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        raise InvalidInput(f"{name}: missing")
+    text = str(value).strip()
+    if not text:
+        raise InvalidInput(f"{name}: empty")
+    return text
+
+
+def _decimal(row: Mapping[str, object], name: str) -> Decimal:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidInput(f"{name}: missing")
+    if isinstance(value, float):
+        raise InvalidInput(f"{name}: a float ({value!r}) is not exact; send a decimal string")
+    try:
+        return D(value)  # type: ignore[arg-type]
+    except InvalidInput as error:
+        raise InvalidInput(f"{name}: {error}") from None
+
+
+def _bool(row: Mapping[str, object], name: str, default: bool | None = None) -> bool:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None:
+            raise InvalidInput(f"{name}: missing")
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidInput(f"{name}: not a boolean: {value!r}")
+
+
+def _timestamp(row: Mapping[str, object], name: str) -> datetime:
+    value = row.get(name)
+    if isinstance(value, datetime):
+        return as_utc(value)
+    try:
+        return parse_instant(_text(row, name))
+    except InvalidInput as error:
+        raise InvalidInput(f"{name}: {error}") from None
+
+
+def _broker_id(row: Mapping[str, object]) -> int | None:
+    value = row.get("broker_id")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (bool, float)):
+        raise InvalidInput(f"broker_id: not an integer: {value!r}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise InvalidInput(f"broker_id: not an integer: {value!r}") from None
+    if not 1 <= number <= 65535:
+        raise InvalidInput(f"broker_id: {number} is outside 1..65535")
+    return number
+
+
+def parse_fill(row: Mapping[str, object]) -> Fill:
+    """Validate one raw row. Raises `InvalidInput` whose message starts with the field's name."""
+    for name in REQUIRED:
+        if row.get(name) is None or (isinstance(row.get(name), str) and not str(row.get(name)).strip()):
+            raise InvalidInput(f"{name}: missing")
+    symbol = _text(row, "symbol").upper()
+    parts = symbol.split("_")
+    if len(parts) < 2 or not all(parts):
+        raise InvalidInput(f"symbol: not BASE_QUOTE[_KIND]: {symbol!r}")
+    try:
+        market_type = MarketType(_text(row, "market_type").upper())
+    except ValueError:
+        raise InvalidInput(f"market_type: not one of SPOT, PERP, IPERP, DATED: {row.get('market_type')!r}") from None
+    side_text = _text(row, "side").capitalize()
+    try:
+        side = Side(side_text)
+    except ValueError:
+        raise InvalidInput(f"side: not Bid or Ask: {row.get('side')!r}") from None
+    price = _decimal(row, "price")
+    if price <= 0:
+        raise InvalidInput(f"price: must be positive, got {canonical(price)}")
+    quantity = _decimal(row, "quantity")
+    if quantity <= 0:
+        raise InvalidInput(f"quantity: must be positive, got {canonical(quantity)}")
+    fill_type = str(row.get("fill_type") or "").strip() or USER_FILL
+    if fill_type not in FILL_TYPES:
+        raise InvalidInput(f"fill_type: unknown: {fill_type!r}")
+    return Fill(
+        fill_id=_text(row, "fill_id"),
+        order_id=_text(row, "order_id"),
+        user_id=_text(row, "user_id"),
+        symbol=symbol,
+        market_type=market_type,
+        side=side,
+        price=price,
+        quantity=quantity,
+        fee=_decimal(row, "fee"),
+        fee_symbol=_text(row, "fee_symbol").upper(),
+        is_maker=_bool(row, "is_maker"),
+        timestamp=_timestamp(row, "timestamp"),
+        broker_id=_broker_id(row),
+        via_api=_bool(row, "via_api", default=True),
+        fill_type=fill_type,
+    )
+
+
+def price_in_usd(fill: Fill, usd_rates: Mapping[str, Decimal]) -> PricedFill:
+    """Volume = price × quantity in the quote asset, in USD; the fee in USD by its asset.
+
+    A fee in the quote asset uses the quote's rate; in the base asset, `price ×` that; in any
+    other asset, that asset's configured rate. A missing rate rejects the fill.
+    """
+    quote_rate = usd_rates.get(fill.quote_asset)
+    if quote_rate is None:
+        raise InvalidInput(f"symbol: no USD rate configured for quote asset {fill.quote_asset}")
+    volume = mul(mul(fill.price, fill.quantity), quote_rate)
+    if fill.fee_symbol == fill.quote_asset:
+        fee = mul(fill.fee, quote_rate)
+    elif fill.fee_symbol == fill.base_asset:
+        fee = mul(mul(fill.fee, fill.price), quote_rate)
+    else:
+        fee_rate = usd_rates.get(fill.fee_symbol)
+        if fee_rate is None:
+            raise InvalidInput(f"fee_symbol: no USD rate configured for fee asset {fill.fee_symbol}")
+        fee = mul(fill.fee, fee_rate)
+    return PricedFill(fill, volume, fee)
+
+
+def attribute(fill: Fill, broker_active: bool | None, user_known: bool) -> Attribution:
+    """Whether a fill is broker volume. `broker_active` is None when the broker id is not enrolled."""
+    if fill.broker_id is None:
+        return Attribution.NO_BROKER
+    if fill.fill_type != USER_FILL:
+        return Attribution.SYSTEM
+    if not fill.via_api:
+        return Attribution.WEB
+    if broker_active is None:
+        return Attribution.BROKER_UNKNOWN
+    if not broker_active:
+        return Attribution.BROKER_INACTIVE
+    if not user_known:
+        return Attribution.AWAITING_USER
+    return Attribution.COUNTED

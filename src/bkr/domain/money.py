@@ -1,0 +1,76 @@
+"""Money: one constructor, one arithmetic context, one rounding function.
+
+Every amount in bkr is a `Decimal` made by `D`. Arithmetic runs in `MONEY`, a context with
+enough digits for 18-decimal amounts far above any exchange's monthly volume, and with
+`Inexact` trapped: an operation that would have to round raises instead of silently
+dropping digits (Python's default context keeps 28 digits, which rounds an 18-decimal sum
+above $10^10). The only rounding in the program is `round_down`, applied once per statement.
+"""
+
+from collections.abc import Iterable
+from decimal import ROUND_DOWN, Context, Decimal, Inexact, InvalidOperation, localcontext
+
+from bkr.domain.errors import InvalidInput
+
+MONEY = Context(prec=80, traps=[InvalidOperation, Inexact])
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+
+
+def D(value: str | int | Decimal) -> Decimal:
+    """Make an exact amount from a string, an int or a Decimal; floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise InvalidInput(f"not an exact number: {value!r} ({type(value).__name__})")
+    try:
+        with localcontext(MONEY):
+            result = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"not a number: {value!r}") from None
+    if not result.is_finite():
+        raise InvalidInput(f"not a finite number: {value!r}")
+    return result
+
+
+def add(a: Decimal, b: Decimal) -> Decimal:
+    with localcontext(MONEY):
+        return a + b
+
+
+def mul(a: Decimal, b: Decimal) -> Decimal:
+    with localcontext(MONEY):
+        return a * b
+
+
+def sub(a: Decimal, b: Decimal) -> Decimal:
+    with localcontext(MONEY):
+        return a - b
+
+
+def total(values: Iterable[Decimal]) -> Decimal:
+    """Exact sum of amounts."""
+    with localcontext(MONEY):
+        result = ZERO
+        for value in values:
+            result += value
+        return result
+
+
+def round_down(amount: Decimal, quantum: Decimal = CENT) -> Decimal:
+    """Round towards zero to a multiple of `quantum` (0.01 by default). Used once per statement."""
+    with localcontext(MONEY) as context:
+        context.traps[Inexact] = False  # the one place where dropping digits is intended
+        return amount.quantize(quantum, rounding=ROUND_DOWN)
+
+
+def canonical(amount: Decimal) -> str:
+    """The one text form of an amount: plain notation, no exponent, no trailing zeros.
+
+    Used for storage on SQLite, for keys, and in every document bkr writes, so that the same
+    amount is always the same bytes.
+    """
+    if amount.is_zero():
+        return "0"
+    with localcontext(MONEY):
+        text = format(amount.normalize(), "f")
+    return text
+

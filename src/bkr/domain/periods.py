@@ -1,0 +1,62 @@
+"""Periods: calendar months in UTC, `[YYYY-MM-01T00:00Z, first of next month)`."""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bkr.domain.errors import InvalidInput
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Month":
+        match = _MONTH.match(text.strip())
+        if not match or not 1 <= int(match.group(2)) <= 12:
+            raise InvalidInput(f"not a month (YYYY-MM): {text!r}")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @classmethod
+    def of(cls, moment: datetime) -> "Month":
+        """The month a UTC moment falls in."""
+        moment = as_utc(moment)
+        return cls(moment.year, moment.month)
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        """The first instant of the next month (exclusive bound)."""
+        return self.next().start
+
+    def next(self) -> "Month":
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+    def previous(self) -> "Month":
+        return Month(self.year - (self.month == 1), 12 if self.month == 1 else self.month - 1)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A moment in UTC; a naive datetime is taken to be UTC already (as Backpack's API sends)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"not an ISO 8601 time: {text!r}") from None
+    return as_utc(value)

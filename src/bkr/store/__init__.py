@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy tables, exact column types, the engine, and Alembic migrations."""

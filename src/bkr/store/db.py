@@ -1,0 +1,112 @@
+"""Engines and schema readiness for SQLite (the embedded default) and PostgreSQL."""
+
+import sqlite3
+from decimal import Decimal, localcontext
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from bkr.domain.errors import StoreNotReady
+from bkr.domain.money import MONEY, canonical
+
+DEFAULT_URL = "sqlite:///bkr.db"
+
+
+def _dec_add(left: str | None, right: str | None) -> str | None:
+    if left is None or right is None:
+        return left if right is None else right
+    with localcontext(MONEY):
+        return canonical(Decimal(left) + Decimal(right))
+
+
+class _DecimalSum:
+    """SQLite aggregate: an exact sum of decimal texts."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            with localcontext(MONEY):
+                self.total = Decimal(value) if self.total is None else self.total + Decimal(value)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else canonical(self.total)
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # bkr issues BEGIN itself, see _on_sqlite_begin
+    dbapi_connection.create_function("dec_add", 2, _dec_add, deterministic=True)
+    dbapi_connection.create_aggregate("dec_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _on_sqlite_begin(connection: Any) -> None:
+    # Take the write lock up front: two writers then queue instead of failing mid-transaction.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise StoreNotReady(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql+psycopg://…")
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("bkr.store") / "migrations"))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the latest migration."""
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def open_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine whose schema is current. An empty database is migrated (so `bkr` works with
+    nothing to set up); one behind the code is refused with the command that fixes it."""
+    engine = make_engine(url)
+    current = current_revision(engine)
+    if current == head_revision(engine):
+        return engine
+    if current is None and create:
+        upgrade(engine)
+        return engine
+    raise StoreNotReady(f"database schema is at {current or 'nothing'}, code needs {head_revision(engine)}: "
+                        "run `bkr db upgrade`")
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None

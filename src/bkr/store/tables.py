@@ -1,0 +1,218 @@
+"""The schema. SQLAlchemy Core tables; the use cases in `bkr.program` read and write them.
+
+Integrity that matters is the database's job, not only the code's: one enrollment per
+account (primary key), a broker or affiliate row only for an account enrolled in that
+program (composite foreign key), unique fill ids, one statement per broker and month.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from bkr.store.types import Money, UtcTimestamp
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+accounts = Table(
+    "accounts", metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+
+# One row per enrolled account: the primary key is what makes the broker and the affiliate
+# programs mutually exclusive, under any concurrency.
+enrollments = Table(
+    "enrollments", metadata,
+    Column("account_id", Text, ForeignKey("accounts.account_id"), primary_key=True),
+    Column("program", Text, nullable=False),
+    Column("enrolled_at", UtcTimestamp, nullable=False),
+    CheckConstraint("program IN ('broker', 'affiliate')", name="program"),
+    UniqueConstraint("account_id", "program"),
+)
+
+brokers = Table(
+    "brokers", metadata,
+    Column("broker_id", Integer, primary_key=True, autoincrement=False),
+    Column("account_id", Text, nullable=False, unique=True),
+    Column("program", Text, nullable=False, server_default="broker"),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    CheckConstraint("broker_id BETWEEN 1 AND 65535", name="broker_id_range"),
+    CheckConstraint("program = 'broker'", name="program"),
+    ForeignKeyConstraint(["account_id", "program"], ["enrollments.account_id", "enrollments.program"]),
+)
+
+broker_status_changes = Table(
+    "broker_status_changes", metadata,
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=False),
+    Column("effective_at", UtcTimestamp, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("recorded_at", UtcTimestamp, nullable=False),
+    PrimaryKeyConstraint("broker_id", "effective_at"),
+    CheckConstraint("status IN ('active', 'suspended', 'terminated')", name="status"),
+)
+
+affiliates = Table(
+    "affiliates", metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("program", Text, nullable=False, server_default="affiliate"),
+    Column("name", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    CheckConstraint("program = 'affiliate'", name="program"),
+    ForeignKeyConstraint(["account_id", "program"], ["enrollments.account_id", "enrollments.program"]),
+)
+
+referral_codes = Table(
+    "referral_codes", metadata,
+    Column("code", Text, primary_key=True),
+    Column("affiliate_account_id", Text, ForeignKey("affiliates.account_id"), nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+
+referral_rates = Table(
+    "referral_rates", metadata,
+    Column("code", Text, ForeignKey("referral_codes.code"), nullable=False),
+    Column("effective_from", UtcTimestamp, nullable=False),
+    Column("rate", Money, nullable=False),
+    Column("recorded_at", UtcTimestamp, nullable=False),
+    PrimaryKeyConstraint("code", "effective_from"),
+)
+
+users = Table(
+    "users", metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("referral_code", Text, ForeignKey("referral_codes.code"), nullable=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+
+imports = Table(
+    "imports", metadata,
+    Column("import_id", Integer, primary_key=True, autoincrement=True),
+    Column("source", Text, nullable=False),
+    Column("started_at", UtcTimestamp, nullable=False),
+    Column("finished_at", UtcTimestamp, nullable=True),
+    Column("accepted", BigInteger, nullable=False, server_default="0"),
+    Column("duplicates", BigInteger, nullable=False, server_default="0"),
+    Column("conflicts", BigInteger, nullable=False, server_default="0"),
+    Column("rejected", BigInteger, nullable=False, server_default="0"),
+)
+
+# Every accepted fill, as received plus what bkr derived from it. `period` is the statement
+# month it is paid in: its own month, or for a fill that arrived after its month closed, the
+# next open month (a prior-period adjustment).
+fills = Table(
+    "fills", metadata,
+    Column("fill_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("market_type", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("price", Money, nullable=False),
+    Column("quantity", Money, nullable=False),
+    Column("fee", Money, nullable=False),
+    Column("fee_symbol", Text, nullable=False),
+    Column("is_maker", Boolean, nullable=False),
+    Column("ts", UtcTimestamp, nullable=False),
+    Column("broker_id", Integer, nullable=True),
+    Column("via_api", Boolean, nullable=False),
+    Column("fill_type", Text, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_usd", Money, nullable=False),
+    Column("content_key", Text, nullable=False),
+    Column("attribution", Text, nullable=False),
+    Column("affiliate_rate", Money, nullable=True),
+    Column("fill_month", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("import_id", Integer, nullable=True),
+    Index("ix_fills_broker_period", "broker_id", "period"),
+    Index("ix_fills_awaiting_user", "user_id",
+          postgresql_where=text("attribution = 'awaiting_user'"),
+          sqlite_where=text("attribution = 'awaiting_user'")),
+)
+
+fill_rejections = Table(
+    "fill_rejections", metadata,
+    Column("rejection_id", Integer, primary_key=True, autoincrement=True),
+    Column("import_id", Integer, nullable=True),
+    Column("source", Text, nullable=False),
+    Column("line", BigInteger, nullable=True),
+    Column("fill_id", Text, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("row_key", Text, nullable=False, unique=True),  # the same bad row twice is kept once
+    Column("seen_at", UtcTimestamp, nullable=False),
+)
+
+fill_conflicts = Table(
+    "fill_conflicts", metadata,
+    Column("conflict_id", Integer, primary_key=True, autoincrement=True),
+    Column("import_id", Integer, nullable=True),
+    Column("fill_id", Text, nullable=False),
+    Column("existing_key", Text, nullable=True),
+    Column("incoming_key", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("line", BigInteger, nullable=True),
+    Column("raw", Text, nullable=False),
+    Column("seen_at", UtcTimestamp, nullable=False),
+    UniqueConstraint("fill_id", "incoming_key"),
+)
+
+# Running totals of counted fills, maintained as fills arrive; closes and dashboards read these.
+aggregates = Table(
+    "aggregates", metadata,
+    Column("broker_id", Integer, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("fill_month", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("market_type", Text, nullable=False),
+    Column("affiliate_rate", Money, nullable=False),
+    Column("fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    PrimaryKeyConstraint("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate"),
+)
+
+periods = Table(
+    "periods", metadata,
+    Column("month", Text, primary_key=True),
+    Column("status", Text, nullable=False, server_default="open"),
+    Column("closed_at", UtcTimestamp, nullable=True),
+    CheckConstraint("status IN ('open', 'closed')", name="status"),
+)
+
+statements = Table(
+    "statements", metadata,
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=False),
+    Column("month", Text, ForeignKey("periods.month"), nullable=False),
+    Column("tier_level", Integer, nullable=False),
+    Column("broker_rate", Money, nullable=False),
+    Column("api_volume", Money, nullable=False),
+    Column("payout_exact", Money, nullable=False),
+    Column("payout", Money, nullable=False),
+    Column("status", Text, nullable=False, server_default="draft"),
+    Column("document", Text, nullable=False),  # the canonical JSON statement, byte for byte
+    Column("created_at", UtcTimestamp, nullable=False),
+    PrimaryKeyConstraint("broker_id", "month"),
+)
