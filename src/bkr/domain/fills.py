@@ -243,13 +243,14 @@ def price_in_usd(fill: Fill, usd_rates: Mapping[str, Decimal]) -> PricedFill:
     return PricedFill(fill, volume, fee)
 
 
-def attribute(fill: Fill, broker_active: bool | None, user_known: bool) -> Attribution:
+def attribute(broker_id: int | None, fill_type: str, via_api: bool, broker_active: bool | None,
+              user_known: bool) -> Attribution:
     """Whether a fill is broker volume. `broker_active` is None when the broker id is not enrolled."""
-    if fill.broker_id is None:
+    if broker_id is None:
         return Attribution.NO_BROKER
-    if fill.fill_type != USER_FILL:
+    if fill_type != USER_FILL:
         return Attribution.SYSTEM
-    if not fill.via_api:
+    if not via_api:
         return Attribution.WEB
     if broker_active is None:
         return Attribution.BROKER_UNKNOWN

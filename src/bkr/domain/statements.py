@@ -156,6 +156,6 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
         adjustment_fee_base=total(line.fee_base for line in adjustments),
         adjustment_payout_exact=total(line.payout_exact for line in adjustments),
         payout_exact=payout_exact,
-        payout=max(ZERO, statement_payout(payout_exact, config.rounding_quantum)),
+        payout=statement_payout(max(ZERO, payout_exact), config.rounding_quantum),
         lines=tuple(priced),
     )

@@ -1,0 +1,420 @@
+"""The `bkr` command: the operator's handle on the program.
+
+Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db) and `--config FILE`
+(or BKR_CONFIG). Errors a user can make end with exit status 1 and one line on stderr;
+`--json` prints machine-readable output only.
+"""
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import OperationalError
+
+from bkr.domain.errors import BkrError, InvalidInput
+from bkr.domain.fills import Attribution
+from bkr.domain.money import D, canonical
+from bkr.domain.periods import Month, parse_instant
+from bkr.domain.registry import BrokerStatus, BrokerType
+from bkr.ingest.importer import import_file
+from bkr.ingest.readers import read_rows
+from bkr.ingest.writer import RowResult, Tally
+from bkr.program import registry
+from bkr.program.clock import system_clock
+from bkr.program.close import close_month, compute_statements, stored_statement
+from bkr.settings import load_config
+from bkr.store import db
+from bkr.store.tables import fill_conflicts, fill_rejections, fills
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
+broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
+affiliate_app = typer.Typer(no_args_is_help=True, help="Enroll affiliates.")
+referral_app = typer.Typer(no_args_is_help=True, help="Referral codes and their affiliate rebate rates.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and the referral code they signed up with.")
+fills_app = typer.Typer(no_args_is_help=True, help="Import fills and review what was not accepted.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(broker_app, name="broker")
+app.add_typer(affiliate_app, name="affiliate")
+app.add_typer(referral_app, name="referral")
+app.add_typer(user_app, name="user")
+app.add_typer(fills_app, name="fills")
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DbOption = Annotated[str, typer.Option("--db", envvar="BKR_DATABASE_URL", help="Database URL.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", envvar="BKR_CONFIG", help="Program config (TOML).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output only.")]
+AtOption = Annotated[str | None, typer.Option("--at", help="Effective time, ISO 8601 (default: now).")]
+
+
+def _engine(url: str) -> Engine:
+    return db.open_engine(url)
+
+
+@contextmanager
+def _transaction(url: str) -> Iterator[Connection]:
+    with _engine(url).begin() as connection:
+        yield connection
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def _moment(text: str | None) -> datetime:
+    return system_clock() if text is None else parse_instant(text)
+
+
+# --- db ----------------------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Create the schema or bring it to the latest migration."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+    err.print(f"schema at {db.current_revision(engine)}")
+
+
+# --- brokers -----------------------------------------------------------------------------------
+
+@broker_app.command("add")
+def broker_add(
+    broker_id: Annotated[int, typer.Option("--id", help="The X-Broker-Id number, 1..65535.")],
+    account: Annotated[str, typer.Option(help="The broker's business account.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    broker_type: Annotated[str, typer.Option("--type", help=" | ".join(t.value for t in BrokerType))],
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Enroll a business account as a broker (status: pending)."""
+    with _transaction(db_url) as connection:
+        registry.enroll_broker(connection, broker_id, account, name, broker_type, system_clock())
+    err.print(f"broker {broker_id} enrolled (pending); activate it with: bkr broker activate {broker_id}")
+
+
+def _change_status(broker_id: int, status: BrokerStatus, at: str | None, db_url: str) -> None:
+    with _transaction(db_url) as connection:
+        view = registry.change_broker_status(connection, broker_id, status, _moment(at), system_clock())
+    err.print(f"broker {broker_id} {status.value} from {_moment(at) if at else 'now'}; status now: {view.status}")
+
+
+@broker_app.command("activate")
+def broker_activate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Make a broker active: its API fills count from --at on."""
+    _change_status(broker_id, BrokerStatus.ACTIVE, at, db_url)
+
+
+@broker_app.command("suspend")
+def broker_suspend(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Suspend a broker: its fills stop counting from --at on."""
+    _change_status(broker_id, BrokerStatus.SUSPENDED, at, db_url)
+
+
+@broker_app.command("terminate")
+def broker_terminate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """End a broker's enrollment for good (its id is never reused)."""
+    _change_status(broker_id, BrokerStatus.TERMINATED, at, db_url)
+
+
+@broker_app.command("list")
+def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """All brokers with their current status."""
+    with _transaction(db_url) as connection:
+        views = registry.list_brokers(connection, system_clock())
+    if as_json:
+        _print_json([{"broker_id": v.broker_id, "account": v.account_id, "name": v.name, "type": v.type.value,
+                      "status": v.status.value} for v in views])
+        return
+    table = Table("id", "name", "type", "account", "status")
+    for v in views:
+        table.add_row(str(v.broker_id), v.name, v.type.value, v.account_id, v.status.value)
+    out.print(table)
+
+
+@broker_app.command("show")
+def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+                as_json: JsonOption = False) -> None:
+    """A broker, its status history, and where it stands this month."""
+    config = load_config(config_path)
+    now = system_clock()
+    month = Month.of(now)
+    with _transaction(db_url) as connection:
+        view = registry.get_broker(connection, broker_id, now)
+        projection = compute_statements(connection, config, month, broker_id)
+    document: dict[str, Any] = {
+        "broker_id": view.broker_id, "account": view.account_id, "name": view.name, "type": view.type.value,
+        "status": view.status.value,
+        "history": [{"status": c.status.value, "effective_at": c.effective_at.isoformat()}
+                    for c in view.timeline.changes],
+        "month_to_date": None,
+    }
+    if projection:
+        projected = projection[0].to_document()
+        schedule = config.schedule_for(month)
+        upcoming = schedule.next_tier(projection[0].tier)
+        document["month_to_date"] = {
+            k: projected[k] for k in ("month", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
+                                      "fee_base", "payout_exact", "payout")}
+        document["month_to_date"]["volume_to_next_tier"] = (
+            None if upcoming is None else canonical(upcoming.min_volume - projection[0].api_volume))
+    if as_json:
+        _print_json(document)
+        return
+    out.print(f"[bold]{view.name}[/] (broker {view.broker_id}, {view.type.value}, account {view.account_id}): "
+              f"[bold]{view.status.value}[/]")
+    for change in view.timeline.changes:
+        out.print(f"  {change.effective_at.isoformat()}  {change.status.value}")
+    mtd = document["month_to_date"]
+    if mtd is None:
+        out.print(f"No counted volume in {month} yet.")
+    else:
+        out.print(f"{mtd['month']} so far: API volume ${mtd['api_volume']} (spot {mtd['spot_volume']}, futures "
+                  f"{mtd['futures_volume']}) → {mtd['tier']} at {mtd['broker_rate']}; payout if the month ended now "
+                  f"${mtd['payout']}" + (f"; ${mtd['volume_to_next_tier']} to the next tier"
+                                          if mtd["volume_to_next_tier"] else ""))
+
+
+# --- affiliates, referral codes, users ------------------------------------------------------------
+
+@affiliate_app.command("add")
+def affiliate_add(account: Annotated[str, typer.Option(help="The affiliate's business account.")],
+                  name: Annotated[str, typer.Option(help="Display name.")],
+                  db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Enroll a business account as an affiliate."""
+    with _transaction(db_url) as connection:
+        registry.enroll_affiliate(connection, account, name, system_clock())
+    err.print(f"affiliate {account} enrolled")
+
+
+@affiliate_app.command("list")
+def affiliate_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Affiliates and their referral codes."""
+    with _transaction(db_url) as connection:
+        rows = registry.list_affiliates(connection)
+    if as_json:
+        _print_json([{"account": a, "name": n, "codes": c} for a, n, c in rows])
+        return
+    table = Table("account", "name", "codes")
+    for account, name, codes in rows:
+        table.add_row(account, name, ", ".join(codes))
+    out.print(table)
+
+
+@referral_app.command("add")
+def referral_add(
+    affiliate: Annotated[str, typer.Option(help="The affiliate's account.")],
+    code: Annotated[str, typer.Option(help="The referral code.")],
+    rate: Annotated[str, typer.Option(help="Affiliate rebate rate, a fraction such as 0.10.")],
+    effective_from: Annotated[str | None, typer.Option("--from", help="ISO 8601 (default: now).")] = None,
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Create a referral code, or record a new rate for it from --from on."""
+    with _transaction(db_url) as connection:
+        registry.set_referral_rate(connection, affiliate, code, D(rate), _moment(effective_from), system_clock())
+    err.print(f"code {code}: rate {rate} from {effective_from or 'now'}")
+
+
+@user_app.command("add")
+def user_add(user_id: Annotated[str, typer.Option("--id", help="The exchange's user id.")],
+             referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
+             db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Register a user (and the referral code it signed up with, if any)."""
+    with _transaction(db_url) as connection:
+        registry.add_users(connection, [(user_id, referral_code)], system_clock())
+    err.print(f"user {user_id} registered")
+
+
+@user_app.command("import")
+def user_import(file: Path, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Register users from a CSV with columns user_id,referral_code."""
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "user_id" not in reader.fieldnames:
+                raise InvalidInput(f"{file.name}: needs a header with user_id (and referral_code)")
+            entries = [(row["user_id"] or "", row.get("referral_code")) for row in reader]
+    except FileNotFoundError:
+        raise InvalidInput(f"{file}: no such file") from None
+    with _transaction(db_url) as connection:
+        new = registry.add_users(connection, entries, system_clock())
+    if as_json:
+        _print_json({"users": len(entries), "new": new})
+    else:
+        err.print(f"{len(entries)} users read, {new} new")
+
+
+# --- fills -----------------------------------------------------------------------------------
+
+@fills_app.command("import")
+def fills_import(
+    file: Path,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="Fills per transaction.")] = 5_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
+    config = load_config(config_path)
+    engine = _engine(db_url)
+    read_rows(file, file_format)  # fail on a missing file or unknown type before any progress bar
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task(f"importing {file.name}", total=None, rate="")
+        started = datetime.now()
+
+        def report(tally: Tally, _results: list[RowResult]) -> None:
+            seen = tally.accepted + tally.duplicates + tally.conflicts + tally.rejected
+            seconds = max((datetime.now() - started).total_seconds(), 1e-9)
+            progress.update(task, completed=seen, rate=f"{seen:,} rows, {seen / seconds:,.0f}/s")
+
+        tally = import_file(engine, config, file, clock=system_clock, batch_size=batch_size,
+                            file_format=file_format, on_batch=report)
+    if as_json:
+        _print_json(tally.counts())
+        return
+    out.print(f"{file.name}: {tally.accepted:,} accepted ({tally.counted:,} broker volume, "
+              f"{tally.awaiting_user:,} awaiting their user), {tally.duplicates:,} duplicates, "
+              f"{tally.conflicts:,} conflicts, {tally.rejected:,} rejected")
+    if tally.rejected or tally.conflicts:
+        out.print("See them with: bkr fills rejected")
+
+
+@fills_app.command("rejected")
+def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, typer.Option()] = 50,
+                   as_json: JsonOption = False) -> None:
+    """Rows that were rejected (with their reason), conflicting fills, and fills awaiting their user."""
+    with _transaction(db_url) as connection:
+        rejections = connection.execute(
+            select(fill_rejections.c.source, fill_rejections.c.line, fill_rejections.c.fill_id,
+                   fill_rejections.c.reason, fill_rejections.c.raw)
+            .order_by(fill_rejections.c.rejection_id).limit(limit)).all()
+        conflicts = connection.execute(
+            select(fill_conflicts.c.source, fill_conflicts.c.line, fill_conflicts.c.fill_id, fill_conflicts.c.raw)
+            .order_by(fill_conflicts.c.conflict_id).limit(limit)).all()
+        counts = {
+            "rejected": connection.execute(select(func.count()).select_from(fill_rejections)).scalar_one(),
+            "conflicts": connection.execute(select(func.count()).select_from(fill_conflicts)).scalar_one(),
+            "awaiting_user": connection.execute(select(func.count()).select_from(fills).where(
+                fills.c.attribution == Attribution.AWAITING_USER.value)).scalar_one(),
+        }
+    if as_json:
+        _print_json({"counts": counts,
+                     "rejected": [{"source": r.source, "line": r.line, "fill_id": r.fill_id, "reason": r.reason,
+                                   "raw": r.raw} for r in rejections],
+                     "conflicts": [{"source": c.source, "line": c.line, "fill_id": c.fill_id, "raw": c.raw}
+                                   for c in conflicts]})
+        return
+    table = Table("source", "line", "fill_id", "reason", title=f"rejected rows ({counts['rejected']:,})")
+    for r in rejections:
+        table.add_row(r.source, str(r.line or ""), r.fill_id or "", r.reason)
+    out.print(table)
+    table = Table("source", "line", "fill_id", "received", title=f"conflicts ({counts['conflicts']:,}): "
+                  "same fill_id, other content; not applied")
+    for c in conflicts:
+        table.add_row(c.source, str(c.line or ""), c.fill_id, c.raw[:80])
+    out.print(table)
+    if counts["awaiting_user"]:
+        out.print(f"{counts['awaiting_user']:,} broker fills wait for their user to be registered "
+                  "(bkr user add / bkr user import); they are paid once it is.")
+
+
+# --- close and statements -------------------------------------------------------------------------
+
+@app.command("close")
+def close(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute everything, write nothing.")] = False,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a month: tiers, payouts, one statement per broker. Idempotent."""
+    config = load_config(config_path)
+    result = close_month(_engine(db_url), config, Month.parse(month), now=system_clock(), dry_run=dry_run)
+    document = result.to_document()
+    if as_json:
+        _print_json({"month": document["month"], "dry_run": result.dry_run,
+                     "already_closed": result.already_closed,
+                     "awaiting_user_fills": result.awaiting_user_fills, "statements": document["statements"]})
+        return
+    verb = "preview of" if dry_run else ("already closed:" if result.already_closed else "closed")
+    table = Table("broker", "tier", "rate", "spot volume", "futures volume", "fee base", "adjustments",
+                  "payout (exact)", "payout", title=f"{verb} {month}")
+    for s in document["statements"]:
+        table.add_row(str(s["broker_id"]), s["tier"], s["broker_rate"], s["spot_volume"], s["futures_volume"],
+                      s["fee_base"], s["adjustment_payout_exact"], s["payout_exact"], s["payout"])
+    out.print(table)
+    if result.awaiting_user_fills:
+        err.print(f"warning: {result.awaiting_user_fills:,} broker fills of {month} wait for their user and are "
+                  "not in these statements (bkr fills rejected)")
+
+
+@app.command("statement")
+def statement(
+    broker: Annotated[int, typer.Option("--broker", help="Broker id.")],
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    output_format: Annotated[str, typer.Option("--format", help="json | csv")] = "json",
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Print one broker's statement for a closed month, with its lines per user and market type."""
+    if output_format not in ("json", "csv"):
+        raise InvalidInput(f"--format: {output_format!r} is not json or csv")
+    with _transaction(db_url) as connection:
+        text = stored_statement(connection, broker, Month.parse(month))
+    document = json.loads(text)
+    if output_format == "json":
+        _print_json(document)
+        return
+    sys.stdout.write(statement_csv(document))
+
+
+def statement_csv(document: dict[str, Any]) -> str:
+    """The statement's lines as CSV, followed by a total row."""
+    columns = ["broker_id", "month", "kind", "fill_month", "user_id", "market_type", "tier", "affiliate_rate",
+               "effective_rate", "fills", "volume_usd", "fee_usd", "fee_base", "payout_exact", "payout"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for line in document["lines"]:
+        writer.writerow([document["broker_id"], document["month"], *(line[c] for c in columns[2:-1]), ""])
+    writer.writerow([document["broker_id"], document["month"], "total", "", "", "", document["tier"], "", "",
+                     sum(line["fills"] for line in document["lines"]), document["api_volume"], "",
+                     document["fee_base"], document["payout_exact"], document["payout"]])
+    return buffer.getvalue()
+
+
+# --- synthetic data ---------------------------------------------------------------------------------
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")  # one line, never wrapped
+    raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point: domain errors become one line on stderr and exit status 1."""
+    try:
+        app()  # usage errors are Typer's own: a message and exit status 2
+    except BkrError as error:
+        _fail(str(error))
+    except OperationalError as error:
+        _fail(f"database: {str(error.orig).strip().splitlines()[0]}")
+    except KeyboardInterrupt:
+        _fail("interrupted; what was committed is kept, run the same command again to finish")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Import a fill file: stream it in batches, each batch one transaction, and tally the outcome.
+
+Memory stays flat in the file's size (only one batch is held). Interrupting an import (a crash,
+Ctrl-C) keeps the batches already committed and nothing of the one in flight; importing the
+same file again finds the committed rows as duplicates and writes the rest.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, update
+
+from bkr.domain.config import ProgramConfig
+from bkr.ingest.readers import RawRow, read_rows
+from bkr.ingest.writer import RowResult, Tally, write_batch
+from bkr.program.clock import Clock
+from bkr.store.tables import imports
+
+DEFAULT_BATCH = 5_000
+
+
+def batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *, source: str, clock: Clock,
+                batch_size: int = DEFAULT_BATCH,
+                on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
+    tally = Tally()
+    with engine.begin() as connection:
+        import_id = connection.execute(
+            insert(imports).values(source=source, started_at=clock()).returning(imports.c.import_id)).scalar_one()
+    for batch in batches(rows, batch_size):
+        with engine.begin() as connection:
+            results = write_batch(connection, batch, config.usd_rates, source=source, now=clock(),
+                                  import_id=import_id)
+            batch_tally = Tally()
+            batch_tally.add(results)
+            connection.execute(update(imports).where(imports.c.import_id == import_id).values(
+                accepted=imports.c.accepted + batch_tally.accepted,
+                duplicates=imports.c.duplicates + batch_tally.duplicates,
+                conflicts=imports.c.conflicts + batch_tally.conflicts,
+                rejected=imports.c.rejected + batch_tally.rejected))
+        tally.add(results)
+        if on_batch is not None:
+            on_batch(tally, results)
+    with engine.begin() as connection:
+        connection.execute(update(imports).where(imports.c.import_id == import_id).values(finished_at=clock()))
+    return tally
+
+
+def import_file(engine: Engine, config: ProgramConfig, path: Path, *, clock: Clock,
+                batch_size: int = DEFAULT_BATCH, file_format: str | None = None,
+                on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
+    return import_rows(engine, config, read_rows(path, file_format), source=path.name, clock=clock,
+                       batch_size=batch_size, on_batch=on_batch)

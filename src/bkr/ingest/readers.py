@@ -1,0 +1,123 @@
+"""Streaming readers: each yields `RawRow`s, one per record, without loading the file.
+
+A row that cannot even be read (a broken JSON line) is still yielded, with its `error`, so the
+import reports it with its line number instead of stopping.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    line: int | None  # line in a text file, record number in Parquet, item index in a batch
+    values: dict[str, Any] | None
+    raw: str  # the record as received, kept with a rejection or a conflict
+    error: str | None = None
+
+
+def detect_format(path: Path) -> str:
+    suffixes = "".join(path.suffixes).lower()
+    for name, endings in (("csv", (".csv",)), ("ndjson", (".ndjson", ".jsonl", ".json")),
+                          ("parquet", (".parquet", ".pq"))):
+        if suffixes.endswith(endings):
+            return name
+    raise InvalidInput(f"{path.name}: unknown file type (use .csv, .ndjson/.jsonl or .parquet)")
+
+
+def read_rows(path: Path, file_format: str | None = None) -> Iterator[RawRow]:
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    file_format = file_format or detect_format(path)
+    if file_format == "csv":
+        return read_csv(path)
+    if file_format == "ndjson":
+        return read_ndjson(path)
+    if file_format == "parquet":
+        return read_parquet(path)
+    raise InvalidInput(f"unknown fill file format {file_format!r}")
+
+
+def read_csv(path: Path) -> Iterator[RawRow]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [name.strip().lower() for name in next(reader)]
+        except StopIteration:
+            return
+        _check_header(path, header)
+        width = len(header)
+        line = reader.line_num
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not record or record == [""]:
+                continue
+            raw = _csv_text(record)
+            if len(record) != width:
+                yield RawRow(start, None, raw, f"row has {len(record)} fields, the header has {width}")
+                continue
+            yield RawRow(start, dict(zip(header, record, strict=True)), raw)
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    missing = [name for name in ("fill_id", "price", "quantity", "fee", "timestamp") if name not in header]
+    if missing:
+        raise InvalidInput(f"{path.name}: header lacks {', '.join(missing)} (columns are {', '.join(FIELDS)})")
+
+
+def _csv_text(record: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(record)
+    return buffer.getvalue()
+
+
+def read_ndjson(path: Path) -> Iterator[RawRow]:
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            text = text.strip()
+            if text:
+                yield parse_json_record(number, text)
+
+
+def parse_json_record(number: int | None, text: str) -> RawRow:
+    """One JSON object; numbers are read as exact decimals, never floats."""
+    try:
+        value = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as error:
+        return RawRow(number, None, text, f"not valid JSON: {error.msg} at column {error.colno}")
+    if not isinstance(value, dict):
+        return RawRow(number, None, text, "not a JSON object")
+    return RawRow(number, value, text)
+
+
+def read_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    floats = [f.name for f in parquet.schema_arrow if pa.types.is_floating(f.type)
+              and f.name in ("price", "quantity", "fee")]
+    if floats:
+        raise InvalidInput(f"{path.name}: columns {', '.join(floats)} are floating point, which is not exact; "
+                           "write them as decimal or string")
+    number = 0
+    for batch in parquet.iter_batches(batch_size=10_000):
+        for record in batch.to_pylist():
+            number += 1
+            yield RawRow(number, record, json.dumps(record, default=_json_default, sort_keys=True))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

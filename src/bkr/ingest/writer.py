@@ -1,0 +1,181 @@
+"""The idempotent write of one batch of fills, in one transaction.
+
+Each row ends as exactly one of: accepted (stored, and counted if it is broker volume),
+duplicate (the same fill is already stored: nothing changes), conflict (the same `fill_id`
+with other content: kept for an operator, not applied) or rejected (with its reason). A
+batch commits whole or not at all, so a crash loses nothing that was acknowledged and a
+retry applies nothing twice: rows that made it in are duplicates the second time.
+"""
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import Attribution, PricedFill, parse_fill, price_in_usd
+from bkr.ingest.readers import RawRow
+from bkr.program.attribution import Counted, RegistryView, add_to_aggregates
+from bkr.program.dialect import insert_for, insert_ignoring
+from bkr.program.periods import lock_open_periods
+from bkr.store.tables import fill_conflicts, fill_rejections, fills
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    line: int | None
+    fill_id: str | None
+    outcome: Outcome
+    reason: str | None = None
+    attribution: Attribution | None = None
+
+
+@dataclass
+class Tally:
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    counted: int = 0  # accepted fills that are broker volume
+    awaiting_user: int = 0  # accepted broker fills whose user bkr does not know yet
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, results: Sequence[RowResult]) -> None:
+        for result in results:
+            if result.outcome is Outcome.ACCEPTED:
+                self.accepted += 1
+                self.counted += result.attribution is Attribution.COUNTED
+                self.awaiting_user += result.attribution is Attribution.AWAITING_USER
+            elif result.outcome is Outcome.DUPLICATE:
+                self.duplicates += 1
+            elif result.outcome is Outcome.CONFLICT:
+                self.conflicts += 1
+            else:
+                self.rejected += 1
+                field_name = (result.reason or "").split(":", 1)[0]
+                self.reasons[field_name] = self.reasons.get(field_name, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "conflicts": self.conflicts,
+                "rejected": self.rejected}
+
+
+def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mapping[str, Decimal], *,
+                source: str, now: datetime, import_id: int | None = None) -> list[RowResult]:
+    """Validate, price, deduplicate and store one batch. The caller owns the transaction."""
+    results: list[RowResult | None] = [None] * len(rows)
+    rejections: list[dict[str, Any]] = []
+    candidates: dict[str, tuple[int, PricedFill, str]] = {}  # fill_id -> (row index, fill, content key)
+    conflicts: list[dict[str, Any]] = []
+
+    for index, row in enumerate(rows):
+        try:
+            if row.error is not None:
+                raise InvalidInput(row.error)
+            assert row.values is not None
+            priced = price_in_usd(parse_fill(row.values), usd_rates)
+        except InvalidInput as error:
+            reason = str(error)
+            fill_id = _fill_id_of(row)
+            results[index] = RowResult(row.line, fill_id, Outcome.REJECTED, reason)
+            rejections.append({"import_id": import_id, "source": source, "line": row.line, "fill_id": fill_id,
+                               "reason": reason, "raw": row.raw, "row_key": _digest(row.raw, reason),
+                               "seen_at": now})
+            continue
+        key = priced.fill.content_key()
+        earlier = candidates.get(priced.fill.fill_id)
+        if earlier is None:
+            candidates[priced.fill.fill_id] = (index, priced, key)
+        elif earlier[2] == key:
+            results[index] = RowResult(row.line, priced.fill.fill_id, Outcome.DUPLICATE)
+        else:
+            results[index] = RowResult(row.line, priced.fill.fill_id, Outcome.CONFLICT,
+                                       "fill_id seen earlier in the same batch with other content")
+            conflicts.append(_conflict_row(import_id, source, row, priced.fill.fill_id, earlier[2], key, now))
+
+    if candidates:
+        ordered = sorted(candidates.values(), key=lambda c: c[1].fill.fill_id)  # one lock order for every writer
+        targets = lock_open_periods(connection, {c[1].fill.month for c in ordered})
+        view = RegistryView.load(connection,
+                                 (c[1].fill.broker_id for c in ordered if c[1].fill.broker_id is not None),
+                                 (c[1].fill.user_id for c in ordered))
+        records = []
+        decided: dict[str, tuple[Attribution, Decimal | None]] = {}
+        for _, priced, key in ordered:
+            fill = priced.fill
+            attribution, rate = view.attribute(fill.broker_id, fill.fill_type, fill.via_api, fill.user_id,
+                                               fill.timestamp)
+            decided[fill.fill_id] = (attribution, rate)
+            records.append(_fill_record(priced, key, attribution, rate, str(targets[fill.month]), import_id))
+        inserted = {fill_id for (fill_id,) in connection.execute(
+            insert_for(connection, fills).on_conflict_do_nothing(index_elements=["fill_id"])
+            .returning(fills.c.fill_id), records)}
+        stored: dict[str, str] = {}
+        missing = [c[1].fill.fill_id for c in ordered if c[1].fill.fill_id not in inserted]
+        if missing:
+            stored = dict(connection.execute(
+                select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(missing))).all())
+        counted: list[Counted] = []
+        for index, priced, key in ordered:
+            fill = priced.fill
+            row = rows[index]
+            if fill.fill_id in inserted:
+                attribution, rate = decided[fill.fill_id]
+                results[index] = RowResult(row.line, fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
+                if attribution is Attribution.COUNTED:
+                    assert fill.broker_id is not None and rate is not None
+                    counted.append(Counted(fill.broker_id, targets[fill.month], fill.month, fill.user_id,
+                                           fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
+            elif stored.get(fill.fill_id) == key:
+                results[index] = RowResult(row.line, fill.fill_id, Outcome.DUPLICATE)
+            else:
+                results[index] = RowResult(row.line, fill.fill_id, Outcome.CONFLICT,
+                                           "fill_id already stored with other content")
+                conflicts.append(_conflict_row(import_id, source, row, fill.fill_id, stored.get(fill.fill_id),
+                                               key, now))
+        add_to_aggregates(connection, counted)
+
+    insert_ignoring(connection, fill_rejections, rejections, ["row_key"])
+    insert_ignoring(connection, fill_conflicts, conflicts, ["fill_id", "incoming_key"])
+    return [result for result in results if result is not None]
+
+
+def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: Decimal | None, period: str,
+                 import_id: int | None) -> dict[str, Any]:
+    fill = priced.fill
+    return {
+        "fill_id": fill.fill_id, "order_id": fill.order_id, "user_id": fill.user_id, "symbol": fill.symbol,
+        "market_type": fill.market_type.value, "side": fill.side.value, "price": fill.price,
+        "quantity": fill.quantity, "fee": fill.fee, "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
+        "ts": fill.timestamp, "broker_id": fill.broker_id, "via_api": fill.via_api, "fill_type": fill.fill_type,
+        "volume_usd": priced.volume_usd, "fee_usd": priced.fee_usd, "content_key": key,
+        "attribution": attribution.value, "affiliate_rate": rate, "fill_month": str(fill.month),
+        "period": period, "import_id": import_id,
+    }
+
+
+def _conflict_row(import_id: int | None, source: str, row: RawRow, fill_id: str, existing: str | None,
+                  incoming: str, now: datetime) -> dict[str, Any]:
+    return {"import_id": import_id, "fill_id": fill_id, "existing_key": existing, "incoming_key": incoming,
+            "source": source, "line": row.line, "raw": row.raw, "seen_at": now}
+
+
+def _fill_id_of(row: RawRow) -> str | None:
+    value = row.values.get("fill_id") if row.values else None
+    return None if value is None else str(value)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()

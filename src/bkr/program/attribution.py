@@ -1,0 +1,207 @@
+"""Attribution against the registry, and the running aggregates that closes read.
+
+`RegistryView` loads, for a set of fills, what the rules need: each broker's status timeline,
+each user's signup code, each code's rate timeline. `evaluate` applies the domain's
+`attribute` to one fill. `add_to_aggregates` is the one place where counted fills become
+running totals, used by ingestion and by `reevaluate` after a retroactive registry change.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, select, tuple_, update
+
+from bkr.domain.fills import Attribution, attribute
+from bkr.domain.money import ZERO, add, canonical
+from bkr.domain.payout import fee_base
+from bkr.domain.periods import Month
+from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
+from bkr.program.dialect import insert_for
+from bkr.program.periods import closed_months, paying_period
+from bkr.store.tables import aggregates, broker_status_changes, brokers, fills, referral_rates, users
+from bkr.store.types import exact_add
+
+_NO_RATES = RateTimeline(())
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    timelines: dict[int, StatusTimeline]  # enrolled brokers only
+    user_codes: dict[str, str | None]  # known users only
+    rates: dict[str, RateTimeline]
+
+    @classmethod
+    def load(cls, connection: Connection, broker_ids: Iterable[int], user_ids: Iterable[str]) -> "RegistryView":
+        broker_ids = sorted(set(broker_ids))
+        user_ids = sorted(set(user_ids))
+        timelines: dict[int, list[StatusChange]] = {}
+        if broker_ids:
+            enrolled = connection.execute(select(brokers.c.broker_id).where(brokers.c.broker_id.in_(broker_ids)))
+            timelines = {broker_id: [] for (broker_id,) in enrolled}
+            rows = connection.execute(
+                select(broker_status_changes.c.broker_id, broker_status_changes.c.status,
+                       broker_status_changes.c.effective_at)
+                .where(broker_status_changes.c.broker_id.in_(broker_ids))
+                .order_by(broker_status_changes.c.broker_id, broker_status_changes.c.effective_at))
+            for broker_id, status, effective_at in rows:
+                timelines[broker_id].append(StatusChange(BrokerStatus(status), effective_at))
+        user_codes: dict[str, str | None] = {}
+        for chunk in _chunks(user_ids, 20_000):
+            user_codes.update(connection.execute(
+                select(users.c.user_id, users.c.referral_code).where(users.c.user_id.in_(chunk))).all())
+        codes = sorted({code for code in user_codes.values() if code is not None})
+        rates: dict[str, list[RateChange]] = defaultdict(list)
+        if codes:
+            rows = connection.execute(
+                select(referral_rates.c.code, referral_rates.c.rate, referral_rates.c.effective_from)
+                .where(referral_rates.c.code.in_(codes))
+                .order_by(referral_rates.c.code, referral_rates.c.effective_from))
+            for code, rate, effective_from in rows:
+                rates[code].append(RateChange(rate, effective_from))
+        return cls(
+            timelines={broker_id: StatusTimeline(tuple(changes)) for broker_id, changes in timelines.items()},
+            user_codes=user_codes,
+            rates={code: RateTimeline(tuple(changes)) for code, changes in rates.items()},
+        )
+
+    def broker_active(self, broker_id: int, moment: datetime) -> bool | None:
+        timeline = self.timelines.get(broker_id)
+        return None if timeline is None else timeline.is_active_at(moment)
+
+    def attribute(self, broker_id: int | None, fill_type: str, via_api: bool, user_id: str,
+                  moment: datetime) -> tuple[Attribution, Decimal | None]:
+        """A fill's attribution under this registry, and its affiliate rate when it counts."""
+        active = None if broker_id is None else self.broker_active(broker_id, moment)
+        rate = self.affiliate_rate(user_id, moment)
+        attribution = attribute(broker_id, fill_type, via_api, active, rate is not None)
+        return attribution, rate if attribution is Attribution.COUNTED else None
+
+    def affiliate_rate(self, user_id: str, moment: datetime) -> Decimal | None:
+        """The user's affiliate rate at `moment`: 0 without a code; None if the user is unknown."""
+        if user_id not in self.user_codes:
+            return None
+        code = self.user_codes[user_id]
+        return ZERO if code is None else self.rates.get(code, _NO_RATES).rate_at(moment)
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a counted fill adds to one aggregate row."""
+
+    broker_id: int
+    period: Month
+    fill_month: Month
+    user_id: str
+    market_type: str
+    affiliate_rate: Decimal
+    volume_usd: Decimal
+    fee_usd: Decimal
+
+
+AggregateKey = tuple[int, str, str, str, str, str]
+
+
+def _sum_by_key(counted: Iterable[Counted]) -> dict[AggregateKey, list[Any]]:
+    totals: dict[AggregateKey, list[Any]] = {}
+    for item in counted:
+        key = (item.broker_id, str(item.period), str(item.fill_month), item.user_id, item.market_type,
+               canonical(item.affiliate_rate))
+        row = totals.get(key)
+        if row is None:
+            totals[key] = [1, item.volume_usd, item.fee_usd, fee_base(item.fee_usd)]
+        else:
+            row[0] += 1
+            row[1] = add(row[1], item.volume_usd)
+            row[2] = add(row[2], item.fee_usd)
+            row[3] = add(row[3], fee_base(item.fee_usd))
+    return totals
+
+
+def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
+    """Add counted fills to the running aggregates, exactly, safe under concurrent writers."""
+    totals = _sum_by_key(counted)
+    if not totals:
+        return
+    rows = [
+        {"broker_id": key[0], "period": key[1], "fill_month": key[2], "user_id": key[3], "market_type": key[4],
+         "affiliate_rate": Decimal(key[5]), "fills": value[0], "volume_usd": value[1], "fee_usd": value[2],
+         "fee_base_usd": value[3]}
+        for key, value in sorted(totals.items())  # one lock order for every writer
+    ]
+    statement = insert_for(connection, aggregates)
+    statement = statement.on_conflict_do_update(
+        index_elements=[c.name for c in aggregates.primary_key.columns],
+        set_={
+            "fills": aggregates.c.fills + statement.excluded.fills,
+            "volume_usd": exact_add(aggregates.c.volume_usd, statement.excluded.volume_usd),
+            "fee_usd": exact_add(aggregates.c.fee_usd, statement.excluded.fee_usd),
+            "fee_base_usd": exact_add(aggregates.c.fee_base_usd, statement.excluded.fee_base_usd),
+        },
+    )
+    connection.execute(statement, rows)
+
+
+def reevaluate(connection: Connection, condition: Any) -> int:
+    """Re-apply the rules to the stored fills matching `condition`, after the registry changed
+    (a status or rate recorded with an effective time in the past, a user who arrived late).
+
+    Only fills not yet on a statement move: those paid in an open period, and fills that were
+    waiting for their user (never counted, so they go to the first open period). Aggregates of
+    every (broker, period) touched are rebuilt from the fills. Returns the number of fills whose
+    attribution, rate or period changed.
+    """
+    closed = closed_months(connection)
+    open_or_waiting = (fills.c.attribution == Attribution.AWAITING_USER.value) | (
+        fills.c.period.not_in(sorted(str(m) for m in closed)) if closed else fills.c.period.is_not(None))
+    rows = connection.execute(
+        select(fills.c.fill_id, fills.c.user_id, fills.c.broker_id, fills.c.ts, fills.c.via_api,
+               fills.c.fill_type, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period)
+        .where(and_(condition, open_or_waiting))).all()
+    if not rows:
+        return 0
+    view = RegistryView.load(connection, (r.broker_id for r in rows if r.broker_id is not None),
+                             (r.user_id for r in rows))
+    changes: list[dict[str, Any]] = []
+    touched: set[tuple[int, str]] = set()
+    for row in rows:
+        attribution, rate = view.attribute(row.broker_id, row.fill_type, row.via_api, row.user_id, row.ts)
+        period = row.period
+        if row.attribution == Attribution.AWAITING_USER.value:
+            period = str(paying_period(Month.parse(row.fill_month), closed))
+        if (attribution.value, rate, period) != (row.attribution, row.affiliate_rate, row.period):
+            changes.append({"key": row.fill_id, "attribution": attribution.value, "affiliate_rate": rate,
+                            "period": period})
+            if row.broker_id is not None:
+                touched.update({(row.broker_id, row.period), (row.broker_id, period)})
+    if changes:
+        connection.execute(
+            update(fills).where(fills.c.fill_id == bindparam("key"))
+            .values(attribution=bindparam("attribution"), affiliate_rate=bindparam("affiliate_rate"),
+                    period=bindparam("period")),
+            changes)
+        rebuild_aggregates(connection, touched)
+    return len(changes)
+
+
+def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] | set[tuple[int, str]]) -> None:
+    """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
+    for broker_id, period in sorted(pairs):
+        connection.execute(delete(aggregates).where(
+            and_(aggregates.c.broker_id == broker_id, aggregates.c.period == period)))
+        rows = connection.execute(
+            select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month,
+                   fills.c.volume_usd, fills.c.fee_usd)
+            .where(tuple_(fills.c.broker_id, fills.c.period) == (broker_id, period))
+            .where(fills.c.attribution == Attribution.COUNTED.value))
+        add_to_aggregates(connection, (
+            Counted(broker_id, Month.parse(period), Month.parse(r.fill_month), r.user_id, r.market_type,
+                    r.affiliate_rate, r.volume_usd, r.fee_usd) for r in rows))
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

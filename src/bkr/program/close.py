@@ -1,0 +1,149 @@
+"""Closing a month: tiers, payouts, one statement per broker, written once.
+
+`close_month` is the only computation of a statement: `dry_run=True` runs it to the end and
+rolls back, so the preview cannot drift from the real close. A closed month answers with the
+statements it stored, byte for byte. On PostgreSQL the month's period row is locked for
+update, so concurrent closes (any number of replicas) produce one result, and ingestion,
+which holds a shared lock on the periods it writes into, is routed to the next open month
+once the close has committed (see `bkr.program.periods`).
+"""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from bkr.domain.config import ProgramConfig, TierBasis
+from bkr.domain.errors import NotFound, PeriodNotEnded
+from bkr.domain.fills import Attribution, MarketType
+from bkr.domain.money import ZERO
+from bkr.domain.periods import Month
+from bkr.domain.statements import AggregateLine, BrokerStatement, api_volumes, build_statement, paying_tier
+from bkr.domain.tiers import Tier
+from bkr.program.dialect import insert_ignoring, locked
+from bkr.store.tables import aggregates, fills, periods, statements
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    month: Month
+    already_closed: bool
+    dry_run: bool
+    documents: tuple[dict[str, Any], ...]  # one statement document per broker, by broker id
+    awaiting_user_fills: int  # broker fills of the month that cannot be paid until their user is known
+
+    def to_document(self, *, with_lines: bool = False) -> dict[str, Any]:
+        return {
+            "month": str(self.month),
+            "already_closed": self.already_closed,
+            "dry_run": self.dry_run,
+            "awaiting_user_fills": self.awaiting_user_fills,
+            "statements": [doc if with_lines else {k: v for k, v in doc.items() if k != "lines"}
+                           | {"line_count": len(doc["lines"])} for doc in self.documents],
+        }
+
+
+def dump(document: dict[str, Any]) -> str:
+    """The canonical bytes of a statement document."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: datetime,
+                dry_run: bool = False) -> CloseResult:
+    if month >= Month.of(now):
+        raise PeriodNotEnded(f"{month} has not ended yet (it is {now:%Y-%m-%d %H:%M} UTC); "
+                             "a month is closed from the 1st of the next")
+    with engine.connect() as connection, connection.begin() as transaction:
+        if not dry_run:
+            insert_ignoring(connection, periods, [{"month": str(month)}], ["month"])
+        status = connection.execute(locked(select(periods.c.status).where(periods.c.month == str(month)))).scalar()
+        awaiting = _awaiting_user(connection, month)
+        if status == "closed":
+            return CloseResult(month, True, dry_run, tuple(stored_documents(connection, month)), awaiting)
+        computed = compute_statements(connection, config, month)
+        documents = tuple(s.to_document() for s in computed)
+        if dry_run:
+            transaction.rollback()
+            return CloseResult(month, False, True, documents, awaiting)
+        if computed:
+            connection.execute(insert(statements), [
+                {"broker_id": s.broker_id, "month": str(month), "tier_level": s.tier.level,
+                 "broker_rate": s.tier.rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
+                 "payout": s.payout, "document": dump(doc), "created_at": now}
+                for s, doc in zip(computed, documents, strict=True)])
+        connection.execute(update(periods).where(periods.c.month == str(month))
+                           .values(status="closed", closed_at=now))
+        return CloseResult(month, False, False, documents, awaiting)
+
+
+def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
+                       broker_id: int | None = None) -> list[BrokerStatement]:
+    """The statements of `month` from its aggregates (regular lines and late-fill adjustments).
+    On an open month this is the projection "if the month ended now"."""
+    by_broker: dict[int, list[AggregateLine]] = defaultdict(list)
+    for line in _aggregate_lines(connection, month, broker_id):
+        by_broker[line.broker_id].append(line)
+    result = []
+    for broker in sorted(by_broker):
+        lines = by_broker[broker]
+        own = sum(api_volumes(lines), ZERO)
+        previous = (_api_volume(connection, broker, month.previous())
+                    if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
+        tier = paying_tier(config, month, own, previous)
+        prior = {m: _tier_of_closed_month(connection, config, broker, m)
+                 for m in {line.fill_month for line in lines if line.is_adjustment}}
+        result.append(build_statement(config, broker, month, lines, tier, prior))
+    return result
+
+
+def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
+    query = select(aggregates).where(aggregates.c.period == str(period))
+    if broker_id is not None:
+        query = query.where(aggregates.c.broker_id == broker_id)
+    rows = connection.execute(query)
+    return [AggregateLine(r.broker_id, Month.parse(r.period), Month.parse(r.fill_month), r.user_id,
+                          MarketType(r.market_type), r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd,
+                          r.fee_base_usd) for r in rows]
+
+
+def _api_volume(connection: Connection, broker_id: int, month: Month) -> Decimal:
+    """A broker's API volume in a month: from its statement if closed, else the running aggregates."""
+    stored = connection.execute(select(statements.c.api_volume).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+    if stored is not None:
+        return stored  # type: ignore[no-any-return]
+    return sum(api_volumes(_aggregate_lines(connection, month, broker_id)), ZERO)
+
+
+def _tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
+    """The tier a closed month was paid at; a broker without a statement that month was at the base tier."""
+    level = connection.execute(select(statements.c.tier_level).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+    schedule = config.schedule_for(month)
+    return schedule.tiers[level] if level is not None else schedule.tiers[0]
+
+
+def _awaiting_user(connection: Connection, month: Month) -> int:
+    return connection.execute(select(func.count()).select_from(fills).where(
+        (fills.c.attribution == Attribution.AWAITING_USER.value) & (fills.c.fill_month == str(month)))).scalar_one()
+
+
+def stored_documents(connection: Connection, month: Month) -> list[dict[str, Any]]:
+    rows = connection.execute(select(statements.c.document).where(statements.c.month == str(month))
+                              .order_by(statements.c.broker_id)).scalars()
+    return [json.loads(text) for text in rows]
+
+
+def stored_statement(connection: Connection, broker_id: int, month: Month) -> str:
+    """The canonical JSON of one stored statement."""
+    text = connection.execute(select(statements.c.document).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+    if text is None:
+        closed = connection.execute(select(periods.c.status).where(periods.c.month == str(month))).scalar()
+        hint = "" if closed == "closed" else f" ({month} is open; preview: bkr close --month {month} --dry-run)"
+        raise NotFound(f"no statement for broker {broker_id} in {month}{hint}")
+    return text  # type: ignore[no-any-return]

@@ -1,0 +1,29 @@
+"""The few statements whose SQL differs between SQLite and PostgreSQL."""
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
+
+
+def insert_for(connection: Connection, table: Table) -> Any:
+    """An INSERT that supports ON CONFLICT on the connection's database."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_ignoring(connection: Connection, table: Table, rows: list[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Insert rows, skipping those whose key already exists."""
+    if rows:
+        connection.execute(insert_for(connection, table).on_conflict_do_nothing(index_elements=list(keys)), rows)
+
+
+def locked(query: Select[Any], *, shared: bool = False) -> Select[Any]:
+    """Row locks on PostgreSQL; SQLite serializes writers with BEGIN IMMEDIATE instead."""
+    return query.with_for_update(read=shared)
+
+
+__all__ = ["insert_for", "insert_ignoring", "locked", "select"]

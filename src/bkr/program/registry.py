@@ -1,0 +1,213 @@
+"""The registry's use cases: accounts, enrollment, brokers and their status, affiliates,
+referral codes and their rates, users. Every function runs inside the caller's transaction.
+
+A change recorded with an effective time in the past re-applies the rules to the fills not
+yet on a statement (see `bkr.program.attribution.reevaluate`).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
+from bkr.domain.fills import Attribution
+from bkr.domain.registry import (
+    BrokerStatus,
+    BrokerType,
+    RateChange,
+    RateTimeline,
+    StatusChange,
+    StatusTimeline,
+    check_rate,
+)
+from bkr.program.attribution import reevaluate
+from bkr.program.dialect import insert_ignoring
+from bkr.store.tables import (
+    accounts,
+    affiliates,
+    broker_status_changes,
+    brokers,
+    enrollments,
+    fills,
+    referral_codes,
+    referral_rates,
+    users,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerView:
+    broker_id: int
+    account_id: str
+    name: str
+    type: BrokerType
+    status: BrokerStatus
+    timeline: StatusTimeline
+
+
+def _enroll(connection: Connection, account_id: str, program: str, now: datetime) -> None:
+    account_id = account_id.strip()
+    if not account_id:
+        raise InvalidInput("account: empty")
+    insert_ignoring(connection, accounts, [{"account_id": account_id, "created_at": now}], ["account_id"])
+    existing = connection.execute(
+        select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+    if existing is None:
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(enrollments).values(account_id=account_id, program=program,
+                                                              enrolled_at=now))
+            return
+        except IntegrityError:  # another enrollment of this account won the race
+            existing = connection.execute(
+                select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+    raise AlreadyEnrolled(f"account {account_id} is already enrolled in the {existing} program; "
+                          "the broker and affiliate programs are mutually exclusive")
+
+
+def enroll_broker(connection: Connection, broker_id: int, account_id: str, name: str, broker_type: str,
+                  now: datetime) -> None:
+    if not 1 <= broker_id <= 65535:
+        raise InvalidInput(f"broker id: {broker_id} is outside 1..65535 (X-Broker-Id is an unsigned 16-bit number)")
+    try:
+        kind = BrokerType(broker_type)
+    except ValueError:
+        raise InvalidInput(f"type: {broker_type!r} is not one of {', '.join(t.value for t in BrokerType)}") from None
+    if not name.strip():
+        raise InvalidInput("name: empty")
+    taken = connection.execute(select(brokers.c.account_id).where(brokers.c.broker_id == broker_id)).scalar()
+    if taken is not None:
+        raise Conflict(f"broker id {broker_id} is already taken (account {taken}); ids are never reused")
+    _enroll(connection, account_id, "broker", now)
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(brokers).values(broker_id=broker_id, account_id=account_id.strip(),
+                                                      name=name.strip(), type=kind.value, created_at=now))
+    except IntegrityError:
+        raise Conflict(f"broker id {broker_id} was taken by a concurrent enrollment") from None
+    # fills that named this id before it was enrolled move from "unknown broker" to "inactive"
+    reevaluate(connection, fills.c.broker_id == broker_id)
+
+
+def status_timeline(connection: Connection, broker_id: int) -> StatusTimeline:
+    rows = connection.execute(
+        select(broker_status_changes.c.status, broker_status_changes.c.effective_at)
+        .where(broker_status_changes.c.broker_id == broker_id).order_by(broker_status_changes.c.effective_at))
+    return StatusTimeline(tuple(StatusChange(BrokerStatus(status), at) for status, at in rows))
+
+
+def change_broker_status(connection: Connection, broker_id: int, status: BrokerStatus, effective_at: datetime,
+                         now: datetime) -> BrokerView:
+    broker = get_broker(connection, broker_id, now)
+    broker.timeline.with_change(StatusChange(status, effective_at))  # raises on a forbidden transition
+    connection.execute(insert(broker_status_changes).values(
+        broker_id=broker_id, status=status.value, effective_at=effective_at, recorded_at=now))
+    reevaluate(connection, fills.c.broker_id == broker_id)
+    return get_broker(connection, broker_id, now)
+
+
+def get_broker(connection: Connection, broker_id: int, now: datetime) -> BrokerView:
+    row = connection.execute(select(brokers).where(brokers.c.broker_id == broker_id)).first()
+    if row is None:
+        raise NotFound(f"no broker with id {broker_id}")
+    timeline = status_timeline(connection, broker_id)
+    return BrokerView(row.broker_id, row.account_id, row.name, BrokerType(row.type), timeline.status_at(now),
+                      timeline)
+
+
+def list_brokers(connection: Connection, now: datetime) -> list[BrokerView]:
+    ids = connection.execute(select(brokers.c.broker_id).order_by(brokers.c.broker_id)).scalars().all()
+    return [get_broker(connection, broker_id, now) for broker_id in ids]
+
+
+def enroll_affiliate(connection: Connection, account_id: str, name: str, now: datetime) -> None:
+    if not name.strip():
+        raise InvalidInput("name: empty")
+    _enroll(connection, account_id, "affiliate", now)
+    connection.execute(insert(affiliates).values(account_id=account_id.strip(), name=name.strip(), created_at=now))
+
+
+def list_affiliates(connection: Connection) -> list[tuple[str, str, list[str]]]:
+    codes: dict[str, list[str]] = {}
+    for code, owner in connection.execute(select(referral_codes.c.code, referral_codes.c.affiliate_account_id)
+                                          .order_by(referral_codes.c.code)):
+        codes.setdefault(owner, []).append(code)
+    return [(account, name, codes.get(account, [])) for account, name in
+            connection.execute(select(affiliates.c.account_id, affiliates.c.name).order_by(affiliates.c.account_id))]
+
+
+def set_referral_rate(connection: Connection, affiliate_account_id: str, code: str, rate: Decimal,
+                      effective_from: datetime, now: datetime) -> RateTimeline:
+    """Create a referral code with its rate, or record a new rate from `effective_from` on."""
+    code = code.strip()
+    if not code:
+        raise InvalidInput("code: empty")
+    check_rate(rate)
+    owner = connection.execute(
+        select(referral_codes.c.affiliate_account_id).where(referral_codes.c.code == code)).scalar()
+    if owner is None:
+        if connection.execute(select(affiliates.c.account_id)
+                              .where(affiliates.c.account_id == affiliate_account_id)).scalar() is None:
+            raise NotFound(f"no affiliate with account {affiliate_account_id}")
+        connection.execute(insert(referral_codes).values(code=code, affiliate_account_id=affiliate_account_id,
+                                                         created_at=now))
+    elif owner != affiliate_account_id:
+        raise Conflict(f"referral code {code} belongs to affiliate {owner}")
+    exists = connection.execute(select(referral_rates.c.rate).where(
+        (referral_rates.c.code == code) & (referral_rates.c.effective_from == effective_from))).scalar()
+    if exists is not None:
+        if exists == rate:
+            return rate_timeline(connection, code)
+        raise Conflict(f"code {code} already has rate {exists} from {effective_from.isoformat()}")
+    connection.execute(insert(referral_rates).values(code=code, rate=rate, effective_from=effective_from,
+                                                     recorded_at=now))
+    reevaluate(connection, fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code)))
+    return rate_timeline(connection, code)
+
+
+def rate_timeline(connection: Connection, code: str) -> RateTimeline:
+    rows = connection.execute(select(referral_rates.c.rate, referral_rates.c.effective_from)
+                              .where(referral_rates.c.code == code).order_by(referral_rates.c.effective_from))
+    return RateTimeline(tuple(RateChange(rate, at) for rate, at in rows))
+
+
+def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]], now: datetime) -> int:
+    """Register users with their signup code. A user already known with the same code is left
+    alone; with another code it is a conflict (a signup code never changes). Fills that were
+    waiting for these users are then attributed. Returns how many users were new."""
+    wanted: dict[str, str | None] = {}
+    for user_id, code in entries:
+        user_id, code = user_id.strip(), (code or "").strip() or None
+        if not user_id:
+            raise InvalidInput("user_id: empty")
+        if wanted.setdefault(user_id, code) != code:
+            raise Conflict(f"user {user_id} is listed twice with different referral codes")
+    if not wanted:
+        return 0
+    known: dict[str, str | None] = {}
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 20_000):
+        known.update(connection.execute(select(users.c.user_id, users.c.referral_code)
+                                        .where(users.c.user_id.in_(ids[start:start + 20_000]))).all())
+    for user_id, code in known.items():
+        if wanted[user_id] != code:
+            raise Conflict(f"user {user_id} signed up with code {code or '(none)'}; a signup code never changes")
+    codes = sorted({code for code in wanted.values() if code is not None})
+    existing_codes = set(connection.execute(select(referral_codes.c.code)
+                                            .where(referral_codes.c.code.in_(codes))).scalars())
+    unknown_codes = [code for code in codes if code not in existing_codes]
+    if unknown_codes:
+        raise NotFound(f"unknown referral code(s): {', '.join(unknown_codes[:5])}")
+    new = [{"user_id": u, "referral_code": c, "created_at": now} for u, c in wanted.items() if u not in known]
+    if new:
+        connection.execute(insert(users), new)
+        new_ids = [row["user_id"] for row in new]
+        for start in range(0, len(new_ids), 20_000):
+            chunk = new_ids[start:start + 20_000]
+            reevaluate(connection, (fills.c.attribution == Attribution.AWAITING_USER.value)
+                       & fills.c.user_id.in_(chunk))
+    return len(new)
