@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -399,21 +399,29 @@ def statement_csv(document: dict[str, Any]) -> str:
 
 # --- synthetic data ---------------------------------------------------------------------------------
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str) -> int:
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")  # one line, never wrapped
-    raise SystemExit(1)
+    return 1
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status: domain errors become one line on
+    stderr and status 1; usage errors are Typer's own (a message and status 2)."""
+    try:
+        app(args=argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except BkrError as error:
+        return _fail(str(error))
+    except OperationalError as error:
+        return _fail(f"database: {str(error.orig).strip().splitlines()[0]}")
+    except KeyboardInterrupt:
+        return _fail("interrupted; what was committed is kept, run the same command again to finish")
+    return 0
 
 
 def main() -> None:
-    """Entry point: domain errors become one line on stderr and exit status 1."""
-    try:
-        app()  # usage errors are Typer's own: a message and exit status 2
-    except BkrError as error:
-        _fail(str(error))
-    except OperationalError as error:
-        _fail(f"database: {str(error.orig).strip().splitlines()[0]}")
-    except KeyboardInterrupt:
-        _fail("interrupted; what was committed is kept, run the same command again to finish")
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ def D(value: str | int | Decimal) -> Decimal:
     """Make an exact amount from a string, an int or a Decimal; floats are refused."""
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise InvalidInput(f"not an exact number: {value!r} ({type(value).__name__})")
+    if isinstance(value, str) and "_" in value:  # Decimal reads "1_5" as 15; a file never means that
+        raise InvalidInput(f"not a number: {value!r}")
     try:
         with localcontext(MONEY):
             result = Decimal(value.strip() if isinstance(value, str) else value)

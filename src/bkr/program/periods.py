@@ -31,7 +31,7 @@ def lock_open_periods(connection: Connection, fill_months: Iterable[Month]) -> d
         closed = closed_months(connection)
         targets = {month: paying_period(month, closed) for month in wanted}
         insert_ignoring(connection, periods, [{"month": str(m)} for m in sorted(set(targets.values()))], ["month"])
-        statuses = dict(connection.execute(locked(
+        statuses: dict[str, str] = dict(connection.execute(locked(
             select(periods.c.month, periods.c.status)
             .where(periods.c.month.in_(sorted(str(m) for m in set(targets.values()))))
             .order_by(periods.c.month), shared=True)).all())
