@@ -50,6 +50,10 @@ _TRUE = {"true", "1", "t", "yes", "y"}
 _FALSE = {"false", "0", "f", "no", "n"}
 
 
+_MARKET_TYPES = {m.value: m for m in MarketType}
+_SIDES = {s.value.lower(): s for s in Side}
+
+
 class Attribution(StrEnum):
     """Why a stored fill does or does not count as broker volume."""
 
@@ -118,7 +122,7 @@ def _text(row: Mapping[str, object], name: str) -> str:
         raise InvalidInput(f"{name}: missing")
     text = str(value).strip()
     if not text:
-        raise InvalidInput(f"{name}: empty")
+        raise InvalidInput(f"{name}: missing")
     return text
 
 
@@ -177,22 +181,16 @@ def _broker_id(row: Mapping[str, object]) -> int | None:
 
 def parse_fill(row: Mapping[str, object]) -> Fill:
     """Validate one raw row. Raises `InvalidInput` whose message starts with the field's name."""
-    for name in REQUIRED:
-        if row.get(name) is None or (isinstance(row.get(name), str) and not str(row.get(name)).strip()):
-            raise InvalidInput(f"{name}: missing")
     symbol = _text(row, "symbol").upper()
     parts = symbol.split("_")
     if len(parts) < 2 or not all(parts):
         raise InvalidInput(f"symbol: not BASE_QUOTE[_KIND]: {symbol!r}")
-    try:
-        market_type = MarketType(_text(row, "market_type").upper())
-    except ValueError:
-        raise InvalidInput(f"market_type: not one of SPOT, PERP, IPERP, DATED: {row.get('market_type')!r}") from None
-    side_text = _text(row, "side").capitalize()
-    try:
-        side = Side(side_text)
-    except ValueError:
-        raise InvalidInput(f"side: not Bid or Ask: {row.get('side')!r}") from None
+    market_type = _MARKET_TYPES.get(_text(row, "market_type").upper())
+    if market_type is None:
+        raise InvalidInput(f"market_type: not one of SPOT, PERP, IPERP, DATED: {row.get('market_type')!r}")
+    side = _SIDES.get(_text(row, "side").lower())
+    if side is None:
+        raise InvalidInput(f"side: not Bid or Ask: {row.get('side')!r}")
     price = _decimal(row, "price")
     if price <= 0:
         raise InvalidInput(f"price: must be positive, got {canonical(price)}")

@@ -23,9 +23,8 @@ def D(value: str | int | Decimal) -> Decimal:
         raise InvalidInput(f"not an exact number: {value!r} ({type(value).__name__})")
     if isinstance(value, str) and "_" in value:  # Decimal reads "1_5" as 15; a file never means that
         raise InvalidInput(f"not a number: {value!r}")
-    try:
-        with localcontext(MONEY):
-            result = Decimal(value.strip() if isinstance(value, str) else value)
+    try:  # construction is exact whatever the context's precision; only arithmetic rounds
+        result = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, ValueError):
         raise InvalidInput(f"not a number: {value!r}") from None
     if not result.is_finite():
@@ -33,19 +32,10 @@ def D(value: str | int | Decimal) -> Decimal:
     return result
 
 
-def add(a: Decimal, b: Decimal) -> Decimal:
-    with localcontext(MONEY):
-        return a + b
-
-
-def mul(a: Decimal, b: Decimal) -> Decimal:
-    with localcontext(MONEY):
-        return a * b
-
-
-def sub(a: Decimal, b: Decimal) -> Decimal:
-    with localcontext(MONEY):
-        return a - b
+# The context's own methods: exact (Inexact is trapped) without switching the thread's context.
+add = MONEY.add
+mul = MONEY.multiply
+sub = MONEY.subtract
 
 
 def total(values: Iterable[Decimal]) -> Decimal:
@@ -70,9 +60,13 @@ def canonical(amount: Decimal) -> str:
     Used for storage on SQLite, for keys, and in every document bkr writes, so that the same
     amount is always the same bytes.
     """
-    if amount.is_zero():
-        return "0"
-    with localcontext(MONEY):
-        text = format(amount.normalize(), "f")
-    return text
+    text = str(amount)
+    if "E" in text:  # str() chose scientific notation: take the slow, general path
+        if amount.is_zero():
+            return "0"
+        with localcontext(MONEY):
+            return format(amount.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 

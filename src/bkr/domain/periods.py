@@ -3,6 +3,7 @@
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from bkr.domain.errors import InvalidInput
 
@@ -25,7 +26,7 @@ class Month:
     def of(cls, moment: datetime) -> "Month":
         """The month a UTC moment falls in."""
         moment = as_utc(moment)
-        return cls(moment.year, moment.month)
+        return _month(moment.year, moment.month)
 
     @property
     def start(self) -> datetime:
@@ -46,17 +47,22 @@ class Month:
         return f"{self.year:04d}-{self.month:02d}"
 
 
+@lru_cache(maxsize=1024)
+def _month(year: int, month: int) -> Month:
+    return Month(year, month)
+
+
 def as_utc(moment: datetime) -> datetime:
     """A moment in UTC; a naive datetime is taken to be UTC already (as Backpack's API sends)."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant; without an offset it is UTC."""
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise InvalidInput(f"not an ISO 8601 time: {text!r}") from None
     return as_utc(value)

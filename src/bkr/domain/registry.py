@@ -41,6 +41,10 @@ class StatusChange:
     effective_at: datetime
 
 
+def _effective_at(change: StatusChange) -> datetime:
+    return change.effective_at
+
+
 @dataclass(frozen=True, slots=True)
 class StatusTimeline:
     """A broker's status over time; `pending` before its first change."""
@@ -48,7 +52,7 @@ class StatusTimeline:
     changes: tuple[StatusChange, ...]  # ascending by effective_at
 
     def status_at(self, moment: datetime) -> BrokerStatus:
-        index = bisect_right([c.effective_at for c in self.changes], moment)
+        index = bisect_right(self.changes, moment, key=_effective_at)
         return self.changes[index - 1].status if index else BrokerStatus.PENDING
 
     def is_active_at(self, moment: datetime) -> bool:
@@ -78,6 +82,10 @@ class RateChange:
     effective_from: datetime
 
 
+def _effective_from(change: RateChange) -> datetime:
+    return change.effective_from
+
+
 @dataclass(frozen=True, slots=True)
 class RateTimeline:
     """A referral code's affiliate rebate rate over time; 0 before the first rate."""
@@ -85,7 +93,7 @@ class RateTimeline:
     changes: tuple[RateChange, ...]  # ascending by effective_from
 
     def rate_at(self, moment: datetime) -> Decimal:
-        index = bisect_right([c.effective_from for c in self.changes], moment)
+        index = bisect_right(self.changes, moment, key=_effective_from)
         return self.changes[index - 1].rate if index else Decimal(0)
 
 

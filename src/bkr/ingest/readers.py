@@ -22,8 +22,17 @@ from bkr.domain.fills import FIELDS
 class RawRow:
     line: int | None  # line in a text file, record number in Parquet, item index in a batch
     values: dict[str, Any] | None
-    raw: str  # the record as received, kept with a rejection or a conflict
+    received: str | list[str]  # the record as received (a CSV record is kept as its fields)
     error: str | None = None
+
+    @property
+    def raw(self) -> str:
+        """The record as text, kept with a rejection or a conflict. Built only for those rows."""
+        if isinstance(self.received, str):
+            return self.received
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow(self.received)
+        return buffer.getvalue()
 
 
 def detect_format(path: Path) -> str:
@@ -62,23 +71,16 @@ def read_csv(path: Path) -> Iterator[RawRow]:
             start, line = line + 1, reader.line_num
             if not record or record == [""]:
                 continue
-            raw = _csv_text(record)
             if len(record) != width:
-                yield RawRow(start, None, raw, f"row has {len(record)} fields, the header has {width}")
+                yield RawRow(start, None, record, f"row has {len(record)} fields, the header has {width}")
                 continue
-            yield RawRow(start, dict(zip(header, record, strict=True)), raw)
+            yield RawRow(start, dict(zip(header, record, strict=True)), record)
 
 
 def _check_header(path: Path, header: list[str]) -> None:
     missing = [name for name in ("fill_id", "price", "quantity", "fee", "timestamp") if name not in header]
     if missing:
         raise InvalidInput(f"{path.name}: header lacks {', '.join(missing)} (columns are {', '.join(FIELDS)})")
-
-
-def _csv_text(record: list[str]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(record)
-    return buffer.getvalue()
 
 
 def read_ndjson(path: Path) -> Iterator[RawRow]:

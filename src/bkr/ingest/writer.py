@@ -19,10 +19,12 @@ from sqlalchemy import Connection, select
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Attribution, PricedFill, parse_fill, price_in_usd
+from bkr.domain.periods import Month
 from bkr.ingest.readers import RawRow
 from bkr.program.attribution import Counted, RegistryView, add_to_aggregates
-from bkr.program.dialect import insert_for, insert_ignoring
+from bkr.program.dialect import insert_ignoring
 from bkr.program.periods import lock_open_periods
+from bkr.store.bulk import insert_new_fills
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
 
 
@@ -107,7 +109,8 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
 
     if candidates:
         ordered = sorted(candidates.values(), key=lambda c: c[1].fill.fill_id)  # one lock order for every writer
-        targets = lock_open_periods(connection, {c[1].fill.month for c in ordered})
+        months = {fill_id: c[1].fill.month for fill_id, c in candidates.items()}
+        targets = lock_open_periods(connection, set(months.values()))
         view = RegistryView.load(connection,
                                  (c[1].fill.broker_id for c in ordered if c[1].fill.broker_id is not None),
                                  (c[1].fill.user_id for c in ordered))
@@ -118,10 +121,9 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
             attribution, rate = view.attribute(fill.broker_id, fill.fill_type, fill.via_api, fill.user_id,
                                                fill.timestamp)
             decided[fill.fill_id] = (attribution, rate)
-            records.append(_fill_record(priced, key, attribution, rate, str(targets[fill.month]), import_id))
-        inserted = {fill_id for (fill_id,) in connection.execute(
-            insert_for(connection, fills).on_conflict_do_nothing(index_elements=["fill_id"])
-            .returning(fills.c.fill_id), records)}
+            records.append(_fill_record(priced, key, attribution, rate, months[fill.fill_id],
+                                        str(targets[months[fill.fill_id]]), import_id))
+        inserted = insert_new_fills(connection, records)
         stored: dict[str, str] = {}
         missing = [c[1].fill.fill_id for c in ordered if c[1].fill.fill_id not in inserted]
         if missing:
@@ -136,7 +138,8 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
                 results[index] = RowResult(row.line, fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
                 if attribution is Attribution.COUNTED:
                     assert fill.broker_id is not None and rate is not None
-                    counted.append(Counted(fill.broker_id, targets[fill.month], fill.month, fill.user_id,
+                    month = months[fill.fill_id]
+                    counted.append(Counted(fill.broker_id, targets[month], month, fill.user_id,
                                            fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
             elif stored.get(fill.fill_id) == key:
                 results[index] = RowResult(row.line, fill.fill_id, Outcome.DUPLICATE)
@@ -152,8 +155,8 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
     return [result for result in results if result is not None]
 
 
-def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: Decimal | None, period: str,
-                 import_id: int | None) -> dict[str, Any]:
+def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: Decimal | None, month: Month,
+                 period: str, import_id: int | None) -> dict[str, Any]:
     fill = priced.fill
     return {
         "fill_id": fill.fill_id, "order_id": fill.order_id, "user_id": fill.user_id, "symbol": fill.symbol,
@@ -161,7 +164,7 @@ def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: D
         "quantity": fill.quantity, "fee": fill.fee, "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
         "ts": fill.timestamp, "broker_id": fill.broker_id, "via_api": fill.via_api, "fill_type": fill.fill_type,
         "volume_usd": priced.volume_usd, "fee_usd": priced.fee_usd, "content_key": key,
-        "attribution": attribution.value, "affiliate_rate": rate, "fill_month": str(fill.month),
+        "attribution": attribution.value, "affiliate_rate": rate, "fill_month": str(month),
         "period": period, "import_id": import_id,
     }
 

@@ -20,10 +20,9 @@ from bkr.domain.money import ZERO, add, canonical
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
-from bkr.program.dialect import insert_for
 from bkr.program.periods import closed_months, paying_period
+from bkr.store.bulk import upsert_aggregates
 from bkr.store.tables import aggregates, broker_status_changes, brokers, fills, referral_rates, users
-from bkr.store.types import exact_add
 
 _NO_RATES = RateTimeline(())
 
@@ -124,25 +123,8 @@ def _sum_by_key(counted: Iterable[Counted]) -> dict[AggregateKey, list[Any]]:
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
     """Add counted fills to the running aggregates, exactly, safe under concurrent writers."""
     totals = _sum_by_key(counted)
-    if not totals:
-        return
-    rows = [
-        {"broker_id": key[0], "period": key[1], "fill_month": key[2], "user_id": key[3], "market_type": key[4],
-         "affiliate_rate": Decimal(key[5]), "fills": value[0], "volume_usd": value[1], "fee_usd": value[2],
-         "fee_base_usd": value[3]}
-        for key, value in sorted(totals.items())  # one lock order for every writer
-    ]
-    statement = insert_for(connection, aggregates)
-    statement = statement.on_conflict_do_update(
-        index_elements=[c.name for c in aggregates.primary_key.columns],
-        set_={
-            "fills": aggregates.c.fills + statement.excluded.fills,
-            "volume_usd": exact_add(aggregates.c.volume_usd, statement.excluded.volume_usd),
-            "fee_usd": exact_add(aggregates.c.fee_usd, statement.excluded.fee_usd),
-            "fee_base_usd": exact_add(aggregates.c.fee_base_usd, statement.excluded.fee_base_usd),
-        },
-    )
-    connection.execute(statement, rows)
+    # sorted: one lock order for every writer, so concurrent batches cannot deadlock
+    upsert_aggregates(connection, [(*key, *value) for key, value in sorted(totals.items())])
 
 
 def reevaluate(connection: Connection, condition: Any) -> int:

@@ -1,0 +1,112 @@
+"""The fast paths of ingestion: new fills and aggregate increments, written per batch.
+
+SQLAlchemy's per-row parameter processing costs more than the database itself here, so new
+fills are written with the driver directly, values converted once by the same rules as the
+column types (`bkr.store.types`):
+
+- SQLite: the writer already holds the database's write lock (BEGIN IMMEDIATE), so the ids
+  that exist are read first and the rest are inserted with one `executemany`.
+- PostgreSQL: the rows are `COPY`ed into a session-local staging table and moved with
+  `INSERT … SELECT … ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id`, which stays
+  correct while other writers insert the same ids concurrently.
+
+Aggregate increments are an upsert that adds exactly: NUMERIC `+` on PostgreSQL, the
+`dec_add` function registered on every SQLite connection (`bkr.store.db`) on SQLite.
+"""
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from bkr.domain.money import canonical
+from bkr.store.tables import fills
+from bkr.store.types import to_micros
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
+_MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate"})
+
+
+def insert_new_fills(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert the records whose fill_id is not stored yet; return the ids inserted."""
+    if not records:
+        return set()
+    if connection.dialect.name == "postgresql":
+        return _insert_postgresql(connection, records)
+    return _insert_sqlite(connection, records)
+
+
+def _insert_sqlite(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
+    ids = [record["fill_id"] for record in records]
+    existing: set[str] = set()
+    for start in range(0, len(ids), 30_000):
+        existing.update(connection.execute(
+            select(fills.c.fill_id).where(fills.c.fill_id.in_(ids[start:start + 30_000]))).scalars())
+    new = [record for record in records if record["fill_id"] not in existing]
+    rows = [tuple(_sqlite_value(name, record[name]) for name in COLUMNS) for record in new]
+    if rows:
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        connection.exec_driver_sql(f"INSERT INTO fills ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
+    return {record["fill_id"] for record in new}
+
+
+def _sqlite_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _MONEY:
+        return canonical(value)
+    if name == "ts":
+        return to_micros(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
+    columns = ", ".join(COLUMNS)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_fills "
+                       "(LIKE fills INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cursor.execute("TRUNCATE incoming_fills")
+        with cursor.copy(f"COPY incoming_fills ({columns}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(tuple(record[name] for name in COLUMNS))
+        cursor.execute(f"INSERT INTO fills ({columns}) SELECT {columns} FROM incoming_fills "
+                       "ORDER BY fill_id ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id")
+        return {fill_id for (fill_id,) in cursor.fetchall()}
+    finally:
+        cursor.close()
+
+
+AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate")
+AGGREGATE_SUMS = ("fills", "volume_usd", "fee_usd", "fee_base_usd")
+
+
+def upsert_aggregates(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rows of (key columns..., fills, volume_usd, fee_usd, fee_base_usd) to `aggregates`.
+
+    Keys must be unique within `rows`; money values are Decimals, `affiliate_rate` its
+    canonical text."""
+    if not rows:
+        return
+    columns = ", ".join(AGGREGATE_KEY + AGGREGATE_SUMS)
+    conflict = ", ".join(AGGREGATE_KEY)
+    if connection.dialect.name == "postgresql":
+        adds = ", ".join(f"{c} = aggregates.{c} + excluded.{c}" for c in AGGREGATE_SUMS)
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                f"INSERT INTO aggregates ({columns}) VALUES ({', '.join(['%s'] * 10)}) "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
+                [(*row[:5], Decimal(row[5]), *row[6:]) for row in rows])
+        finally:
+            cursor.close()
+        return
+    adds = ", ".join(["fills = aggregates.fills + excluded.fills"]
+                     + [f"{c} = dec_add(aggregates.{c}, excluded.{c})" for c in AGGREGATE_SUMS[1:]])
+    connection.exec_driver_sql(
+        f"INSERT INTO aggregates ({columns}) VALUES ({', '.join(['?'] * 10)}) "
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
+        [(*row[:6], row[6], canonical(row[7]), canonical(row[8]), canonical(row[9])) for row in rows])
