@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.fills import Attribution
-from bkr.domain.money import D, canonical
+from bkr.domain.money import D, canonical, sub
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType
 from bkr.ingest.importer import import_file
@@ -168,7 +168,7 @@ def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: 
             k: projected[k] for k in ("month", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
                                       "fee_base", "payout_exact", "payout")}
         document["month_to_date"]["volume_to_next_tier"] = (
-            None if upcoming is None else canonical(upcoming.min_volume - projection[0].api_volume))
+            None if upcoming is None else canonical(sub(upcoming.min_volume, projection[0].api_volume)))
     if as_json:
         _print_json(document)
         return
@@ -398,6 +398,175 @@ def statement_csv(document: dict[str, Any]) -> str:
 
 
 # --- synthetic data ---------------------------------------------------------------------------------
+# (imports are local to these commands: this section is owned separately from the rest of the file)
+
+@app.command("simulate")
+def simulate_command(
+    month: Annotated[str, typer.Option(help="The month to simulate, YYYY-MM.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The fill file to write: .csv, .ndjson/.jsonl or .parquet.")],
+    fill_count: Annotated[int, typer.Option("--fills", min=1, help="Rows in the file, a few planted bad ones "
+                                                                   "included.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="The same seed writes the same file, byte for byte.")] = 1,
+    until: Annotated[str | None, typer.Option(help="End of the simulated span, ISO 8601 (default: the month's end; "
+                                                   "now for the current month).")] = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Record the simulated brokers, "
+                                           "affiliates, referral codes and users in --db.")] = True,
+    db_url: DbOption = db.DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a synthetic month of fills, and register its brokers, affiliates and users."""
+    from bkr import simulate
+
+    now = system_clock()
+    target = Month.parse(month)
+    if target > Month.of(now):
+        raise InvalidInput(f"--month: {target} is in the future")
+    end = parse_instant(until) if until is not None else (now if target == Month.of(now) else None)
+    simulation = simulate.plan_simulation(target, fill_count, seed, end)
+    simulate.file_format_of(out_file)
+    if not out_file.parent.is_dir():
+        raise InvalidInput(f"--out: no directory {out_file.parent}")
+    registration = None
+    if register:  # first, so that a database problem stops us before a long write
+        with _transaction(db_url) as connection:
+            registration = simulate.register_simulated_registry(connection, simulation.registry, system_clock())
+    _write_simulation(simulation, out_file, quiet=as_json)
+    summary = simulation.summary()
+    if as_json:
+        _print_json(summary | {"file": str(out_file),
+                               "registered": None if registration is None else registration.to_document()})
+        return
+    _say(out, f"{out_file}: {summary['rows']:,} fills of {target} ({summary['by_category']['broker_api']:,} "
+              f"broker API fills; planted: {summary['malformed']} malformed rows, {summary['duplicates']} duplicates, "
+              f"{summary['conflicts']} conflicting duplicate)")
+    if registration is not None:
+        _say(out, f"registered: {registration.brokers} brokers, {registration.status_changes} status changes, "
+                  f"{registration.affiliates} affiliates, {registration.rates} referral rates, "
+                  f"{registration.users:,} users (new; existing ones kept); "
+                  f"{summary['users']['unregistered']} users left unregistered on purpose: their fills wait")
+    db_flag = _db_flag(db_url)
+    _say(out, f"next: bkr fills import {out_file}{db_flag}, then bkr close --month {target}{db_flag}")
+
+
+def _say(console: Console, text: str) -> None:
+    """One message, never wrapped (so that commands in it can be copied)."""
+    console.print(text, soft_wrap=True)
+
+
+def _db_flag(db_url: str) -> str:
+    """` --db URL` for a hint, or nothing for the default database (password hidden)."""
+    from sqlalchemy.engine import make_url
+
+    return "" if db_url == db.DEFAULT_URL else f" --db {make_url(db_url).render_as_string(hide_password=True)}"
+
+
+def _write_simulation(simulation: Any, path: Path, *, quiet: bool) -> None:
+    from rich.progress import MofNCompleteColumn
+
+    from bkr import simulate
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
+        task = progress.add_task(f"writing {path.name}", total=simulation.fills)
+        simulate.write_fills(simulation, path, on_progress=lambda done: progress.update(task, completed=done))
+
+
+@app.command("demo")
+def demo(
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    previous_fills: Annotated[int, typer.Option(min=1, help="Fills of the closed month.")] = 50_000,
+    current_fills: Annotated[int, typer.Option(min=1, help="Fills of the current month so far.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
+) -> None:
+    """Load a demo into an empty database (last month, closed, and this month so far), then print
+    the statements of the latest closed month and what to try next."""
+    import tempfile
+    import time
+
+    from rich.progress import MofNCompleteColumn
+
+    from bkr import simulate
+    from bkr.program.close import stored_documents
+    from bkr.program.periods import closed_months
+
+    config = load_config(config_path)
+    engine = _engine(db_url)
+    with engine.connect() as connection:
+        empty = connection.execute(select(fills.c.fill_id).limit(1)).first() is None
+    if empty:
+        now = system_clock()
+        started = time.monotonic()
+        current = Month.of(now)
+        with tempfile.TemporaryDirectory(prefix="bkr-demo-") as workdir:
+            for month, count, until in ((current.previous(), previous_fills, None), (current, current_fills, now)):
+                if until == month.start:
+                    continue  # the current month has not begun to have fills
+                simulation = simulate.plan_simulation(month, count, seed, until)
+                with engine.begin() as connection:
+                    simulate.register_simulated_registry(connection, simulation.registry, system_clock())
+                path = Path(workdir) / f"fills-{month}.csv"
+                _write_simulation(simulation, path, quiet=False)
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=err, disable=not err.is_terminal) as progress:
+                    task = progress.add_task(f"importing {month}", total=count)
+
+                    def report(tally: Tally, _results: list[RowResult], task: Any = task, bar: Any = progress) -> None:
+                        bar.update(task, completed=tally.accepted + tally.duplicates + tally.conflicts + tally.rejected)
+
+                    tally = import_file(engine, config, path, clock=system_clock, on_batch=report)
+                _say(err, f"{month}: {count:,} simulated fills imported ({tally.counted:,} broker volume, "
+                          f"{tally.awaiting_user:,} awaiting their user, {tally.rejected} rejected, "
+                          f"{tally.duplicates} duplicates, {tally.conflicts} conflicts)")
+                if until is None:
+                    result = close_month(engine, config, month, now=system_clock())
+                    _say(err, f"{month}: closed, {len(result.documents)} statements")
+        _say(err, f"demo loaded in {time.monotonic() - started:.1f} s")
+    with _transaction(db_url) as connection:
+        closed = closed_months(connection)
+        latest = max(closed) if closed else None
+        documents = stored_documents(connection, latest) if latest is not None else []
+        names = {view.broker_id: view.name for view in registry.list_brokers(connection, system_clock())}
+    db_flag = _db_flag(db_url)
+    if latest is None:
+        _say(out, "No month is closed yet. Close one with: "
+                  f"bkr close --month {Month.of(system_clock()).previous()}{db_flag}")
+        return
+    _print_statements(latest, documents, names)
+    top = max(documents, key=lambda d: D(d["payout"]))["broker_id"] if documents else 1400
+    _say(out, "\n[bold]What to try next[/]")
+    for command, why in (
+        (f"bkr statement --broker {top} --month {latest} --format csv{db_flag}", "one statement, line by line"),
+        (f"bkr broker show {top}{db_flag}", "its status history and this month so far"),
+        (f"bkr broker list{db_flag}", "every broker (one pending, one suspended)"),
+        (f"bkr fills rejected{db_flag}", "the planted bad rows, the conflict, fills waiting for their user"),
+        (f"bkr user add --id user-new-1 --referral-code BETA-25{db_flag}",
+         f"register a waiting user: its fills of {latest} are paid as adjustments next month"),
+        (f"bkr close --month {latest}{db_flag}", "closing again changes nothing"),
+    ):
+        _say(out, f"  {command}\n      [dim]{why}[/]")
+
+
+def _print_statements(month: Month, documents: list[dict[str, Any]], names: dict[int, str]) -> None:
+    from rich import box
+
+    from bkr.domain.money import total
+
+    adjusted = any(D(document["adjustment_payout_exact"]) for document in documents)
+    table = Table(title=f"Statements of {month} (USD)", box=box.SIMPLE_HEAD)
+    table.add_column("broker", no_wrap=True, overflow="ellipsis", max_width=24)
+    for heading in ("tier", "API volume", "fee base", *(["adjustments"] if adjusted else []), "payout"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    for document in documents:
+        table.add_row(f"{document['broker_id']} {names.get(document['broker_id'], '')}", document["tier"],
+                      f"{D(document['api_volume']):,.0f}", f"{D(document['fee_base']):,.2f}",
+                      *([f"{D(document['adjustment_payout_exact']):,.2f}"] if adjusted else []),
+                      f"{D(document['payout']):,.2f}")
+    table.add_section()
+    table.add_row(f"{len(documents)} brokers", "", "", "", *([""] if adjusted else []),
+                  f"{total(D(document['payout']) for document in documents):,.2f}")
+    out.print(table)
+
 
 def _fail(message: str) -> int:
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")  # one line, never wrapped
@@ -415,6 +584,8 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(str(error))
     except OperationalError as error:
         return _fail(f"database: {str(error.orig).strip().splitlines()[0]}")
+    except ArgumentError as error:
+        return _fail(f"--db: {error}")
     except KeyboardInterrupt:
         return _fail("interrupted; what was committed is kept, run the same command again to finish")
     return 0

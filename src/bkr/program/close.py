@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
-from bkr.domain.money import ZERO
+from bkr.domain.money import ZERO, total
 from bkr.domain.periods import Month
 from bkr.domain.statements import AggregateLine, BrokerStatement, api_volumes, build_statement, paying_tier
 from bkr.domain.tiers import Tier
@@ -65,7 +65,9 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
         if status == "closed":
             return CloseResult(month, True, dry_run, tuple(stored_documents(connection, month)), awaiting)
         computed = compute_statements(connection, config, month)
-        documents = tuple(s.to_document() for s in computed)
+        # the stored form (keys sorted), so that a first close, a dry run and a repeated close
+        # answer with the same documents, key order included
+        documents = tuple(json.loads(dump(s.to_document())) for s in computed)
         if dry_run:
             transaction.rollback()
             return CloseResult(month, False, True, documents, awaiting)
@@ -90,7 +92,7 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
-        own = sum(api_volumes(lines), ZERO)
+        own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
         previous = (_api_volume(connection, broker, month.previous())
                     if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
         tier = paying_tier(config, month, own, previous)
@@ -116,7 +118,7 @@ def _api_volume(connection: Connection, broker_id: int, month: Month) -> Decimal
         (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
     if stored is not None:
         return stored  # type: ignore[no-any-return]
-    return sum(api_volumes(_aggregate_lines(connection, month, broker_id)), ZERO)
+    return total(api_volumes(_aggregate_lines(connection, month, broker_id)))
 
 
 def _tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
