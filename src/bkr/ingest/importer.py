@@ -6,7 +6,7 @@ same file again finds the committed rows as duplicates and writes the rest.
 """
 
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, update
@@ -30,10 +30,14 @@ def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *
                 batch_size: int = DEFAULT_BATCH,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
     tally = Tally()
+    # Read the first batch before recording the import: a file refused as a whole (a CSV header
+    # without the fill columns, Parquet money columns in floating point) then leaves no trace.
+    pending = batches(rows, batch_size)
+    first = next(pending, None)
     with engine.begin() as connection:
         import_id = connection.execute(
             insert(imports).values(source=source, started_at=clock()).returning(imports.c.import_id)).scalar_one()
-    for batch in batches(rows, batch_size):
+    for batch in chain([first] if first is not None else [], pending):
         with engine.begin() as connection:
             results = write_batch(connection, batch, config.usd_rates, source=source, now=clock(),
                                   import_id=import_id)
