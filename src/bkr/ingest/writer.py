@@ -139,7 +139,8 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
                 if attribution is Attribution.COUNTED:
                     assert fill.broker_id is not None and rate is not None
                     month = months[fill.fill_id]
-                    counted.append(Counted(fill.broker_id, targets[month], month, fill.user_id,
+                    counted.append(Counted(fill.broker_id, targets[month], month, fill.timestamp.date().isoformat(),
+                                           fill.user_id,
                                            fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
             elif stored.get(fill.fill_id) == key:
                 results[index] = RowResult(row.line, fill.fill_id, Outcome.DUPLICATE)

@@ -21,8 +21,16 @@ from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
-from bkr.store.bulk import upsert_aggregates
-from bkr.store.tables import aggregates, broker_status_changes, brokers, fills, referral_rates, users
+from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, add_to_totals
+from bkr.store.tables import (
+    aggregates,
+    broker_status_changes,
+    brokers,
+    daily_volumes,
+    fills,
+    referral_rates,
+    users,
+)
 
 _NO_RATES = RateTimeline(())
 
@@ -89,11 +97,12 @@ class RegistryView:
 
 @dataclass(frozen=True, slots=True)
 class Counted:
-    """What a counted fill adds to one aggregate row."""
+    """What a counted fill adds to the running totals."""
 
     broker_id: int
     period: Month
     fill_month: Month
+    day: str  # YYYY-MM-DD of the fill, UTC
     user_id: str
     market_type: str
     affiliate_rate: Decimal
@@ -101,30 +110,38 @@ class Counted:
     fee_usd: Decimal
 
 
-AggregateKey = tuple[int, str, str, str, str, str]
-
-
-def _sum_by_key(counted: Iterable[Counted]) -> dict[AggregateKey, list[Any]]:
-    totals: dict[AggregateKey, list[Any]] = {}
-    for item in counted:
-        key = (item.broker_id, str(item.period), str(item.fill_month), item.user_id, item.market_type,
-               canonical(item.affiliate_rate))
-        row = totals.get(key)
-        if row is None:
-            totals[key] = [1, item.volume_usd, item.fee_usd, fee_base(item.fee_usd)]
-        else:
-            row[0] += 1
-            row[1] = add(row[1], item.volume_usd)
-            row[2] = add(row[2], item.fee_usd)
-            row[3] = add(row[3], fee_base(item.fee_usd))
-    return totals
-
-
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
-    """Add counted fills to the running aggregates, exactly, safe under concurrent writers."""
-    totals = _sum_by_key(counted)
-    # sorted: one lock order for every writer, so concurrent batches cannot deadlock
-    upsert_aggregates(connection, [(*key, *value) for key, value in sorted(totals.items())])
+    """Add counted fills to the running aggregates and the daily series, exactly.
+
+    Both are summed here first, per key, then added in one upsert each; the rows go in sorted
+    so that concurrent writers lock them in the same order."""
+    by_line: dict[tuple[Any, ...], list[Any]] = {}
+    by_day: dict[tuple[Any, ...], list[Any]] = {}
+    for item in counted:
+        period = str(item.period)
+        base = fee_base(item.fee_usd)
+        line = (item.broker_id, period, str(item.fill_month), item.user_id, item.market_type,
+                canonical(item.affiliate_rate))
+        total_row = by_line.get(line)
+        if total_row is None:
+            by_line[line] = [1, item.volume_usd, item.fee_usd, base]
+        else:
+            total_row[0] += 1
+            total_row[1] = add(total_row[1], item.volume_usd)
+            total_row[2] = add(total_row[2], item.fee_usd)
+            total_row[3] = add(total_row[3], base)
+        day = (item.broker_id, period, item.day, item.market_type)
+        day_row = by_day.get(day)
+        if day_row is None:
+            by_day[day] = [1, item.volume_usd, base]
+        else:
+            day_row[0] += 1
+            day_row[1] = add(day_row[1], item.volume_usd)
+            day_row[2] = add(day_row[2], base)
+    add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
+                  [(*key[:5], Decimal(key[5]), *sums) for key, sums in sorted(by_line.items())])
+    add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
+                  [(*key, *sums) for key, sums in sorted(by_day.items())])
 
 
 def reevaluate(connection: Connection, condition: Any) -> int:
@@ -172,16 +189,16 @@ def reevaluate(connection: Connection, condition: Any) -> int:
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] | set[tuple[int, str]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
-        connection.execute(delete(aggregates).where(
-            and_(aggregates.c.broker_id == broker_id, aggregates.c.period == period)))
+        for table in (aggregates, daily_volumes):
+            connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
-            select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month,
+            select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month, fills.c.ts,
                    fills.c.volume_usd, fills.c.fee_usd)
             .where(tuple_(fills.c.broker_id, fills.c.period) == (broker_id, period))
             .where(fills.c.attribution == Attribution.COUNTED.value))
         add_to_aggregates(connection, (
-            Counted(broker_id, Month.parse(period), Month.parse(r.fill_month), r.user_id, r.market_type,
-                    r.affiliate_rate, r.volume_usd, r.fee_usd) for r in rows))
+            Counted(broker_id, Month.parse(period), Month.parse(r.fill_month), r.ts.date().isoformat(), r.user_id,
+                    r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd) for r in rows))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

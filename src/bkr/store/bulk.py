@@ -82,31 +82,39 @@ def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]
 
 AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate")
 AGGREGATE_SUMS = ("fills", "volume_usd", "fee_usd", "fee_base_usd")
+DAILY_KEY = ("broker_id", "period", "day", "market_type")
+DAILY_SUMS = ("fills", "volume_usd", "fee_base_usd")
 
 
-def upsert_aggregates(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Add rows of (key columns..., fills, volume_usd, fee_usd, fee_base_usd) to `aggregates`.
+def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums: Sequence[str],
+                  rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rows of (key values..., count, money sums...) to a table of running totals.
 
-    Keys must be unique within `rows`; money values are Decimals, `affiliate_rate` its
-    canonical text."""
+    The first sum is a count, the others are money (Decimals). Keys must be unique within
+    `rows`, and sorted: every writer then locks rows in the same order and none deadlocks."""
     if not rows:
         return
-    columns = ", ".join(AGGREGATE_KEY + AGGREGATE_SUMS)
-    conflict = ", ".join(AGGREGATE_KEY)
+    columns = ", ".join((*keys, *sums))
+    conflict = ", ".join(keys)
+    width = len(keys) + len(sums)
+    count, *money = sums
     if connection.dialect.name == "postgresql":
-        adds = ", ".join(f"{c} = aggregates.{c} + excluded.{c}" for c in AGGREGATE_SUMS)
+        adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(
-                f"INSERT INTO aggregates ({columns}) VALUES ({', '.join(['%s'] * 10)}) "
-                f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
-                [(*row[:5], Decimal(row[5]), *row[6:]) for row in rows])
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * width)}) "
+                               f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}", rows)
         finally:
             cursor.close()
         return
-    adds = ", ".join(["fills = aggregates.fills + excluded.fills"]
-                     + [f"{c} = dec_add(aggregates.{c}, excluded.{c})" for c in AGGREGATE_SUMS[1:]])
+    adds = ", ".join([f"{count} = {table}.{count} + excluded.{count}"]
+                     + [f"{c} = dec_add({table}.{c}, excluded.{c})" for c in money])
+    split = len(keys) + 1
     connection.exec_driver_sql(
-        f"INSERT INTO aggregates ({columns}) VALUES ({', '.join(['?'] * 10)}) "
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}) "
         f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
-        [(*row[:6], row[6], canonical(row[7]), canonical(row[8]), canonical(row[9])) for row in rows])
+        [(*(_sqlite_key(v) for v in row[:split]), *(canonical(v) for v in row[split:])) for row in rows])
+
+
+def _sqlite_key(value: Any) -> Any:
+    return canonical(value) if isinstance(value, Decimal) else value

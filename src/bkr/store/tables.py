@@ -216,3 +216,32 @@ statements = Table(
     Column("created_at", UtcTimestamp, nullable=False),
     PrimaryKeyConstraint("broker_id", "month"),
 )
+
+# Counted volume per broker, period and fill day: the broker's daily series, kept like `aggregates`.
+daily_volumes = Table(
+    "daily_volumes", metadata,
+    Column("broker_id", Integer, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("day", Text, nullable=False),  # YYYY-MM-DD, UTC
+    Column("market_type", Text, nullable=False),
+    Column("fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    PrimaryKeyConstraint("broker_id", "period", "day", "market_type"),
+)
+
+# API keys. Operators hold a bearer token (only its SHA-256 is stored); brokers hold an ED25519
+# key pair, Backpack style (the public key, base64, is the X-API-Key; bkr never sees the secret).
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("role", Text, nullable=True),
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=True),
+    Column("token_sha256", Text, nullable=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("revoked_at", UtcTimestamp, nullable=True),
+    CheckConstraint("kind IN ('operator', 'broker')", name="kind"),
+    CheckConstraint("(kind = 'operator' AND role IN ('viewer', 'operator') AND token_sha256 IS NOT NULL) OR "
+                    "(kind = 'broker' AND broker_id IS NOT NULL)", name="shape"),
+)
