@@ -1,0 +1,213 @@
+"""Importing fill files: each row's outcome with its line and reason, idempotent re-imports, and
+the same result from CSV, NDJSON and Parquet."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration_support import (
+    MAY,
+    add_broker,
+    add_users,
+    count,
+    fill,
+    import_rows,
+    preview,
+    stored_state,
+    write_csv,
+    write_fills,
+    write_ndjson,
+    write_parquet,
+)
+from sqlalchemy import Engine
+
+from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
+
+
+@pytest.fixture
+def registry(engine: Engine) -> Engine:
+    """Broker 1400 active all year; alice and bob known, without a referral code."""
+    add_broker(engine)
+    add_users(engine, "alice", "bob")
+    return engine
+
+
+def import_json(bkr: Any, path: Path, db_url: str) -> dict[str, int]:
+    result = bkr("fills", "import", str(path), "--db", db_url, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+def rejected_json(bkr: Any, db_url: str) -> dict[str, Any]:
+    result = bkr("fills", "rejected", "--db", db_url, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+def mixed_file(path: Path) -> Path:
+    """One row of each outcome, on known lines (the header is line 1)."""
+    write_csv(path, [
+        fill("f-1"),                                       # 2: accepted
+        fill("f-2", price="abc"),                          # 3: rejected
+        fill("f-1"),                                       # 4: duplicate of line 2
+        fill("f-stored", fee="0.2"),                       # 5: conflict with the stored f-stored
+        fill("f-3", quantity="-1"),                        # 6: rejected
+        fill("f-4", fee_symbol="BTC"),                     # 7: rejected: no USD rate for BTC
+        fill("f-5", market="OPTION", symbol="SOL_USDC"),   # 8: rejected
+        fill("f-1", quantity="2"),                         # 9: conflict with line 2
+        fill("f-6", at="yesterday"),                       # 10: rejected
+        fill("f-7", user="bob", market="PERP"),            # 11: accepted
+    ])
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("f-8,order-f-8,alice\n")             # 12: rejected: too few fields
+    return path
+
+
+def test_every_row_is_accepted_duplicate_conflict_or_rejected_with_its_line_and_reason(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    import_rows(registry, tmp_path / "earlier.csv", [fill("f-stored")])
+
+    counts = import_json(bkr, mixed_file(tmp_path / "fills.csv"), db_url)
+
+    assert counts == {"accepted": 2, "duplicates": 1, "conflicts": 2, "rejected": 6}
+    review = rejected_json(bkr, db_url)
+    assert [(r["source"], r["line"], r["fill_id"], r["reason"]) for r in review["rejected"]] == [
+        ("fills.csv", 3, "f-2", "price: not a number: 'abc'"),
+        ("fills.csv", 6, "f-3", "quantity: must be positive, got -1"),
+        ("fills.csv", 7, "f-4", "fee_symbol: no USD rate configured for fee asset BTC"),
+        ("fills.csv", 8, "f-5", "market_type: not one of SPOT, PERP, IPERP, DATED: 'OPTION'"),
+        ("fills.csv", 10, "f-6", "timestamp: not an ISO 8601 time: 'yesterday'"),
+        ("fills.csv", 12, None, "row has 3 fields, the header has 15"),
+    ]
+    assert review["rejected"][0]["raw"].startswith("f-2,order-f-2,alice,SOL_USDC,SPOT,Bid,abc,")
+    assert sorted((c["line"], c["fill_id"]) for c in review["conflicts"]) == [(5, "f-stored"), (9, "f-1")]
+    assert review["counts"] == {"rejected": 6, "conflicts": 2, "awaiting_user": 0}
+    # a conflict is never applied: the stored fills keep their first content
+    statement = preview(registry, MAY)[1400]
+    assert (statement["spot_volume"], statement["futures_volume"], statement["fee_base"]) == ("200", "100", "0.3")
+
+
+def test_ndjson_rows_that_cannot_be_read_are_reported_with_their_line(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "fills.ndjson", [fill("f-1")])
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"fill_id": "f-2", "price": \n')
+        handle.write("\n")  # blank lines are skipped but still counted
+        handle.write('["f-3"]\n')
+        handle.write(json.dumps({k: v for k, v in fill("f-4").items() if k != "user_id"}) + "\n")
+        handle.write(json.dumps(fill("f-5", price=0.1)) + "\n")  # a JSON number is read exactly, not as a float
+
+    counts = import_json(bkr, path, db_url)
+
+    assert counts == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 3}
+    assert [(r["line"], r["fill_id"], r["reason"]) for r in rejected_json(bkr, db_url)["rejected"]] == [
+        (2, None, "not valid JSON: Expecting value at column 28"),
+        (4, None, "not a JSON object"),
+        (5, "f-4", "user_id: missing"),
+    ]
+    assert preview(registry, MAY)[1400]["spot_volume"] == "100.1"
+
+
+def test_import_json_prints_exactly_the_four_counts(registry: Engine, db_url: str, bkr: Any,
+                                                     tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "fills.csv", [fill("f-1"), fill("f-2", fee="x")])
+
+    result = bkr("fills", "import", str(path), "--db", db_url, "--json")
+
+    assert result.code == 0
+    assert list(json.loads(result.out)) == ["accepted", "duplicates", "conflicts", "rejected"]
+    assert json.loads(result.out) == {"accepted": 1, "duplicates": 0, "conflicts": 0, "rejected": 1}
+
+
+def test_reimporting_the_same_file_changes_nothing(registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    import_rows(registry, tmp_path / "earlier.csv", [fill("f-stored")])
+    path = mixed_file(tmp_path / "fills.csv")
+    first = import_json(bkr, path, db_url)
+    state, statements, review = stored_state(registry), preview(registry, MAY), rejected_json(bkr, db_url)
+
+    again = import_json(bkr, path, db_url)
+
+    assert again == {"accepted": 0, "duplicates": first["accepted"] + first["duplicates"],
+                     "conflicts": first["conflicts"], "rejected": first["rejected"]}
+    assert stored_state(registry) == state
+    assert preview(registry, MAY) == statements
+    assert rejected_json(bkr, db_url) == review  # rejected rows and conflicts are not stored twice
+    assert (count(registry, fill_rejections), count(registry, fill_conflicts)) == (6, 2)
+    assert count(registry, imports) == 3  # but each import is recorded
+
+
+# Fills that exercise every conversion a reader does: 18 decimals, a negative (maker) fee, a fee in
+# the base asset, futures, a time with an offset, no broker, a UI fill.
+FORMAT_ROWS = [
+    fill("f-1", price="142.123456789012345678", quantity="3.000000000000000001", fee="0.000000000000000007"),
+    fill("f-2", price="150", quantity="2", fee="-0.06", is_maker=True),
+    fill("f-3", user="bob", price="150", quantity="2", fee="0.001", fee_symbol="SOL"),
+    fill("f-4", user="bob", market="PERP", price="151.5", quantity="10", fee="0.7575", side="Ask"),
+    fill("f-5", at="2024-05-31T23:30:00-02:00", price="100", quantity="1"),  # June in UTC
+    fill("f-6", broker=None),
+    fill("f-7", via_api=False),
+]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ndjson", ".parquet"])
+def test_csv_ndjson_and_parquet_give_the_same_statement(registry: Engine, tmp_path: Path, suffix: str) -> None:
+    tally = import_rows(registry, tmp_path / f"fills{suffix}", FORMAT_ROWS)
+
+    assert tally.counts() == {"accepted": 7, "duplicates": 0, "conflicts": 0, "rejected": 0}
+    assert (tally.counted, count(registry, fills)) == (5, 7)
+    statement = preview(registry, MAY)[1400]
+    assert {k: statement[k] for k in ("spot_volume", "futures_volume", "fee_base", "payout_exact", "payout")} == {
+        "spot_volume": "1026.370370367037037176123456789012345678",  # 426.37… + 300 + 300
+        "futures_volume": "1515",
+        "fee_base": "0.907500000000000007",  # 0.15 + 0.7575 + 7e-18; the maker rebate counts 0
+        "payout_exact": "0.1815000000000000014",
+        "payout": "0.18",
+    }
+
+
+def test_a_fill_sent_again_in_another_format_is_a_duplicate(registry: Engine, tmp_path: Path) -> None:
+    import_rows(registry, tmp_path / "fills.csv", FORMAT_ROWS)
+    state = stored_state(registry)
+
+    for path in (write_ndjson(tmp_path / "fills.ndjson", FORMAT_ROWS),
+                 write_parquet(tmp_path / "decimal.parquet", FORMAT_ROWS, money="decimal"),
+                 write_parquet(tmp_path / "string.parquet", FORMAT_ROWS, money="string")):
+        tally = import_rows(registry, path, FORMAT_ROWS)
+        assert tally.counts() == {"accepted": 0, "duplicates": 7, "conflicts": 0, "rejected": 0}, path.name
+
+    assert stored_state(registry) == state
+
+
+def test_a_parquet_file_with_float_money_columns_is_refused(registry: Engine, db_url: str, bkr: Any,
+                                                            tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "export.parquet", [fill("f-1"), fill("f-2")], money="float")
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err == ("error: export.parquet: columns price, quantity, fee are floating point, which is not "
+                          "exact; write them as decimal or string\n")
+    assert (count(registry, fills), count(registry, imports)) == (0, 0)
+
+
+def test_a_csv_file_without_the_fill_columns_is_refused_before_anything_is_written(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "trades.csv", [fill("f-1")], columns=("fill_id", "order_id", "user_id", "symbol"))
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err.startswith("error: trades.csv: header lacks price, quantity, fee, timestamp (columns are ")
+    assert (count(registry, fills), count(registry, imports)) == (0, 0)
+
+
+def test_an_unknown_file_type_is_refused_before_anything_is_written(registry: Engine, db_url: str, bkr: Any,
+                                                                     tmp_path: Path) -> None:
+    path = write_fills(tmp_path / "fills.csv", [fill("f-1")]).rename(tmp_path / "fills.xlsx")
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert (result.code, result.err) == (1, "error: fills.xlsx: unknown file type (use .csv, .ndjson/.jsonl or "
+                                            ".parquet)\n")
+    assert count(registry, imports) == 0
