@@ -5,7 +5,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,41 +43,54 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_template(worker_id: str) -> str:
-    """A migrated database that each test's database is copied from."""
+def pg_template(worker_id: str) -> Iterator[str]:
+    """A migrated database, named for this test process: several test runs can share one server."""
     admin = _pg_admin_url()
-    name = f"bkr_template_{worker_id}"
+    name = f"bkr_template_{worker_id}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_psycopg_dsn(admin), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
     engine = db.make_engine(make_url(admin).set(database=name).render_as_string(hide_password=False))
     db.upgrade(engine)
     engine.dispose()
-    return name
+    yield name
+    with psycopg.connect(_psycopg_dsn(admin), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        path = tmp_path / "bkr.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
-        return
-    with _fresh_pg_database(request.getfixturevalue("pg_template")) as url:
-        yield url
-
-
-@contextmanager
-def _fresh_pg_database(template: str) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def pg_database(pg_template: str) -> Iterator[str]:
+    """This test process's working database, copied once from the template. Tests get it emptied
+    rather than a new copy each: `CREATE DATABASE` costs a checkpoint, about a second on a busy
+    machine, which made database creation most of the storage tests' run time."""
     admin = _pg_admin_url()
     name = f"bkr_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_psycopg_dsn(admin), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_psycopg_dsn(admin), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(_psycopg_dsn(admin), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _emptied(url: str) -> str:
+    """The database at `url` with every table empty and every sequence restarted, as migrated.
+    Emptying also ends every session a previous test left behind (a killed `bkr`, an open pool)."""
+    with psycopg.connect(_psycopg_dsn(url), autocommit=True) as connection:
+        connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        tables = ", ".join(f'"{name}"' for (name,) in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))
+        connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database: a SQLite file, or this test process's PostgreSQL database."""
+    if request.param == "sqlite":
+        path = tmp_path / "bkr.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return _emptied(request.getfixturevalue("pg_database"))
 
 
 @pytest.fixture
@@ -89,10 +101,9 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh PostgreSQL database, for tests that are about PostgreSQL only (races, locks)."""
-    with _fresh_pg_database(request.getfixturevalue("pg_template")) as url:
-        yield url
+def pg_url(pg_database: str) -> str:
+    """An empty PostgreSQL database, for tests that are about PostgreSQL only (races, locks)."""
+    return _emptied(pg_database)
 
 
 @dataclass(frozen=True)
@@ -114,3 +125,8 @@ def bkr(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
 
     return run
 
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, so that xdist spreads the rest around them instead of waiting at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
