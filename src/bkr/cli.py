@@ -186,6 +186,72 @@ def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: 
                                           if mtd["volume_to_next_tier"] else ""))
 
 
+broker_key_app = typer.Typer(no_args_is_help=True, help="A broker's API keys (ED25519, Backpack style).")
+broker_app.add_typer(broker_key_app, name="key")
+
+
+@broker_key_app.command("create")
+def broker_key_create(broker_id: int, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Make a key pair for a broker's API. The secret is shown once; bkr keeps only the public key."""
+    from bkr.program import keys
+
+    with _transaction(db_url) as connection:
+        pair = keys.create_broker_key(connection, broker_id, system_clock())
+    if as_json:
+        _print_json({"broker_id": broker_id, "api_key": pair.api_key, "secret": pair.secret})
+        return
+    out.print(f"api key (X-API-Key): {pair.api_key}\nsecret:              {pair.secret}")
+    err.print("The secret is not stored: keep it now. Sign requests as Backpack's API is signed (docs/api.md).")
+
+
+@app.command("admin-key")
+def admin_key(
+    action: Annotated[str, typer.Argument(help="create")],
+    role: Annotated[str, typer.Option(help="viewer (reads) or operator (reads and changes)")] = "viewer",
+    db_url: DbOption = db.DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an operator key for the HTTP API: `bkr admin-key create --role operator`."""
+    from bkr.program import keys
+
+    if action != "create":
+        raise InvalidInput(f"admin-key: unknown action {action!r} (use: create)")
+    with _transaction(db_url) as connection:
+        key = keys.create_operator_key(connection, role, system_clock())
+    if as_json:
+        _print_json({"key_id": key.key_id, "role": key.role.value, "token": key.token})
+        return
+    out.print(key.token)
+    err.print(f"{key.role.value} key {key.key_id}; send it as `Authorization: Bearer <key>`. It is shown only once.")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1; BKR_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; BKR_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1; BKR_WORKERS).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Most fills per POST /v1/fills (BKR_MAX_BATCH).")] = None,
+    close_grace_minutes: Annotated[int | None, typer.Option(
+        help="Close the previous month this long after 00:00 UTC on the 1st (BKR_CLOSE_GRACE_MINUTES).")] = None,
+    scheduled_close: Annotated[bool | None, typer.Option(
+        "--scheduled-close/--no-scheduled-close", help="Close months on schedule (BKR_SCHEDULED_CLOSE).")] = None,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+) -> None:
+    """Run the HTTP API: fill ingestion, the operator API and the broker API."""
+    import os
+
+    from bkr.api.server import run_server
+    from bkr.settings import load_service_settings
+
+    config = load_config(config_path)
+    settings = load_service_settings(config_path, os.environ, {
+        "host": host, "port": port, "workers": workers, "max_batch": max_batch,
+        "close_grace_minutes": close_grace_minutes, "scheduled_close": scheduled_close})
+    _engine(db_url).dispose()  # migrate an empty database, refuse one behind, before serving
+    run_server(db_url, config_path, config, settings)
+
+
 # --- affiliates, referral codes, users ------------------------------------------------------------
 
 @affiliate_app.command("add")

@@ -15,9 +15,23 @@ and bkr refuses them rather than guess. Example:
     [[tier_schedules]]
     effective_from = "2027-01"
     tiers = [["0", "0.20"], ["5000000", "0.30"], ["10000000", "0.35"]]
+
+    [service]                          # `bkr serve`; each also BKR_<NAME> in the environment
+    host = "127.0.0.1"
+    port = 8000
+    workers = 1
+    max_batch = 10000                  # fills per POST /v1/fills; more is refused with 413
+    close_grace_minutes = 30           # the previous month is closed this long after 00:00 UTC on the 1st
+    scheduled_close = true
+    schedule_interval_seconds = 30
+
+Flags given to `bkr serve` win over the environment, which wins over the file.
 """
 
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,20 +52,23 @@ def _exact(value: Any, where: str) -> Decimal:
         raise InvalidInput(f"{where}: {error}") from None
 
 
-def load_config(path: Path | None) -> ProgramConfig:
+def _read(path: Path | None) -> dict[str, Any]:
     if path is None:
-        return ProgramConfig()
+        return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInput(f"config: {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise InvalidInput(f"config: {path}: {error}") from None
-    return parse_config(data)
+
+
+def load_config(path: Path | None) -> ProgramConfig:
+    return parse_config(_read(path))
 
 
 def parse_config(data: dict[str, Any]) -> ProgramConfig:
-    unknown = set(data) - {"program", "usd_rates", "tier_schedules"}
+    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service"}
     if unknown:
         raise InvalidInput(f"config: unknown section(s) {', '.join(sorted(unknown))}")
     program = data.get("program", {})
@@ -76,3 +93,71 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         rounding_quantum=_exact(program.get("rounding_quantum", defaults.rounding_quantum), "program.rounding_quantum"),
         usd_rates=rates,
     )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How `bkr serve` runs. Validated when built: a bad value stops the server before it starts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_batch: int = 10_000
+    close_grace_minutes: int = 30
+    scheduled_close: bool = True
+    schedule_interval_seconds: int = 30
+
+    @property
+    def close_grace(self) -> timedelta:
+        return timedelta(minutes=self.close_grace_minutes)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise InvalidInput(f"service.port: {self.port} is not a TCP port (1..65535)", field="port")
+        for name in ("workers", "max_batch", "schedule_interval_seconds"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
+        if self.close_grace_minutes < 0:
+            raise InvalidInput(f"service.close_grace_minutes: {self.close_grace_minutes} is negative",
+                               field="close_grace_minutes")
+
+
+def _coerce(name: str, value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise InvalidInput(f"{where}: {value!r} is not true or false", field=name)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InvalidInput(f"{where}: {value!r} is not a whole number", field=name)
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidInput(f"{where}: {value!r} is not a whole number", field=name) from None
+    return str(value)
+
+
+def load_service_settings(path: Path | None, environ: Mapping[str, str],
+                          overrides: Mapping[str, Any | None]) -> ServiceSettings:
+    """The file's [service] section, then BKR_<NAME> variables, then flags (None = not given)."""
+    section = _read(path).get("service", {})
+    kinds = {f.name: f.type if isinstance(f.type, type) else {"str": str, "int": int, "bool": bool}[str(f.type)]
+             for f in fields(ServiceSettings)}
+    unknown = set(section) - set(kinds)
+    if unknown:
+        raise InvalidInput(f"config: unknown setting(s) service.{', service.'.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        if name in section:
+            values[name] = _coerce(name, section[name], kind, f"config service.{name}")
+        variable = f"BKR_{name.upper()}"
+        if environ.get(variable, "") != "":
+            values[name] = _coerce(name, environ[variable], kind, variable)
+        if overrides.get(name) is not None:
+            values[name] = _coerce(name, overrides[name], kind, f"--{name.replace('_', '-')}")
+    return replace(ServiceSettings(), **values)

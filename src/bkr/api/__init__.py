@@ -1,0 +1,1 @@
+"""bkr's HTTP API (`/v1/…`): fill ingestion, the operator API, the broker API, operations."""

@@ -1,0 +1,57 @@
+"""The FastAPI application: `create_app` wires the routers, errors, observability and the
+scheduled close around one set of services (engine, program config, settings, clock)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from bkr import __version__
+from bkr.api import observability
+from bkr.api.deps import Services
+from bkr.api.errors import install_error_handlers
+from bkr.api.routers import admin, broker, ingest, ops
+from bkr.domain.config import ProgramConfig
+from bkr.program.clock import Clock, system_clock
+from bkr.settings import ServiceSettings
+
+DESCRIPTION = """bkr runs an exchange's API Broker Program.
+
+* **Ingest** (`/v1/fills`): the exchange's fill feed posts fills; each is accepted, a duplicate,
+  a conflict or rejected with its reason.
+* **Operators** (`/v1/admin/…`): brokers, affiliates, referral codes, users, rejected fills,
+  periods and closes. `Authorization: Bearer <operator key>`; `viewer` keys read, `operator`
+  keys also write.
+* **Brokers** (`/v1/broker/…`): a broker's own figures, signed with its ED25519 key exactly as
+  Backpack's API is signed. Each operation's `x-instruction` is the instruction to sign.
+
+Errors are JSON `{"code", "message", "field", "request_id"}`; `code` is stable.
+"""
+
+
+def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings | None = None, *,
+               clock: Clock = system_clock, run_scheduler: bool = False) -> FastAPI:
+    services = Services(engine, config, settings or ServiceSettings(), clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from bkr.api.scheduler import CloseScheduler
+
+        scheduler = CloseScheduler(services) if run_scheduler and services.settings.scheduled_close else None
+        app.state.scheduler = scheduler
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+
+    app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    observability.install(app)
+    for module in (ops, ingest, admin, broker):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,5 @@
+"""The admin endpoints."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

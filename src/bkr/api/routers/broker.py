@@ -1,0 +1,5 @@
+"""The broker endpoints."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

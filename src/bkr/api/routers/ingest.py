@@ -1,0 +1,5 @@
+"""The ingest endpoints."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The ops endpoints."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
