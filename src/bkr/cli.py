@@ -6,7 +6,6 @@ Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db) and `--c
 """
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from bkr.ingest.writer import RowResult, Tally
 from bkr.program import registry
 from bkr.program.clock import system_clock
 from bkr.program.close import close_month, compute_statements, stored_statement
+from bkr.program.exports import statement_csv
 from bkr.settings import load_config
 from bkr.store import db
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
@@ -446,21 +446,6 @@ def statement(
         _print_json(document)
         return
     sys.stdout.write(statement_csv(document))
-
-
-def statement_csv(document: dict[str, Any]) -> str:
-    """The statement's lines as CSV, followed by a total row."""
-    columns = ["broker_id", "month", "kind", "fill_month", "user_id", "market_type", "tier", "affiliate_rate",
-               "effective_rate", "fills", "volume_usd", "fee_usd", "fee_base", "payout_exact", "payout"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for line in document["lines"]:
-        writer.writerow([document["broker_id"], document["month"], *(line[c] for c in columns[2:-1]), ""])
-    writer.writerow([document["broker_id"], document["month"], "total", "", "", "", document["tier"], "", "",
-                     sum(line["fills"] for line in document["lines"]), document["api_volume"], "",
-                     document["fee_base"], document["payout_exact"], document["payout"]])
-    return buffer.getvalue()
 
 
 # --- synthetic data ---------------------------------------------------------------------------------
