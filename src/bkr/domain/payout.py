@@ -28,7 +28,12 @@ def fee_base(fee_usd: Decimal) -> Decimal:
 def line_payout(fee_base_usd: Decimal, broker_rate: Decimal, affiliate_rate: Decimal,
                 cap: Decimal = DEFAULT_CAP) -> Decimal:
     """The exact payout of a sum of fee bases that share one broker rate and one affiliate rate."""
-    return mul(fee_base_usd, effective_rate(broker_rate, affiliate_rate, cap))
+    return line_payout_at(fee_base_usd, effective_rate(broker_rate, affiliate_rate, cap))
+
+
+def line_payout_at(fee_base_usd: Decimal, rate: Decimal) -> Decimal:
+    """The exact payout of a fee base at an effective rate already worked out."""
+    return mul(fee_base_usd, rate)
 
 
 def statement_payout(payout_exact: Decimal, quantum: Decimal) -> Decimal:
@@ -36,4 +41,4 @@ def statement_payout(payout_exact: Decimal, quantum: Decimal) -> Decimal:
     return round_down(payout_exact, quantum)
 
 
-__all__ = ["DEFAULT_CAP", "MONEY", "effective_rate", "fee_base", "line_payout", "statement_payout"]
+__all__ = ["DEFAULT_CAP", "MONEY", "effective_rate", "fee_base", "line_payout", "line_payout_at", "statement_payout"]

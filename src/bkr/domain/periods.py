@@ -17,10 +17,7 @@ class Month:
 
     @classmethod
     def parse(cls, text: str) -> "Month":
-        match = _MONTH.match(text.strip())
-        if not match or not 1 <= int(match.group(2)) <= 12:
-            raise InvalidInput(f"not a month (YYYY-MM): {text!r}")
-        return cls(int(match.group(1)), int(match.group(2)))
+        return _parse_month(text)
 
     @classmethod
     def of(cls, moment: datetime) -> "Month":
@@ -66,3 +63,12 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         raise InvalidInput(f"not an ISO 8601 time: {text!r}") from None
     return as_utc(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_month(text: str) -> Month:
+    # cached: a close parses the same few month strings once per aggregate row
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise InvalidInput(f"not a month (YYYY-MM): {text!r}")
+    return _month(int(match.group(1)), int(match.group(2)))

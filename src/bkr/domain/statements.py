@@ -14,7 +14,7 @@ from typing import Any
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.fills import MarketType
 from bkr.domain.money import ZERO, canonical, total
-from bkr.domain.payout import effective_rate, line_payout, statement_payout
+from bkr.domain.payout import effective_rate, line_payout_at, statement_payout
 from bkr.domain.periods import Month
 from bkr.domain.tiers import Tier
 
@@ -36,7 +36,8 @@ class AggregateLine:
 
     @property
     def is_adjustment(self) -> bool:
-        return self.fill_month != self.period
+        # months are interned (`Month.parse`, `Month.of`): identity settles the common case cheaply
+        return self.fill_month is not self.period and self.fill_month != self.period
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +137,19 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
     lines = list(lines)
     spot, futures = api_volumes(lines)
     priced: list[StatementLine] = []
+    rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
     for line in lines:
-        line_tier = prior_tiers[line.fill_month] if line.is_adjustment else tier
-        rate = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
+        adjustment = line.is_adjustment
+        line_tier = prior_tiers[line.fill_month] if adjustment else tier
+        pair = (line_tier.rate, line.affiliate_rate)
+        rate = rates.get(pair)
+        if rate is None:
+            rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
         priced.append(StatementLine(
             user_id=line.user_id, market_type=line.market_type, affiliate_rate=line.affiliate_rate,
-            fill_month=line.fill_month, is_adjustment=line.is_adjustment, tier=line_tier,
+            fill_month=line.fill_month, is_adjustment=adjustment, tier=line_tier,
             fills=line.fills, volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
-            effective_rate=rate,
-            payout_exact=line_payout(line.fee_base_usd, line_tier.rate, line.affiliate_rate, config.cap),
+            effective_rate=rate, payout_exact=line_payout_at(line.fee_base_usd, rate),
         ))
     priced.sort(key=StatementLine.sort_key)
     adjustments = [line for line in priced if line.is_adjustment]

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Dialect, Numeric, Text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from bkr.domain.money import D, canonical
+from bkr.domain.money import canonical
 
 
 class Money(TypeDecorator[Decimal]):
@@ -35,9 +35,11 @@ class Money(TypeDecorator[Decimal]):
         return canonical(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        return D(value) if not isinstance(value, Decimal) else value
+        if value is None or isinstance(value, Decimal):
+            return value
+        # bkr wrote this text itself (`canonical`): exact, finite, no need for `D`'s checks,
+        # which cost more than the read on a close of 100,000 lines
+        return Decimal(value)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
