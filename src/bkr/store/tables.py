@@ -149,6 +149,10 @@ fills = Table(
     Index("ix_fills_awaiting_user", "user_id",
           postgresql_where=text("attribution = 'awaiting_user'"),
           sqlite_where=text("attribution = 'awaiting_user'")),
+    # orders a broker sent while it was not active, counted for it and for operators
+    Index("ix_fills_broker_inactive", "broker_id", "fill_month",
+          postgresql_where=text("attribution = 'broker_inactive'"),
+          sqlite_where=text("attribution = 'broker_inactive'")),
 )
 
 fill_rejections = Table(
@@ -192,6 +196,7 @@ aggregates = Table(
     Column("fee_usd", Money, nullable=False),
     Column("fee_base_usd", Money, nullable=False),
     PrimaryKeyConstraint("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate"),
+    Index("ix_aggregates_period", "period"),  # a close reads one period across brokers
 )
 
 periods = Table(
