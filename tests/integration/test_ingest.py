@@ -2,6 +2,7 @@
 the same result from CSV, NDJSON and Parquet."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from integration_support import (
     write_ndjson,
     write_parquet,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from bkr.domain.config import ProgramConfig
+from bkr.ingest.importer import import_file
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
 
 
@@ -211,3 +214,21 @@ def test_an_unknown_file_type_is_refused_before_anything_is_written(registry: En
     assert (result.code, result.err) == (1, "error: fills.xlsx: unknown file type (use .csv, .ndjson/.jsonl or "
                                             ".parquet)\n")
     assert count(registry, imports) == 0
+
+
+def test_a_nul_character_in_a_csv_row_is_a_rejection_kept_visibly_on_both_databases(
+        engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "nul.csv"
+    path.write_text(
+        "fill_id,order_id,user_id,symbol,market_type,side,price,quantity,fee,fee_symbol,is_maker,timestamp,"
+        "broker_id,via_api,fill_type\n"
+        "f\x001,o1,u1,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n"
+        "f2,o1,u\x001,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n")
+    tally = import_file(engine, ProgramConfig(), path, clock=lambda: datetime(2026, 10, 2, tzinfo=UTC))
+    assert tally.counts() == {"accepted": 0, "duplicates": 0, "conflicts": 0, "rejected": 2}
+    with engine.connect() as connection:
+        rows = connection.execute(select(fill_rejections.c.line, fill_rejections.c.fill_id, fill_rejections.c.reason,
+                                         fill_rejections.c.raw).order_by(fill_rejections.c.line)).all()
+    assert [(r.line, r.fill_id, r.reason) for r in rows] == [
+        (2, "f\\u00001", "fill_id: contains a NUL character"), (3, "f2", "user_id: contains a NUL character")]
+    assert rows[1].raw.startswith("f2,o1,u\\u00001,")

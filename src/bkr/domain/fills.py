@@ -123,6 +123,8 @@ def _text(row: Mapping[str, object], name: str) -> str:
     text = str(value).strip()
     if not text:
         raise InvalidInput(f"{name}: missing")
+    if "\x00" in text:  # no database stores it in text (PostgreSQL refuses it), and no id contains it
+        raise InvalidInput(f"{name}: contains a NUL character")
     return text
 
 

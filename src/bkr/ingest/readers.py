@@ -7,7 +7,8 @@ import reports it with its line number instead of stopping.
 import csv
 import io
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -85,10 +86,15 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 def read_ndjson(path: Path) -> Iterator[RawRow]:
     with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            text = text.strip()
-            if text:
-                yield parse_json_record(number, text)
+        yield from ndjson_rows(handle)
+
+
+def ndjson_rows(lines: Iterable[str]) -> Iterator[RawRow]:
+    """One row per non-blank line, numbered by line (a file, or the body of an HTTP batch)."""
+    for number, text in enumerate(lines, start=1):
+        text = text.strip()
+        if text:
+            yield parse_json_record(number, text)
 
 
 def parse_json_record(number: int | None, text: str) -> RawRow:
@@ -96,10 +102,38 @@ def parse_json_record(number: int | None, text: str) -> RawRow:
     try:
         value = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as error:
-        return RawRow(number, None, text, f"not valid JSON: {error.msg} at column {error.colno}")
+        kept = text.replace("\x00", "\\u0000")  # a NUL cannot be stored as text; keep it visible
+        return RawRow(number, None, kept, f"not valid JSON: {error.msg} at column {error.colno}")
+    return json_record(number, value, text)
+
+
+def json_record(number: int | None, value: Any, text: str | None = None) -> RawRow:
+    """A decoded JSON value (decoded with `parse_float=Decimal`) as a row: an object is a
+    record, anything else is kept with its error. `text` is the record as received, when known."""
+    received = text if text is not None else json.dumps(value, default=_json_default, sort_keys=True)
     if not isinstance(value, dict):
-        return RawRow(number, None, text, "not a JSON object")
-    return RawRow(number, value, text)
+        return RawRow(number, None, received, "not a JSON object")
+    problem = untextual_field(value)
+    if problem is not None:
+        return RawRow(number, None, received, problem)
+    return RawRow(number, value, received)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def untextual_field(values: Mapping[str, Any]) -> str | None:
+    """The reason to reject a record whose fill field holds what is not storable text: a NUL
+    character (a PostgreSQL text value cannot hold one) or half a UTF-16 surrogate pair (JSON's
+    `\\ud800` escapes allow it; it is not Unicode). Such a record is kept as escaped JSON."""
+    for name in FIELDS:
+        value = values.get(name)
+        if isinstance(value, str):
+            if "\x00" in value:
+                return f"{name}: contains a NUL character"
+            if _SURROGATE.search(value):
+                return f"{name}: contains an unpaired UTF-16 surrogate, which is not text"
+    return None
 
 
 def read_parquet(path: Path) -> Iterator[RawRow]:

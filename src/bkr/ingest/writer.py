@@ -91,9 +91,10 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
         except InvalidInput as error:
             reason = str(error)
             fill_id = _fill_id_of(row)
+            fill_id = None if fill_id is None else _storable(fill_id)
             results[index] = RowResult(row.line, fill_id, Outcome.REJECTED, reason)
             rejections.append({"import_id": import_id, "source": source, "line": row.line, "fill_id": fill_id,
-                               "reason": reason, "raw": row.raw, "row_key": _digest(row.raw, reason),
+                               "reason": reason, "raw": _storable(row.raw), "row_key": _digest(row.raw, reason),
                                "seen_at": now})
             continue
         key = priced.fill.content_key()
@@ -173,12 +174,17 @@ def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: D
 def _conflict_row(import_id: int | None, source: str, row: RawRow, fill_id: str, existing: str | None,
                   incoming: str, now: datetime) -> dict[str, Any]:
     return {"import_id": import_id, "fill_id": fill_id, "existing_key": existing, "incoming_key": incoming,
-            "source": source, "line": row.line, "raw": row.raw, "seen_at": now}
+            "source": source, "line": row.line, "raw": _storable(row.raw), "seen_at": now}
 
 
 def _fill_id_of(row: RawRow) -> str | None:
     value = row.values.get("fill_id") if row.values else None
     return None if value is None else str(value)
+
+
+def _storable(text: str) -> str:
+    """Text as kept for an operator: a NUL (which PostgreSQL cannot store) written visibly."""
+    return text.replace("\x00", "\\u0000")
 
 
 def _digest(*parts: str) -> str:

@@ -1,0 +1,64 @@
+"""Test data of the fill feed: fills as the exchange posts them, and the stored state to compare."""
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from bkr.program import registry
+from bkr.store import db
+from bkr.store.tables import aggregates, fills
+
+BROKER = 1400
+
+
+def fill(fill_id: str, *, at: str = "2026-10-15T12:00:00Z", user: str = "alice", broker: int | None = BROKER,
+         price: str = "100", quantity: str = "1", fee: str = "0.1", market: str = "SPOT") -> dict[str, Any]:
+    """One ordinary API fill of broker 1400 (money as decimal strings, as the feed sends it)."""
+    return {
+        "fill_id": fill_id, "order_id": f"order-{fill_id}", "user_id": user,
+        "symbol": "SOL_USDC" if market == "SPOT" else f"SOL_USDC_{market}", "market_type": market, "side": "Bid",
+        "price": price, "quantity": quantity, "fee": fee, "fee_symbol": "USDC", "is_maker": False,
+        "timestamp": at, "broker_id": broker, "via_api": True, "fill_type": "User",
+    }
+
+
+def ndjson(items: Iterable[Any]) -> str:
+    return "".join(json.dumps(item) + "\n" for item in items)
+
+
+def post_fills(client: TestClient | httpx.Client, headers: Mapping[str, str], items: list[Any], *,
+               as_ndjson: bool = False) -> httpx.Response:
+    if as_ndjson:
+        return client.post("/v1/fills", content=ndjson(items),
+                           headers={**headers, "Content-Type": "application/x-ndjson"})
+    return client.post("/v1/fills", json=items, headers=dict(headers))
+
+
+def register_users(engine: Engine, users: Iterable[str], now: Any) -> None:
+    with engine.begin() as connection:
+        registry.add_users(connection, [(user, None) for user in users], now)
+
+
+def stored_aggregates(engine: Engine) -> list[tuple[Any, ...]]:
+    """The running aggregates, in a fixed order, as exact values."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(aggregates).order_by(*aggregates.primary_key.columns)).all()
+    return [tuple(row) for row in rows]
+
+
+def fill_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(fills)).scalar_one()  # type: ignore[no-any-return]
+
+
+def reference_engine(sqlite_template: Path, tmp_path: Path) -> Engine:
+    """A second, empty SQLite database: where the file import of the same fills is done to compare."""
+    path = tmp_path / "reference.db"
+    shutil.copy(sqlite_template, path)
+    return db.open_engine(f"sqlite:///{path}")
