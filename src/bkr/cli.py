@@ -18,24 +18,23 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bkr.domain.errors import BkrError, InvalidInput
-from bkr.domain.fills import Attribution
-from bkr.domain.money import D, canonical, sub
+from bkr.domain.money import D
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType
 from bkr.ingest.importer import import_file
 from bkr.ingest.readers import read_rows
 from bkr.ingest.writer import RowResult, Tally
-from bkr.program import registry
+from bkr.program import registry, reports, review
 from bkr.program.clock import system_clock
-from bkr.program.close import close_month, compute_statements, stored_statement
+from bkr.program.close import close_month, stored_statement
 from bkr.program.exports import statement_csv
 from bkr.settings import load_config
 from bkr.store import db
-from bkr.store.tables import fill_conflicts, fill_rejections, fills
+from bkr.store.tables import fills
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
@@ -148,27 +147,16 @@ def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: 
                 as_json: JsonOption = False) -> None:
     """A broker, its status history, and where it stands this month."""
     config = load_config(config_path)
-    now = system_clock()
-    month = Month.of(now)
     with _transaction(db_url) as connection:
-        view = registry.get_broker(connection, broker_id, now)
-        projection = compute_statements(connection, config, month, broker_id)
+        summary = reports.broker_summary(connection, config, broker_id, system_clock())
+    view = summary.broker
     document: dict[str, Any] = {
         "broker_id": view.broker_id, "account": view.account_id, "name": view.name, "type": view.type.value,
         "status": view.status.value,
         "history": [{"status": c.status.value, "effective_at": c.effective_at.isoformat()}
                     for c in view.timeline.changes],
-        "month_to_date": None,
+        "month_to_date": {k: v for k, v in summary.to_document().items() if k not in ("broker_id", "name", "status")},
     }
-    if projection:
-        projected = projection[0].to_document()
-        schedule = config.schedule_for(month)
-        upcoming = schedule.next_tier(projection[0].tier)
-        document["month_to_date"] = {
-            k: projected[k] for k in ("month", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
-                                      "fee_base", "payout_exact", "payout")}
-        document["month_to_date"]["volume_to_next_tier"] = (
-            None if upcoming is None else canonical(sub(upcoming.min_volume, projection[0].api_volume)))
     if as_json:
         _print_json(document)
         return
@@ -177,13 +165,12 @@ def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: 
     for change in view.timeline.changes:
         out.print(f"  {change.effective_at.isoformat()}  {change.status.value}")
     mtd = document["month_to_date"]
-    if mtd is None:
-        out.print(f"No counted volume in {month} yet.")
-    else:
-        out.print(f"{mtd['month']} so far: API volume ${mtd['api_volume']} (spot {mtd['spot_volume']}, futures "
-                  f"{mtd['futures_volume']}) → {mtd['tier']} at {mtd['broker_rate']}; payout if the month ended now "
-                  f"${mtd['payout']}" + (f"; ${mtd['volume_to_next_tier']} to the next tier"
-                                          if mtd["volume_to_next_tier"] else ""))
+    out.print(f"{mtd['month']} so far: API volume ${mtd['api_volume']} (spot {mtd['spot_volume']}, futures "
+              f"{mtd['futures_volume']}) → {mtd['tier']} at {mtd['broker_rate']}; payout if the month ended now "
+              f"${mtd['payout']}" + (f"; ${mtd['volume_to_next_tier']} more for {mtd['next_tier']}"
+                                      if mtd["next_tier"] else ""))
+    if mtd["last_closed_month"]:
+        out.print(f"{mtd['last_closed_month']} (last closed): {mtd['last_closed_tier']}")
 
 
 broker_key_app = typer.Typer(no_args_is_help=True, help="A broker's API keys (ED25519, Backpack style).")
@@ -364,19 +351,9 @@ def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, type
                    as_json: JsonOption = False) -> None:
     """Rows that were rejected (with their reason), conflicting fills, and fills awaiting their user."""
     with _transaction(db_url) as connection:
-        rejections = connection.execute(
-            select(fill_rejections.c.source, fill_rejections.c.line, fill_rejections.c.fill_id,
-                   fill_rejections.c.reason, fill_rejections.c.raw)
-            .order_by(fill_rejections.c.rejection_id).limit(limit)).all()
-        conflicts = connection.execute(
-            select(fill_conflicts.c.source, fill_conflicts.c.line, fill_conflicts.c.fill_id, fill_conflicts.c.raw)
-            .order_by(fill_conflicts.c.conflict_id).limit(limit)).all()
-        counts = {
-            "rejected": connection.execute(select(func.count()).select_from(fill_rejections)).scalar_one(),
-            "conflicts": connection.execute(select(func.count()).select_from(fill_conflicts)).scalar_one(),
-            "awaiting_user": connection.execute(select(func.count()).select_from(fills).where(
-                fills.c.attribution == Attribution.AWAITING_USER.value)).scalar_one(),
-        }
+        rejections = review.rejected_rows(connection, limit=limit)
+        conflicts = review.conflict_rows(connection, limit=limit)
+        counts = review.review_counts(connection).to_document()
     if as_json:
         _print_json({"counts": counts,
                      "rejected": [{"source": r.source, "line": r.line, "fill_id": r.fill_id, "reason": r.reason,

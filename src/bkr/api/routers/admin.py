@@ -1,5 +1,599 @@
-"""The admin endpoints."""
+"""The operator API, `/v1/admin/…`: brokers, affiliates, referral codes, users, the review of
+fills that were not accepted, periods and their closes, and the program's configuration.
 
-from fastapi import APIRouter
+Reads need a `viewer` (or `operator`) key; anything that changes the program needs an
+`operator` key. Each endpoint parses its input, calls one use case of `bkr.program` and
+shapes the answer; decimals travel as strings.
+"""
 
-router = APIRouter()
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from bkr.api import observability
+from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, ViewerDep
+from bkr.api.errors import responses
+from bkr.domain.config import TierBasis, UnknownBrokerPolicy
+from bkr.domain.errors import BkrError, InvalidInput
+from bkr.domain.money import D, canonical
+from bkr.domain.periods import Month, parse_instant
+from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_rate
+from bkr.program import keys, overview, registry, review
+from bkr.program.close import close_month, stored_statement
+from bkr.program.exports import statement_csv
+
+router = APIRouter(prefix="/v1/admin", tags=["operators"])
+
+READ = responses(401, 422, 503)
+WRITE = responses(401, 403, 422, 503)
+
+# --- input types ---------------------------------------------------------------------------------
+
+
+def _fraction(value: object) -> Decimal:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise PydanticCustomError("decimal_string", 'send the rate as a decimal string, such as "0.10"')
+    try:
+        return check_rate(D(value))
+    except InvalidInput as error:
+        raise PydanticCustomError("invalid_rate", "{reason}", {"reason": str(error).removeprefix("rate: ")}) from None
+
+
+def _instant(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("iso_time", "send an ISO 8601 time, such as 2026-10-01T00:00:00Z")
+    try:
+        return parse_instant(value)
+    except InvalidInput as error:
+        raise PydanticCustomError("iso_time", "{reason}", {"reason": str(error)}) from None
+
+
+Fraction = Annotated[Decimal, BeforeValidator(_fraction),
+                     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["0.10"],
+                                     "description": "A fraction in [0, 1] as a decimal string."})]
+Instant = Annotated[datetime, BeforeValidator(_instant),
+                    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
+                                    "description": "ISO 8601; without an offset it is UTC."})]
+BrokerIdPath = Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id, 1..65535.")]
+# Names and ids are printable text: control characters (NUL above all, which PostgreSQL cannot
+# store) are refused at the door with the field named.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
+TextPath = Annotated[str, Path(min_length=1, max_length=256, pattern=PRINTABLE)]
+
+
+def _month(month: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="A month, YYYY-MM (UTC).",
+                                      examples=["2026-09"])]) -> Month:
+    try:
+        return Month.parse(month)
+    except InvalidInput as error:
+        raise InvalidInput(str(error), field="month") from None
+
+
+MonthPath = Annotated[Month, Depends(_month)]
+
+# --- brokers -------------------------------------------------------------------------------------
+
+
+class BrokerIn(BaseModel):
+    broker_id: int = Field(ge=1, le=65535, description="The X-Broker-Id the broker sends; never reused.")
+    account: Text = Field(description="The broker's business account.")
+    name: Text
+    type: BrokerType
+
+
+class StatusChangeIn(BaseModel):
+    effective_at: Instant | None = Field(None, description="When the change takes effect (default: now). "
+                                                           "A time in the past re-applies the rules to open months.")
+
+
+class StatusChangeOut(BaseModel):
+    status: BrokerStatus
+    effective_at: datetime
+
+
+class BrokerOut(BaseModel):
+    broker_id: int
+    account: str
+    name: str
+    type: BrokerType
+    status: BrokerStatus = Field(description="The status now.")
+
+
+class BrokerStatementOut(BaseModel):
+    month: str
+    tier_level: int
+    broker_rate: str
+    api_volume: str
+    payout_exact: str
+    payout: str
+    status: str
+
+
+class BrokerDetailOut(BrokerOut):
+    history: list[StatusChangeOut] = Field(description="Status changes, oldest first; pending before the first.")
+    statements: list[BrokerStatementOut] = Field(description="The broker's issued statements, oldest first.")
+
+
+class BrokerKeyOut(BaseModel):
+    broker_id: int
+    api_key: str = Field(description="The ED25519 public key, base64: the broker's X-API-Key.")
+    secret: str = Field(description="The private seed, base64. Shown once: bkr does not keep it.")
+
+
+def _broker_out(view: registry.BrokerView) -> BrokerOut:
+    return BrokerOut(broker_id=view.broker_id, account=view.account_id, name=view.name, type=view.type,
+                     status=view.status)
+
+
+def _statement_out(summary: overview.StatementSummary) -> BrokerStatementOut:
+    return BrokerStatementOut(month=str(summary.month), tier_level=summary.tier_level,
+                              broker_rate=canonical(summary.broker_rate), api_volume=canonical(summary.api_volume),
+                              payout_exact=canonical(summary.payout_exact), payout=format(summary.payout, "f"),
+                              status=summary.status)
+
+
+@router.post("/brokers", status_code=201, response_model=BrokerOut, summary="Enroll a broker",
+             responses=responses(401, 403, 409, 422, 503))
+def enroll_broker(body: BrokerIn, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
+    """Enroll a business account as a broker; it starts `pending`. An account enrolled in the
+    affiliate program, or a broker id already taken, is a 409."""
+    now = services.clock()
+    registry.enroll_broker(connection, body.broker_id, body.account, body.name, body.type.value, now)
+    return _broker_out(registry.get_broker(connection, body.broker_id, now))
+
+
+@router.get("/brokers", response_model=list[BrokerOut], summary="List brokers", responses=READ)
+def list_brokers(_key: ViewerDep, services: ServicesDep, connection: ConnectionDep,
+                 status: Annotated[BrokerStatus | None, Query(description="Only brokers with this status now.")]
+                 = None) -> list[BrokerOut]:
+    """Every broker with its status now, by broker id."""
+    views = registry.list_brokers(connection, services.clock())
+    return [_broker_out(view) for view in views if status is None or view.status is status]
+
+
+@router.get("/brokers/{broker_id}", response_model=BrokerDetailOut, summary="Show a broker",
+            responses=responses(401, 404, 422, 503))
+def show_broker(broker_id: BrokerIdPath, _key: ViewerDep, services: ServicesDep,
+                connection: ConnectionDep) -> BrokerDetailOut:
+    """A broker's registry data, its status history and its issued statements."""
+    view = registry.get_broker(connection, broker_id, services.clock())
+    return BrokerDetailOut(
+        **_broker_out(view).model_dump(),
+        history=[StatusChangeOut(status=c.status, effective_at=c.effective_at) for c in view.timeline.changes],
+        statements=[_statement_out(s) for s in overview.broker_statements(connection, broker_id)])
+
+
+def _change_status(connection: ConnectionDep, services: ServicesDep, broker_id: int, status: BrokerStatus,
+                   body: StatusChangeIn | None) -> BrokerOut:
+    now = services.clock()
+    effective_at = body.effective_at if body is not None and body.effective_at is not None else now
+    return _broker_out(registry.change_broker_status(connection, broker_id, status, effective_at, now))
+
+
+_STATUS_ERRORS = responses(401, 403, 404, 409, 422, 503)
+
+
+@router.post("/brokers/{broker_id}/activate", response_model=BrokerOut, summary="Activate a broker",
+             responses=_STATUS_ERRORS)
+def activate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+                    body: StatusChangeIn | None = None) -> BrokerOut:
+    """Make a broker active from `effective_at` (default now): its API fills count from then on.
+    A transition the lifecycle forbids (from terminated) is a 409."""
+    return _change_status(connection, services, broker_id, BrokerStatus.ACTIVE, body)
+
+
+@router.post("/brokers/{broker_id}/suspend", response_model=BrokerOut, summary="Suspend a broker",
+             responses=_STATUS_ERRORS)
+def suspend_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+                   body: StatusChangeIn | None = None) -> BrokerOut:
+    """Suspend an active broker from `effective_at` (default now): its fills stop counting."""
+    return _change_status(connection, services, broker_id, BrokerStatus.SUSPENDED, body)
+
+
+@router.post("/brokers/{broker_id}/terminate", response_model=BrokerOut, summary="Terminate a broker",
+             responses=_STATUS_ERRORS)
+def terminate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+                     body: StatusChangeIn | None = None) -> BrokerOut:
+    """End a broker's enrollment for good from `effective_at` (default now); its id is never reused."""
+    return _change_status(connection, services, broker_id, BrokerStatus.TERMINATED, body)
+
+
+@router.post("/brokers/{broker_id}/keys", status_code=201, response_model=BrokerKeyOut,
+             summary="Create a broker key pair", responses=responses(401, 403, 404, 422, 503))
+def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep,
+                      connection: ConnectionDep) -> BrokerKeyOut:
+    """A new ED25519 key pair for the broker API. The secret is in this answer only: hand it to
+    the broker now."""
+    pair = keys.create_broker_key(connection, broker_id, services.clock())
+    return BrokerKeyOut(broker_id=broker_id, api_key=pair.api_key, secret=pair.secret)
+
+
+# --- affiliates and referral codes ----------------------------------------------------------------
+
+
+class AffiliateIn(BaseModel):
+    account: Text = Field(description="The affiliate's business account.")
+    name: Text
+
+
+class AffiliateOut(BaseModel):
+    account: str
+    name: str
+    codes: list[str]
+
+
+class ReferralRateIn(BaseModel):
+    affiliate: Text = Field(description="The account of the affiliate that owns the code.")
+    code: Text
+    rate: Fraction = Field(description="The affiliate rebate rate, e.g. \"0.10\".")
+    effective_from: Instant | None = Field(None, description="From when the rate applies (default: now). "
+                                                             "A later time on an existing code records a change.")
+
+
+class RateOut(BaseModel):
+    rate: str
+    effective_from: datetime
+
+
+class ReferralCodeOut(BaseModel):
+    code: str
+    affiliate: str
+    rate_now: str = Field(description="The rate in force now (0 before the first rate).")
+    rates: list[RateOut] = Field(description="The rate history, oldest first.")
+
+
+def _code_out(code: str, affiliate: str, timeline: RateTimeline, now: datetime) -> ReferralCodeOut:
+    return ReferralCodeOut(code=code, affiliate=affiliate, rate_now=canonical(timeline.rate_at(now)),
+                           rates=[RateOut(rate=canonical(c.rate), effective_from=c.effective_from)
+                                  for c in timeline.changes])
+
+
+@router.post("/affiliates", status_code=201, response_model=AffiliateOut, summary="Enroll an affiliate",
+             responses=responses(401, 403, 409, 422, 503))
+def enroll_affiliate(body: AffiliateIn, _key: OperatorDep, services: ServicesDep,
+                     connection: ConnectionDep) -> AffiliateOut:
+    """Enroll a business account as an affiliate. An account enrolled as a broker is a 409
+    `already_enrolled`: the two programs are mutually exclusive."""
+    registry.enroll_affiliate(connection, body.account, body.name, services.clock())
+    return AffiliateOut(account=body.account.strip(), name=body.name.strip(), codes=[])
+
+
+@router.get("/affiliates", response_model=list[AffiliateOut], summary="List affiliates", responses=READ)
+def list_affiliates(_key: ViewerDep, connection: ConnectionDep) -> list[AffiliateOut]:
+    """Every affiliate with its referral codes."""
+    return [AffiliateOut(account=account, name=name, codes=codes)
+            for account, name, codes in registry.list_affiliates(connection)]
+
+
+@router.post("/referral-codes", status_code=201, response_model=ReferralCodeOut,
+             summary="Create a referral code or change its rate", responses=responses(401, 403, 404, 409, 422, 503))
+def set_referral_rate(body: ReferralRateIn, _key: OperatorDep, services: ServicesDep,
+                      connection: ConnectionDep) -> ReferralCodeOut:
+    """Create a referral code of an affiliate with its rate, or record a new rate for an existing
+    code from `effective_from` on (the history is kept). A code owned by another affiliate, or a
+    different rate at the same time, is a 409."""
+    now = services.clock()
+    effective_from = body.effective_from or now
+    timeline = registry.set_referral_rate(connection, body.affiliate, body.code, body.rate, effective_from, now)
+    return _code_out(body.code.strip(), body.affiliate, timeline, now)
+
+
+@router.get("/referral-codes/{code}", response_model=ReferralCodeOut, summary="Show a referral code",
+            responses=responses(401, 404, 422, 503))
+def show_referral_code(code: TextPath, _key: ViewerDep, services: ServicesDep,
+                       connection: ConnectionDep) -> ReferralCodeOut:
+    """A referral code's owner and its rate history."""
+    view = overview.get_referral_code(connection, code)
+    return _code_out(view.code, view.affiliate_account_id, view.timeline, services.clock())
+
+
+# --- users -----------------------------------------------------------------------------------------
+
+
+class UserIn(BaseModel):
+    user_id: Text
+    referral_code: Text | None = Field(None, description="The code the user signed up with; it never changes.")
+
+
+class UsersAddedOut(BaseModel):
+    users: int = Field(description="Users in the request.")
+    new: int = Field(description="Users bkr did not know before.")
+
+
+class UserOut(BaseModel):
+    user_id: str
+    referral_code: str | None
+    affiliate: str | None = Field(description="The account of the affiliate that owns the referral code.")
+    registered_at: datetime
+
+
+MAX_USERS = 100_000
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, dict) else value
+
+
+def _one_or_many_schema(schema: dict[str, Any]) -> None:
+    array = dict(schema)
+    schema.clear()
+    schema["oneOf"] = [array["items"], array]
+
+
+# One object is read as a list of one, so that an error names its place the same way in both
+# forms ("0.user_id", "3.referral_code"); the OpenAPI schema says both are accepted.
+UsersIn = Annotated[list[UserIn], BeforeValidator(_one_or_many),
+                    Field(min_length=1, max_length=MAX_USERS, json_schema_extra=_one_or_many_schema)]
+
+
+@router.post("/users", response_model=UsersAddedOut, summary="Register users",
+             responses=responses(401, 403, 404, 409, 422, 503))
+def add_users(body: UsersIn, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep) -> UsersAddedOut:
+    """Register one user (an object) or many (a list), each with the referral code it signed up
+    with. A user already known with the same code is left alone; with another code it is a 409;
+    an unknown code is a 404. Broker fills that were waiting for these users are attributed now."""
+    new = registry.add_users(connection, [(u.user_id, u.referral_code) for u in body], services.clock())
+    return UsersAddedOut(users=len(body), new=new)
+
+
+@router.get("/users/{user_id}", response_model=UserOut, summary="Show a user", responses=responses(401, 404, 422, 503))
+def show_user(user_id: TextPath, _key: ViewerDep, connection: ConnectionDep) -> UserOut:
+    """A user, the referral code it signed up with and that code's affiliate."""
+    view = overview.get_user(connection, user_id)
+    return UserOut(user_id=view.user_id, referral_code=view.referral_code, affiliate=view.affiliate_account_id,
+                   registered_at=view.registered_at)
+
+
+# --- review of fills ---------------------------------------------------------------------------------
+
+
+class ReviewCountsOut(BaseModel):
+    rejected: int
+    conflicts: int
+    awaiting_user: int = Field(description="Accepted broker fills that are paid only once their user is registered.")
+
+
+class ReviewRowOut(BaseModel):
+    id: int = Field(description="The row id; pass the last one as `after` for the next page.")
+    source: str = Field(description="The file or batch the row came in.")
+    line: int | None
+    fill_id: str | None
+    reason: str
+    raw: str = Field(description="The row as received.")
+    seen_at: datetime
+
+
+class ReviewPageOut(BaseModel):
+    items: list[ReviewRowOut]
+    next_after: int | None = Field(description="The `after` of the next page; null on the last page.")
+    counts: ReviewCountsOut
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page, at most 1000.")]
+After = Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID, description="Return rows after this row id.")]
+
+
+def _page(rows: list[review.RejectedRow] | list[review.ConflictRow], limit: int,
+          counts: review.ReviewCounts) -> ReviewPageOut:
+    items = [ReviewRowOut(id=r.row_id, source=r.source, line=r.line, fill_id=r.fill_id, reason=r.reason, raw=r.raw,
+                          seen_at=r.seen_at) for r in rows]
+    return ReviewPageOut(items=items, next_after=items[-1].id if len(items) == limit else None,
+                         counts=ReviewCountsOut(**counts.to_document()))
+
+
+@router.get("/fills/rejected", response_model=ReviewPageOut, summary="Rejected fill rows", responses=READ)
+def rejected_fills(_key: ViewerDep, connection: ConnectionDep, limit: Limit = 100,
+                   after: After = None) -> ReviewPageOut:
+    """Rows that were rejected, each with its source, line and reason, in the order they were seen;
+    with the counts of rejected rows, conflicts and fills awaiting their user."""
+    return _page(review.rejected_rows(connection, limit=limit, after=after), limit, review.review_counts(connection))
+
+
+@router.get("/fills/conflicts", response_model=ReviewPageOut, summary="Conflicting fills", responses=READ)
+def conflicting_fills(_key: ViewerDep, connection: ConnectionDep, limit: Limit = 100,
+                      after: After = None) -> ReviewPageOut:
+    """Fills whose `fill_id` was already stored with other content. They were not applied: the
+    stored fill keeps its first content until an operator acts."""
+    return _page(review.conflict_rows(connection, limit=limit, after=after), limit, review.review_counts(connection))
+
+
+# --- periods, closes and statements -------------------------------------------------------------------
+
+
+class PeriodStatementOut(BaseModel):
+    broker_id: int
+    tier_level: int
+    broker_rate: str
+    api_volume: str
+    payout_exact: str
+    payout: str
+    status: str
+
+
+class PeriodOut(BaseModel):
+    month: str
+    status: Literal["open", "closed"]
+    closed_at: datetime | None
+    statement_count: int
+    total_payout: str = Field(description="Sum of the statements' rounded payouts.")
+    total_payout_exact: str
+
+
+class PeriodDetailOut(PeriodOut):
+    statements: list[PeriodStatementOut] = Field(description="The issued statements (none while open).")
+
+
+class CloseStatementOut(BaseModel):
+    month: str
+    broker_id: int
+    tier: str
+    tier_basis: TierBasis
+    broker_rate: str
+    spot_volume: str
+    futures_volume: str
+    api_volume: str
+    fee_base: str
+    adjustment_fee_base: str
+    adjustment_payout_exact: str
+    payout_exact: str
+    payout: str
+    line_count: int
+
+
+class CloseOut(BaseModel):
+    month: str
+    already_closed: bool
+    dry_run: bool
+    awaiting_user_fills: int = Field(description="Broker fills of the month not in these statements: "
+                                                 "their user is not registered yet.")
+    statements: list[CloseStatementOut]
+
+
+class StatementLineOut(BaseModel):
+    user_id: str
+    market_type: str
+    kind: Literal["regular", "adjustment"]
+    fill_month: str
+    tier: str
+    affiliate_rate: str
+    effective_rate: str
+    fills: int
+    volume_usd: str
+    fee_usd: str
+    fee_base: str
+    payout_exact: str
+
+
+class StatementOut(BaseModel):
+    month: str
+    broker_id: int
+    tier: str
+    tier_basis: TierBasis
+    broker_rate: str
+    spot_volume: str
+    futures_volume: str
+    api_volume: str
+    fee_base: str
+    adjustment_fee_base: str
+    adjustment_payout_exact: str
+    payout_exact: str
+    payout: str
+    lines: list[StatementLineOut]
+
+
+def _period_out(summary: overview.PeriodSummary) -> dict[str, Any]:
+    return {"month": str(summary.month), "status": summary.status, "closed_at": summary.closed_at,
+            "statement_count": summary.statement_count, "total_payout": format(summary.total_payout, "f"),
+            "total_payout_exact": canonical(summary.total_payout_exact)}
+
+
+@router.get("/periods", response_model=list[PeriodOut], summary="List periods", responses=READ)
+def list_periods(_key: ViewerDep, connection: ConnectionDep) -> list[PeriodOut]:
+    """Every month bkr has seen, newest first: open or closed, when it closed, how many
+    statements it issued and their total payout."""
+    return [PeriodOut(**_period_out(summary)) for summary in overview.list_periods(connection)]
+
+
+@router.get("/periods/{month}", response_model=PeriodDetailOut, summary="Show a period",
+            responses=responses(401, 404, 422, 503))
+def show_period(month: MonthPath, _key: ViewerDep, connection: ConnectionDep) -> PeriodDetailOut:
+    """A month's status and its issued statements, by broker."""
+    summary = overview.get_period(connection, month)
+    return PeriodDetailOut(**_period_out(summary), statements=[
+        PeriodStatementOut(broker_id=s.broker_id, tier_level=s.tier_level, broker_rate=canonical(s.broker_rate),
+                           api_volume=canonical(s.api_volume), payout_exact=canonical(s.payout_exact),
+                           payout=format(s.payout, "f"), status=s.status)
+        for s in summary.statements])
+
+
+def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
+    try:
+        result = close_month(services.engine, services.config, month, now=services.clock(), dry_run=dry_run)
+    except BkrError:
+        observability.CLOSES.labels(trigger="api", result="error").inc()
+        raise
+    outcome = "preview" if dry_run else ("already_closed" if result.already_closed else "closed")
+    observability.CLOSES.labels(trigger="api", result=outcome).inc()
+    return CloseOut.model_validate(result.to_document())
+
+
+# These two take no request transaction: the close runs in its own, and on SQLite a second
+# writer in the same request would wait on the first.
+@router.post("/periods/{month}/preview", response_model=CloseOut, summary="Preview a close",
+             responses=responses(401, 403, 409, 422, 503))
+def preview_close(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
+    """Run the month's close to the end and write nothing: the statements a close would issue
+    now. On a closed month, the statements it issued. A month not yet ended is a 409
+    `period_not_ended`."""
+    return _close(services, month, dry_run=True)
+
+
+@router.post("/periods/{month}/close", response_model=CloseOut, summary="Close a period",
+             responses=responses(401, 403, 409, 422, 503))
+def close_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
+    """Close a month: tiers, payouts, one statement per broker. Idempotent: closing a closed
+    month answers with the statements it issued (`already_closed`), byte for byte the same. A
+    month not yet ended is a 409 `period_not_ended`."""
+    return _close(services, month, dry_run=False)
+
+
+@router.get("/periods/{month}/statements/{broker_id}", response_model=StatementOut, summary="Download a statement",
+            responses={**responses(401, 404, 422, 503),
+                       200: {"description": "The stored statement: canonical JSON, or CSV with `format=csv`.",
+                             "content": {"text/csv": {"schema": {"type": "string"}}}}})
+def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, connection: ConnectionDep,
+                  output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
+    """One broker's statement of a closed month, with its lines per user and market type: the
+    stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
+    text = stored_statement(connection, broker_id, month)
+    if output_format == "json":
+        return Response(text, media_type="application/json")
+    return Response(statement_csv(json.loads(text)), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="statement-{broker_id}-{month}.csv"'})
+
+
+# --- configuration --------------------------------------------------------------------------------------
+
+
+class TierOut(BaseModel):
+    level: int
+    name: str
+    min_volume: str = Field(description="Monthly API volume (USD) from which the tier applies (inclusive).")
+    rate: str = Field(description="The broker rebate rate.")
+
+
+class ScheduleOut(BaseModel):
+    effective_from: str = Field(description="The first month the schedule applies to, YYYY-MM.")
+    tiers: list[TierOut]
+
+
+class ConfigOut(BaseModel):
+    schedules: list[ScheduleOut]
+    cap: str = Field(description="The cap on broker rate + affiliate rate.")
+    tier_basis: TierBasis
+    unknown_broker_policy: UnknownBrokerPolicy
+    rounding_quantum: str
+    usd_rates: dict[str, str] = Field(description="USD value of one unit of each configured asset.")
+
+
+@router.get("/config", response_model=ConfigOut, summary="The program's configuration", responses=READ)
+def show_config(_key: ViewerDep, services: ServicesDep) -> ConfigOut:
+    """The configuration in force (read-only): tier schedules by the month they take effect,
+    the cap, the tier basis, the unknown-broker policy, the rounding quantum and USD rates."""
+    config = services.config
+    return ConfigOut(
+        schedules=[ScheduleOut(effective_from=str(s.effective_from),
+                               tiers=[TierOut(level=t.level, name=t.name, min_volume=canonical(t.min_volume),
+                                              rate=canonical(t.rate)) for t in s.tiers])
+                   for s in sorted(config.schedules, key=lambda s: s.effective_from)],
+        cap=canonical(config.cap), tier_basis=config.tier_basis, unknown_broker_policy=config.unknown_broker_policy,
+        rounding_quantum=canonical(config.rounding_quantum),
+        usd_rates={asset: canonical(rate) for asset, rate in sorted(config.usd_rates.items())})

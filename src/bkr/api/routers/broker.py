@@ -1,5 +1,248 @@
-"""The broker endpoints."""
+"""The broker endpoints, `/v1/broker/{broker_id}/…`: a broker's own figures, and only its own.
 
-from fastapi import APIRouter
+Each request is signed with the broker's ED25519 key as Backpack's API is signed; the
+instruction to sign is each operation's `x-instruction`, the signed parameters are the query
+parameters (the path is not signed). A key may read only its own broker: another broker id
+in the path is refused with 403 `not_your_broker`, whether that broker exists or not.
+"""
 
-router = APIRouter()
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, Field
+
+from bkr.api.deps import ConnectionDep, ServicesDep, SignedBroker, instruction, signed_by_broker
+from bkr.api.errors import responses
+from bkr.api.schemas import StatementDocument
+from bkr.domain.errors import Forbidden, InvalidInput
+from bkr.domain.periods import Month
+from bkr.program import reports
+from bkr.program.close import stored_statement
+from bkr.program.exports import statement_csv
+
+router = APIRouter(prefix="/v1/broker/{broker_id}", tags=["broker"])
+
+SUMMARY = "brokerSummaryQuery"
+DAILY_VOLUME = "brokerDailyVolumeQuery"
+STATEMENTS = "brokerStatementQueryAll"
+STATEMENT = "brokerStatementQuery"
+USERS = "brokerUsersQuery"
+INACTIVE_ORDERS = "brokerInactiveOrdersQuery"
+
+Amount = Annotated[str, Field(description="An exact decimal as a string (amounts in USD, rates as fractions).",
+                               examples=["5000000", "1234.5678"])]
+MonthText = Annotated[str, Field(description="A calendar month in UTC, YYYY-MM.", examples=["2026-10"])]
+
+
+def _own_broker(name: str) -> Callable[..., int]:
+    """The dependency of an endpoint signed for instruction `name`: the path's broker id, once
+    the request is signed by a key of that broker."""
+    authenticate = signed_by_broker(name)
+
+    def own_broker(broker_id: Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id.")],
+                   caller: Annotated[SignedBroker, Depends(authenticate)]) -> int:
+        if broker_id != caller.broker_id:
+            raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot read broker {broker_id}",
+                            code="not_your_broker", field="broker_id")
+        return caller.broker_id
+
+    return own_broker
+
+
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except InvalidInput as error:
+        raise InvalidInput(str(error), field="month") from None
+
+
+def _requested_month(text: str | None, services: ServicesDep) -> Month:
+    return reports.requested_month(None if text is None else _month(text), services.clock())
+
+
+MonthQuery = Annotated[str | None, Query(description="YYYY-MM (UTC); default: the current month.",
+                                         examples=["2026-10"])]
+
+# --- summary -----------------------------------------------------------------------------------------
+
+
+class BrokerSummaryOut(BaseModel):
+    broker_id: int
+    name: str
+    status: str = Field(description="pending | active | suspended | terminated")
+    month: MonthText = Field(description="The current month (UTC).")
+    tier_basis: str = Field(description="same_month | previous_month: which month's volume sets the tier paid.")
+    spot_volume: Amount
+    futures_volume: Amount
+    api_volume: Amount = Field(description="Spot + futures volume of the month so far.")
+    tier: str = Field(description="The tier this month would be paid at if it ended now, e.g. `BKR 1`.")
+    broker_rate: Amount = Field(description="That tier's broker rebate rate, a fraction.")
+    fee_base: Amount = Field(description="Positive fees of the month's attributed fills so far.")
+    adjustment_fee_base: Amount = Field(description="Fee base of late fills of closed months paid this month.")
+    payout_exact: Amount = Field(description="The payout if the month ended now, unrounded.")
+    payout: Amount = Field(description="`payout_exact` rounded down once, as the statement would pay it.")
+    volume_tier: str = Field(description="The tier this month's own volume reaches (the tier paid under "
+                                         "`same_month`; next month's tier under `previous_month`).")
+    next_tier: str | None = Field(description="The tier above `volume_tier`; null at the top tier.")
+    next_tier_rate: Amount | None
+    volume_to_next_tier: Amount | None = Field(description="API volume still needed this month to reach "
+                                                            "`next_tier`; null at the top tier.")
+    last_closed_month: MonthText | None = Field(description="The latest closed month; null before any close.")
+    last_closed_tier: str | None = Field(description="The tier paid for `last_closed_month` (BKR 0 without "
+                                                     "volume that month).")
+
+
+@router.get("/summary", response_model=BrokerSummaryOut, summary="This month so far",
+            description="Month-to-date spot, futures and API volume, the tier the month would be paid at if it "
+                        "ended now, the projected payout, and the volume still needed for the next tier. The "
+                        "projection is the close's own computation over the running totals.",
+            responses=responses(401, 403, 422, 503), openapi_extra=instruction(SUMMARY))
+def summary(broker_id: Annotated[int, Depends(_own_broker(SUMMARY))], services: ServicesDep,
+            connection: ConnectionDep) -> BrokerSummaryOut:
+    found = reports.broker_summary(connection, services.config, broker_id, services.clock())
+    return BrokerSummaryOut.model_validate(found.to_document())
+
+
+# --- daily volume ------------------------------------------------------------------------------------
+
+
+class BrokerDayOut(BaseModel):
+    day: str = Field(description="YYYY-MM-DD (UTC).")
+    spot_volume: Amount
+    futures_volume: Amount
+    api_volume: Amount
+    fills: int
+    fee_base: Amount
+
+
+class BrokerDailyVolumeOut(BaseModel):
+    broker_id: int
+    month: MonthText
+    spot_volume: Amount
+    futures_volume: Amount
+    api_volume: Amount
+    fills: int
+    fee_base: Amount
+    days: list[BrokerDayOut]
+
+
+@router.get("/volume/daily", response_model=BrokerDailyVolumeOut, summary="Volume per day",
+            description="Counted volume, fills and fee base on each UTC day of the month, up to today for the "
+                        "current month (days without fills are zeros). Days are the fills' own days: a fill of "
+                        "a closed month that arrived late shows on its day although it is paid in a later "
+                        "statement as an adjustment, so a closed month's series can exceed its statement's API "
+                        "volume by such fills.",
+            responses=responses(401, 403, 422, 503), openapi_extra=instruction(DAILY_VOLUME))
+def daily_volume(broker_id: Annotated[int, Depends(_own_broker(DAILY_VOLUME))], services: ServicesDep,
+                 connection: ConnectionDep, month: MonthQuery = None) -> BrokerDailyVolumeOut:
+    series = reports.daily_series(connection, broker_id, _requested_month(month, services), services.clock())
+    return BrokerDailyVolumeOut.model_validate(series.to_document())
+
+
+# --- statements ----------------------------------------------------------------------------------------
+
+
+class BrokerStatementEntryOut(BaseModel):
+    month: MonthText
+    tier: str
+    broker_rate: Amount
+    api_volume: Amount
+    payout_exact: Amount
+    payout: Amount
+    status: str
+
+
+class BrokerStatementListOut(BaseModel):
+    broker_id: int
+    statements: list[BrokerStatementEntryOut] = Field(description="Newest month first.")
+
+
+@router.get("/statements", response_model=BrokerStatementListOut, summary="Statements",
+            description="Every statement issued to the broker, newest month first.",
+            responses=responses(401, 403, 422, 503), openapi_extra=instruction(STATEMENTS))
+def statements(broker_id: Annotated[int, Depends(_own_broker(STATEMENTS))], services: ServicesDep,
+               connection: ConnectionDep) -> BrokerStatementListOut:
+    entries = reports.broker_statements(connection, services.config, broker_id)
+    return BrokerStatementListOut(broker_id=broker_id,
+                                  statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries])
+
+
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+          "description": "The statement: canonical JSON (byte for byte as stored), or CSV with `format=csv`."}}
+
+
+@router.get("/statements/{month}", response_model=StatementDocument, summary="One statement",
+            description="The stored statement of a closed month, with its lines per user and market type: the "
+                        "canonical JSON document exactly as the close wrote it, or its CSV (`format=csv`).",
+            responses=_CSV | responses(401, 403, 404, 422, 503), openapi_extra=instruction(STATEMENT))
+def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
+              month: Annotated[str, Path(description="YYYY-MM (UTC).", examples=["2026-09"])],
+              connection: ConnectionDep,
+              output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
+    target = _month(month)
+    text = stored_statement(connection, broker_id, target)
+    if output_format == "csv":
+        return Response(statement_csv(json.loads(text)), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="statement-{broker_id}-{target}.csv"'})
+    return Response(text, media_type="application/json")
+
+
+# --- users ----------------------------------------------------------------------------------------------
+
+
+class BrokerUserOut(BaseModel):
+    user_id: str
+    spot_volume: Amount = Field(description="Of the month's own fills (as are fee and fee_base).")
+    futures_volume: Amount
+    fee: Amount
+    fee_base: Amount
+    adjustment_fee_base: Amount = Field(description="Late fills of earlier months paid in this one.")
+    payout_exact: Amount = Field(description="The user's contribution to the statement's exact payout.")
+
+
+class BrokerUsersOut(BaseModel):
+    broker_id: int
+    month: MonthText
+    source: Literal["statement", "projection"] = Field(
+        description="`statement` for a closed month, `projection` (if the month ended now) for an open one.")
+    total: int = Field(description="Users in the month, before paging.")
+    limit: int
+    offset: int
+    users: list[BrokerUserOut] = Field(description="Largest fee base first.")
+
+
+@router.get("/users", response_model=BrokerUsersOut, summary="Users of the month",
+            description="The broker's month per user: volume, fee, fee base and payout contribution, largest fee "
+                        "base first. A closed month is read from its statement; an open one from the projection. "
+                        "Summed over all pages the figures equal the statement's.",
+            responses=responses(401, 403, 422, 503), openapi_extra=instruction(USERS))
+def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: ServicesDep, connection: ConnectionDep,
+          month: MonthQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+          offset: Annotated[int, Query(ge=0)] = 0) -> BrokerUsersOut:
+    target = _requested_month(month, services)
+    found = reports.user_breakdown(connection, services.config, broker_id, target, limit=limit, offset=offset)
+    return BrokerUsersOut.model_validate(found.to_document())
+
+
+# --- orders while inactive ----------------------------------------------------------------------------
+
+
+class BrokerInactiveOrdersOut(BaseModel):
+    broker_id: int
+    month: MonthText
+    orders: int = Field(description="Distinct orders that carried the broker id while it was not active.")
+    fills: int = Field(description="Their fills: they traded, but earn nothing.")
+
+
+@router.get("/inactive-orders", response_model=BrokerInactiveOrdersOut, summary="Orders while not active",
+            description="How many orders (and fills) of the month carried the broker's id while the broker was "
+                        "not active (before its activation, while suspended, after termination). They traded "
+                        "unattributed; a large number points at a misconfiguration or a status to review.",
+            responses=responses(401, 403, 422, 503), openapi_extra=instruction(INACTIVE_ORDERS))
+def inactive_orders(broker_id: Annotated[int, Depends(_own_broker(INACTIVE_ORDERS))], services: ServicesDep,
+                    connection: ConnectionDep, month: MonthQuery = None) -> BrokerInactiveOrdersOut:
+    target = _requested_month(month, services)
+    return BrokerInactiveOrdersOut.model_validate(reports.inactive_orders(connection, broker_id, target).to_document())
