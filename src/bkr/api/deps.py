@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
 
+from bkr.api.observability import identify
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import Forbidden, Unauthenticated
 from bkr.domain.registry import BrokerStatus
@@ -54,7 +55,7 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="OperatorKey",
 
 
 def _operator(role: keys.Role) -> Callable[..., keys.OperatorKey]:
-    def authenticate(services: ServicesDep,
+    def authenticate(request: Request, services: ServicesDep,
                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> keys.OperatorKey:
         if credentials is None:
             raise Unauthenticated("operator key missing: send Authorization: Bearer bkr_op_…",
@@ -63,6 +64,7 @@ def _operator(role: keys.Role) -> Callable[..., keys.OperatorKey]:
             key = keys.operator_for_token(connection, credentials.credentials)
         if key is None:
             raise Unauthenticated("unknown or revoked operator key", code="unknown_key", field="Authorization")
+        identify(request, operator_key_id=key.key_id)
         if not key.role.allows(role):
             raise Forbidden(f"this needs the {role.value} role; key {key.key_id} is a {key.role.value}",
                             code="role_insufficient")
@@ -109,6 +111,7 @@ def signed_by_broker(instruction: str) -> Callable[..., SignedBroker]:
             broker_id = keys.broker_for_api_key(connection, api_key)
             if broker_id is None:
                 raise Unauthenticated("unknown or revoked broker key", code="unknown_key", field="X-API-Key")
+            identify(request, broker_id=broker_id)
             status = get_broker(connection, broker_id, now).status
         if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
             raise Forbidden(f"broker {broker_id} is {status.value}; its keys are refused until it is active again",

@@ -85,6 +85,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, ValueError):
+            # FastAPI's answer to a JSON body it cannot even decode (not UTF-8): the same 422 as
+            # any other malformed JSON body, which every endpoint with a body documents.
+            return error_response(request, 422, "invalid_input", f"body: not valid JSON ({error.__cause__})",
+                                  "body")
         return error_response(request, error.status_code, _HTTP_CODES.get(error.status_code, "http_error"),
                               str(error.detail), headers=getattr(error, "headers", None))
 

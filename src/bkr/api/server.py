@@ -5,14 +5,17 @@ sets (uvicorn imports `bkr.api.server:app_from_environment` in every worker)."""
 
 import json
 import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from bkr.api.app import create_app
+from bkr.api.observability import MULTIPROC_ENV, configure_logging
 from bkr.domain.config import ProgramConfig
 from bkr.settings import ServiceSettings, load_config
 from bkr.store import db
@@ -21,6 +24,7 @@ _ENV = "BKR_SERVE_STATE"
 
 
 def app_from_environment() -> FastAPI:
+    configure_logging()
     state = json.loads(os.environ[_ENV])
     config_path = Path(state["config"]) if state["config"] else None
     return create_app(db.open_engine(state["db"], create=False), load_config(config_path),
@@ -28,16 +32,30 @@ def app_from_environment() -> FastAPI:
 
 
 def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, settings: ServiceSettings) -> None:
-    base = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}"
+    configure_logging()
+    shown = make_url(db_url).render_as_string(hide_password=True)
+    base = _base_url(settings)
+    lines = [f"bkr serving {shown} on {base}  (workers: {settings.workers})",
+             f"  API docs     {base}/docs", f"  OpenAPI      {base}/openapi.json",
+             f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics"]
     console = Console(stderr=True, highlight=False)
-    console.print(f"bkr serving {db_url} on {base}  (workers: {settings.workers})\n"
-                  f"  API docs     {base}/docs\n  OpenAPI      {base}/openapi.json\n"
-                  f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics")
+    for line in lines:
+        console.print(line, soft_wrap=True)  # never wrapped: the URLs stay whole
     if settings.workers == 1:
         app = create_app(db.open_engine(db_url, create=False), config, settings, run_scheduler=True)
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
         return
     os.environ[_ENV] = json.dumps({"db": db_url, "config": str(config_path) if config_path else None,
                                    "settings": asdict(settings)})
-    uvicorn.run("bkr.api.server:app_from_environment", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_config=None, access_log=False)
+    # Workers write their metrics to one directory that /metrics sums (see bkr.api.observability);
+    # it must be set before they start, and a directory the operator chose is kept.
+    with tempfile.TemporaryDirectory(prefix="bkr-metrics-") as metrics_dir:
+        os.environ.setdefault(MULTIPROC_ENV, metrics_dir)
+        uvicorn.run("bkr.api.server:app_from_environment", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_config=None, access_log=False)
+
+
+def _base_url(settings: ServiceSettings) -> str:
+    """The URL to open: a wildcard or loopback address is shown as localhost."""
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else settings.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
