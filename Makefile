@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= sqlite:///bkr.db
+PORT ?= 8000
 
-.PHONY: run test lint typecheck check bench clean postgres-start postgres-stop
+.PHONY: run test lint typecheck check bench bench-http clean postgres-start postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## run: load the demo (a closed month and one in progress) into ./bkr.db if empty and print it
+## run: load the demo (a closed month and one in progress) into ./bkr.db if empty, print it, make an
+## operator key for it and serve the HTTP API on http://localhost:$(PORT) (Ctrl-C stops it)
 run: $(STAMP)
 	$(BIN)/bkr demo --db $(DB)
+	@set -e; key=$$($(BIN)/bkr admin-key create --role operator --db $(DB) 2>/dev/null); \
+	printf '\nOperator key for the demo (operator role): %s\n' "$$key"; \
+	printf 'Post fills:  curl -H "Authorization: Bearer %s" -H "Content-Type: application/x-ndjson" \\\n' "$$key"; \
+	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n\n'
+	$(BIN)/bkr serve --db $(DB) --port $(PORT)
 
 ## test: start a throwaway PostgreSQL, run lint, types and the whole suite on SQLite and PostgreSQL
 test: $(STAMP)
@@ -36,6 +43,13 @@ bench: $(STAMP)
 	@set -e; url=$$(scripts/postgres.sh start); \
 	trap 'scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/ingest_close.py --pg $$url $(BENCH_ARGS)
+
+## bench-http: HTTP ingest beside the direct import, and the broker summary's latency under 50 clients
+## on a 10M-fill month (BENCH_ARGS="--summary-fills 1000000 --seconds 10" for a shorter run)
+bench-http: $(STAMP)
+	@set -e; url=$$(scripts/postgres.sh start); \
+	trap 'scripts/postgres.sh stop' EXIT; \
+	$(BIN)/python bench/http.py --pg $$url $(BENCH_ARGS)
 
 clean:
 	scripts/postgres.sh stop
