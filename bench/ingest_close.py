@@ -144,46 +144,56 @@ def register(engine: Engine, world: World) -> None:
         registry.add_users(connection, ((user_id(u), code) for u, code in enumerate(world.code_of_user)), SETUP_AT)
 
 
-def generate(world: World, total: int, seed: int) -> Iterator[list[Row]]:
+def generate(world: World, total: int, seed: int, month: Month = MONTH) -> Iterator[list[Row]]:
     """The `total` fills of one file, in chunks, in time order over the month. Deterministic:
     the same (world, total, seed) gives the same rows, so the raw baseline can regenerate them."""
-    start = datetime(MONTH.year, MONTH.month, 1)  # naive: the text gets a "Z"
-    span = int((MONTH.end - MONTH.start) / timedelta(microseconds=1))
+    for chunk in range(chunk_count(total)):
+        yield generate_chunk(world, total, seed, chunk, month)
+
+
+def chunk_count(total: int) -> int:
+    return (total + CHUNK - 1) // CHUNK
+
+
+def generate_chunk(world: World, total: int, seed: int, chunk: int, month: Month = MONTH) -> list[Row]:
+    """Chunk number `chunk` of `generate`: each chunk has its own seed, so chunks can be made apart
+    (in several processes) and still be the same rows."""
+    start = datetime(month.year, month.month, 1)  # naive: the text gets a "Z"
+    span = int((month.end - month.start) / timedelta(microseconds=1))
     slot = max(1, span // total)
     keys = world.keys
-    for chunk in range(0, (total + CHUNK - 1) // CHUNK):
-        rng = random.Random(seed * 1_000_003 + chunk)
-        rows: list[Row] = []
-        for i in range(chunk * CHUNK, min(total, (chunk + 1) * CHUNK)):
-            key = (i * PRIME) % keys
-            user, perp = key >> 1, key & 1
-            symbol, base, quote, reference, price_places, quantity_places = rng.choice(PERP if perp else SPOT)
-            price = f"{reference * (1 + rng.uniform(-0.04, 0.04)):.{price_places}f}"
-            notional = rng.lognormvariate(6.0, 1.3)  # USD, median ~400
-            quantity = f"{max(notional / float(price), 10.0 ** -quantity_places):.{quantity_places}f}"
-            side = "Bid" if rng.random() < 0.5 else "Ask"
-            is_maker = rng.random() < 0.4
-            taker_rate = 0.0005 if perp else 0.001
-            fee_rate = (-0.0001 if rng.random() < 0.08 else 0.0002) if is_maker else taker_rate  # maker rebates
-            if not perp and side == "Bid":  # spot fees are charged in the asset received
-                fee, fee_symbol = f"{float(quantity) * fee_rate:.8f}", base
-            else:
-                fee, fee_symbol = f"{float(price) * float(quantity) * fee_rate:.6f}", quote
-            moment = start + timedelta(microseconds=(i * span) // total + rng.randrange(slot))
-            timestamp = moment.isoformat(timespec="milliseconds") + "Z"
-            broker: int | None = world.broker_of_user[user]
-            via_api, fill_type = True, "User"
-            if i >= keys:  # past the first pass over every key, some fills are not broker volume
-                draw = rng.random()
-                if draw < 0.08:
-                    broker = None
-                elif draw < 0.10:
-                    via_api = False
-                elif draw < 0.11:
-                    broker, fill_type, is_maker = None, "Liquidation", False
-            rows.append((str(FILL_BASE + i), str(ORDER_BASE + i), user_id(user), symbol, "PERP" if perp else "SPOT",
-                         side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker, via_api, fill_type))
-        yield rows
+    rng = random.Random(seed * 1_000_003 + chunk)
+    rows: list[Row] = []
+    for i in range(chunk * CHUNK, min(total, (chunk + 1) * CHUNK)):
+        key = (i * PRIME) % keys
+        user, perp = key >> 1, key & 1
+        symbol, base, quote, reference, price_places, quantity_places = rng.choice(PERP if perp else SPOT)
+        price = f"{reference * (1 + rng.uniform(-0.04, 0.04)):.{price_places}f}"
+        notional = rng.lognormvariate(6.0, 1.3)  # USD, median ~400
+        quantity = f"{max(notional / float(price), 10.0 ** -quantity_places):.{quantity_places}f}"
+        side = "Bid" if rng.random() < 0.5 else "Ask"
+        is_maker = rng.random() < 0.4
+        taker_rate = 0.0005 if perp else 0.001
+        fee_rate = (-0.0001 if rng.random() < 0.08 else 0.0002) if is_maker else taker_rate  # maker rebates
+        if not perp and side == "Bid":  # spot fees are charged in the asset received
+            fee, fee_symbol = f"{float(quantity) * fee_rate:.8f}", base
+        else:
+            fee, fee_symbol = f"{float(price) * float(quantity) * fee_rate:.6f}", quote
+        moment = start + timedelta(microseconds=(i * span) // total + rng.randrange(slot))
+        timestamp = moment.isoformat(timespec="milliseconds") + "Z"
+        broker: int | None = world.broker_of_user[user]
+        via_api, fill_type = True, "User"
+        if i >= keys:  # past the first pass over every key, some fills are not broker volume
+            draw = rng.random()
+            if draw < 0.08:
+                broker = None
+            elif draw < 0.10:
+                via_api = False
+            elif draw < 0.11:
+                broker, fill_type, is_maker = None, "Liquidation", False
+        rows.append((str(FILL_BASE + i), str(ORDER_BASE + i), user_id(user), symbol, "PERP" if perp else "SPOT",
+                     side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker, via_api, fill_type))
+    return rows
 
 
 def write_csv(path: Path, world: World, total: int, seed: int) -> None:
