@@ -93,10 +93,10 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
     for broker in sorted(by_broker):
         lines = by_broker[broker]
         own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
-        previous = (_api_volume(connection, broker, month.previous())
+        previous = (api_volume_of(connection, broker, month.previous())
                     if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
         tier = paying_tier(config, month, own, previous)
-        prior = {m: _tier_of_closed_month(connection, config, broker, m)
+        prior = {m: tier_of_closed_month(connection, config, broker, m)
                  for m in {line.fill_month for line in lines if line.is_adjustment}}
         result.append(build_statement(config, broker, month, lines, tier, prior))
     return result
@@ -112,7 +112,7 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
                           r.fee_base_usd) for r in rows]
 
 
-def _api_volume(connection: Connection, broker_id: int, month: Month) -> Decimal:
+def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """A broker's API volume in a month: from its statement if closed, else the running aggregates."""
     stored = connection.execute(select(statements.c.api_volume).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
@@ -121,7 +121,7 @@ def _api_volume(connection: Connection, broker_id: int, month: Month) -> Decimal
     return total(api_volumes(_aggregate_lines(connection, month, broker_id)))
 
 
-def _tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
+def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
     """The tier a closed month was paid at; a broker without a statement that month was at the base tier."""
     level = connection.execute(select(statements.c.tier_level).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()

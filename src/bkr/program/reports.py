@@ -25,7 +25,7 @@ from bkr.domain.periods import Month
 from bkr.domain.statements import paying_tier
 from bkr.domain.tiers import Tier
 from bkr.program import overview
-from bkr.program.close import _api_volume, _tier_of_closed_month, compute_statements, stored_statement
+from bkr.program.close import api_volume_of, compute_statements, stored_statement, tier_of_closed_month
 from bkr.program.periods import closed_months
 from bkr.program.registry import BrokerView, get_broker
 from bkr.store.tables import daily_volumes, fills
@@ -97,7 +97,7 @@ def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int
         fee_base, adjustment_fee_base = statement.fee_base, statement.adjustment_fee_base
         payout_exact, payout = statement.payout_exact, statement.payout
     else:  # no counted fill yet: the statement the close would not even write
-        previous = (_api_volume(connection, broker_id, month.previous())
+        previous = (api_volume_of(connection, broker_id, month.previous())
                     if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
         spot = futures = fee_base = adjustment_fee_base = payout_exact = ZERO
         tier = paying_tier(config, month, ZERO, previous)
@@ -115,7 +115,7 @@ def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int
         volume_to_next_tier=None if upcoming is None else sub(upcoming.min_volume, api_volume),
         last_closed_month=last_closed,
         last_closed_tier=(None if last_closed is None
-                          else _tier_of_closed_month(connection, config, broker_id, last_closed)),
+                          else tier_of_closed_month(connection, config, broker_id, last_closed)),
     )
 
 

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, ViewerDep
 from bkr.api.errors import responses
+from bkr.api.schemas import StatementDocument
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
@@ -457,38 +458,6 @@ class CloseOut(BaseModel):
     statements: list[CloseStatementOut]
 
 
-class StatementLineOut(BaseModel):
-    user_id: str
-    market_type: str
-    kind: Literal["regular", "adjustment"]
-    fill_month: str
-    tier: str
-    affiliate_rate: str
-    effective_rate: str
-    fills: int
-    volume_usd: str
-    fee_usd: str
-    fee_base: str
-    payout_exact: str
-
-
-class StatementOut(BaseModel):
-    month: str
-    broker_id: int
-    tier: str
-    tier_basis: TierBasis
-    broker_rate: str
-    spot_volume: str
-    futures_volume: str
-    api_volume: str
-    fee_base: str
-    adjustment_fee_base: str
-    adjustment_payout_exact: str
-    payout_exact: str
-    payout: str
-    lines: list[StatementLineOut]
-
-
 def _period_out(summary: overview.PeriodSummary) -> dict[str, Any]:
     return {"month": str(summary.month), "status": summary.status, "closed_at": summary.closed_at,
             "statement_count": summary.statement_count, "total_payout": format(summary.total_payout, "f"),
@@ -545,7 +514,7 @@ def close_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> 
     return _close(services, month, dry_run=False)
 
 
-@router.get("/periods/{month}/statements/{broker_id}", response_model=StatementOut, summary="Download a statement",
+@router.get("/periods/{month}/statements/{broker_id}", response_model=StatementDocument, summary="Download a statement",
             responses={**responses(401, 404, 422, 503),
                        200: {"description": "The stored statement: canonical JSON, or CSV with `format=csv`.",
                              "content": {"text/csv": {"schema": {"type": "string"}}}}})
