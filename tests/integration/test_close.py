@@ -294,3 +294,25 @@ def test_a_month_without_broker_volume_closes_with_no_statements(engine: Engine,
 
     assert (document["statements"], document["already_closed"]) == ([], False)
     assert json.loads(close_json(bkr, db_url).out)["already_closed"] is True
+
+
+def test_merged_user_lines_give_the_per_user_statements_totals_to_the_last_digit(
+        may_of_broker_1400: Engine, tmp_path: Path) -> None:
+    from bkr.domain.config import DEFAULT_CONFIG
+    from bkr.program.close import compute_statements
+
+    engine = may_of_broker_1400
+    add_users(engine, "carol", code="BOB-CODE")
+    import_rows(engine, tmp_path / "more.csv", [
+        fill("f-5", user="carol", price="99.123456789", quantity="3.3", fee="0.000000001"),
+        fill("f-6", user="carol", market="PERP", price="7", quantity="11", fee="0.7777777"),
+    ])
+    with engine.connect() as connection:
+        per_user = compute_statements(connection, DEFAULT_CONFIG, MAY)
+        merged = compute_statements(connection, DEFAULT_CONFIG, MAY, per_user=False)
+    figures = ("broker_id", "tier", "spot_volume", "futures_volume", "fee_base", "adjustment_fee_base",
+               "adjustment_payout_exact", "payout_exact", "payout")
+    assert [tuple(getattr(s, f) for f in figures) for s in merged] == \
+        [tuple(getattr(s, f) for f in figures) for s in per_user]
+    # bob's and carol's perp lines share a rate and merge; spot at rates 0 and 0.15 stays apart
+    assert (len(per_user[0].lines), len(merged[0].lines)) == (4, 3)

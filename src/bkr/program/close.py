@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
-from bkr.domain.money import ZERO, total
+from bkr.domain.money import ZERO, D, total
 from bkr.domain.periods import Month
 from bkr.domain.statements import AggregateLine, BrokerStatement, api_volumes, build_statement, paying_tier
 from bkr.domain.tiers import Tier
@@ -83,11 +83,17 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
 
 
 def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
-                       broker_id: int | None = None) -> list[BrokerStatement]:
+                       broker_id: int | None = None, *, per_user: bool = True) -> list[BrokerStatement]:
     """The statements of `month` from its aggregates (regular lines and late-fill adjustments).
-    On an open month this is the projection "if the month ended now"."""
+    On an open month this is the projection "if the month ended now".
+
+    `per_user=False` gives the same statements with the users' lines merged per (fill month,
+    market type, affiliate rate): every total is identical, digit for digit (a line's payout is
+    its fee base times a rate shared by the merged lines, and rounding happens once, on the
+    total), at a cost that does not grow with the broker's users. For figures, not documents."""
     by_broker: dict[int, list[AggregateLine]] = defaultdict(list)
-    for line in _aggregate_lines(connection, month, broker_id):
+    source = _aggregate_lines(connection, month, broker_id) if per_user else _merged_lines(connection, month, broker_id)
+    for line in source:
         by_broker[line.broker_id].append(line)
     result = []
     for broker in sorted(by_broker):
@@ -110,6 +116,22 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
     return [AggregateLine(r.broker_id, Month.parse(r.period), Month.parse(r.fill_month), r.user_id,
                           MarketType(r.market_type), r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd,
                           r.fee_base_usd) for r in rows]
+
+
+def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
+    """The period's aggregate lines with users merged (user_id "*"), summed by the database:
+    exactly in NUMERIC on PostgreSQL, with the `dec_sum` aggregate over decimal text on SQLite."""
+    key = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.market_type, aggregates.c.affiliate_rate)
+    condition = aggregates.c.period == str(period)
+    if broker_id is not None:
+        condition = condition & (aggregates.c.broker_id == broker_id)
+    exact_sum = func.sum if connection.dialect.name == "postgresql" else func.dec_sum
+    money = [exact_sum(column).label(column.name) for column in
+             (aggregates.c.volume_usd, aggregates.c.fee_usd, aggregates.c.fee_base_usd)]
+    rows = connection.execute(select(*key, func.sum(aggregates.c.fills), *money).where(condition).group_by(*key))
+    return [AggregateLine(broker, period, Month.parse(fill_month), "*", MarketType(market_type), D(rate), int(count),
+                          D(volume), D(fee), D(fee_base))
+            for broker, fill_month, market_type, rate, count, volume, fee, fee_base in rows]
 
 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:

@@ -90,7 +90,8 @@ def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int
     which is what a broker can still change."""
     broker = get_broker(connection, broker_id, now)
     month = Month.of(now)
-    projection = compute_statements(connection, config, month, broker_id)
+    # merged lines: the same totals as the per-user projection, at a cost that does not grow with users
+    projection = compute_statements(connection, config, month, broker_id, per_user=False)
     if projection:
         statement = projection[0]
         spot, futures, tier = statement.spot_volume, statement.futures_volume, statement.tier

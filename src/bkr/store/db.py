@@ -26,9 +26,26 @@ def _dec_add(left: str | None, right: str | None) -> str | None:
         return canonical(Decimal(left) + Decimal(right))
 
 
+class _DecSum:
+    """SQL aggregate `dec_sum(text)`: the exact sum of canonical decimal texts (SQLite's SUM
+    would add them as floats)."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            with localcontext(MONEY):
+                self.total = Decimal(value) if self.total is None else self.total + Decimal(value)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else canonical(self.total)
+
+
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # bkr issues BEGIN itself, see _on_sqlite_begin
     dbapi_connection.create_function("dec_add", 2, _dec_add, deterministic=True)
+    dbapi_connection.create_aggregate("dec_sum", 1, _DecSum)  # type: ignore[arg-type]
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
