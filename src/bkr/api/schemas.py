@@ -27,8 +27,8 @@ class StatementLineDocument(BaseModel):
     payout_exact: str
 
 
-class StatementDocument(BaseModel):
-    """A stored statement; decimals are exact strings."""
+class StatementFigures(BaseModel):
+    """A statement's figures without its lines; decimals are exact strings."""
 
     month: str
     broker_id: int
@@ -43,4 +43,9 @@ class StatementDocument(BaseModel):
     adjustment_payout_exact: str
     payout_exact: str = Field(description="Every line's payout, unrounded.")
     payout: str = Field(description="`payout_exact` rounded down once to the rounding quantum: the amount paid.")
+
+
+class StatementDocument(StatementFigures):
+    """A stored statement, with its lines per user and market type."""
+
     lines: list[StatementLineDocument]

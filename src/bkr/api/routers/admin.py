@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.api.schemas import StatementDocument
+from bkr.api.schemas import StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
@@ -432,20 +432,7 @@ class PeriodDetailOut(PeriodOut):
     statements: list[PeriodStatementOut] = Field(description="The issued statements (none while open).")
 
 
-class CloseStatementOut(BaseModel):
-    month: str
-    broker_id: int
-    tier: str
-    tier_basis: TierBasis
-    broker_rate: str
-    spot_volume: str
-    futures_volume: str
-    api_volume: str
-    fee_base: str
-    adjustment_fee_base: str
-    adjustment_payout_exact: str
-    payout_exact: str
-    payout: str
+class CloseStatementOut(StatementFigures):
     line_count: int
 
 
