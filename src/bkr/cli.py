@@ -289,6 +289,30 @@ def user_add(user_id: Annotated[str, typer.Option("--id", help="The exchange's u
     err.print(f"user {user_id} registered")
 
 
+user_key_app = typer.Typer(no_args_is_help=True, help="A user's venue API keys (ED25519, Backpack style).")
+user_app.add_typer(user_key_app, name="key")
+
+
+@user_key_app.command("create")
+def user_key_create(user_id: str,
+                    referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
+                    db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+                    as_json: JsonOption = False) -> None:
+    """Make a key pair to trade on the venue as USER (registering the user and opening its
+    account, with the configured play money, if needed). The secret is shown once."""
+    from bkr.settings import load_venue_config
+    from bkr.venue.accounts import create_user_key
+
+    venue_config = load_venue_config(config_path)
+    with _transaction(db_url) as connection:
+        pair = create_user_key(connection, venue_config, user_id, system_clock(), referral_code=referral_code)
+    if as_json:
+        _print_json({"user_id": user_id.strip(), "api_key": pair.api_key, "secret": pair.secret})
+        return
+    out.print(f"api key (X-API-Key): {pair.api_key}\nsecret:              {pair.secret}")
+    err.print("The secret is not stored: keep it now. It is the `secret` of ccxt's backpack client (docs/brokers.md).")
+
+
 @user_app.command("import")
 def user_import(file: Path, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
     """Register users from a CSV with columns user_id,referral_code."""

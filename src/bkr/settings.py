@@ -25,6 +25,17 @@ and bkr refuses them rather than guess. Example:
     scheduled_close = true
     schedule_interval_seconds = 30
 
+    [venue]                            # the sandbox exchange (bkr.venue.markets has the defaults)
+    default_fee_tier = 1
+    initial_margin = "0.1"             # a perpetual order needs 10% of its notional free
+    starting_balances = { USDC = "1000000", SOL = "10000" }
+    markets = [{ symbol = "SOL_USDC", tick_size = "0.01", step_size = "0.01" }]
+    [venue.fee_tiers.1]                # fractions: 0.001 = 0.10% = 10 bps
+    spot_maker = "0.0008"
+    spot_taker = "0.001"
+    futures_maker = "0.0002"
+    futures_taker = "0.0005"
+
 Flags given to `bkr serve` win over the environment, which wins over the file.
 """
 
@@ -41,6 +52,7 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
 from bkr.domain.periods import Month
 from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
+from bkr.venue.markets import FeeRates, VenueConfig, market_from_symbol
 
 
 def _exact(value: Any, where: str) -> Decimal:
@@ -68,7 +80,7 @@ def load_config(path: Path | None) -> ProgramConfig:
 
 
 def parse_config(data: dict[str, Any]) -> ProgramConfig:
-    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service"}
+    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service", "venue"}
     if unknown:
         raise InvalidInput(f"config: unknown section(s) {', '.join(sorted(unknown))}")
     program = data.get("program", {})
@@ -93,6 +105,38 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         rounding_quantum=_exact(program.get("rounding_quantum", defaults.rounding_quantum), "program.rounding_quantum"),
         usd_rates=rates,
     )
+
+
+def load_venue_config(path: Path | None) -> VenueConfig:
+    return parse_venue_config(_read(path).get("venue", {}))
+
+
+def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
+    known = {"markets", "fee_tiers", "default_fee_tier", "starting_balances", "initial_margin"}
+    unknown = set(section) - known
+    if unknown:
+        raise InvalidInput(f"config: unknown setting(s) venue.{', venue.'.join(sorted(unknown))}")
+    defaults = VenueConfig()
+    markets = defaults.markets
+    if "markets" in section:
+        markets = tuple(market_from_symbol(str(m.get("symbol", "")), _exact(m.get("tick_size"), f"venue.markets[{i}]"),
+                                           _exact(m.get("step_size"), f"venue.markets[{i}]"))
+                        for i, m in enumerate(section["markets"]))
+    tiers = dict(defaults.fee_tiers)
+    for name, rates in section.get("fee_tiers", {}).items():
+        where = f"venue.fee_tiers.{name}"
+        try:
+            tiers[int(name)] = FeeRates(*(_exact(rates[k], f"{where}.{k}")
+                                          for k in ("spot_maker", "spot_taker", "futures_maker", "futures_taker")))
+        except (KeyError, ValueError) as error:
+            raise InvalidInput(f"config: {where}: {error} (a tier number with four rates)") from None
+    balances = {asset.upper(): _exact(amount, f"venue.starting_balances.{asset}")
+                for asset, amount in section.get("starting_balances", defaults.starting_balances).items()}
+    return VenueConfig(markets=markets, fee_tiers=tiers,
+                       default_fee_tier=int(section.get("default_fee_tier", defaults.default_fee_tier)),
+                       starting_balances=balances,
+                       initial_margin=_exact(section.get("initial_margin", defaults.initial_margin),
+                                             "venue.initial_margin"))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from bkr import __version__
 from bkr.api import observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
-from bkr.api.routers import admin, broker, ingest, ops
+from bkr.api.routers import admin, broker, ingest, ops, venue
 from bkr.domain.config import ProgramConfig
 from bkr.program.clock import Clock, system_clock
 from bkr.settings import ServiceSettings
+from bkr.venue.exchange import Venue
+from bkr.venue.markets import VenueConfig
 
 DESCRIPTION = """bkr runs an exchange's API Broker Program.
 
@@ -27,11 +29,15 @@ DESCRIPTION = """bkr runs an exchange's API Broker Program.
   Backpack's API is signed. Each operation's `x-instruction` is the instruction to sign.
 
 Errors are JSON `{"code", "message", "field", "request_id"}`; `code` is stable.
+
+The same server is also a Backpack-compatible sandbox exchange under `/api/v1/…` and
+`/wapi/v1/…` (see docs/brokers.md); those routes follow Backpack's API and are not listed here.
 """
 
 
 def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings | None = None, *,
-               clock: Clock = system_clock, run_scheduler: bool = False) -> FastAPI:
+               clock: Clock = system_clock, run_scheduler: bool = False,
+               venue_config: VenueConfig | None = None) -> FastAPI:
     services = Services(engine, config, settings or ServiceSettings(), clock)
 
     @asynccontextmanager
@@ -50,8 +56,9 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
 
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
+    app.state.venue = Venue(engine, config, venue_config or VenueConfig(), clock)
     install_error_handlers(app)
     observability.install(app)
-    for module in (ops, ingest, admin, broker):
+    for module in (ops, ingest, admin, broker, venue):
         app.include_router(module.router)
     return app

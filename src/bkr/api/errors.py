@@ -70,9 +70,42 @@ def _field_of(location: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+# --- the venue speaks Backpack's errors ------------------------------------------------------------
+
+VENUE_PREFIXES = ("/api/", "/wapi/")
+
+
+def is_venue(request: Request) -> bool:
+    return request.url.path.startswith(VENUE_PREFIXES)
+
+
+def backpack_error(error: Exception) -> tuple[int, str]:
+    """The HTTP status and Backpack error code of an error met on the venue."""
+    code = getattr(error, "code", "")
+    if isinstance(error, Unauthenticated):
+        return 401, code if code in ("INVALID_SIGNATURE", "UNAUTHORIZED") else "UNAUTHORIZED"
+    if isinstance(error, Forbidden):
+        return 403, "FORBIDDEN"
+    if isinstance(error, NotFound):
+        return 404, "RESOURCE_NOT_FOUND"
+    if code == "SERVER_ERROR":
+        return 500, code
+    if isinstance(error, BkrError) and code.isupper():  # the venue's own errors carry Backpack's code
+        return 400, code
+    if isinstance(error, (InvalidInput, Conflict)):
+        return 400, "INVALID_CLIENT_REQUEST"
+    return 500, "SERVER_ERROR"
+
+
+def venue_error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BkrError)
     async def domain_error(request: Request, error: BkrError) -> JSONResponse:
+        if is_venue(request):
+            return venue_error_response(*backpack_error(error), str(error))
         headers = {"WWW-Authenticate": "Signature"} if isinstance(error, Unauthenticated) else None
         return error_response(request, status_of(error), error.code, str(error), error.field, headers)
 
@@ -81,10 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+        if is_venue(request):
+            return venue_error_response(400, "INVALID_CLIENT_REQUEST", message)
         return error_response(request, 422, "invalid_input", message, field)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if is_venue(request):
+            code = "RESOURCE_NOT_FOUND" if error.status_code == 404 else "INVALID_CLIENT_REQUEST"
+            return venue_error_response(error.status_code, code, str(error.detail))
         if error.status_code == 400 and isinstance(error.__cause__, ValueError):
             # FastAPI's answer to a JSON body it cannot even decode (not UTF-8): the same 422 as
             # any other malformed JSON body, which every endpoint with a body documents.
@@ -95,6 +133,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, error: OperationalError) -> JSONResponse:
+        if is_venue(request):
+            return venue_error_response(503, "MAINTENANCE", "database unavailable")
         return error_response(request, 503, "database_unavailable",
                               f"database: {str(error.orig).strip().splitlines()[0] if error.orig else error}")
 

@@ -39,7 +39,7 @@ from prometheus_client import (
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bkr.api.errors import error_response
+from bkr.api.errors import error_response, is_venue
 
 FILLS = Counter("bkr_fills", "Fills received over HTTP, by outcome and, for rejections, the field to blame",
                 ["outcome", "reason"])
@@ -75,12 +75,15 @@ def request_id_from(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def identify(request: Request, *, broker_id: int | None = None, operator_key_id: str | None = None) -> None:
+def identify(request: Request, *, broker_id: int | None = None, operator_key_id: str | None = None,
+             user_id: str | None = None) -> None:
     """Name the authenticated caller of `request`, for its access log line."""
     if broker_id is not None:
         request.state.broker_id = broker_id
     if operator_key_id is not None:
         request.state.operator_key_id = operator_key_id
+    if user_id is not None:
+        request.state.user_id = user_id
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ class RequestObserver:
             fields: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "route": route,
                                       "path": scope["path"], "status": status,
                                       "duration_ms": round(elapsed * 1000, 3)}
-            for name in ("broker_id", "operator_key_id"):
+            for name in ("broker_id", "operator_key_id", "user_id"):
                 if state.get(name) is not None:
                     fields[name] = state[name]
             access_log.info("%s %s %s", scope["method"], scope["path"], status, extra=fields)
@@ -218,6 +221,9 @@ def install(app: FastAPI) -> None:
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", None)
         headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        if is_venue(request):  # the venue answers as Backpack does, whatever happened
+            return JSONResponse({"code": "SERVER_ERROR", "message": f"internal error; request id {request_id}"},
+                                status_code=500, headers=headers)
         return error_response(request, 500, "internal",
                               "internal error; quote the request id when reporting it", headers=headers)
 

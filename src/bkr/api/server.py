@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from bkr.api.app import create_app
 from bkr.api.observability import MULTIPROC_ENV, configure_logging
 from bkr.domain.config import ProgramConfig
-from bkr.settings import ServiceSettings, load_config
+from bkr.settings import ServiceSettings, load_config, load_venue_config
 from bkr.store import db
 
 _ENV = "BKR_SERVE_STATE"
@@ -28,7 +28,8 @@ def app_from_environment() -> FastAPI:
     state = json.loads(os.environ[_ENV])
     config_path = Path(state["config"]) if state["config"] else None
     return create_app(db.open_engine(state["db"], create=False), load_config(config_path),
-                      ServiceSettings(**state["settings"]), run_scheduler=True)
+                      ServiceSettings(**state["settings"]), run_scheduler=True,
+                      venue_config=load_venue_config(config_path))
 
 
 def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, settings: ServiceSettings) -> None:
@@ -37,12 +38,14 @@ def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, set
     base = _base_url(settings)
     lines = [f"bkr serving {shown} on {base}  (workers: {settings.workers})",
              f"  API docs     {base}/docs", f"  OpenAPI      {base}/openapi.json",
+             f"  venue        {base}/api/v1/markets  (Backpack-compatible sandbox; docs/brokers.md)",
              f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics"]
     console = Console(stderr=True, highlight=False)
     for line in lines:
         console.print(line, soft_wrap=True)  # never wrapped: the URLs stay whole
     if settings.workers == 1:
-        app = create_app(db.open_engine(db_url, create=False), config, settings, run_scheduler=True)
+        app = create_app(db.open_engine(db_url, create=False), config, settings, run_scheduler=True,
+                         venue_config=load_venue_config(config_path))
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
         return
     os.environ[_ENV] = json.dumps({"db": db_url, "config": str(config_path) if config_path else None,

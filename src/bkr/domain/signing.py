@@ -12,7 +12,7 @@ Pure functions: the caller supplies the time.
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,17 @@ def signing_string(instruction: str, params: Mapping[str, Any], timestamp: int, 
     """The exact text a client signs for one instruction."""
     parts = [f"instruction={instruction}"]
     parts += [f"{key}={_text(params[key])}" for key in sorted(params)]
+    parts += [f"timestamp={timestamp}", f"window={window}"]
+    return "&".join(parts)
+
+
+def batch_signing_string(instruction: str, items: Sequence[Mapping[str, Any]], timestamp: int, window: int) -> str:
+    """A batch (Backpack's POST /orders): each item's sorted parameters behind its own
+    `instruction=…`, joined by `&`, then the timestamp and window once."""
+    parts = []
+    for item in items:
+        parts.append(f"instruction={instruction}")
+        parts += [f"{key}={_text(item[key])}" for key in sorted(item)]
     parts += [f"timestamp={timestamp}", f"window={window}"]
     return "&".join(parts)
 

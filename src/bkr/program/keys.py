@@ -1,7 +1,8 @@
-"""API keys: operators' bearer tokens with a role, brokers' ED25519 key pairs.
+"""API keys: operators' bearer tokens with a role, ED25519 key pairs for brokers and for the
+venue's users (the accounts that trade).
 
 bkr keeps only what verifies a key: the SHA-256 of an operator token, the public half of a
-broker's key pair. Both are shown once, when created, and cannot be read back.
+key pair. Both are shown once, when created, and cannot be read back.
 """
 
 import hashlib
@@ -82,6 +83,19 @@ def broker_for_api_key(connection: Connection, api_key: str) -> int | None:
     """The broker a public key belongs to, if it exists and is not revoked."""
     return connection.execute(select(api_keys.c.broker_id).where(
         (api_keys.c.key_id == api_key) & (api_keys.c.kind == "broker") & api_keys.c.revoked_at.is_(None))).scalar()
+
+
+def create_user_key(connection: Connection, user_id: str, now: datetime) -> KeyPair:
+    """A key pair for a venue user (its account must be open: `bkr.venue.accounts`)."""
+    pair = new_key_pair()
+    connection.execute(insert(api_keys).values(key_id=pair.api_key, kind="user", user_id=user_id, created_at=now))
+    return pair
+
+
+def user_for_api_key(connection: Connection, api_key: str) -> str | None:
+    """The venue user a public key belongs to, if it exists and is not revoked."""
+    return connection.execute(select(api_keys.c.user_id).where(
+        (api_keys.c.key_id == api_key) & (api_keys.c.kind == "user") & api_keys.c.revoked_at.is_(None))).scalar()
 
 
 def revoke_key(connection: Connection, key_id: str, now: datetime) -> None:

@@ -235,8 +235,9 @@ daily_volumes = Table(
     PrimaryKeyConstraint("broker_id", "period", "day", "market_type"),
 )
 
-# API keys. Operators hold a bearer token (only its SHA-256 is stored); brokers hold an ED25519
-# key pair, Backpack style (the public key, base64, is the X-API-Key; bkr never sees the secret).
+# API keys. Operators hold a bearer token (only its SHA-256 is stored); brokers and the venue's
+# users hold an ED25519 key pair, Backpack style (the public key, base64, is the X-API-Key; bkr
+# never sees the secret).
 api_keys = Table(
     "api_keys", metadata,
     Column("key_id", Text, primary_key=True),
@@ -246,7 +247,115 @@ api_keys = Table(
     Column("token_sha256", Text, nullable=True),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("revoked_at", UtcTimestamp, nullable=True),
-    CheckConstraint("kind IN ('operator', 'broker')", name="kind"),
+    Column("user_id", Text, ForeignKey("users.user_id"), nullable=True),
+    CheckConstraint("kind IN ('operator', 'broker', 'user')", name="kind"),
     CheckConstraint("(kind = 'operator' AND role IN ('viewer', 'operator') AND token_sha256 IS NOT NULL) OR "
-                    "(kind = 'broker' AND broker_id IS NOT NULL)", name="shape"),
+                    "(kind = 'broker' AND broker_id IS NOT NULL) OR "
+                    "(kind = 'user' AND user_id IS NOT NULL)", name="shape"),
+)
+
+# --- the venue ------------------------------------------------------------------------------------
+# Order entry is one linear stream, as on Backpack: every order transaction first locks the one
+# row of `venue_state`, then takes its ids from it and bumps `sequence`, the version of the books.
+# A process keeps the books in memory and catches up from `venue_orders.changed_at_sequence`
+# whenever the stored sequence is ahead of its own.
+venue_state = Table(
+    "venue_state", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("last_order_id", BigInteger, nullable=False),
+    Column("last_trade_id", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+venue_accounts = Table(
+    "venue_accounts", metadata,
+    Column("user_id", Text, ForeignKey("users.user_id"), primary_key=True),
+    Column("fee_tier", Integer, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+
+venue_balances = Table(
+    "venue_balances", metadata,
+    Column("user_id", Text, ForeignKey("venue_accounts.user_id"), nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("available", Money, nullable=False),
+    Column("locked", Money, nullable=False),
+    PrimaryKeyConstraint("user_id", "asset"),
+)
+
+# Perpetual positions: signed net quantity (long > 0) and what it cost, exactly. Fees settle in
+# the quote asset (USDC) on every fill; the PnL when the position is closed (back to zero).
+venue_positions = Table(
+    "venue_positions", metadata,
+    Column("user_id", Text, ForeignKey("venue_accounts.user_id"), nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("net_quantity", Money, nullable=False),
+    Column("net_cost", Money, nullable=False),  # signed sum of price × quantity of what is open
+    Column("realized_pnl", Money, nullable=False),
+    PrimaryKeyConstraint("user_id", "symbol"),
+)
+
+venue_orders = Table(
+    "venue_orders", metadata,
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", Text, ForeignKey("venue_accounts.user_id"), nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("order_type", Text, nullable=False),
+    Column("time_in_force", Text, nullable=False),
+    Column("post_only", Boolean, nullable=False),
+    Column("self_trade_prevention", Text, nullable=False),
+    Column("price", Money, nullable=True),
+    Column("quantity", Money, nullable=True),
+    Column("quote_quantity", Money, nullable=True),
+    Column("executed_quantity", Money, nullable=False),
+    Column("executed_quote_quantity", Money, nullable=False),
+    Column("remaining", Money, nullable=False),  # what rests on the book; 0 once the order left it
+    Column("locked", Money, nullable=False),  # what the order still holds of its user's balance
+    Column("status", Text, nullable=False),
+    Column("expiry_reason", Text, nullable=True),
+    Column("client_id", BigInteger, nullable=True),
+    Column("broker_id", Integer, nullable=True),  # the X-Broker-Id it was sent with, if a valid id
+    Column("sequence", BigInteger, nullable=False),  # time priority on the book
+    Column("changed_at_sequence", BigInteger, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Index("ix_venue_orders_changed_at_sequence", "changed_at_sequence"),
+    Index("ix_venue_orders_user_id", "user_id", "order_id"),
+    Index("ix_venue_orders_open", "symbol", "sequence",
+          postgresql_where=text("status IN ('New', 'PartiallyFilled')"),
+          sqlite_where=text("status IN ('New', 'PartiallyFilled')")),
+)
+
+# One row per side of a trade: the user's fill, with the same id the broker program stores it
+# under (`fills.fill_id`), written in the same transaction.
+venue_fills = Table(
+    "venue_fills", metadata,
+    Column("fill_id", Text, primary_key=True),
+    Column("trade_id", BigInteger, nullable=False),
+    Column("order_id", BigInteger, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("price", Money, nullable=False),
+    Column("quantity", Money, nullable=False),
+    Column("fee", Money, nullable=False),
+    Column("fee_symbol", Text, nullable=False),
+    Column("is_maker", Boolean, nullable=False),
+    Column("client_id", BigInteger, nullable=True),
+    Column("ts", UtcTimestamp, nullable=False),
+    Index("ix_venue_fills_user_id", "user_id", "ts"),
+    Index("ix_venue_fills_symbol", "symbol", "trade_id"),
+)
+
+# X-Broker-Id values the venue saw that were not an active broker: operators fix misconfigured
+# integrations from this list. `header` is the value as sent (it may not even be a number).
+venue_broker_ids_seen = Table(
+    "venue_broker_ids_seen", metadata,
+    Column("header", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("orders", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
+    Column("first_seen_at", UtcTimestamp, nullable=False),
+    Column("last_seen_at", UtcTimestamp, nullable=False),
 )

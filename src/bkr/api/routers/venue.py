@@ -1,0 +1,420 @@
+"""The venue's HTTP face: Backpack's REST paths, parameters and answers under `/api/v1` and
+`/wapi/v1`, signed exactly as Backpack documents (ED25519 over `instruction=…&<sorted
+parameters>&timestamp=…&window=…`). Errors are Backpack's `{"code", "message"}`.
+
+These routes follow Backpack's API document, not bkr's: they are left out of bkr's OpenAPI.
+"""
+
+import json
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from bkr.api.deps import ServicesDep
+from bkr.api.observability import identify
+from bkr.domain.errors import InvalidInput, Unauthenticated
+from bkr.domain.money import canonical
+from bkr.domain.signing import (
+    batch_signing_string,
+    check_timing,
+    parse_timing,
+    public_key,
+    signing_string,
+    verifies,
+)
+from bkr.program import keys
+from bkr.venue import accounts, history
+from bkr.venue.errors import InvalidMarket
+from bkr.venue.exchange import Venue
+from bkr.venue.history import FillView
+from bkr.venue.markets import Market
+from bkr.venue.wire import market_json, millis, naive_iso, order_json, parse_order, text
+
+router = APIRouter(include_in_schema=False)
+LISTED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # the markets' `createdAt`
+
+
+def get_venue(request: Request) -> Venue:
+    return request.app.state.venue  # type: ignore[no-any-return]
+
+
+VenueDep = Annotated[Venue, Depends(get_venue)]
+
+
+# --- signed requests ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SignedUser:
+    user_id: str
+    body: Any  # the parsed JSON body (POST and DELETE), else None
+
+
+def _read_json(raw: bytes) -> Any:
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw, parse_float=Decimal)  # decimals stay exact, and keep their text
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"body: not valid JSON ({error})", field="body") from None
+
+
+def _urlencoded(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as a client that percent-encodes values signs them (ccxt does)."""
+    return {k: urllib.parse.quote(v if isinstance(v, str) else str(v), safe="") if not isinstance(v, bool) else v
+            for k, v in params.items()}
+
+
+def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., Any]:
+    async def authenticate(request: Request, services: ServicesDep) -> SignedUser:
+        headers = request.headers
+        api_key = headers.get("x-api-key")
+        if not api_key:
+            raise Unauthenticated("X-API-Key is missing", code="UNAUTHORIZED", field="X-API-Key")
+        timestamp, window = parse_timing(headers.get("x-timestamp"), headers.get("x-window"))
+        check_timing(timestamp, window, int(services.clock().timestamp() * 1000))
+        body = _read_json(await request.body()) if request.method in ("POST", "DELETE") else None
+        signature = headers.get("x-signature") or ""
+        if batch:
+            if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+                raise InvalidInput("body: a batch is a JSON array of orders", field="body")
+            candidates = [batch_signing_string(instruction, body, timestamp, window),
+                          batch_signing_string(instruction, [_urlencoded(i) for i in body], timestamp, window)]
+        else:
+            params = body if body is not None else dict(request.query_params)
+            if not isinstance(params, dict):
+                raise InvalidInput("body: expected a JSON object", field="body")
+            candidates = [signing_string(instruction, params, timestamp, window),
+                          signing_string(instruction, _urlencoded(params), timestamp, window)]
+        key = public_key(api_key)
+        if not any(verifies(key, signature, message) for message in candidates):
+            raise Unauthenticated(f"signature does not verify; sign {candidates[0]!r}", code="INVALID_SIGNATURE",
+                                  field="X-Signature")
+        with services.engine.connect() as connection:
+            user_id = keys.user_for_api_key(connection, api_key)
+        if user_id is None:
+            raise Unauthenticated("unknown or revoked API key", code="UNAUTHORIZED", field="X-API-Key")
+        identify(request, user_id=user_id)
+        return SignedUser(user_id, body)
+
+    return authenticate
+
+
+def _broker_header(request: Request) -> str | None:
+    return request.headers.get("x-broker-id")  # Starlette's headers are case-insensitive
+
+
+def _market(venue: Venue, symbol: str | None) -> Market:
+    market = venue.config.market(symbol or "")
+    if market is None:
+        raise InvalidMarket(f"Invalid market: {symbol!r}", field="symbol")
+    return market
+
+
+def _int(params: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(str(value))
+    except ValueError:
+        raise InvalidInput(f"{name}: {value!r} is not a whole number", field=name) from None
+
+
+def _symbols(venue: Venue, params: Mapping[str, Any], market_types: Sequence[str] = ()) -> list[str] | None:
+    symbol = params.get("symbol")
+    if symbol:
+        return [_market(venue, symbol).symbol]
+    if market_types:
+        return [m.symbol for m in venue.config.markets if m.market_type.value in market_types]
+    return None
+
+
+# --- public -----------------------------------------------------------------------------------------
+
+@router.get("/api/v1/status")
+def status() -> dict[str, Any]:
+    return {"status": "Ok", "message": None}
+
+
+@router.get("/api/v1/ping")
+def ping() -> PlainTextResponse:
+    return PlainTextResponse("pong")
+
+
+@router.get("/api/v1/time")
+def time(services: ServicesDep) -> PlainTextResponse:
+    return PlainTextResponse(str(millis(services.clock())))
+
+
+@router.get("/api/v1/assets")
+def assets(venue: VenueDep) -> list[dict[str, Any]]:
+    symbols = sorted({m.base for m in venue.config.markets} | {m.quote for m in venue.config.markets})
+    return [{"symbol": s, "displayName": s, "coingeckoId": None, "tokens": []} for s in symbols]
+
+
+@router.get("/api/v1/securities")
+def securities() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/api/v1/markets")
+def markets(venue: VenueDep, request: Request) -> list[dict[str, Any]]:
+    wanted = request.query_params.getlist("marketType")
+    return [market_json(m, LISTED_AT) for m in venue.config.markets
+            if not wanted or m.market_type.value in wanted]
+
+
+@router.get("/api/v1/market")
+def market(venue: VenueDep, symbol: str | None = None) -> dict[str, Any]:
+    return market_json(_market(venue, symbol), LISTED_AT)
+
+
+def _ticker_json(t: history.Ticker) -> dict[str, Any]:
+    change = (t.last_price - t.first_price) if t.last_price is not None and t.first_price is not None else None
+    percent = (change / t.first_price).quantize(Decimal("0.000001")) if change is not None and t.first_price else None
+    return {"symbol": t.symbol, "firstPrice": text(t.first_price) or "0", "lastPrice": text(t.last_price) or "0",
+            "high": text(t.high) or "0", "low": text(t.low) or "0", "priceChange": text(change) or "0",
+            "priceChangePercent": text(percent) or "0", "volume": canonical(t.volume),
+            "quoteVolume": canonical(t.quote_volume), "trades": str(t.trades)}
+
+
+@router.get("/api/v1/ticker")
+def ticker(venue: VenueDep, services: ServicesDep, symbol: str | None = None) -> dict[str, Any]:
+    chosen = _market(venue, symbol)
+    with services.engine.connect() as connection:
+        return _ticker_json(history.ticker(connection, chosen, services.clock()))
+
+
+@router.get("/api/v1/tickers")
+def tickers(venue: VenueDep, services: ServicesDep) -> list[dict[str, Any]]:
+    now = services.clock()
+    with services.engine.connect() as connection:
+        return [_ticker_json(history.ticker(connection, m, now)) for m in venue.config.markets]
+
+
+@router.get("/api/v1/depth")
+def depth(venue: VenueDep, services: ServicesDep, symbol: str | None = None,
+          limit: str | None = None) -> dict[str, Any]:
+    chosen = _market(venue, symbol)
+    levels = _int({"limit": limit}, "limit", 1000) or 1000
+    bids, asks, sequence = venue.depth(chosen.symbol, levels)
+    return {"asks": [[canonical(p), canonical(q)] for p, q in asks],
+            "bids": [[canonical(p), canonical(q)] for p, q in reversed(bids)],  # ascending, as Backpack lists them
+            "lastUpdateId": str(sequence), "timestamp": int(services.clock().timestamp() * 1_000_000)}
+
+
+def _public_trade(fill: FillView) -> dict[str, Any]:
+    return {"id": fill.trade_id, "price": canonical(fill.price), "quantity": canonical(fill.quantity),
+            "quoteQuantity": canonical(fill.price * fill.quantity), "timestamp": millis(fill.timestamp),
+            "isBuyerMaker": fill.side == "Ask"}  # the taker sold: the buyer was the maker
+
+
+@router.get("/api/v1/trades")
+def trades(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
+    params = request.query_params
+    chosen = _market(venue, params.get("symbol"))
+    with services.engine.connect() as connection:
+        found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100)
+    return [_public_trade(f) for f in found]
+
+
+@router.get("/api/v1/trades/history")
+def trades_history(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
+    params = request.query_params
+    chosen = _market(venue, params.get("symbol"))
+    with services.engine.connect() as connection:
+        found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100,
+                                      _int(params, "offset", 0) or 0)
+    return [_public_trade(f) for f in found]
+
+
+# --- private: orders --------------------------------------------------------------------------------
+
+@router.post("/api/v1/order")
+def execute_order(request: Request, venue: VenueDep,
+                  user: Annotated[SignedUser, Depends(signed_by_user("orderExecute"))]) -> dict[str, Any]:
+    order = parse_order(user.body)
+    result = venue.execute(user.user_id, [order], _broker_header(request))[0]
+    assert not isinstance(result, Exception)
+    return order_json(result)
+
+
+@router.post("/api/v1/orders")
+def execute_orders(request: Request, venue: VenueDep,
+                   user: Annotated[SignedUser, Depends(signed_by_user("orderExecute", batch=True))]
+                   ) -> list[dict[str, Any]]:
+    parsed: list[Any] = []
+    for item in user.body:
+        try:
+            parsed.append(parse_order(item))
+        except InvalidInput as error:
+            parsed.append(error)
+    valid = [p for p in parsed if not isinstance(p, Exception)]
+    results = iter(venue.execute(user.user_id, valid, _broker_header(request), batch=True) if valid else [])
+    answer = []
+    for item in parsed:
+        outcome = item if isinstance(item, Exception) else next(results)
+        if isinstance(outcome, Exception):
+            answer.append({"operation": "Err", "code": _backpack_code(outcome), "message": str(outcome)})
+        else:
+            answer.append({"operation": "Ok", **order_json(outcome)})
+    return answer
+
+
+def _backpack_code(error: Exception) -> str:
+    from bkr.api.errors import backpack_error
+
+    return backpack_error(error)[1]
+
+
+def _cancel_target(body: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    order_id, client_id = _int(body, "orderId"), _int(body, "clientId")
+    if (order_id is None) == (client_id is None):
+        raise InvalidInput("exactly one of orderId and clientId must be given", field="orderId")
+    return order_id, client_id
+
+
+@router.delete("/api/v1/order")
+def cancel_order(venue: VenueDep,
+                 user: Annotated[SignedUser, Depends(signed_by_user("orderCancel"))]) -> dict[str, Any]:
+    body = user.body
+    order_id, client_id = _cancel_target(body)
+    return order_json(venue.cancel(user.user_id, _market(venue, body.get("symbol")).symbol, order_id, client_id))
+
+
+@router.delete("/api/v1/orders")
+def cancel_orders(venue: VenueDep,
+                  user: Annotated[SignedUser, Depends(signed_by_user("orderCancelAll"))]) -> list[dict[str, Any]]:
+    symbol = _market(venue, user.body.get("symbol")).symbol
+    return [order_json(o) for o in venue.cancel_all(user.user_id, symbol)]
+
+
+@router.get("/api/v1/order")
+def get_order(request: Request, venue: VenueDep, services: ServicesDep,
+              user: Annotated[SignedUser, Depends(signed_by_user("orderQuery"))]) -> dict[str, Any]:
+    params = request.query_params
+    order_id, client_id = _cancel_target(params)
+    with services.engine.connect() as connection:
+        found = history.open_order(connection, user.user_id, _market(venue, params.get("symbol")).symbol,
+                                   order_id, client_id)
+    return order_json(found)
+
+
+@router.get("/api/v1/orders")
+def get_open_orders(request: Request, venue: VenueDep, services: ServicesDep,
+                    user: Annotated[SignedUser, Depends(signed_by_user("orderQueryAll"))]) -> list[dict[str, Any]]:
+    symbols = _symbols(venue, request.query_params, request.query_params.getlist("marketType"))
+    with services.engine.connect() as connection:
+        return [order_json(o) for o in history.open_orders(connection, user.user_id, symbols)]
+
+
+# --- private: history, capital, account -------------------------------------------------------------
+
+def _page(params: Mapping[str, Any]) -> tuple[int, int, bool]:
+    limit = _int(params, "limit", 100) or 100
+    if not 1 <= limit <= history.MAX_PAGE:
+        raise InvalidInput(f"limit: {limit} is outside 1..{history.MAX_PAGE}", field="limit")
+    direction = params.get("sortDirection") or "Desc"
+    if direction not in ("Asc", "Desc"):
+        raise InvalidInput(f"sortDirection: {direction!r} is not Asc or Desc", field="sortDirection")
+    return limit, _int(params, "offset", 0) or 0, direction == "Asc"
+
+
+def _instant(params: Mapping[str, Any], name: str) -> datetime | None:
+    value = _int(params, name)
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+@router.get("/wapi/v1/history/fills")
+def fills_history(request: Request, venue: VenueDep, services: ServicesDep,
+                  user: Annotated[SignedUser, Depends(signed_by_user("fillHistoryQueryAll"))]
+                  ) -> list[dict[str, Any]]:
+    params = request.query_params
+    fill_type = params.get("fillType")
+    if fill_type not in (None, "", "User"):
+        return []  # the sandbox has no liquidations or other system fills
+    limit, offset, ascending = _page(params)
+    with services.engine.connect() as connection:
+        found = history.fill_history(
+            connection, user.user_id, symbols=_symbols(venue, params, params.getlist("marketType")),
+            order_id=_int(params, "orderId"), since=_instant(params, "from"), until=_instant(params, "to"),
+            limit=limit, offset=offset, ascending=ascending)
+    return [{"clientId": None if f.client_id is None else str(f.client_id), "fee": canonical(f.fee),
+             "feeSymbol": f.fee_symbol, "isMaker": f.is_maker, "orderId": str(f.order_id),
+             "price": canonical(f.price), "quantity": canonical(f.quantity), "side": f.side, "symbol": f.symbol,
+             "systemOrderType": None, "timestamp": naive_iso(f.timestamp), "tradeId": f.trade_id} for f in found]
+
+
+@router.get("/wapi/v1/history/orders")
+def orders_history(request: Request, venue: VenueDep, services: ServicesDep,
+                   user: Annotated[SignedUser, Depends(signed_by_user("orderHistoryQueryAll"))]
+                   ) -> list[dict[str, Any]]:
+    params = request.query_params
+    limit, offset, ascending = _page(params)
+    with services.engine.connect() as connection:
+        found = history.order_history(connection, user.user_id,
+                                      symbols=_symbols(venue, params, params.getlist("marketType")),
+                                      order_id=_int(params, "orderId"), limit=limit, offset=offset,
+                                      ascending=ascending)
+    return [order_json(o, history=True) for o in found]
+
+
+@router.get("/api/v1/capital")
+def capital(services: ServicesDep,
+            user: Annotated[SignedUser, Depends(signed_by_user("balanceQuery"))]) -> dict[str, Any]:
+    with services.engine.connect() as connection:
+        found = accounts.balances(connection, user.user_id)
+    return {b.asset: {"available": canonical(b.available), "locked": canonical(b.locked), "staked": "0"}
+            for b in found}
+
+
+def _bps(rate: Decimal) -> str:
+    return canonical(rate * 10_000)
+
+
+@router.get("/api/v1/account")
+def account(venue: VenueDep, services: ServicesDep,
+            user: Annotated[SignedUser, Depends(signed_by_user("accountQuery"))]) -> dict[str, Any]:
+    with services.engine.connect() as connection:
+        fees = venue.config.fees(accounts.fee_tier(connection, user.user_id))
+        open_count = len(history.open_orders(connection, user.user_id))
+    return {"autoBorrowSettlements": False, "autoLend": False, "autoRealizePnl": True, "autoRepayBorrows": False,
+            "borrowLimit": "0", "futuresMakerFee": _bps(fees.futures_maker),
+            "futuresTakerFee": _bps(fees.futures_taker),
+            "leverageLimit": canonical(1 / venue.config.initial_margin), "limitOrders": open_count,
+            "liquidating": False, "positionLimit": "0", "spotMakerFee": _bps(fees.spot_maker),
+            "spotTakerFee": _bps(fees.spot_taker), "triggerOrders": 0}
+
+
+@router.get("/api/v1/position")
+def position(request: Request, venue: VenueDep, services: ServicesDep,
+             user: Annotated[SignedUser, Depends(signed_by_user("positionQuery"))]) -> list[dict[str, Any]]:
+    symbol = request.query_params.get("symbol")
+    with services.engine.connect() as connection:
+        found = accounts.positions(connection, user.user_id, _market(venue, symbol).symbol if symbol else None)
+    answer = []
+    for p in found:
+        market_ = _market(venue, p.symbol)
+        entry = (p.net_cost / p.net_quantity).quantize(market_.tick_size)
+        answer.append({"symbol": p.symbol, "netQuantity": canonical(p.net_quantity),
+                       "netCost": canonical(p.net_cost), "entryPrice": canonical(entry),
+                       "breakEvenPrice": canonical(entry), "markPrice": canonical(entry),
+                       "estLiquidationPrice": "0", "imf": canonical(venue.config.initial_margin),
+                       "imfFunction": None, "mmf": "0", "mmfFunction": None,
+                       "netExposureQuantity": canonical(abs(p.net_quantity)),
+                       "netExposureNotional": canonical(abs(p.net_cost)), "pnlRealized": canonical(p.realized_pnl),
+                       "pnlUnrealized": "0", "cumulativeFundingPayment": "0", "cumulativeInterest": "0",
+                       "positionId": f"{p.symbol}", "subaccountId": None, "userId": 0})
+    return answer
+
+
+@router.get("/api/v1/klines")
+def klines() -> JSONResponse:
+    return JSONResponse([])  # candles are not kept by the sandbox
+

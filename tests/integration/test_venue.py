@@ -1,0 +1,190 @@
+"""The venue's order entry on both databases: fills land in the venue and in the broker program
+together or not at all; attribution follows the registry without a restart; balances are held
+and released exactly; several processes share one book."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from bkr.api.app import create_app
+from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
+from bkr.domain.money import D
+from bkr.domain.registry import BrokerStatus
+from bkr.program import registry
+from bkr.settings import ServiceSettings
+from bkr.store import db
+from bkr.store.tables import fills, venue_balances, venue_broker_ids_seen, venue_fills, venue_orders
+from bkr.venue.accounts import create_user_key
+from bkr.venue.client import BackpackClient, BackpackError
+from bkr.venue.markets import DEFAULT_MARKETS, VenueConfig, market_from_symbol
+
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Venue:
+    engine: Engine
+    client: TestClient
+    config: VenueConfig
+
+    def user(self, user_id: str, broker_id: int | str | None = None) -> BackpackClient:
+        with self.engine.begin() as connection:
+            pair = create_user_key(connection, self.config, user_id, datetime.now(UTC))
+        return BackpackClient("http://testserver", pair.api_key, pair.secret, broker_id=broker_id, http=self.client)
+
+    def broker(self, broker_id: int) -> None:
+        with self.engine.begin() as connection:
+            registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"Broker {broker_id}", "trading_bot",
+                                   SINCE)
+            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, SINCE, SINCE)
+
+    def balance(self, user_id: str, asset: str) -> tuple[Decimal, Decimal]:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(venue_balances.c.available, venue_balances.c.locked).where(
+                (venue_balances.c.user_id == user_id) & (venue_balances.c.asset == asset))).one()
+        return row.available, row.locked
+
+
+def _venue(engine: Engine, config: VenueConfig, program: ProgramConfig) -> Iterator[Venue]:
+    app = create_app(engine, program, ServiceSettings(), venue_config=config)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Venue(engine, client, config)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = db.open_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def venue(engine: Engine) -> Iterator[Venue]:
+    yield from _venue(engine, VenueConfig(), ProgramConfig())
+
+
+def test_an_order_s_fills_are_in_the_venue_and_in_the_broker_program_together(venue: Venue) -> None:
+    venue.broker(1400)
+    maker, taker = venue.user("maker"), venue.user("taker", broker_id=1400)
+    maker.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="150.25", quantity="4")
+    order = taker.order(symbol="SOL_USDC", side="Bid", orderType="Market", quantity="3")
+    assert (order["status"], order["executedQuantity"], order["executedQuoteQuantity"]) == ("Filled", "3", "450.75")
+    with venue.engine.connect() as connection:
+        in_venue = {r.fill_id: r for r in connection.execute(select(venue_fills))}
+        in_program = {r.fill_id: r for r in connection.execute(select(fills))}
+    assert set(in_venue) == set(in_program) and len(in_venue) == 2
+    taker_fill = next(r for r in in_program.values() if r.user_id == "taker")
+    maker_fill = next(r for r in in_program.values() if r.user_id == "maker")
+    assert (taker_fill.broker_id, taker_fill.attribution, taker_fill.volume_usd) == (1400, "counted", D("450.75"))
+    assert (taker_fill.fee, taker_fill.fee_symbol, taker_fill.fee_usd) == (D("0.003"), "SOL", D("0.45075"))
+    assert (maker_fill.broker_id, maker_fill.attribution) == (None, "no_broker")  # the maker sent no id
+    assert (maker_fill.fee, maker_fill.fee_symbol) == (D("0.3606"), "USDC")  # 0.08% of 450.75
+
+
+def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine) -> None:
+    eur = market_from_symbol("SOL_EUR", D("0.01"), D("0.01"))  # no USD rate for EUR is configured
+    config = VenueConfig(markets=(*DEFAULT_MARKETS, eur), starting_balances={"EUR": D(10_000), "SOL": D(100)})
+    for venue in _venue(engine, config, ProgramConfig()):
+        maker, taker = venue.user("maker"), venue.user("taker")
+        maker.order(symbol="SOL_EUR", side="Ask", orderType="Limit", price="100", quantity="1")
+        with pytest.raises(BackpackError) as refused:
+            taker.order(symbol="SOL_EUR", side="Bid", orderType="Limit", price="100", quantity="1")
+        assert refused.value.status == 500 and refused.value.code == "SERVER_ERROR"
+        assert "EUR" in str(refused.value)
+        with engine.connect() as connection:
+            assert connection.execute(select(venue_fills)).all() == []
+            assert connection.execute(select(fills)).all() == []
+            orders = connection.execute(select(venue_orders.c.user_id, venue_orders.c.status)).all()
+        assert orders == [("maker", "New")]
+        assert venue.balance("taker", "EUR") == (D(10_000), D(0))
+        assert venue.balance("maker", "SOL") == (D(99), D(1))
+        depth = maker.depth("SOL_EUR")  # the book was rebuilt from the database: the ask still rests
+        assert depth["asks"] == [["100", "1"]]
+
+
+def test_a_broker_suspended_in_the_registry_is_refused_at_the_next_order(engine: Engine) -> None:
+    program = ProgramConfig(unknown_broker_policy=UnknownBrokerPolicy.REJECT)
+    for venue in _venue(engine, VenueConfig(), program):
+        venue.broker(2200)
+        trader = venue.user("trader", broker_id=2200)
+        trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="10", quantity="1")
+        with engine.begin() as connection:  # another process of the exchange suspends the broker
+            registry.change_broker_status(connection, 2200, BrokerStatus.SUSPENDED, datetime.now(UTC),
+                                          datetime.now(UTC))
+        with pytest.raises(BackpackError) as refused:
+            trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="10", quantity="1")
+        assert refused.value.status == 400 and refused.value.code == "INVALID_CLIENT_REQUEST"
+        assert "2200" in str(refused.value) and "suspended" in str(refused.value)
+        with engine.connect() as connection:
+            seen = connection.execute(select(venue_broker_ids_seen)).one()
+            assert connection.execute(select(venue_orders)).all()[0].broker_id == 2200
+            assert len(connection.execute(select(venue_orders)).all()) == 1
+        assert (seen.header, seen.orders, seen.rejected) == ("2200", 0, 1)
+
+
+def test_under_the_ignore_policy_an_unknown_id_trades_unattributed_and_is_counted(venue: Venue) -> None:
+    maker, taker = venue.user("maker"), venue.user("taker", broker_id="4242")
+    maker.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="20", quantity="1")
+    taker.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="20", quantity="1")
+    with venue.engine.connect() as connection:
+        taker_fill = connection.execute(select(fills).where(fills.c.user_id == "taker")).one()
+        seen = connection.execute(select(venue_broker_ids_seen)).one()
+    assert (taker_fill.broker_id, taker_fill.attribution) == (4242, "broker_unknown")
+    assert (seen.header, seen.orders, seen.rejected) == ("4242", 1, 0)
+
+
+def test_a_resting_bid_holds_its_price_times_quantity_and_a_cancel_gives_it_back(venue: Venue) -> None:
+    trader = venue.user("trader")
+    placed = trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="99.99", quantity="3")
+    assert venue.balance("trader", "USDC") == (D(1_000_000) - D("299.97"), D("299.97"))
+    trader.signed("DELETE", "/api/v1/order", {"symbol": "SOL_USDC", "orderId": placed["id"]})
+    assert venue.balance("trader", "USDC") == (D(1_000_000), D(0))
+    with pytest.raises(BackpackError) as refused:
+        trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="1000", quantity="1001")
+    assert refused.value.code == "INSUFFICIENT_FUNDS"
+    assert venue.balance("trader", "USDC") == (D(1_000_000), D(0))
+
+
+def test_a_bid_filled_below_its_limit_gets_the_difference_back(venue: Venue) -> None:
+    maker, taker = venue.user("maker"), venue.user("taker")
+    maker.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="95", quantity="1")
+    taker.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="100", quantity="2")  # 1 fills, 1 rests
+    available, held = venue.balance("taker", "USDC")
+    assert held == D(100)  # the rest of the order: 1 at its limit
+    assert available == D(1_000_000) - D(95) - D(100)
+    assert venue.balance("taker", "SOL") == (D(10_000) + D(1) - D("0.001"), D(0))
+    assert venue.balance("maker", "USDC") == (D(1_000_000) + D(95) - D("0.076"), D(0))
+
+
+def test_two_processes_trade_on_one_book(engine: Engine) -> None:
+    first = _venue(engine, VenueConfig(), ProgramConfig())
+    second = _venue(engine, VenueConfig(), ProgramConfig())
+    a, b = next(first), next(second)
+    maker = a.user("maker")
+    taker = b.user("taker")
+    maker.order(symbol="ETH_USDC", side="Ask", orderType="Limit", price="3000", quantity="0.5")
+    assert taker.depth("ETH_USDC")["asks"] == [["3000", "0.5"]]  # the second process caught up
+    taker.order(symbol="ETH_USDC", side="Bid", orderType="Market", quoteQuantity="900")
+    assert maker.depth("ETH_USDC")["asks"] == [["3000", "0.2"]]  # and the first one too
+    with engine.connect() as connection:
+        assert connection.execute(select(venue_orders.c.status).where(venue_orders.c.user_id == "maker")
+                                  ).scalar() == "PartiallyFilled"
+    for generator in (first, second):
+        generator.close()
+
+
+def test_a_perpetual_position_realizes_its_pnl_in_usdc_when_closed(venue: Venue) -> None:
+    maker, trader = venue.user("maker"), venue.user("trader")
+    maker.order(symbol="SOL_USDC_PERP", side="Ask", orderType="Limit", price="100", quantity="2")
+    trader.order(symbol="SOL_USDC_PERP", side="Bid", orderType="Market", quantity="2")  # long 2 at 100
+    maker.order(symbol="SOL_USDC_PERP", side="Bid", orderType="Limit", price="110", quantity="2")
+    trader.order(symbol="SOL_USDC_PERP", side="Ask", orderType="Market", quantity="2")  # closed at 110
+    fees = D("0.0005") * (D(200) + D(220))
+    assert venue.balance("trader", "USDC") == (D(1_000_000) + D(20) - fees, D(0))
+    assert venue.balance("maker", "USDC") == (D(1_000_000) - D(20) - D("0.0002") * D(420), D(0))
+    assert trader.signed("GET", "/api/v1/position") == []  # flat again
