@@ -1,0 +1,168 @@
+"""A real venue for end-to-end tests: a migrated SQLite file set up through bkr's own command line
+(brokers enrolled and activated, user and broker keys made), a `bkr serve` process on a free port
+(optionally with a config file), and the broker API's figures read over HTTP with the broker's key.
+
+The setup runs the command line in-process (`bkr.cli.run`): the same commands an operator types,
+without paying the interpreter's start-up for each. Only the server is a separate process, so
+every client request crosses a real socket to a real uvicorn.
+"""
+
+import contextlib
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from bkr import cli
+from bkr.domain.signing import sign, signing_string
+from bkr.store.tables import venue_broker_ids_seen
+
+SUMMARY_INSTRUCTION = "brokerSummaryQuery"  # bkr.api.routers.broker.SUMMARY, spelled out as a client would
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_bkr(*args: str) -> str:
+    """One `bkr …` command, in-process; its standard output. A failure fails the test with stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.run(list(args))
+    if code != 0:
+        pytest.fail(f"bkr {' '.join(args)} exited {code}: {err.getvalue()}{out.getvalue()}")
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Key:
+    api_key: str
+    secret: str
+
+
+@dataclass
+class ServedVenue:
+    """A `bkr serve` process and the database it serves."""
+
+    process: subprocess.Popen[str]
+    base: str
+    log: Path
+
+    def wait_until_it_answers(self, deadline_seconds: float = 60) -> None:
+        deadline = time.monotonic() + deadline_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"bkr serve exited with {self.process.returncode}: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"bkr serve did not answer in time: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class VenueWorld:
+    """One SQLite venue database and the servers started on it."""
+
+    directory: Path
+    db_url: str = ""
+    servers: list[ServedVenue] = field(default_factory=list)
+    broker_keys: dict[int, Key] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.db_url = f"sqlite:///{self.directory / 'venue.db'}"
+        run_bkr("db", "upgrade", "--db", self.db_url)
+
+    def active_broker(self, broker_id: int) -> Key:
+        """Enroll `broker_id`, activate it from now, and give it a key for bkr's broker API."""
+        run_bkr("broker", "add", "--id", str(broker_id), "--account", f"biz-{broker_id}", "--name",
+                f"Broker {broker_id}", "--type", "exchange_aggregator", "--db", self.db_url)
+        run_bkr("broker", "activate", str(broker_id), "--db", self.db_url)
+        created = json.loads(run_bkr("broker", "key", "create", str(broker_id), "--json", "--db", self.db_url))
+        self.broker_keys[broker_id] = Key(created["api_key"], created["secret"])
+        return self.broker_keys[broker_id]
+
+    def user(self, user_id: str) -> Key:
+        """A trading user with an account holding the configured play money, and its API key."""
+        created = json.loads(run_bkr("user", "key", "create", user_id, "--json", "--db", self.db_url))
+        assert created["user_id"] == user_id
+        return Key(created["api_key"], created["secret"])
+
+    def serve(self, config: str | None = None, *, wait: bool = True) -> ServedVenue:
+        """`bkr serve` on a free port over this database, with `config` (TOML text) as its --config.
+        With `wait=False` the caller waits (`wait_until_it_answers`), so that servers start together."""
+        port = free_port()
+        args = [sys.executable, "-m", "bkr.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--db", self.db_url]
+        if config is not None:
+            config_file = self.directory / f"bkr-{port}.toml"
+            config_file.write_text(config)
+            args += ["--config", str(config_file)]
+        log = self.directory / f"serve-{port}.log"
+        with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
+            process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                       cwd=self.directory)
+        server = ServedVenue(process, f"http://127.0.0.1:{port}", log)
+        self.servers.append(server)
+        if wait:
+            server.wait_until_it_answers()
+        return server
+
+    def broker_summary(self, server: ServedVenue, broker_id: int) -> dict[str, Any]:
+        """GET /v1/broker/{id}/summary, signed with that broker's own key."""
+        key = self.broker_keys[broker_id]
+        stamp, window = int(time.time() * 1000), 5_000
+        signature = sign(key.secret, signing_string(SUMMARY_INSTRUCTION, {}, stamp, window))
+        response = httpx.get(f"{server.base}/v1/broker/{broker_id}/summary", timeout=30, headers={
+            "X-API-Key": key.api_key, "X-Signature": signature, "X-Timestamp": str(stamp), "X-Window": str(window)})
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def broker_figures(self, server: ServedVenue, broker_id: int) -> tuple[Decimal, Decimal]:
+        """The broker's month-to-date API volume and fee base, exact."""
+        found = self.broker_summary(server, broker_id)
+        return Decimal(found["api_volume"]), Decimal(found["fee_base"])
+
+    def broker_ids_seen(self) -> dict[str, dict[str, Any]]:
+        """The venue_broker_ids_seen table, read straight from the database file."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(select(venue_broker_ids_seen)).mappings().all()
+        finally:
+            engine.dispose()
+        return {row["header"]: dict(row) for row in rows}
+
+
+@contextlib.contextmanager
+def venue_world(directory: Path) -> Iterator[VenueWorld]:
+    """A fresh venue database in `directory`; every server started on it is stopped on exit."""
+    world = VenueWorld(directory)
+    try:
+        yield world
+    finally:
+        for server in world.servers:
+            server.stop()
