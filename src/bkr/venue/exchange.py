@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Context, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, NotFound
@@ -212,6 +212,26 @@ class _Entry:
             entry = self.balances[key] = [row.available, row.locked] if row is not None else [ZERO, ZERO]
         return entry
 
+    def prefetch(self, user_ids: Sequence[str], assets: Sequence[str]) -> None:
+        """Read the balances and fee tiers an order will touch in two statements, not one each."""
+        users = sorted(set(user_ids) - {u for u, _ in self.balances if all((u, a) in self.balances for a in assets)})
+        if not users:
+            return
+        for row in self.connection.execute(select(venue_balances).where(
+                venue_balances.c.user_id.in_(users) & venue_balances.c.asset.in_(list(assets)))):
+            key = (row.user_id, row.asset)
+            if key not in self.balances:
+                self.balances[key] = [row.available, row.locked]
+                self.stored_balances.add(key)
+        for user_id in users:
+            for asset in assets:
+                self.balances.setdefault((user_id, asset), [ZERO, ZERO])
+        missing = [u for u in users if u not in self.tiers]
+        if missing:
+            self.tiers.update({u: int(t) for u, t in self.connection.execute(
+                select(venue_accounts.c.user_id, venue_accounts.c.fee_tier)
+                .where(venue_accounts.c.user_id.in_(missing)))})
+
     def move(self, user_id: str, asset: str, available: Decimal = ZERO, held: Decimal = ZERO) -> None:
         entry = self.balance(user_id, asset)
         entry[0] += available
@@ -259,9 +279,11 @@ class Venue:
 
     @contextmanager
     def _entry(self) -> Iterator[_Entry]:
-        """One order-entry transaction: the stream's lock, the books caught up, and on any
-        failure the books dropped (they are rebuilt from the database next time)."""
+        """One order-entry transaction: the stream's lock, the books caught up, and on a failure
+        after a book changed, the books dropped (they are rebuilt from the database next time).
+        A refusal before any book changed (funds, a bad price, an unknown order) keeps them."""
         with self._lock:
+            entry: _Entry | None = None
             try:
                 with self.engine.begin() as connection, localcontext(MONEY):
                     state = self._lock_state(connection)
@@ -273,8 +295,9 @@ class Venue:
                     self._write(entry, state.sequence)
                 self._sequence = entry.sequence
             except BaseException:
-                self._books = None
-                self._sequence = -1
+                if entry is None or entry.touched_books:
+                    self._books = None
+                    self._sequence = -1
                 raise
 
     def _lock_state(self, connection: Connection) -> Any:
@@ -406,6 +429,7 @@ class Venue:
     def _execute_one(self, entry: _Entry, user_id: str, order: OrderInput, broker_id: int | None) -> OrderView:
         market = self._market(order.symbol)
         book = self.book(market.symbol)
+        entry.prefetch([user_id], [market.base, market.quote])
         fees = self.config.fees(entry.fee_tier(user_id))
         asset, reserve = self._reservation(entry, book, market, user_id, order)
         if asset is not None and entry.balance(user_id, asset)[0] < reserve:
@@ -415,15 +439,20 @@ class Venue:
         request = OrderRequest(order_id, user_id, order.side, order.order_type, order.price, order.quantity,
                                order.quote_quantity, order.time_in_force, order.post_only,
                                order.self_trade_prevention, entry.next_sequence())
+        untouched = market.symbol not in entry.touched_books
+        entry.touched_books.add(market.symbol)  # from here a failure must drop the books
         try:
             execution = book.submit(request)
-        except BookError as error:
+        except BookError as error:  # the book validates before it changes anything
+            if untouched:
+                entry.touched_books.discard(market.symbol)
             raise InvalidOrder(str(error)) from None
         if order.post_only and not execution.matches and execution.resting is None:
+            if untouched:  # refused without touching the book
+                entry.touched_books.discard(market.symbol)
             raise InvalidOrder("Order would immediately match and take")
         if asset is not None:
             entry.move(user_id, asset, -reserve, reserve)
-        entry.touched_books.add(market.symbol)
         self._settle(entry, market, fees, user_id, order, order_id, broker_id, execution)
         for maker in execution.cancelled_makers:
             self._release(entry, market, maker, OrderStatus.CANCELLED, "SelfTradePrevention")
@@ -474,6 +503,7 @@ class Venue:
     def _settle(self, entry: _Entry, market: Market, fees: FeeRates, user_id: str, order: OrderInput,
                 order_id: int, broker_id: int | None, execution: Execution) -> None:
         maker_brokers = _maker_brokers(entry, [m.maker_order_id for m in execution.matches])
+        entry.prefetch([m.maker_user_id for m in execution.matches], [market.base, market.quote])
         for match in execution.matches:
             trade_id = entry.next_trade_id()
             maker_fees = self.config.fees(entry.fee_tier(match.maker_user_id))
@@ -598,14 +628,15 @@ class Venue:
 
     @staticmethod
     def _write_balances(entry: _Entry) -> None:
-        new = []
+        changed, new = [], []
         for (user_id, asset), (available, held) in sorted(entry.balances.items()):
             if (user_id, asset) in entry.stored_balances:
-                entry.connection.execute(update(venue_balances).where(
-                    (venue_balances.c.user_id == user_id) & (venue_balances.c.asset == asset))
-                    .values(available=available, locked=held))
+                changed.append({"u": user_id, "a": asset, "available": available, "locked": held})
             elif available or held:
                 new.append({"user_id": user_id, "asset": asset, "available": available, "locked": held})
+        if changed:  # one executemany; unchanged rows are rewritten with what they hold
+            entry.connection.execute(update(venue_balances).where(
+                (venue_balances.c.user_id == bindparam("u")) & (venue_balances.c.asset == bindparam("a"))), changed)
         if new:
             entry.connection.execute(venue_balances.insert(), new)
 
@@ -642,33 +673,38 @@ def _expiry_reason(execution: Execution) -> str | None:
 
 def _walk(book: OrderBook, order: OrderInput) -> tuple[Decimal, Decimal]:
     """What a market order would spend, at most: (quote notional, base quantity), walking the
-    opposite side of the book as it is now."""
-    bids, asks = book.depth(None)
-    levels = asks if order.side is Side.BID else bids
+    opposite side of the book as it is now, a few levels at a time."""
+    if order.quantity is None and order.quote_quantity is None:
+        raise InvalidOrder("A market order needs a quantity or a quoteQuantity")
     notional = base = ZERO
-    if order.quantity is not None:
-        left = order.quantity
+    quantity_left, quote_left = order.quantity, order.quote_quantity
+    seen, limit = 0, 16
+    while True:
+        bids, asks = book.depth(limit)
+        levels = (asks if order.side is Side.BID else bids)[seen:]
         for price, size in levels:
-            take = min(left, size)
+            if quantity_left is not None:
+                take = min(quantity_left, size)
+                quantity_left -= take
+            else:
+                assert quote_left is not None
+                fits = _FLOOR.divide(quote_left, price).quantize(book.step_size, rounding=ROUND_DOWN, context=_FLOOR)
+                take = min(size, fits)
+                quote_left -= take * price
             notional += take * price
             base += take
-            left -= take
-            if not left:
-                break
-        return notional, base
-    if order.quote_quantity is None:
-        raise InvalidOrder("A market order needs a quantity or a quoteQuantity")
-    left = order.quote_quantity
-    step = book.step_size
-    for price, size in levels:
-        fits = _FLOOR.divide(left, price).quantize(step, rounding=ROUND_DOWN, context=_FLOOR)
-        take = min(size, fits)
-        notional += take * price
-        base += take
-        left -= take * price
-        if take < size:
-            break
-    return max(notional, order.quote_quantity) if order.side is Side.BID else notional, base
+            if take < size or quantity_left == 0:  # the order ends inside this level
+                return _spend(order, notional), base
+        if len(levels) + seen < limit:  # the whole side was walked
+            return _spend(order, notional), base
+        seen, limit = limit, limit * 4
+
+
+def _spend(order: OrderInput, notional: Decimal) -> Decimal:
+    """A bid by quote quantity holds all of it (what it does not spend comes back)."""
+    if order.side is Side.BID and order.quote_quantity is not None:
+        return max(notional, order.quote_quantity)
+    return notional
 
 
 def _position(entry: _Entry, user_id: str, market: Market, side: Side, quantity: Decimal,
