@@ -15,7 +15,7 @@ from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.money import D
 from bkr.domain.registry import BrokerStatus
-from bkr.program import registry
+from bkr.program import keys, registry
 from bkr.settings import ServiceSettings
 from bkr.store import db
 from bkr.store.tables import fills, venue_balances, venue_broker_ids_seen, venue_fills, venue_orders
@@ -136,6 +136,11 @@ def test_under_the_ignore_policy_an_unknown_id_trades_unattributed_and_is_counte
         seen = connection.execute(select(venue_broker_ids_seen)).one()
     assert (taker_fill.broker_id, taker_fill.attribution) == (4242, "broker_unknown")
     assert (seen.header, seen.orders, seen.rejected) == ("4242", 1, 0)
+    with venue.engine.begin() as connection:
+        token = keys.create_operator_key(connection, "viewer", datetime.now(UTC)).token
+    listed = venue.client.get("/v1/admin/venue/broker-ids", headers={"Authorization": f"Bearer {token}"}).json()
+    assert [(i["header"], i["orders"], i["rejected"], i["reason"]) for i in listed] == [
+        ("4242", 1, 0, "X-Broker-Id 4242 is not an enrolled broker")]
 
 
 def test_a_resting_bid_holds_its_price_times_quantity_and_a_cancel_gives_it_back(venue: Venue) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from bkr.domain.errors import NotFound
 from bkr.domain.money import ZERO
-from bkr.store.tables import venue_fills, venue_orders
+from bkr.store.tables import venue_broker_ids_seen, venue_fills, venue_orders
 from bkr.venue.exchange import OPEN_STATUSES, OrderView, order_view
 from bkr.venue.markets import Market
 
@@ -43,6 +43,25 @@ class Ticker:
     volume: Decimal
     quote_volume: Decimal
     trades: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerIdSeen:
+    header: str  # the X-Broker-Id value as sent
+    reason: str  # why it is not an active broker (the latest reason seen)
+    orders: int  # orders that traded with it, unattributed (policy `ignore`)
+    rejected: int  # orders refused for it (policy `reject`)
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+def broker_ids_seen(connection: Connection) -> list[BrokerIdSeen]:
+    """The X-Broker-Id values orders carried that were not an active broker, most orders first:
+    the integrations an operator should call."""
+    rows = connection.execute(select(venue_broker_ids_seen).order_by(
+        (venue_broker_ids_seen.c.orders + venue_broker_ids_seen.c.rejected).desc(), venue_broker_ids_seen.c.header))
+    return [BrokerIdSeen(r.header, r.reason, int(r.orders), int(r.rejected), r.first_seen_at, r.last_seen_at)
+            for r in rows]
 
 
 def open_orders(connection: Connection, user_id: str, symbols: Sequence[str] | None = None) -> list[OrderView]:

@@ -27,6 +27,7 @@ from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_ra
 from bkr.program import keys, overview, registry, review
 from bkr.program.close import close_month, stored_statement
 from bkr.program.exports import statement_csv
+from bkr.venue import history
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
 
@@ -553,3 +554,23 @@ def show_config(_key: ViewerDep, services: ServicesDep) -> ConfigOut:
         cap=canonical(config.cap), tier_basis=config.tier_basis, unknown_broker_policy=config.unknown_broker_policy,
         rounding_quantum=canonical(config.rounding_quantum),
         usd_rates={asset: canonical(rate) for asset, rate in sorted(config.usd_rates.items())})
+
+
+class BrokerIdSeenOut(BaseModel):
+    header: str = Field(description="The X-Broker-Id value as orders sent it (it may not even be a number).")
+    reason: str = Field(description="Why it is not an active broker: unknown, pending, suspended, terminated, "
+                                    "malformed (the latest reason seen).")
+    orders: int = Field(description="Orders that traded with it, unattributed (policy `ignore`).")
+    rejected: int = Field(description="Orders refused for it (policy `reject`).")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+@router.get("/venue/broker-ids", response_model=list[BrokerIdSeenOut], summary="Broker ids the venue could not count",
+            responses=READ)
+def venue_broker_ids(_key: ViewerDep, connection: ConnectionDep) -> list[BrokerIdSeenOut]:
+    """The `X-Broker-Id` values the sandbox venue's orders carried that were not an active broker,
+    most orders first: misconfigured integrations, or brokers trading before their activation."""
+    return [BrokerIdSeenOut(header=seen.header, reason=seen.reason, orders=seen.orders, rejected=seen.rejected,
+                            first_seen_at=seen.first_seen_at, last_seen_at=seen.last_seen_at)
+            for seen in history.broker_ids_seen(connection)]
