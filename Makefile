@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DB ?= sqlite:///bkr.db
 PORT ?= 8000
 
-.PHONY: run test lint typecheck check bench bench-http clean postgres-start postgres-stop
+.PHONY: run test lint typecheck check bench bench-http bench-venue clean postgres-start postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,8 @@ run: $(STAMP)
 	@set -e; key=$$($(BIN)/bkr admin-key create --role operator --db $(DB) 2>/dev/null); \
 	printf '\nOperator key for the demo (operator role): %s\n' "$$key"; \
 	printf 'Post fills:  curl -H "Authorization: Bearer %s" -H "Content-Type: application/x-ndjson" \\\n' "$$key"; \
-	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n\n'
+	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n'; \
+	printf 'Trade on the sandbox venue (in another terminal): .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
 	$(BIN)/bkr serve --db $(DB) --port $(PORT)
 
 ## test: start a throwaway PostgreSQL, run lint, types and the whole suite on SQLite and PostgreSQL
@@ -50,6 +51,13 @@ bench-http: $(STAMP)
 	@set -e; url=$$(scripts/postgres.sh start); \
 	trap 'scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/http.py --pg $$url $(BENCH_ARGS)
+
+## bench-venue: the venue's matching, order entry in process and over HTTP (1 and 32 clients), and
+## the cost of attribution, on SQLite and PostgreSQL (BENCH_ARGS=--quick for a short run)
+bench-venue: $(STAMP)
+	@set -e; url=$$(scripts/postgres.sh start); \
+	trap 'scripts/postgres.sh stop' EXIT; \
+	$(BIN)/python bench/venue.py --pg $$url $(BENCH_ARGS)
 
 clean:
 	scripts/postgres.sh stop

@@ -8,7 +8,7 @@ Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db) and `--c
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -454,8 +454,11 @@ def statement(
 
 @app.command("simulate")
 def simulate_command(
-    month: Annotated[str, typer.Option(help="The month to simulate, YYYY-MM.")],
-    out_file: Annotated[Path, typer.Option("--out", help="The fill file to write: .csv, .ndjson/.jsonl or .parquet.")],
+    ctx: typer.Context,
+    month: Annotated[str | None, typer.Option(help="The month to simulate, YYYY-MM (required without --live).",
+                                              show_default=False)] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="The fill file to write: .csv, .ndjson/.jsonl or "
+                                                                ".parquet (required without --live).")] = None,
     fill_count: Annotated[int, typer.Option("--fills", min=1, help="Rows in the file, a few planted bad ones "
                                                                    "included.")] = 10_000,
     seed: Annotated[int, typer.Option(help="The same seed writes the same file, byte for byte.")] = 1,
@@ -465,10 +468,32 @@ def simulate_command(
                                            "affiliates, referral codes and users in --db.")] = True,
     db_url: DbOption = db.DEFAULT_URL,
     as_json: JsonOption = False,
+    live: Annotated[bool, typer.Option("--live", help="Instead: trade on a running `bkr serve` through its "
+                                                      "Backpack API (makers, takers with broker ids).")] = False,
+    url: Annotated[str | None, typer.Option(help="--live: the venue's URL [default: http://127.0.0.1:8000]",
+                                            show_default=False)] = None,
+    duration: Annotated[float | None, typer.Option(min=0, help="--live: seconds to trade (default: until "
+                                                               "Ctrl-C).")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="--live: orders per second, maker quotes "
+                                                             "included [default: 20]", show_default=False)] = None,
+    config_path: ConfigOption = None,
 ) -> None:
-    """Write a synthetic month of fills, and register its brokers, affiliates and users."""
+    """Write a synthetic month of fills, and register its brokers, affiliates and users; or, with
+    --live, make makers and takers trade on a running venue so that the current month grows."""
     from bkr import simulate
 
+    if live:
+        if month is not None or out_file is not None or until is not None or as_json:
+            raise InvalidInput("--live: trades on a running venue; --month, --out, --until and --json do not apply")
+        _simulate_live(url, duration, rate, seed, db_url, config_path)
+        return
+    for flag, required in (("--month", month), ("--out", out_file)):
+        if required is None:  # a usage error (status 2), as when these options were required
+            raise typer.BadParameter("missing (required without --live)", ctx=ctx, param_hint=f"'{flag}'")
+    for flag, live_only in (("--url", url), ("--duration", duration), ("--rate", rate)):
+        if live_only is not None:
+            raise InvalidInput(f"{flag}: only with --live")
+    assert month is not None and out_file is not None
     now = system_clock()
     target = Month.parse(month)
     if target > Month.of(now):
@@ -498,6 +523,70 @@ def simulate_command(
                   f"{summary['users']['unregistered']} users left unregistered on purpose: their fills wait")
     db_flag = _db_flag(db_url)
     _say(out, f"next: bkr fills import {out_file}{db_flag}, then bkr close --month {target}{db_flag}")
+
+
+def _simulate_live(url: str | None, duration: float | None, rate: float | None, seed: int, db_url: str,
+                   config_path: Path | None) -> None:
+    """`bkr simulate --live`: a status line every few seconds, a table of volume per broker at the end."""
+    import time
+    from decimal import Decimal
+
+    import httpx
+
+    from bkr.settings import load_venue_config
+    from bkr.venue import live as venue_live
+
+    base = (url or venue_live.DEFAULT_URL).rstrip("/")
+    pace = venue_live.DEFAULT_RATE if rate is None else D(str(rate))
+    venue_config = load_venue_config(config_path)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        markets = venue_live.load_markets(http, base)  # before touching --db: a venue that is down stops us here
+    with _transaction(db_url) as connection:
+        cast = venue_live.open_traders(connection, venue_config, system_clock())
+    names = cast.broker_names
+    columns = venue_live.brokers_in_order(cast)
+    if not names:
+        _say(err, "no active broker in --db: every taker trades unattributed (bkr broker activate ID)")
+    _say(out, f"trading on {base}: {len(cast.makers)} makers, {len(cast.takers)} takers "
+              f"({', '.join(f'{t.user_id} → {venue_live.broker_label(t.broker_id, names)}' for t in cast.takers)}), "
+              f"{len(markets)} markets, {pace} orders/s" + ("" if duration is None else f" for {duration:g} s")
+              + ("" if duration is not None else "; Ctrl-C stops"))
+
+    def status(stats: venue_live.LiveStats, elapsed: float) -> None:
+        volumes = "  ".join(f"{venue_live.broker_label(b, names)} [bold]{stats.volume.get(b, Decimal(0)):,.2f}[/]"
+                            for b in columns)
+        _say(out, f"[dim]{elapsed:6.1f}s[/]  orders {stats.orders:,} ({stats.rejected:,} rejected)  "
+                  f"filled taker orders {stats.total_filled:,}  volume USDC: {volumes}")
+
+    simulation = venue_live.LiveSimulation(base, cast, markets, rate=pace, seed=seed)
+    started = time.monotonic()
+    try:
+        simulation.run(duration, status)
+    finally:
+        simulation.stop()
+        if simulation.stats.orders:
+            _print_live_summary(simulation.stats, cast, names, columns, time.monotonic() - started)
+    db_flag = _db_flag(db_url)
+    if names:
+        _say(out, f"the program counts it: bkr broker show {min(names)}{db_flag}")
+
+
+def _print_live_summary(stats: Any, cast: Any, names: Mapping[int, str], columns: list[int | None],
+                        elapsed: float) -> None:
+    from decimal import Decimal
+
+    from bkr.venue.live import broker_label
+
+    table = Table(title=f"Live simulation: {elapsed:.1f} s, {stats.orders:,} orders sent, {stats.rejected:,} "
+                        f"rejected, {stats.failures:,} failed", title_justify="left")
+    table.add_column("broker (X-Broker-Id)")
+    for heading in ("takers", "taker orders", "filled", "volume (USDC)"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    for broker_id in columns:
+        table.add_row(broker_label(broker_id, names), str(sum(1 for t in cast.takers if t.broker_id == broker_id)),
+                      f"{stats.taker_orders.get(broker_id, 0):,}", f"{stats.filled.get(broker_id, 0):,}",
+                      f"{stats.volume.get(broker_id, Decimal(0)):,.2f}")
+    out.print(table)
 
 
 def _say(console: Console, text: str) -> None:
