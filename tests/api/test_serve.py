@@ -3,10 +3,8 @@ settings it refuses before it binds a port (exit status 1, one line on stderr)."
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,13 +13,9 @@ import httpx
 import pytest
 from feed_support import fill
 
+from serve_support import BkrServer, free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _bkr(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -29,45 +23,17 @@ def _bkr(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> 
                           env={**os.environ, **(env or {})})
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen[str], base: str, log: Path) -> None:
-        self.process = process
-        self.base = base
-        self.log = log
-
-    def wait_until_it_answers(self, deadline_seconds: float = 60) -> None:
-        deadline = time.monotonic() + deadline_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"bkr serve exited with {self.process.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail("bkr serve did not answer in time")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[object]:
-    servers: list[Server] = []
+    servers: list[BkrServer] = []
 
-    def start(db_url: str, *args: str) -> Server:
-        port = _free_port()
+    def start(db_url: str, *args: str) -> BkrServer:
+        port = free_port()
         log = tmp_path / f"serve-{port}.log"
         with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
             process = subprocess.Popen([sys.executable, "-m", "bkr.cli", "serve", "--port", str(port), "--db",
                                         db_url, *args], stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-        server = Server(process, f"http://127.0.0.1:{port}", log)
+        server = BkrServer(process, f"http://127.0.0.1:{port}", log)
         servers.append(server)
         server.wait_until_it_answers()
         return server
@@ -139,7 +105,7 @@ def test_bkr_serve_refuses_bad_settings_before_it_starts(tmp_path: Path, args: l
     args = [arg.format(bad=tmp_path / "bad.toml", unknown=tmp_path / "unknown.toml") for arg in args]
     database = tmp_path / "bkr.db"
 
-    result = _bkr("serve", "--port", str(_free_port()), *args, "--db", f"sqlite:///{database}",
+    result = _bkr("serve", "--port", str(free_port()), *args, "--db", f"sqlite:///{database}",
                   env={"BKR_HOST": "127.0.0.1", **env}, timeout=120)
 
     assert result.returncode == 1

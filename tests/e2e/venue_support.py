@@ -10,7 +10,6 @@ every client request crosses a real socket to a real uvicorn.
 import contextlib
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,9 @@ from sqlalchemy import create_engine, select
 from bkr import cli
 from bkr.domain.signing import sign, signing_string
 from bkr.store.tables import venue_broker_ids_seen
+from serve_support import BkrServer, free_port
 
 SUMMARY_INSTRUCTION = "brokerSummaryQuery"  # bkr.api.routers.broker.SUMMARY, spelled out as a client would
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_bkr(*args: str) -> str:
@@ -54,42 +48,12 @@ class Key:
 
 
 @dataclass
-class ServedVenue:
-    """A `bkr serve` process and the database it serves."""
-
-    process: subprocess.Popen[str]
-    base: str
-    log: Path
-
-    def wait_until_it_answers(self, deadline_seconds: float = 60) -> None:
-        deadline = time.monotonic() + deadline_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"bkr serve exited with {self.process.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"bkr serve did not answer in time: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-@dataclass
 class VenueWorld:
     """One SQLite venue database and the servers started on it."""
 
     directory: Path
     db_url: str = ""
-    servers: list[ServedVenue] = field(default_factory=list)
+    servers: list[BkrServer] = field(default_factory=list)
     broker_keys: dict[int, Key] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,7 +75,7 @@ class VenueWorld:
         assert created["user_id"] == user_id
         return Key(created["api_key"], created["secret"])
 
-    def serve(self, config: str | None = None, *, wait: bool = True) -> ServedVenue:
+    def serve(self, config: str | None = None, *, wait: bool = True) -> BkrServer:
         """`bkr serve` on a free port over this database, with `config` (TOML text) as its --config.
         With `wait=False` the caller waits (`wait_until_it_answers`), so that servers start together."""
         port = free_port()
@@ -125,13 +89,13 @@ class VenueWorld:
         with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
             process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True,
                                        cwd=self.directory)
-        server = ServedVenue(process, f"http://127.0.0.1:{port}", log)
+        server = BkrServer(process, f"http://127.0.0.1:{port}", log)
         self.servers.append(server)
         if wait:
             server.wait_until_it_answers()
         return server
 
-    def broker_summary(self, server: ServedVenue, broker_id: int) -> dict[str, Any]:
+    def broker_summary(self, server: BkrServer, broker_id: int) -> dict[str, Any]:
         """GET /v1/broker/{id}/summary, signed with that broker's own key."""
         key = self.broker_keys[broker_id]
         stamp, window = int(time.time() * 1000), 5_000
@@ -141,7 +105,7 @@ class VenueWorld:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    def broker_figures(self, server: ServedVenue, broker_id: int) -> tuple[Decimal, Decimal]:
+    def broker_figures(self, server: BkrServer, broker_id: int) -> tuple[Decimal, Decimal]:
         """The broker's month-to-date API volume and fee base, exact."""
         found = self.broker_summary(server, broker_id)
         return Decimal(found["api_volume"]), Decimal(found["fee_base"])

@@ -17,7 +17,6 @@ from bkr.domain.money import D
 from bkr.domain.registry import BrokerStatus
 from bkr.program import keys, registry
 from bkr.settings import ServiceSettings
-from bkr.store import db
 from bkr.store.tables import fills, venue_balances, venue_broker_ids_seen, venue_fills, venue_orders
 from bkr.venue.accounts import create_user_key
 from bkr.venue.client import BackpackClient, BackpackError
@@ -54,13 +53,6 @@ def _venue(engine: Engine, config: VenueConfig, program: ProgramConfig) -> Itera
     app = create_app(engine, program, ServiceSettings(), venue_config=config)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Venue(engine, client, config)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = db.open_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from bkr.domain.registry import BrokerStatus, StatusChange, StatusTimeline
 from bkr.ingest.readers import RawRow
 from bkr.ingest.writer import Outcome, write_batch
 from bkr.program.clock import Clock
-from bkr.program.dialect import insert_for, insert_ignoring, locked
+from bkr.program.dialect import insert_for, insert_ignoring
 from bkr.store.tables import (
     broker_status_changes,
     brokers,
@@ -300,18 +300,19 @@ class Venue:
                     self._sequence = -1
                 raise
 
-    def _lock_state(self, connection: Connection) -> Any:
+    @staticmethod
+    def _lock_state(connection: Connection) -> Any:
+        """Take the stream's lock (the one `venue_state` row; SQLite's BEGIN IMMEDIATE already
+        holds the database) and read, in the same statement, the registry's row counts."""
         query = select(venue_state.c.sequence, venue_state.c.last_order_id, venue_state.c.last_trade_id,
                        select(func.count()).select_from(brokers).scalar_subquery().label("brokers"),
                        select(func.count()).select_from(broker_status_changes).scalar_subquery().label("changes"),
-                       ).where(venue_state.c.id == 1)
-        row = connection.execute(locked(query).with_for_update(of=venue_state)
-                                 if connection.dialect.name == "postgresql" else query).first()
-        if row is None:
+                       ).where(venue_state.c.id == 1).with_for_update(of=venue_state)
+        row = connection.execute(query).first()
+        if row is None:  # the first order ever
             insert_ignoring(connection, venue_state, [{"id": 1, "sequence": 0, "last_order_id": 0,
                                                         "last_trade_id": 0}], ["id"])
-            row = connection.execute(locked(query).with_for_update(of=venue_state)
-                                     if connection.dialect.name == "postgresql" else query).first()
+            row = connection.execute(query).one()
         return row
 
     def _catch_up(self, connection: Connection, stored: int) -> None:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bkr.api.deps import ServicesDep
+from bkr.api.errors import backpack_error
 from bkr.api.observability import identify
 from bkr.domain.errors import InvalidInput, Unauthenticated
 from bkr.domain.money import canonical
@@ -203,6 +204,8 @@ def depth(venue: VenueDep, services: ServicesDep, symbol: str | None = None,
           limit: str | None = None) -> dict[str, Any]:
     chosen = _market(venue, symbol)
     levels = _int({"limit": limit}, "limit", 1000) or 1000
+    if not 1 <= levels <= 5000:
+        raise InvalidInput(f"limit: {levels} is outside 1..5000", field="limit")
     bids, asks, sequence = venue.depth(chosen.symbol, levels)
     return {"asks": [[canonical(p), canonical(q)] for p, q in asks],
             "bids": [[canonical(p), canonical(q)] for p, q in reversed(bids)],  # ascending, as Backpack lists them
@@ -268,8 +271,6 @@ def execute_orders(request: Request, venue: VenueDep,
 
 
 def _backpack_code(error: Exception) -> str:
-    from bkr.api.errors import backpack_error
-
     return backpack_error(error)[1]
 
 
