@@ -35,6 +35,21 @@ from bkr.store.tables import (
 _NO_RATES = RateTimeline(())
 
 
+# Built once: a batch of a few fills (the venue writes one per order) would otherwise spend more
+# on building these statements than the database spends running them.
+_ENROLLED = select(brokers.c.broker_id).where(brokers.c.broker_id.in_(bindparam("ids", expanding=True)))
+_STATUS_CHANGES = (
+    select(broker_status_changes.c.broker_id, broker_status_changes.c.status, broker_status_changes.c.effective_at)
+    .where(broker_status_changes.c.broker_id.in_(bindparam("ids", expanding=True)))
+    .order_by(broker_status_changes.c.broker_id, broker_status_changes.c.effective_at))
+_USER_CODES = (select(users.c.user_id, users.c.referral_code)
+               .where(users.c.user_id.in_(bindparam("ids", expanding=True))))
+_RATES = (
+    select(referral_rates.c.code, referral_rates.c.rate, referral_rates.c.effective_from)
+    .where(referral_rates.c.code.in_(bindparam("codes", expanding=True)))
+    .order_by(referral_rates.c.code, referral_rates.c.effective_from))
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryView:
     timelines: dict[int, StatusTimeline]  # enrolled brokers only
@@ -47,27 +62,17 @@ class RegistryView:
         user_ids = sorted(set(user_ids))
         timelines: dict[int, list[StatusChange]] = {}
         if broker_ids:
-            enrolled = connection.execute(select(brokers.c.broker_id).where(brokers.c.broker_id.in_(broker_ids)))
+            enrolled = connection.execute(_ENROLLED, {"ids": broker_ids})
             timelines = {broker_id: [] for (broker_id,) in enrolled}
-            rows = connection.execute(
-                select(broker_status_changes.c.broker_id, broker_status_changes.c.status,
-                       broker_status_changes.c.effective_at)
-                .where(broker_status_changes.c.broker_id.in_(broker_ids))
-                .order_by(broker_status_changes.c.broker_id, broker_status_changes.c.effective_at))
-            for broker_id, status, effective_at in rows:
+            for broker_id, status, effective_at in connection.execute(_STATUS_CHANGES, {"ids": broker_ids}):
                 timelines[broker_id].append(StatusChange(BrokerStatus(status), effective_at))
         user_codes: dict[str, str | None] = {}
         for chunk in _chunks(user_ids, 20_000):
-            user_codes.update(connection.execute(
-                select(users.c.user_id, users.c.referral_code).where(users.c.user_id.in_(chunk))).all())
+            user_codes.update(connection.execute(_USER_CODES, {"ids": list(chunk)}).all())
         codes = sorted({code for code in user_codes.values() if code is not None})
         rates: dict[str, list[RateChange]] = defaultdict(list)
         if codes:
-            rows = connection.execute(
-                select(referral_rates.c.code, referral_rates.c.rate, referral_rates.c.effective_from)
-                .where(referral_rates.c.code.in_(codes))
-                .order_by(referral_rates.c.code, referral_rates.c.effective_from))
-            for code, rate, effective_from in rows:
+            for code, rate, effective_from in connection.execute(_RATES, {"codes": codes}):
                 rates[code].append(RateChange(rate, effective_from))
         return cls(
             timelines={broker_id: StatusTimeline(tuple(changes)) for broker_id, changes in timelines.items()},

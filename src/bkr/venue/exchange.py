@@ -58,6 +58,31 @@ from bkr.venue.errors import BrokerIdRejected, FillNotIngested, InsufficientFund
 from bkr.venue.markets import FeeRates, Market, VenueConfig
 
 OPEN_STATUSES = (OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value)
+
+# The statements of the hot path, built once: building and keying a statement costs more than
+# SQLite takes to run it.
+_LOCK_STATE = select(
+    venue_state.c.sequence, venue_state.c.last_order_id, venue_state.c.last_trade_id,
+    select(func.count()).select_from(brokers).scalar_subquery().label("brokers"),
+    select(func.count()).select_from(broker_status_changes).scalar_subquery().label("changes"),
+).where(venue_state.c.id == 1).with_for_update(of=venue_state)
+_ACCOUNTS = (
+    select(venue_accounts.c.user_id, venue_accounts.c.fee_tier, venue_balances.c.asset, venue_balances.c.available,
+           venue_balances.c.locked)
+    .select_from(venue_accounts.outerjoin(venue_balances, (venue_balances.c.user_id == venue_accounts.c.user_id)
+                                          & venue_balances.c.asset.in_(bindparam("assets", expanding=True))))
+    .where(venue_accounts.c.user_id.in_(bindparam("users", expanding=True))))
+_UPDATE_ORDER = update(venue_orders).where(venue_orders.c.order_id == bindparam("id"))
+_UPDATE_BALANCE = update(venue_balances).where(
+    (venue_balances.c.user_id == bindparam("u")) & (venue_balances.c.asset == bindparam("a")))
+_UPDATE_STATE = update(venue_state).where(venue_state.c.id == 1).values(
+    sequence=bindparam("s"), last_order_id=bindparam("o"), last_trade_id=bindparam("t"))
+_MAKER_BROKERS = select(venue_orders.c.order_id, venue_orders.c.broker_id).where(
+    venue_orders.c.order_id.in_(bindparam("ids", expanding=True)))
+_ORDERS_NOW = select(
+    venue_orders.c.order_id, venue_orders.c.symbol, venue_orders.c.side, venue_orders.c.price,
+    venue_orders.c.executed_quantity, venue_orders.c.executed_quote_quantity, venue_orders.c.expiry_reason,
+).where(venue_orders.c.order_id.in_(bindparam("ids", expanding=True)))
 FILL_SOURCE = "venue"
 _FLOOR = Context(prec=80, rounding=ROUND_DOWN)
 
@@ -213,24 +238,19 @@ class _Entry:
         return entry
 
     def prefetch(self, user_ids: Sequence[str], assets: Sequence[str]) -> None:
-        """Read the balances and fee tiers an order will touch in two statements, not one each."""
-        users = sorted(set(user_ids) - {u for u, _ in self.balances if all((u, a) in self.balances for a in assets)})
+        """Read the fee tiers and balances an order will touch in one statement, not one each."""
+        users = sorted({u for u in user_ids if u not in self.tiers or any((u, a) not in self.balances for a in assets)})
         if not users:
             return
-        for row in self.connection.execute(select(venue_balances).where(
-                venue_balances.c.user_id.in_(users) & venue_balances.c.asset.in_(list(assets)))):
+        for row in self.connection.execute(_ACCOUNTS, {"users": users, "assets": list(assets)}):
+            self.tiers[row.user_id] = int(row.fee_tier)
             key = (row.user_id, row.asset)
-            if key not in self.balances:
+            if row.asset is not None and key not in self.balances:
                 self.balances[key] = [row.available, row.locked]
                 self.stored_balances.add(key)
         for user_id in users:
             for asset in assets:
                 self.balances.setdefault((user_id, asset), [ZERO, ZERO])
-        missing = [u for u in users if u not in self.tiers]
-        if missing:
-            self.tiers.update({u: int(t) for u, t in self.connection.execute(
-                select(venue_accounts.c.user_id, venue_accounts.c.fee_tier)
-                .where(venue_accounts.c.user_id.in_(missing)))})
 
     def move(self, user_id: str, asset: str, available: Decimal = ZERO, held: Decimal = ZERO) -> None:
         entry = self.balance(user_id, asset)
@@ -304,15 +324,11 @@ class Venue:
     def _lock_state(connection: Connection) -> Any:
         """Take the stream's lock (the one `venue_state` row; SQLite's BEGIN IMMEDIATE already
         holds the database) and read, in the same statement, the registry's row counts."""
-        query = select(venue_state.c.sequence, venue_state.c.last_order_id, venue_state.c.last_trade_id,
-                       select(func.count()).select_from(brokers).scalar_subquery().label("brokers"),
-                       select(func.count()).select_from(broker_status_changes).scalar_subquery().label("changes"),
-                       ).where(venue_state.c.id == 1).with_for_update(of=venue_state)
-        row = connection.execute(query).first()
+        row = connection.execute(_LOCK_STATE).first()
         if row is None:  # the first order ever
             insert_ignoring(connection, venue_state, [{"id": 1, "sequence": 0, "last_order_id": 0,
                                                         "last_trade_id": 0}], ["id"])
-            row = connection.execute(query).one()
+            row = connection.execute(_LOCK_STATE).one()
         return row
 
     def _catch_up(self, connection: Connection, stored: int) -> None:
@@ -592,11 +608,9 @@ class Venue:
             connection.execute(venue_orders.insert(), entry.new_orders)
         if entry.order_changes:
             current = {int(r.order_id): r for r in connection.execute(
-                select(venue_orders.c.order_id, venue_orders.c.symbol, venue_orders.c.side, venue_orders.c.price,
-                       venue_orders.c.executed_quantity, venue_orders.c.executed_quote_quantity,
-                       venue_orders.c.locked)
-                .where(venue_orders.c.order_id.in_(list(entry.order_changes))))}
-            for order_id, change in entry.order_changes.items():
+                _ORDERS_NOW, {"ids": sorted(entry.order_changes)})}
+            updates = []
+            for order_id, change in sorted(entry.order_changes.items()):
                 stored = current.get(order_id)
                 if stored is None:
                     continue
@@ -606,13 +620,13 @@ class Venue:
                     held = ZERO
                 else:  # a resting order holds exactly what its remainder may cost
                     held = remaining * stored.price if stored.side == Side.BID.value else remaining
-                values = {"executed_quantity": stored.executed_quantity + change["filled"],
-                          "executed_quote_quantity": stored.executed_quote_quantity + change["filled_quote"],
-                          "remaining": remaining, "status": change["status"], "changed_at_sequence": changed_at,
-                          "locked": held}
-                if "expiry_reason" in change:
-                    values["expiry_reason"] = change["expiry_reason"]
-                connection.execute(update(venue_orders).where(venue_orders.c.order_id == order_id).values(**values))
+                updates.append({
+                    "id": order_id, "executed_quantity": stored.executed_quantity + change["filled"],
+                    "executed_quote_quantity": stored.executed_quote_quantity + change["filled_quote"],
+                    "remaining": remaining, "status": change["status"], "changed_at_sequence": changed_at,
+                    "locked": held, "expiry_reason": change.get("expiry_reason", stored.expiry_reason)})
+            if updates:
+                connection.execute(_UPDATE_ORDER, updates)
         if entry.fills:
             connection.execute(venue_fills.insert(), entry.fills)
         self._write_balances(entry)
@@ -624,8 +638,7 @@ class Venue:
             if refused:  # the whole order is undone: a fill is in both histories or in neither
                 raise FillNotIngested(f"the broker program refused fill {refused[0].fill_id}: {refused[0].reason}; "
                                       f"the order was not executed (check the exchange's configuration)")
-        connection.execute(update(venue_state).where(venue_state.c.id == 1).values(
-            sequence=changed_at, last_order_id=entry.last_order_id, last_trade_id=entry.last_trade_id))
+        connection.execute(_UPDATE_STATE, {"s": changed_at, "o": entry.last_order_id, "t": entry.last_trade_id})
 
     @staticmethod
     def _write_balances(entry: _Entry) -> None:
@@ -636,8 +649,7 @@ class Venue:
             elif available or held:
                 new.append({"user_id": user_id, "asset": asset, "available": available, "locked": held})
         if changed:  # one executemany; unchanged rows are rewritten with what they hold
-            entry.connection.execute(update(venue_balances).where(
-                (venue_balances.c.user_id == bindparam("u")) & (venue_balances.c.asset == bindparam("a"))), changed)
+            entry.connection.execute(_UPDATE_BALANCE, changed)
         if new:
             entry.connection.execute(venue_balances.insert(), new)
 
@@ -733,9 +745,9 @@ def _maker_brokers(entry: _Entry, order_ids: Sequence[int]) -> dict[int, int | N
     if not order_ids:
         return {}
     found: dict[int, int | None] = {row["order_id"]: row["broker_id"] for row in entry.new_orders}
-    found.update({int(o): b for o, b in entry.connection.execute(
-        select(venue_orders.c.order_id, venue_orders.c.broker_id)
-        .where(venue_orders.c.order_id.in_(list(set(order_ids) - set(found)))))})
+    wanted = sorted(set(order_ids) - set(found))
+    if wanted:
+        found.update({int(o): b for o, b in entry.connection.execute(_MAKER_BROKERS, {"ids": wanted})})
     return found
 
 
