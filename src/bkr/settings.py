@@ -132,8 +132,10 @@ def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
             raise InvalidInput(f"config: {where}: {error} (a tier number with four rates)") from None
     balances = {asset.upper(): _exact(amount, f"venue.starting_balances.{asset}")
                 for asset, amount in section.get("starting_balances", defaults.starting_balances).items()}
-    return VenueConfig(markets=markets, fee_tiers=tiers,
-                       default_fee_tier=int(section.get("default_fee_tier", defaults.default_fee_tier)),
+    default_tier = section.get("default_fee_tier", defaults.default_fee_tier)
+    if isinstance(default_tier, bool) or not isinstance(default_tier, int):
+        raise InvalidInput(f"config: venue.default_fee_tier: {default_tier!r} is not a tier number")
+    return VenueConfig(markets=markets, fee_tiers=tiers, default_fee_tier=default_tier,
                        starting_balances=balances,
                        initial_margin=_exact(section.get("initial_margin", defaults.initial_margin),
                                              "venue.initial_margin"))

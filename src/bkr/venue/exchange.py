@@ -181,19 +181,6 @@ class BrokerDirectory:
 # --- one transaction of order entry ---------------------------------------------------------------
 
 @dataclass
-class _Match:
-    trade_id: int
-    symbol: str
-    market: Market
-    maker: RestingOrder
-    taker_order_id: int
-    taker_user_id: str
-    taker_side: Side
-    price: Decimal
-    quantity: Decimal
-
-
-@dataclass
 class _Entry:
     """What one transaction changes, kept until its end and written at once."""
 
@@ -526,10 +513,10 @@ class Venue:
             maker_fees = self.config.fees(entry.fee_tier(match.maker_user_id))
             maker_side = Side.ASK if match.taker_side is Side.BID else Side.BID
             self._fill(entry, market, trade_id, order_id, user_id, match.taker_side, match.price, match.quantity,
-                       fees.rate(market, False), False, order.client_id, broker_id, held_price=order.price)
+                       fees.rate(market, False), False, order.client_id, broker_id)
             self._fill(entry, market, trade_id, match.maker_order_id, match.maker_user_id, maker_side, match.price,
                        match.quantity, maker_fees.rate(market, True), True, None,
-                       maker_brokers.get(match.maker_order_id), held_price=match.price, maker=True)
+                       maker_brokers.get(match.maker_order_id))
             change = entry.order_changes.setdefault(match.maker_order_id, {"filled": ZERO, "filled_quote": ZERO})
             change["filled"] += match.quantity
             change["filled_quote"] += match.price * match.quantity
@@ -539,7 +526,10 @@ class Venue:
 
     def _fill(self, entry: _Entry, market: Market, trade_id: int, order_id: int, user_id: str, side: Side,
               price: Decimal, quantity: Decimal, rate: Decimal, is_maker: bool, client_id: int | None,
-              broker_id: int | None, *, held_price: Decimal | None, maker: bool = False) -> None:
+              broker_id: int | None) -> None:
+        """One side of a trade: the user's balances (a maker's come out of what its resting order
+        held; a taker's out of its reservation, when the order is written), the venue's fill, and
+        the same fill for the broker program."""
         notional = price * quantity
         if market.is_futures:
             fee, fee_symbol = notional * rate, market.quote
@@ -548,13 +538,12 @@ class Venue:
         elif side is Side.BID:
             fee, fee_symbol = quantity * rate, market.base  # a buyer pays in what it receives
             entry.move(user_id, market.base, quantity - fee)
-            if maker:  # a resting bid held price × quantity of quote
+            if is_maker:  # a resting bid held price × quantity of quote
                 entry.move(user_id, market.quote, ZERO, -notional)
-            # a taker's spend leaves its reservation when the order is written (see _execute_one)
         else:
             fee, fee_symbol = notional * rate, market.quote
             entry.move(user_id, market.quote, notional - fee)
-            if maker:
+            if is_maker:
                 entry.move(user_id, market.base, ZERO, -quantity)
         fill_id = f"venue-{trade_id}-{'maker' if is_maker else 'taker'}"
         entry.fills.append({"fill_id": fill_id, "trade_id": trade_id, "order_id": order_id, "user_id": user_id,

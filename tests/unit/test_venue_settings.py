@@ -1,0 +1,48 @@
+"""The `[venue]` section of the configuration file: what it sets, and each mistake named."""
+
+import pytest
+
+from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import MarketType
+from bkr.domain.money import D
+from bkr.settings import parse_config, parse_venue_config
+from bkr.venue.markets import DEFAULT_MARKETS, TIER_1
+
+
+def test_an_empty_section_is_backpacks_defaults() -> None:
+    config = parse_venue_config({})
+    assert config.markets == DEFAULT_MARKETS
+    assert config.fees(1) == TIER_1
+    assert config.initial_margin == D("0.1")
+
+
+def test_markets_fee_tiers_and_balances_are_read_exactly() -> None:
+    config = parse_venue_config({
+        "markets": [{"symbol": "SOL_EUR", "tick_size": "0.01", "step_size": "0.1"},
+                    {"symbol": "ETH_USDC_PERP", "tick_size": "0.05", "step_size": "0.001"}],
+        "fee_tiers": {"2": {"spot_maker": "0", "spot_taker": "0.0005", "futures_maker": "0",
+                            "futures_taker": "0.0002"}},
+        "default_fee_tier": 2, "starting_balances": {"eur": "100.5"}, "initial_margin": "0.05"})
+    assert [(m.symbol, m.base, m.quote, m.market_type) for m in config.markets] == [
+        ("SOL_EUR", "SOL", "EUR", MarketType.SPOT), ("ETH_USDC_PERP", "ETH", "USDC", MarketType.PERP)]
+    assert config.fees(2).spot_taker == D("0.0005") and config.fees(7) == config.fees(2)  # unknown: the default
+    assert dict(config.starting_balances) == {"EUR": D("100.5")}
+    assert config.initial_margin == D("0.05")
+
+
+@pytest.mark.parametrize(("section", "named"), [
+    ({"default_fee_tier": "x"}, "venue.default_fee_tier"),
+    ({"default_fee_tier": 3}, "no fee tier 3"),
+    ({"markets": [{"symbol": "SOL", "tick_size": "1", "step_size": "1"}]}, "'SOL' is not BASE_QUOTE"),
+    ({"markets": [{"symbol": "SOL_USDC", "tick_size": "0", "step_size": "1"}]}, "must be positive"),
+    ({"initial_margin": 0.1}, "floats are not exact"),
+    ({"fee_tiers": {"2": {"spot_maker": "0"}}}, "venue.fee_tiers.2"),
+    ({"colour": "blue"}, "venue.colour"),
+])
+def test_a_mistake_is_refused_with_the_setting_named(section: dict[str, object], named: str) -> None:
+    with pytest.raises(InvalidInput, match=named):
+        parse_venue_config(section)
+
+
+def test_the_program_configuration_accepts_a_venue_section() -> None:
+    assert parse_config({"venue": {"default_fee_tier": 1}}).cap == D("0.5")
