@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import ccxt
 import pytest
-from venue_support import Key, ServedVenue, VenueWorld, venue_world
+from venue_support import BkrServer, Key, VenueWorld, venue_world
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ class Trade:
 @dataclass
 class Served:
     world: VenueWorld
-    server: ServedVenue
+    server: BkrServer
     rejecting_world: VenueWorld
-    rejecting_server: ServedVenue
+    rejecting_server: BkrServer
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(world, server, rejecting_world, rejecting_server)
 
 
-def ccxt_client(server: ServedVenue, key: Key, broker_header: str | None = None) -> ccxt.backpack:
+def ccxt_client(server: BkrServer, key: Key, broker_header: str | None = None) -> ccxt.backpack:
     exchange = ccxt.backpack({"apiKey": key.api_key, "secret": key.secret})
     exchange.urls["api"] = {"public": server.base, "private": server.base}
     if broker_header is not None:

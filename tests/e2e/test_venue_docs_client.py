@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from backpack_docs_client import DocsClient
-from venue_support import Key, ServedVenue, VenueWorld, venue_world
+from venue_support import BkrServer, Key, VenueWorld, venue_world
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ SYMBOL = "SOL_USDC"
 @dataclass
 class Served:
     world: VenueWorld
-    server: ServedVenue
+    server: BkrServer
 
     def client(self, key: Key, broker_header: tuple[str, str] | None = None) -> DocsClient:
         return DocsClient(self.server.base, key.api_key, key.secret, broker_header=broker_header)
