@@ -8,6 +8,8 @@ and bkr refuses them rather than guess. Example:
     unknown_broker_policy = "ignore"   # or "reject"
     cap = "0.5"
     rounding_quantum = "0.01"
+    review_days = 3                    # a draft statement is final after this, or with approvals
+    approvals_required = 1             # distinct operators (2: four eyes)
 
     [usd_rates]                        # USDC, USDT and USD are 1 unless set here
     EUR = "1.08"
@@ -24,6 +26,9 @@ and bkr refuses them rather than guess. Example:
     close_grace_minutes = 30           # the previous month is closed this long after 00:00 UTC on the 1st
     scheduled_close = true
     schedule_interval_seconds = 30
+
+    [statements]                       # or BKR_STATEMENT_KEY_FILE in the environment
+    signing_key_file = "statement-key.key"   # from `bkr statement-key create`; relative to this file
 
     [venue]                            # the sandbox exchange (bkr.venue.markets has the defaults)
     default_fee_tier = 1
@@ -80,7 +85,7 @@ def load_config(path: Path | None) -> ProgramConfig:
 
 
 def parse_config(data: dict[str, Any]) -> ProgramConfig:
-    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service", "venue"}
+    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service", "venue", "statements"}
     if unknown:
         raise InvalidInput(f"config: unknown section(s) {', '.join(sorted(unknown))}")
     program = data.get("program", {})
@@ -104,7 +109,16 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         tier_basis=tier_basis, unknown_broker_policy=policy,
         rounding_quantum=_exact(program.get("rounding_quantum", defaults.rounding_quantum), "program.rounding_quantum"),
         usd_rates=rates,
+        review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
+        approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
+                                  "program.approvals_required"),
     )
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"config: {where}: {value!r} is not a whole number")
+    return value
 
 
 def load_venue_config(path: Path | None) -> VenueConfig:
@@ -207,3 +221,25 @@ def load_service_settings(path: Path | None, environ: Mapping[str, str],
         if overrides.get(name) is not None:
             values[name] = _coerce(name, overrides[name], kind, f"--{name.replace('_', '-')}")
     return replace(ServiceSettings(), **values)
+
+
+STATEMENT_KEY_ENV = "BKR_STATEMENT_KEY_FILE"
+
+
+def statement_key_file(path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The file of the key that signs statements: BKR_STATEMENT_KEY_FILE, else the config's
+    `[statements] signing_key_file` (a relative path is read from the config file's directory);
+    None when neither is set."""
+    if environ.get(STATEMENT_KEY_ENV, "") != "":
+        return Path(environ[STATEMENT_KEY_ENV])
+    section = _read(path).get("statements", {})
+    unknown = set(section) - {"signing_key_file"}
+    if unknown:
+        raise InvalidInput(f"config: unknown setting(s) statements.{', statements.'.join(sorted(unknown))}")
+    configured = section.get("signing_key_file")
+    if configured is None:
+        return None
+    if not isinstance(configured, str) or not configured.strip():
+        raise InvalidInput(f"config: statements.signing_key_file: {configured!r} is not a file name")
+    file = Path(configured).expanduser()
+    return file if file.is_absolute() or path is None else path.parent / file

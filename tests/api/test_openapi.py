@@ -41,10 +41,12 @@ from bkr.domain.config import ProgramConfig
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import KeyPair
+from bkr.domain.statement_signing import new_statement_key
 from bkr.ingest.importer import import_rows
 from bkr.ingest.readers import parse_json_record
 from bkr.program import keys, registry
 from bkr.program.close import close_month
+from bkr.program.statement_signing import publish_statement_key
 from bkr.settings import ServiceSettings
 from bkr.store import db
 
@@ -117,7 +119,10 @@ def seeded(db_url: str) -> Iterator[Seeded]:
     clock = MovableClock(datetime(2026, 10, 15, 12, 0, tzinfo=UTC))
     operator, pair = seed(db_url, clock)
     engine = db.open_engine(db_url)
-    app = create_app(engine, ProgramConfig(), ServiceSettings(max_batch=50), clock=clock)
+    statement_key = new_statement_key()  # so that signed statements are explored too
+    with engine.begin() as connection:
+        publish_statement_key(connection, statement_key, clock())
+    app = create_app(engine, ProgramConfig(), ServiceSettings(max_batch=50), clock=clock, statement_key=statement_key)
     yield Seeded(app, clock, operator, pair)
     engine.dispose()
 

@@ -9,6 +9,7 @@ statements are read back the way an operator sees them: as the documents a close
 import csv
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus
 from bkr.ingest.importer import import_file
 from bkr.ingest.writer import Tally
-from bkr.program import registry
+from bkr.program import registry, settlement
 from bkr.program.close import close_month
 from bkr.store.tables import aggregates, fill_rejections, fills, statements
 
@@ -177,6 +178,17 @@ def stored_state(engine: Engine) -> dict[str, Any]:
                                             .order_by(fill_rejections.c.rejection_id)).all()
     return {"fills": [tuple(r) for r in fill_rows], "aggregates": [tuple(r) for r in aggregate_rows],
             "rejections": [tuple(r) for r in rejection_rows]}
+
+
+APPROVE_ONLY = replace(DEFAULT_CONFIG, review_days=0)  # statements become final by approval only
+
+
+def approve_all(engine: Engine, config: ProgramConfig = APPROVE_ONLY, approver: str = "ops-1") -> None:
+    """Approve every draft statement as `approver`."""
+    with engine.begin() as connection:
+        for broker_id, month in connection.execute(select(statements.c.broker_id, statements.c.month)
+                                                   .where(statements.c.status == settlement.DRAFT)).all():
+            settlement.approve(connection, config, broker_id, Month.parse(month), approver, NOW)
 
 
 def statement_count(engine: Engine) -> int:

@@ -11,8 +11,9 @@ from bkr import __version__
 from bkr.api import observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
-from bkr.api.routers import admin, broker, ingest, ops, venue
+from bkr.api.routers import admin, broker, ingest, ops, statement_keys, venue
 from bkr.domain.config import ProgramConfig
+from bkr.domain.statement_signing import StatementKey
 from bkr.program.clock import Clock, system_clock
 from bkr.settings import ServiceSettings
 from bkr.venue.exchange import Venue
@@ -27,6 +28,9 @@ DESCRIPTION = """bkr runs an exchange's API Broker Program.
   keys also write.
 * **Brokers** (`/v1/broker/â€¦`): a broker's own figures, signed with its ED25519 key exactly as
   Backpack's API is signed. Each operation's `x-instruction` is the instruction to sign.
+  Statements come signed by the exchange's statement key on request (`format=signed`).
+* **Statement keys** (`/v1/statement-keys`): the public keys signed statements are checked
+  against; no credentials needed.
 
 Errors are JSON `{"code", "message", "field", "request_id"}`; `code` is stable.
 
@@ -37,8 +41,8 @@ The same server is also a Backpack-compatible sandbox exchange under `/api/v1/â€
 
 def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings | None = None, *,
                clock: Clock = system_clock, run_scheduler: bool = False,
-               venue_config: VenueConfig | None = None) -> FastAPI:
-    services = Services(engine, config, settings or ServiceSettings(), clock)
+               venue_config: VenueConfig | None = None, statement_key: StatementKey | None = None) -> FastAPI:
+    services = Services(engine, config, settings or ServiceSettings(), clock, statement_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +63,6 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
     app.state.venue = Venue(engine, config, venue_config or VenueConfig(), clock)
     install_error_handlers(app)
     observability.install(app)
-    for module in (ops, ingest, admin, broker, venue):
+    for module in (ops, ingest, admin, broker, statement_keys, venue):
         app.include_router(module.router)
     return app

@@ -19,6 +19,7 @@ from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import Forbidden, Unauthenticated
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import check_timing, parse_timing, public_key, verify_request
+from bkr.domain.statement_signing import StatementKey
 from bkr.program import keys
 from bkr.program.clock import Clock
 from bkr.program.registry import get_broker
@@ -31,6 +32,7 @@ class Services:
     config: ProgramConfig
     settings: ServiceSettings
     clock: Clock
+    statement_key: StatementKey | None = None  # signs statements (`format=signed`); None: not configured
 
 
 def get_services(request: Request) -> Services:

@@ -20,6 +20,7 @@ from bkr.domain.errors import (
     InvalidInput,
     NotFound,
     PeriodNotEnded,
+    StatementKeyUnavailable,
     StoreNotReady,
     Unauthenticated,
 )
@@ -42,7 +43,7 @@ class ApiError(BkrError):
 
 _STATUS: tuple[tuple[type[BkrError], int], ...] = (
     (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (PeriodNotEnded, 409),
-    (InvalidInput, 422), (StoreNotReady, 503),
+    (InvalidInput, 422), (StoreNotReady, 503), (StatementKeyUnavailable, 503),
 )
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",

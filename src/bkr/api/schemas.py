@@ -49,3 +49,20 @@ class StatementDocument(StatementFigures):
     """A stored statement, with its lines per user and market type."""
 
     lines: list[StatementLineDocument]
+
+
+class StatementSignature(BaseModel):
+    algorithm: Literal["ed25519"]
+    key_id: str = Field(description="The signing key: the first 16 hex digits of the SHA-256 of its raw public key, "
+                                    "as listed at GET /v1/statement-keys.")
+    public_key: str = Field(description="The raw 32-byte ED25519 public key, base64.")
+    value: str = Field(description="The ED25519 signature, base64, over the statement's canonical bytes: UTF-8 of "
+                                   "json.dumps(statement, sort_keys=True, separators=(\",\", \":\"), "
+                                   "ensure_ascii=False), which is the stored document byte for byte.")
+
+
+class SignedStatement(BaseModel):
+    """A statement with the exchange's signature (docs/statements.md says how to check it)."""
+
+    statement: StatementDocument
+    signature: StatementSignature

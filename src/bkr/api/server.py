@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 from bkr.api.app import create_app
 from bkr.api.observability import MULTIPROC_ENV, configure_logging
 from bkr.domain.config import ProgramConfig
-from bkr.settings import ServiceSettings, load_config, load_venue_config
+from bkr.domain.statement_signing import StatementKey
+from bkr.program.statement_signing import load_signing_key
+from bkr.settings import ServiceSettings, load_config, load_venue_config, statement_key_file
 from bkr.store import db
 
 _ENV = "BKR_SERVE_STATE"
@@ -29,23 +31,33 @@ def app_from_environment() -> FastAPI:
     config_path = Path(state["config"]) if state["config"] else None
     return create_app(db.open_engine(state["db"], create=False), load_config(config_path),
                       ServiceSettings(**state["settings"]), run_scheduler=True,
-                      venue_config=load_venue_config(config_path))
+                      venue_config=load_venue_config(config_path), statement_key=configured_statement_key(config_path))
+
+
+def configured_statement_key(config_path: Path | None) -> StatementKey | None:
+    """The statement key the server signs with, if one is configured (a configured key that
+    cannot be read stops the server before it starts)."""
+    path = statement_key_file(config_path, os.environ)
+    return None if path is None else load_signing_key(path)
 
 
 def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, settings: ServiceSettings) -> None:
     configure_logging()
+    statement_key = configured_statement_key(config_path)
     shown = make_url(db_url).render_as_string(hide_password=True)
     base = _base_url(settings)
     lines = [f"bkr serving {shown} on {base}  (workers: {settings.workers})",
              f"  API docs     {base}/docs", f"  OpenAPI      {base}/openapi.json",
              f"  venue        {base}/api/v1/markets  (Backpack-compatible sandbox; docs/brokers.md)",
-             f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics"]
+             f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics",
+             f"  statements   {'signed with key ' + statement_key.key_id if statement_key else 'not signed'}; "
+             f"public keys at {base}/v1/statement-keys"]
     console = Console(stderr=True, highlight=False)
     for line in lines:
         console.print(line, soft_wrap=True)  # never wrapped: the URLs stay whole
     if settings.workers == 1:
         app = create_app(db.open_engine(db_url, create=False), config, settings, run_scheduler=True,
-                         venue_config=load_venue_config(config_path))
+                         venue_config=load_venue_config(config_path), statement_key=statement_key)
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
         return
     os.environ[_ENV] = json.dumps({"db": db_url, "config": str(config_path) if config_path else None,

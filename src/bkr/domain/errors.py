@@ -68,3 +68,10 @@ class Forbidden(BkrError):
     """Valid credentials that may not do this (a viewer writing, a suspended broker)."""
 
     code = "forbidden"
+
+
+class StatementKeyUnavailable(BkrError):
+    """Statements cannot be signed: no statement key is configured, or the configured one is not
+    a current key of the exchange (not published, or retired)."""
+
+    code = "statement_key_unavailable"

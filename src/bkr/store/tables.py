@@ -216,10 +216,60 @@ statements = Table(
     Column("api_volume", Money, nullable=False),
     Column("payout_exact", Money, nullable=False),
     Column("payout", Money, nullable=False),
-    Column("status", Text, nullable=False, server_default="draft"),
+    Column("status", Text, nullable=False, server_default="draft"),  # draft -> final -> paid
     Column("document", Text, nullable=False),  # the canonical JSON statement, byte for byte
     Column("created_at", UtcTimestamp, nullable=False),
+    Column("finalized_at", UtcTimestamp, nullable=True),
+    Column("paid_at", UtcTimestamp, nullable=True),
+    Column("payout_key", Text, nullable=True),  # the ledger group that paid it
     PrimaryKeyConstraint("broker_id", "month"),
+)
+
+# Who approved a draft statement (an operator key id, or a name given to the CLI); a statement
+# becomes final with as many distinct approvers as the program requires, or after its review window.
+statement_approvals = Table(
+    "statement_approvals", metadata,
+    Column("broker_id", Integer, nullable=False),
+    Column("month", Text, nullable=False),
+    Column("approver", Text, nullable=False),
+    Column("approved_at", UtcTimestamp, nullable=False),
+    PrimaryKeyConstraint("broker_id", "month", "approver"),
+    ForeignKeyConstraint(["broker_id", "month"], ["statements.broker_id", "statements.month"]),
+)
+
+# The ledger. A group is one balanced transfer with its idempotency key (unique: a payment
+# happens at most once, whoever retries it); entries are its postings. Neither is ever updated
+# or deleted (triggers refuse it); a correction is a new group that `reverses` another.
+ledger_groups = Table(
+    "ledger_groups", metadata,
+    Column("group_id", Integer, primary_key=True, autoincrement=True),
+    Column("key", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("digest", Text, nullable=False),  # what the key stands for (bkr.ledger.postings)
+    Column("memo", Text, nullable=False),
+    Column("reverses", Text, ForeignKey("ledger_groups.key"), nullable=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("group_id", Integer, ForeignKey("ledger_groups.group_id"), nullable=False),
+    Column("account", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", Money, nullable=False),  # debit > 0, credit < 0
+    Index("ix_ledger_entries_account", "account", "currency"),
+)
+
+# The exchange's statement keys, public halves only: what brokers check a signed statement
+# against (GET /v1/statement-keys). The private key lives in a file that only the signing
+# process reads. A retired key signs no more; what it signed still verifies.
+statement_keys = Table(
+    "statement_keys", metadata,
+    Column("key_id", Text, primary_key=True),  # the public key's fingerprint (bkr.domain.statement_signing)
+    Column("public_key", Text, nullable=False, unique=True),  # base64 of the raw 32-byte ED25519 key
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("retired_at", UtcTimestamp, nullable=True),
 )
 
 # Counted volume per broker, period and fill day: the broker's daily series, kept like `aggregates`.

@@ -24,7 +24,8 @@ from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_rate
-from bkr.program import keys, overview, registry, review
+from bkr.ledger import journal
+from bkr.program import keys, overview, registry, review, settlement
 from bkr.program.close import close_month, stored_statement
 from bkr.program.exports import statement_csv
 from bkr.venue import history
@@ -574,3 +575,55 @@ def venue_broker_ids(_key: ViewerDep, connection: ConnectionDep) -> list[BrokerI
     return [BrokerIdSeenOut(header=seen.header, reason=seen.reason, orders=seen.orders, rejected=seen.rejected,
                             first_seen_at=seen.first_seen_at, last_seen_at=seen.last_seen_at)
             for seen in history.broker_ids_seen(connection)]
+
+
+# --- settlement -----------------------------------------------------------------------------------
+
+class ApprovalOut(BaseModel):
+    broker_id: int
+    month: str
+    status: str = Field(description="The statement's status after this approval: draft or final.")
+    approvals: int = Field(description="Distinct approvers so far (operator key ids).")
+
+
+class SettleOut(BaseModel):
+    month: str
+    paid: list[int] = Field(description="Brokers whose statement this request paid.")
+    already_paid: list[int] = Field(description="Brokers whose statement was paid before: nothing was posted.")
+    not_final: list[int] = Field(description="Brokers whose statement is still a draft in review.")
+
+
+class LedgerBalanceOut(BaseModel):
+    account: str = Field(description="`program:rebate_expense`, or `broker:<id>` (the broker's account).")
+    currency: str
+    balance: str = Field(description="The sum of the account's entries, an exact decimal: debits positive, "
+                                     "credits negative.", examples=["-1234.56"])
+
+
+@router.post("/periods/{month}/statements/{broker_id}/approve", response_model=ApprovalOut,
+             summary="Approve a draft statement", responses=responses(401, 403, 404, 409, 422, 503))
+def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep,
+                      connection: ConnectionDep) -> ApprovalOut:
+    """Approve a draft as this operator key; with `approvals_required` distinct keys it becomes
+    final (payable). A statement already final or paid is a 409."""
+    done = settlement.approve(connection, services.config, broker_id, month, f"key:{key.key_id}", services.clock())
+    return ApprovalOut(broker_id=broker_id, month=str(month), status=done.status, approvals=done.approvals)
+
+
+@router.post("/periods/{month}/settle", response_model=SettleOut, summary="Pay a month's final statements",
+             responses=responses(401, 403, 404, 422, 503))
+def settle_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> SettleOut:
+    """Pay every final statement of the month through the ledger, each exactly once: safe to
+    repeat, to run concurrently and to rerun after a failure. Drafts past their review window
+    become final first."""
+    result = settlement.settle_month(services.engine, services.config, month, services.clock())
+    return SettleOut(month=str(month), paid=result.paid, already_paid=result.already_paid,
+                     not_final=result.not_final)
+
+
+@router.get("/ledger/balances", response_model=list[LedgerBalanceOut], summary="Ledger balances",
+            responses=READ)
+def ledger_balances(_key: ViewerDep, connection: ConnectionDep) -> list[LedgerBalanceOut]:
+    """Every account's balance, summed exactly from its entries."""
+    return [LedgerBalanceOut(account=account, currency=currency, balance=canonical(balance))
+            for (account, currency), balance in journal.balances(connection).items()]

@@ -15,12 +15,15 @@ from pydantic import BaseModel, Field
 
 from bkr.api.deps import ConnectionDep, ServicesDep, SignedBroker, instruction, signed_by_broker
 from bkr.api.errors import responses
-from bkr.api.schemas import StatementDocument
-from bkr.domain.errors import Forbidden, InvalidInput
+from bkr.api.schemas import SignedStatement, StatementDocument
+from bkr.domain.errors import Forbidden, InvalidInput, StatementKeyUnavailable
 from bkr.domain.periods import Month
+from bkr.domain.statement_signing import canonical_json
 from bkr.program import reports
 from bkr.program.close import stored_statement
-from bkr.program.exports import statement_csv
+from bkr.program.exports import statement_csv, statement_html
+from bkr.program.registry import get_broker
+from bkr.program.statement_signing import signed_statement
 
 router = APIRouter(prefix="/v1/broker/{broker_id}", tags=["broker"])
 
@@ -169,25 +172,48 @@ def statements(broker_id: Annotated[int, Depends(_own_broker(STATEMENTS))], serv
                                   statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries])
 
 
-_CSV: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-          "description": "The statement: canonical JSON (byte for byte as stored), or CSV with `format=csv`."}}
+_FORMATS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}},
+          "description": "The statement: canonical JSON (byte for byte as stored), the same with the exchange's "
+                         "signature (`format=signed`), CSV (`format=csv`) or a printable page (`format=html`)."}}
+_UNSIGNED: dict[int | str, dict[str, Any]] = {503: {
+    **responses(503)[503],
+    "description": "Database unavailable or schema behind; for `format=signed`, no current statement key is "
+                   "configured on the server"}}
 
 
-@router.get("/statements/{month}", response_model=StatementDocument, summary="One statement",
+@router.get("/statements/{month}", response_model=StatementDocument | SignedStatement, summary="One statement",
             description="The stored statement of a closed month, with its lines per user and market type: the "
-                        "canonical JSON document exactly as the close wrote it, or its CSV (`format=csv`).",
-            responses=_CSV | responses(401, 403, 404, 422, 503), openapi_extra=instruction(STATEMENT))
+                        "canonical JSON document exactly as the close wrote it; with `format=signed` the envelope "
+                        "`{\"statement\", \"signature\"}`, signed by the exchange's statement key over the "
+                        "stored bytes (check it against GET /v1/statement-keys; docs/statements.md); its CSV "
+                        "(`format=csv`); or a printable HTML page with the signature block (`format=html`; marked "
+                        "unsigned while the server has no statement key).",
+            responses=_FORMATS | responses(401, 403, 404, 422) | _UNSIGNED, openapi_extra=instruction(STATEMENT))
 def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
               month: Annotated[str, Path(description="YYYY-MM (UTC).", examples=["2026-09"])],
-              connection: ConnectionDep,
-              output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
+              connection: ConnectionDep, services: ServicesDep,
+              output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
+              ) -> Response:
     target = _month(month)
     text = stored_statement(connection, broker_id, target)
     if output_format == "csv":
         return Response(statement_csv(json.loads(text)), media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="statement-{broker_id}-{target}.csv"'})
-    return Response(text, media_type="application/json")
+    if output_format == "json":
+        return Response(text, media_type="application/json")
+    key = services.statement_key
+    if key is None and output_format == "signed":
+        raise StatementKeyUnavailable("statements are not signed on this server yet: it has no statement key "
+                                      "(the operator makes one with `bkr statement-key create`)",
+                                      code="statement_key_missing")
+    envelope = None if key is None else signed_statement(connection, broker_id, target, key)
+    if output_format == "signed":
+        return Response(canonical_json(envelope), media_type="application/json", headers={
+            "Content-Disposition": f'inline; filename="statement-{broker_id}-{target}.signed.json"'})
+    name = get_broker(connection, broker_id, services.clock()).name
+    return Response(statement_html(json.loads(text), signature=None if envelope is None else envelope["signature"],
+                                   broker_name=name), media_type="text/html")
 
 
 # --- users ----------------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""Reconciliation of a closed month, link by link: the stored fills make the aggregates, the
+aggregates make the statements' lines, the lines make each statement's totals, the paid
+statements are the ledger's payouts, and the ledger balances.
+
+Each check reports what differs (a `Difference` naming the link, the subject and both figures)
+rather than stopping at the first: one run tells finance everything that does not add up. The
+sums are exact: NUMERIC on PostgreSQL, the `dec_sum` aggregate over decimal text on SQLite.
+"""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from bkr.domain.config import ProgramConfig
+from bkr.domain.errors import NotFound
+from bkr.domain.fills import Attribution
+from bkr.domain.money import ZERO, canonical, round_down, total
+from bkr.domain.periods import Month
+from bkr.ledger import journal
+from bkr.ledger.postings import REBATE_EXPENSE, broker_account
+from bkr.program.periods import closed_months
+from bkr.program.settlement import PAID
+from bkr.store.tables import aggregates, fills, ledger_entries, ledger_groups, statements
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    link: str  # "fills -> aggregates", "aggregates -> lines", "lines -> totals", "statements -> ledger", "ledger"
+    subject: str  # what was compared, e.g. "broker 1400 volume_usd"
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        return f"{self.link}: {self.subject}: expected {self.expected}, found {self.found}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    month: Month
+    statements: int
+    fills: int
+    differences: tuple[Difference, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+
+_FIGURES = ("fills", "volume_usd", "fee_base")
+
+
+def reconcile_month(connection: Connection, config: ProgramConfig, month: Month) -> Reconciliation:
+    if month not in closed_months(connection):
+        raise NotFound(f"{month} is not closed; reconcile a closed month (bkr close --month {month})")
+    differences: list[Difference] = []
+    from_fills = _fills_by_broker(connection, month)
+    from_aggregates = _aggregates_by_broker(connection, month)
+    differences += _compare("fills -> aggregates", from_fills, from_aggregates)
+    documents = {int(broker): json.loads(text) for broker, text in connection.execute(
+        select(statements.c.broker_id, statements.c.document).where(statements.c.month == str(month)))}
+    from_lines = {broker: _line_figures(doc) for broker, doc in documents.items()}
+    differences += _compare("aggregates -> lines", from_aggregates, from_lines)
+    for broker, document in sorted(documents.items()):
+        differences += _totals(broker, document, config.rounding_quantum)
+    differences += _ledger(connection, month)
+    return Reconciliation(month, len(documents), sum(int(f["fills"]) for f in from_fills.values()),
+                          tuple(differences))
+
+
+def _exact_sum(connection: Connection, column: Any) -> Any:
+    return (func.sum if connection.dialect.name == "postgresql" else func.dec_sum)(column)
+
+
+def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
+    """Counted fills paid in `month`, summed per broker by the database (fee base: positive fees)."""
+    counted = (fills.c.period == str(month)) & (fills.c.attribution == Attribution.COUNTED.value)
+    positive = fills.c.fee_usd > 0 if connection.dialect.name == "postgresql" else ~fills.c.fee_usd.startswith("-")
+    result: dict[int, dict[str, Decimal]] = {}
+    for broker, count, volume in connection.execute(
+            select(fills.c.broker_id, func.count(), _exact_sum(connection, fills.c.volume_usd))
+            .where(counted).group_by(fills.c.broker_id)):
+        result[int(broker)] = {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": ZERO}
+    for broker, fee_base in connection.execute(
+            select(fills.c.broker_id, _exact_sum(connection, fills.c.fee_usd)).where(counted & positive)
+            .group_by(fills.c.broker_id)):
+        result[int(broker)]["fee_base"] = Decimal(fee_base)
+    return result
+
+
+def _aggregates_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
+    rows = connection.execute(
+        select(aggregates.c.broker_id, func.sum(aggregates.c.fills), _exact_sum(connection, aggregates.c.volume_usd),
+               _exact_sum(connection, aggregates.c.fee_base_usd))
+        .where(aggregates.c.period == str(month)).group_by(aggregates.c.broker_id))
+    return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(fee_base)}
+            for broker, count, volume, fee_base in rows}
+
+
+def _line_figures(document: dict[str, Any]) -> dict[str, Decimal]:
+    lines = document["lines"]
+    return {"fills": Decimal(sum(int(line["fills"]) for line in lines)),
+            "volume_usd": total(Decimal(line["volume_usd"]) for line in lines),
+            "fee_base": total(Decimal(line["fee_base"]) for line in lines)}
+
+
+def _compare(link: str, expected: dict[int, dict[str, Decimal]],
+             found: dict[int, dict[str, Decimal]]) -> list[Difference]:
+    differences = []
+    for broker in sorted(set(expected) | set(found)):
+        want, have = expected.get(broker), found.get(broker)
+        if want is None or have is None:
+            differences.append(Difference(link, f"broker {broker}", "present" if want else "absent",
+                                          "present" if have else "absent"))
+            continue
+        differences += [Difference(link, f"broker {broker} {name}", canonical(want[name]), canonical(have[name]))
+                        for name in _FIGURES if want[name] != have[name]]
+    return differences
+
+
+def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Difference]:
+    """A statement's totals are its lines' sums; its payout is the exact payout rounded down once."""
+    lines = document["lines"]
+    payout_exact = total(Decimal(line["payout_exact"]) for line in lines)
+    regular_fee_base = total(Decimal(line["fee_base"]) for line in lines if line["kind"] == "regular")
+    figures = {
+        "payout_exact": (payout_exact, Decimal(document["payout_exact"])),
+        "fee_base": (regular_fee_base, Decimal(document["fee_base"])),
+        "payout": (round_down(payout_exact, quantum), Decimal(document["payout"])),
+    }
+    for line in lines:
+        exact = Decimal(line["fee_base"]) * Decimal(line["effective_rate"])
+        if exact != Decimal(line["payout_exact"]):
+            figures[f"line {line['user_id']}/{line['market_type']}/{line['fill_month']} payout_exact"] = (
+                exact, Decimal(line["payout_exact"]))
+    return [Difference("lines -> totals", f"broker {broker} {name}", canonical(want), canonical(have))
+            for name, (want, have) in figures.items() if want != have]
+
+
+def _ledger(connection: Connection, month: Month) -> list[Difference]:
+    """Every paid statement's payout is one ledger group of exactly that amount, and no payout
+    group of the month is without a paid statement; every group balances."""
+    differences = []
+    paid = {int(b): (payout, key) for b, payout, key in connection.execute(
+        select(statements.c.broker_id, statements.c.payout, statements.c.payout_key)
+        .where((statements.c.month == str(month)) & (statements.c.status == PAID)))}
+    prefix = "payout/"
+    suffix = f"/{month}"
+    posted: dict[int, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
+    for key, account, amount in connection.execute(
+            select(ledger_groups.c.key, ledger_entries.c.account, ledger_entries.c.amount)
+            .join(ledger_entries, ledger_entries.c.group_id == ledger_groups.c.group_id)
+            .where(ledger_groups.c.key.startswith(prefix) & ledger_groups.c.key.endswith(suffix))):
+        posted[int(key[len(prefix):-len(suffix)])][account].append(amount)
+    for broker in sorted(set(paid) | set(posted)):
+        payout, key = paid.get(broker, (None, None))
+        entries = posted.get(broker)
+        if payout is None:
+            differences.append(Difference("statements -> ledger", f"broker {broker}", "no payout (not paid)",
+                                          "a payout group"))
+            continue
+        expected_key = f"{prefix}{broker}{suffix}" if payout > 0 else None
+        if key != expected_key:
+            differences.append(Difference("statements -> ledger", f"broker {broker} payout key",
+                                          str(expected_key), str(key)))
+        credited = -total(entries.get(broker_account(broker), [])) if entries else ZERO
+        expensed = total(entries.get(REBATE_EXPENSE, [])) if entries else ZERO
+        for name, amount in (("credited to the broker", credited), ("rebate expense", expensed)):
+            if amount != payout:
+                differences.append(Difference("statements -> ledger", f"broker {broker} {name}", canonical(payout),
+                                              canonical(amount)))
+    differences += [Difference("ledger", f"group {key}", "balanced", "unbalanced")
+                    for key in journal.unbalanced_groups(connection)]
+    return differences

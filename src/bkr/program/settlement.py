@@ -1,0 +1,116 @@
+"""A statement's life after the close: draft → final → paid, each payment exactly once.
+
+A close writes drafts. A draft becomes final when `approvals_required` distinct operators have
+approved it, or when `review_days` have passed since the close. `settle_month` pays every final
+statement of a month: one transaction per statement that locks its row, posts the payout to the
+ledger under the idempotency key `payout/<broker>/<month>` and marks it paid. The unique key makes
+a second payment impossible whatever happens (two settlers, a crash between any two steps and a
+retry): a retry finds the statement paid, or finds the key posted with the same amounts and only
+marks it.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from bkr.domain.config import ProgramConfig
+from bkr.domain.errors import Conflict, NotFound
+from bkr.domain.money import ZERO
+from bkr.domain.periods import Month
+from bkr.ledger import journal
+from bkr.ledger.postings import payout
+from bkr.program.dialect import insert_ignoring, locked
+from bkr.program.periods import closed_months
+from bkr.store.tables import statement_approvals, statements
+
+DRAFT, FINAL, PAID = "draft", "final", "paid"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    broker_id: int
+    month: Month
+    status: str  # the statement's status after the approval
+    approvals: int  # distinct approvers so far
+
+
+@dataclass
+class SettleResult:
+    month: Month
+    paid: list[int] = field(default_factory=list)  # broker ids paid by this run
+    already_paid: list[int] = field(default_factory=list)
+    not_final: list[int] = field(default_factory=list)  # drafts still under review
+
+    def to_document(self) -> dict[str, object]:
+        return {"month": str(self.month), "paid": self.paid, "already_paid": self.already_paid,
+                "not_final": self.not_final}
+
+
+def approve(connection: Connection, config: ProgramConfig, broker_id: int, month: Month, approver: str,
+            now: datetime) -> Approval:
+    """Record `approver`'s approval of a draft; with enough distinct approvers it becomes final.
+    Approving twice as the same approver counts once."""
+    row = connection.execute(locked(select(statements.c.status).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month))))).first()
+    if row is None:
+        raise NotFound(f"no statement for broker {broker_id} in {month} (close the month first)")
+    if row.status != DRAFT:
+        raise Conflict(f"the statement of broker {broker_id} for {month} is already {row.status}",
+                       code=f"statement_{row.status}")
+    insert_ignoring(connection, statement_approvals, [{"broker_id": broker_id, "month": str(month),
+                                                       "approver": approver, "approved_at": now}],
+                    ["broker_id", "month", "approver"])
+    count = connection.execute(select(func.count()).select_from(statement_approvals).where(
+        (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == str(month)))).scalar_one()
+    status = DRAFT
+    if count >= config.approvals_required:
+        connection.execute(update(statements).where(
+            (statements.c.broker_id == broker_id) & (statements.c.month == str(month))
+            & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
+        status = FINAL
+    return Approval(broker_id, month, status, int(count))
+
+
+def finalize_reviewed(connection: Connection, config: ProgramConfig, month: Month, now: datetime) -> int:
+    """Make final the drafts of `month` whose review window has passed. Returns how many."""
+    if config.review_days == 0:
+        return 0
+    cutoff = now - timedelta(days=config.review_days)
+    return connection.execute(update(statements).where(
+        (statements.c.month == str(month)) & (statements.c.status == DRAFT) & (statements.c.created_at <= cutoff))
+        .values(status=FINAL, finalized_at=now)).rowcount
+
+
+def settle_month(engine: Engine, config: ProgramConfig, month: Month, now: datetime) -> SettleResult:
+    """Pay every final statement of `month`, each in its own transaction. Safe to run again, to
+    run concurrently, and to rerun after a crash at any point."""
+    with engine.begin() as connection:
+        if month not in closed_months(connection):
+            raise NotFound(f"{month} is not closed: close it first (bkr close --month {month})")
+        finalize_reviewed(connection, config, month, now)
+        rows = connection.execute(select(statements.c.broker_id, statements.c.status)
+                                  .where(statements.c.month == str(month)).order_by(statements.c.broker_id)).all()
+    result = SettleResult(month)
+    for broker_id, status in rows:
+        if status == DRAFT:
+            result.not_final.append(broker_id)
+            continue
+        with engine.begin() as connection:
+            paid_now = _pay(connection, broker_id, month, now)
+        (result.paid if paid_now else result.already_paid).append(broker_id)
+    return result
+
+
+def _pay(connection: Connection, broker_id: int, month: Month, now: datetime) -> bool:
+    row = connection.execute(locked(select(statements.c.status, statements.c.payout).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month))))).one()
+    if row.status == PAID:
+        return False
+    key = None
+    if row.payout > ZERO:  # a statement of nothing is settled without a transfer
+        key = journal.post(connection, payout(broker_id, str(month), row.payout), now).key
+    connection.execute(update(statements).where(
+        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))
+        .values(status=PAID, paid_at=now, payout_key=key))
+    return True

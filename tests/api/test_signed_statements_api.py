@@ -1,0 +1,110 @@
+"""Signed statements over HTTP: the broker downloads one (`format=signed`, `format=html`), anyone
+reads the exchange's statement keys, and the one checks against the other."""
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from api_support import Api, MovableClock
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi.testclient import TestClient
+from test_broker_api import BROKER, SEPTEMBER, close_august_and_september, get
+
+from bkr.api.app import create_app
+from bkr.domain.config import ProgramConfig
+from bkr.domain.statement_signing import StatementKey, canonical_json, new_statement_key, verify_signed_statement
+from bkr.program.close import stored_statement
+from bkr.program.statement_signing import publish_statement_key, published_keys, retire_statement_key
+from bkr.settings import ServiceSettings
+from bkr.store import db
+
+KEY = new_statement_key()
+
+
+def app_with_key(db_url: str, clock: MovableClock, key: StatementKey | None) -> Iterator[Api]:
+    engine = db.open_engine(db_url)
+    app = create_app(engine, ProgramConfig(), ServiceSettings(), clock=clock, statement_key=key)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Api(client, engine, clock)
+    engine.dispose()
+
+
+@pytest.fixture
+def signing_api(db_url: str, clock: MovableClock) -> Iterator[Api]:
+    """The API of a server configured with the statement key KEY, which the exchange published."""
+    for api in app_with_key(db_url, clock, KEY):
+        with api.engine.begin() as connection:
+            publish_statement_key(connection, KEY, clock())
+        yield api
+
+
+def test_anyone_reads_the_statement_keys_retired_ones_included(signing_api: Api) -> None:
+    later = new_statement_key()
+    with signing_api.engine.begin() as connection:
+        publish_statement_key(connection, later, signing_api.clock() + timedelta(days=1))
+        retire_statement_key(connection, KEY.key_id, signing_api.clock() + timedelta(days=2))
+
+    response = signing_api.client.get("/v1/statement-keys")  # no credentials
+
+    assert response.status_code == 200
+    listed = response.json()["keys"]
+    assert [(k["key_id"], k["public_key"], k["algorithm"]) for k in listed] == [
+        (KEY.key_id, KEY.public_key, "ed25519"), (later.key_id, later.public_key, "ed25519")]
+    assert listed[0]["retired_at"] is not None and listed[1]["retired_at"] is None
+
+
+def test_a_broker_downloads_its_statement_signed_over_the_stored_bytes(signing_api: Api) -> None:
+    pair = signing_api.broker(BROKER)
+    close_august_and_september(signing_api)
+    with signing_api.engine.connect() as connection:
+        stored = stored_statement(connection, BROKER, SEPTEMBER)
+        keys = published_keys(connection)
+
+    response = get(signing_api, pair, "/statements/2026-09", {"format": "signed"})
+
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
+    envelope = response.json()
+    assert stored.encode() in response.content  # the envelope is canonical: the statement appears as stored
+    assert canonical_json(envelope["statement"]).encode() == stored.encode()
+    signature = envelope["signature"]
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(signature["public_key"])).verify(
+        base64.b64decode(signature["value"]), stored.encode())
+    listed = signing_api.client.get("/v1/statement-keys").json()["keys"]
+    assert {(k["key_id"], k["public_key"]) for k in listed} == {(signature["key_id"], signature["public_key"])}
+    assert verify_signed_statement(envelope, keys).ok
+
+
+def test_the_printable_statement_carries_the_signature(signing_api: Api) -> None:
+    pair = signing_api.broker(BROKER)
+    close_august_and_september(signing_api)
+    envelope = get(signing_api, pair, "/statements/2026-09", {"format": "signed"}).json()
+
+    page = get(signing_api, pair, "/statements/2026-09", {"format": "html"})
+
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert envelope["signature"]["value"] in page.text and envelope["signature"]["key_id"] in page.text
+    assert envelope["statement"]["payout"] in page.text
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_a_server_without_a_current_key_does_not_sign(db_url: str, clock: MovableClock, published: bool) -> None:
+    key = new_statement_key() if published else None
+    for api in app_with_key(db_url, clock, key):
+        pair = api.broker(BROKER)
+        close_august_and_september(api)
+        if key is not None:  # published, then retired
+            with api.engine.begin() as connection:
+                publish_statement_key(connection, key, clock())
+                retire_statement_key(connection, key.key_id, clock())
+
+        refused = get(api, pair, "/statements/2026-09", {"format": "signed"})
+        as_json = get(api, pair, "/statements/2026-09")
+
+        assert refused.status_code == 503
+        assert refused.json()["code"] == ("statement_key_retired" if published else "statement_key_missing")
+        assert as_json.status_code == 200 and json.loads(as_json.text)["broker_id"] == BROKER
+        if key is None:
+            page = get(api, pair, "/statements/2026-09", {"format": "html"})
+            assert page.status_code == 200 and "Not signed" in page.text

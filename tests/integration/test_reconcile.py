@@ -1,0 +1,101 @@
+"""`bkr reconcile`: a closed and settled month reconciles; each kind of break is named."""
+
+import json
+from pathlib import Path
+
+from integration_support import (
+    APPROVE_ONLY,
+    MAY,
+    NOW,
+    add_broker,
+    add_code,
+    add_users,
+    approve_all,
+    close,
+    fill,
+    import_rows,
+)
+from sqlalchemy import Engine, update
+
+from bkr.domain.money import D
+from bkr.ledger import journal
+from bkr.ledger.postings import payout
+from bkr.program import settlement
+from bkr.store.tables import aggregates, statements
+
+
+def _settled_may(engine: Engine, tmp_path: Path) -> None:
+    add_broker(engine, 1400)
+    add_broker(engine, 2200)
+    add_code(engine, "AFF10", "0.10")
+    add_users(engine, "alice")
+    add_users(engine, "bob", code="AFF10")
+    import_rows(engine, tmp_path / "may.csv", [
+        fill("f-1", fee="12.5"), fill("f-2", user="bob", fee="7.25", market="PERP"),
+        fill("f-3", broker=2200, fee="-0.5", is_maker=True), fill("f-4", broker=2200, fee="3", price="250"),
+        fill("f-5", at="2024-04-30T23:00:00Z", fee="1")])  # April: not in May's close
+    close(engine, MAY)
+    approve_all(engine)
+    settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
+
+
+def _reconcile(bkr, db_url: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def,type-arg]
+    result = bkr("reconcile", "--month", "2024-05", "--db", db_url, "--json")
+    return result.code, json.loads(result.out)
+
+
+def test_a_closed_and_settled_month_reconciles(db_url: str, engine: Engine, tmp_path: Path,
+                                                bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    code, report = _reconcile(bkr, db_url)
+    assert (code, report["clean"], report["statements"], report["fills"]) == (0, True, 2, 4)
+
+
+def test_an_aggregate_that_drifted_from_its_fills_is_named(db_url: str, engine: Engine, tmp_path: Path,
+                                                            bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    with engine.begin() as connection:
+        connection.execute(update(aggregates).where(aggregates.c.user_id == "bob").values(volume_usd=D("100.01")))
+    code, report = _reconcile(bkr, db_url)
+    found = {(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]}
+    assert code == 1
+    assert ("fills -> aggregates", "broker 1400 volume_usd", "200", "200.01") in found
+    assert ("aggregates -> lines", "broker 1400 volume_usd", "200.01", "200") in found
+
+
+def test_a_statement_edited_after_the_close_is_named(db_url: str, engine: Engine, tmp_path: Path,
+                                                      bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    with engine.begin() as connection:
+        text = connection.execute(statements.select().where(statements.c.broker_id == 2200)).one().document
+        document = json.loads(text)
+        document["payout"] = "0.70"  # one digit changed
+        connection.execute(update(statements).where(statements.c.broker_id == 2200)
+                           .values(document=json.dumps(document)))
+    code, report = _reconcile(bkr, db_url)
+    assert code == 1
+    assert [(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]] == [
+        ("lines -> totals", "broker 2200 payout", "0.6", "0.7")]
+
+
+def test_a_payout_without_a_paid_statement_and_a_paid_statement_without_one_are_named(
+        db_url: str, engine: Engine, tmp_path: Path, bkr) -> None:  # type: ignore[no-untyped-def]
+    add_broker(engine, 1400)
+    add_broker(engine, 2200)
+    add_users(engine, "alice")
+    import_rows(engine, tmp_path / "may.csv", [fill("f-1", fee="10"), fill("f-2", broker=2200, fee="10")])
+    close(engine, MAY)
+    with engine.begin() as connection:
+        journal.post(connection, payout(1400, "2024-05", D("2")), NOW)  # paid outside bkr's settle
+        connection.execute(update(statements).where(statements.c.broker_id == 2200).values(status="paid"))
+    code, report = _reconcile(bkr, db_url)
+    assert code == 1
+    assert [(d["link"], d["subject"]) for d in report["differences"]] == [
+        ("statements -> ledger", "broker 1400"), ("statements -> ledger", "broker 2200 payout key"),
+        ("statements -> ledger", "broker 2200 credited to the broker"),
+        ("statements -> ledger", "broker 2200 rebate expense")]
+
+
+def test_an_open_month_is_refused(db_url: str, bkr) -> None:  # type: ignore[no-untyped-def]
+    result = bkr("reconcile", "--month", "2024-05", "--db", db_url)
+    assert result.code == 1 and "not closed" in result.err
