@@ -391,9 +391,9 @@ def print_table(report: dict[str, Any]) -> None:
     code = report["source"]
     print(f"code: {code['package']} (commit {code['commit']}, files sha256 {code['src_sha256']}); "
           f"{brokers:,} brokers, month {MONTH}, medians of {report['repeat']}")
-    print(f"{'':{width}}" + "".join(f"{name:>16}" for name in names))
+    print(f"{'':{width}}" + "".join(f"{name:>18}" for name in names))
     for label, values in rows:
-        print(f"{label:{width}}" + "".join(f"{value:>16}" for value in values))
+        print(f"{label:{width}}" + "".join(f"{value:>18}" for value in values))
     print()
 
 
