@@ -39,10 +39,12 @@ def _month_with_brokers(engine: Engine, tmp_path: Path, brokers: int) -> dict[in
 
 
 def _ledger(engine: Engine) -> tuple[dict[str, int], dict[tuple[str, str], Decimal], list[str]]:
+    """Ledger entries per group key (two per payout), balances, and unbalanced groups."""
     with engine.connect() as connection:
-        keys = dict.fromkeys(connection.execute(select(ledger_groups.c.key)).scalars(), 0)
-        for key in connection.execute(select(ledger_groups.c.key)).scalars():
-            keys[key] += 1
+        keys: dict[str, int] = {}
+        for key in connection.execute(select(ledger_groups.c.key).join(
+                ledger_entries, ledger_entries.c.group_id == ledger_groups.c.group_id)).scalars():
+            keys[key] = keys.get(key, 0) + 1
         return keys, journal.balances(connection), journal.unbalanced_groups(connection)
 
 
@@ -59,7 +61,7 @@ def test_final_statements_are_paid_once_and_the_ledger_says_so(engine: Engine, t
     assert (first.paid, first.already_paid) == ([1, 2, 3], [])
     assert (again.paid, again.already_paid) == ([], [1, 2, 3])
     keys, balances, unbalanced = _ledger(engine)
-    assert keys == {f"payout/{b}/2024-05": 1 for b in (1, 2, 3)} and unbalanced == []
+    assert keys == {f"payout/{b}/2024-05": 2 for b in (1, 2, 3)} and unbalanced == []
     assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())
     assert all(balances[(broker_account(b), "USD")] == -payouts[b] for b in payouts)
     assert set(_statuses(engine).values()) == {"paid"}
@@ -109,7 +111,7 @@ def test_the_database_refuses_to_edit_or_delete_ledger_entries(engine: Engine) -
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
             connection.execute(statement)
     keys, balances, _ = _ledger(engine)
-    assert keys == {"payout/7/2024-05": 1} and balances[(REBATE_EXPENSE, "USD")] == D("50")
+    assert keys == {"payout/7/2024-05": 2} and balances[(REBATE_EXPENSE, "USD")] == D("50")
 
 
 def test_an_unbalanced_group_never_reaches_the_ledger() -> None:
@@ -134,7 +136,7 @@ def test_concurrent_settles_pay_each_statement_once(pg_url: str, tmp_path: Path)
             thread.join()
         assert sorted(b for r in results for b in r.paid) == sorted(payouts)  # each paid by exactly one settler
         keys, balances, unbalanced = _ledger(engine)
-        assert set(keys.values()) == {1} and len(keys) == 20 and unbalanced == []
+        assert set(keys.values()) == {2} and len(keys) == 20 and unbalanced == []
         assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())
     finally:
         engine.dispose()
@@ -170,7 +172,7 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
             kills += 1
         process.wait()
         keys, _, unbalanced = _ledger(engine)
-        assert set(keys.values()) <= {1} and unbalanced == []  # never twice, never half a group
+        assert set(keys.values()) <= {2} and unbalanced == []  # never twice, never half a group
         paid = {b for b, s in _statuses(engine).items() if s == "paid"}
         assert paid == {int(k.split("/")[1]) for k in keys}  # paid exactly when posted
         partial = partial or 0 < len(paid) < 150
@@ -178,7 +180,7 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
     assert finished.returncode == 0, finished.stderr
     assert kills >= 1 and partial  # at least one kill landed between two payments
     keys, balances, unbalanced = _ledger(engine)
-    assert len(keys) == 150 and set(keys.values()) == {1} and unbalanced == []
+    assert len(keys) == 150 and set(keys.values()) == {2} and unbalanced == []
     assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())
     assert set(_statuses(engine).values()) == {"paid"}
     with engine.connect() as connection:

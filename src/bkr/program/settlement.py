@@ -96,6 +96,9 @@ def settle_month(engine: Engine, config: ProgramConfig, month: Month, now: datet
         if status == DRAFT:
             result.not_final.append(broker_id)
             continue
+        if status == PAID:  # paid is final: no transaction needed to know it
+            result.already_paid.append(broker_id)
+            continue
         with engine.begin() as connection:
             paid_now = _pay(connection, broker_id, month, now)
         (result.paid if paid_now else result.already_paid).append(broker_id)
