@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Row, func, select
 
 from bkr.program import registry
 from bkr.store import db
@@ -45,11 +45,10 @@ def register_users(engine: Engine, users: Iterable[str], now: Any) -> None:
         registry.add_users(connection, [(user, None) for user in users], now)
 
 
-def stored_aggregates(engine: Engine) -> list[tuple[Any, ...]]:
-    """The running aggregates, in a fixed order, as exact values."""
+def stored_aggregates(engine: Engine) -> list[Row[Any]]:
+    """The running aggregates, in a fixed order, as exact values (rows compare as tuples)."""
     with engine.connect() as connection:
-        rows = connection.execute(select(aggregates).order_by(*aggregates.primary_key.columns)).all()
-    return [tuple(row) for row in rows]
+        return list(connection.execute(select(aggregates).order_by(*aggregates.primary_key.columns)).all())
 
 
 def fill_count(engine: Engine) -> int:

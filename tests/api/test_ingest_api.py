@@ -132,7 +132,7 @@ def test_json_numbers_are_read_as_exact_decimals(api: Api, feed: dict[str, str])
 
     assert response.json()["accepted"] == 1
     (row,) = stored_aggregates(api.engine)
-    assert (row[-3], row[-2]) == (Decimal("0.03"), Decimal("1E-18"))
+    assert (row.volume_usd, row.fee_usd) == (Decimal("0.03"), Decimal("1E-18"))
 
 
 def test_a_retried_post_changes_nothing(api: Api, feed: dict[str, str]) -> None:

@@ -52,6 +52,11 @@ def fill(fill_id: str, *, at: str = "2024-05-10T12:00:00Z", user: str = "alice",
     }
 
 
+def correction(of: Mapping[str, Any], fill_id: str, *, quantity: str, fee: str) -> dict[str, Any]:
+    """A correction row of the fill row `of`: the same trade, changed by `quantity` and `fee`."""
+    return {**of, "fill_id": fill_id, "corrects": of["fill_id"], "quantity": quantity, "fee": fee}
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""

@@ -1,8 +1,13 @@
 """Fills: validation of a raw row, USD normalization, identity, and attribution.
 
 `parse_fill` turns one row of a file or an HTTP batch (a mapping of field name to text or
-number) into a `Fill`, or raises `InvalidInput` naming the field. `normalize` prices it in
+number) into a `Fill`, or raises `InvalidInput` naming the field. `price_in_usd` prices it in
 USD. `content_key` is what makes a re-sent fill a duplicate rather than a conflict.
+
+A row whose `corrects` names an earlier fill is a *correction* of that fill: it restates the
+trade (the same user, market, side, price, time, broker) with the signed amounts to add to it,
+negative to reduce; a bust negates the original's quantity and fee. Corrections are stored as
+rows of their own, so nothing stored, and nothing already paid, is ever edited.
 """
 
 import hashlib
@@ -42,7 +47,7 @@ SYSTEM_FILL_TYPES = frozenset({
 FILL_TYPES = SYSTEM_FILL_TYPES | {USER_FILL}
 
 FIELDS = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
-          "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type")
+          "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type", "corrects")
 REQUIRED = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
             "fee", "fee_symbol", "is_maker", "timestamp")
 
@@ -83,6 +88,7 @@ class Fill:
     broker_id: int | None
     via_api: bool
     fill_type: str
+    corrects: str | None = None  # the fill this row corrects; quantity and fee are then differences
 
     @property
     def month(self) -> Month:
@@ -98,12 +104,14 @@ class Fill:
 
     def content_key(self) -> str:
         """A digest of every field in canonical form: equal digests mean the same fill."""
-        parts = (self.fill_id, self.order_id, self.user_id, self.symbol, self.market_type.value,
+        parts: tuple[str, ...] = (self.fill_id, self.order_id, self.user_id, self.symbol, self.market_type.value,
                  self.side.value, canonical(self.price), canonical(self.quantity), canonical(self.fee),
                  self.fee_symbol, "1" if self.is_maker else "0",
                  self.timestamp.isoformat(timespec="microseconds"),
                  "" if self.broker_id is None else str(self.broker_id),
                  "1" if self.via_api else "0", self.fill_type)
+        if self.corrects is not None:  # an ordinary fill's key is unchanged by the field's existence
+            parts += (self.corrects,)
         return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -126,6 +134,13 @@ def _text(row: Mapping[str, object], name: str) -> str:
     if "\x00" in text:  # no database stores it in text (PostgreSQL refuses it), and no id contains it
         raise InvalidInput(f"{name}: contains a NUL character")
     return text
+
+
+def _optional_text(row: Mapping[str, object], name: str) -> str | None:
+    value = row.get(name)
+    if value is None or not str(value).strip():
+        return None
+    return _text(row, name)
 
 
 def _decimal(row: Mapping[str, object], name: str) -> Decimal:
@@ -196,14 +211,21 @@ def parse_fill(row: Mapping[str, object]) -> Fill:
     price = _decimal(row, "price")
     if price <= 0:
         raise InvalidInput(f"price: must be positive, got {canonical(price)}")
+    corrects = _optional_text(row, "corrects")
     quantity = _decimal(row, "quantity")
-    if quantity <= 0:
+    fee = _decimal(row, "fee")
+    if corrects is None and quantity <= 0:
         raise InvalidInput(f"quantity: must be positive, got {canonical(quantity)}")
+    if corrects is not None and quantity.is_zero() and fee.is_zero():
+        raise InvalidInput("corrects: a correction must change the quantity or the fee; both are 0")
+    fill_id = _text(row, "fill_id")
+    if corrects == fill_id:
+        raise InvalidInput(f"corrects: a fill cannot correct itself ({fill_id!r})")
     fill_type = str(row.get("fill_type") or "").strip() or USER_FILL
     if fill_type not in FILL_TYPES:
         raise InvalidInput(f"fill_type: unknown: {fill_type!r}")
     return Fill(
-        fill_id=_text(row, "fill_id"),
+        fill_id=fill_id,
         order_id=_text(row, "order_id"),
         user_id=_text(row, "user_id"),
         symbol=symbol,
@@ -211,13 +233,14 @@ def parse_fill(row: Mapping[str, object]) -> Fill:
         side=side,
         price=price,
         quantity=quantity,
-        fee=_decimal(row, "fee"),
+        fee=fee,
         fee_symbol=_text(row, "fee_symbol").upper(),
         is_maker=_bool(row, "is_maker"),
         timestamp=_timestamp(row, "timestamp"),
         broker_id=_broker_id(row),
         via_api=_bool(row, "via_api", default=True),
         fill_type=fill_type,
+        corrects=corrects,
     )
 
 

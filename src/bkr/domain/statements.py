@@ -3,7 +3,9 @@
 Lines whose fills belong to the statement's own month are *regular*: they make the month's
 API volume and so its tier. Lines whose fills belong to an earlier, already closed month are
 *prior-period adjustments*: they do not count towards this month's tier and are priced at the
-tier of the month the fills belong to.
+tier of the month the fills belong to. Lines of *corrections* to fills that were on an earlier
+statement (a busted trade, a corrected quantity or fee) are adjustments too, labelled as such:
+their fee base is the change, negative for a bust, priced like the fills they correct.
 """
 
 from collections.abc import Iterable, Mapping
@@ -33,6 +35,7 @@ class AggregateLine:
     volume_usd: Decimal
     fee_usd: Decimal
     fee_base_usd: Decimal
+    is_correction: bool = False  # corrections of fills paid on an earlier statement
 
     @property
     def is_adjustment(self) -> bool:
@@ -47,6 +50,7 @@ class StatementLine:
     affiliate_rate: Decimal
     fill_month: Month
     is_adjustment: bool
+    is_correction: bool
     tier: Tier
     fills: int
     volume_usd: Decimal
@@ -55,14 +59,21 @@ class StatementLine:
     effective_rate: Decimal
     payout_exact: Decimal
 
-    def sort_key(self) -> tuple[bool, str, str, str, Decimal]:
-        return (self.is_adjustment, str(self.fill_month), self.user_id, self.market_type.value, self.affiliate_rate)
+    @property
+    def kind(self) -> str:
+        if self.is_correction:
+            return "correction"
+        return "adjustment" if self.is_adjustment else "regular"
+
+    def sort_key(self) -> tuple[bool, bool, str, str, str, Decimal]:
+        return (self.is_adjustment, self.is_correction, str(self.fill_month), self.user_id, self.market_type.value,
+                self.affiliate_rate)
 
     def to_document(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
             "market_type": self.market_type.value,
-            "kind": "adjustment" if self.is_adjustment else "regular",
+            "kind": self.kind,
             "fill_month": str(self.fill_month),
             "tier": self.tier.name,
             "affiliate_rate": canonical(self.affiliate_rate),
@@ -84,7 +95,7 @@ class BrokerStatement:
     spot_volume: Decimal
     futures_volume: Decimal
     fee_base: Decimal  # regular lines only
-    adjustment_fee_base: Decimal
+    adjustment_fee_base: Decimal  # adjustment and correction lines
     adjustment_payout_exact: Decimal
     payout_exact: Decimal  # regular and adjustment lines, unrounded
     payout: Decimal  # payout_exact rounded once, down
@@ -147,7 +158,7 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
             rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
         priced.append(StatementLine(
             user_id=line.user_id, market_type=line.market_type, affiliate_rate=line.affiliate_rate,
-            fill_month=line.fill_month, is_adjustment=adjustment, tier=line_tier,
+            fill_month=line.fill_month, is_adjustment=adjustment, is_correction=line.is_correction, tier=line_tier,
             fills=line.fills, volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
             effective_rate=rate, payout_exact=line_payout_at(line.fee_base_usd, rate),
         ))

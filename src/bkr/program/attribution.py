@@ -113,6 +113,19 @@ class Counted:
     affiliate_rate: Decimal
     volume_usd: Decimal
     fee_usd: Decimal
+    correction: bool = False
+    fee_base_usd: Decimal | None = None  # a correction's change to its fill's fee base
+
+    @property
+    def base(self) -> Decimal:
+        """What this adds to the fee base."""
+        return fee_base(self.fee_usd) if self.fee_base_usd is None else self.fee_base_usd
+
+    @property
+    def kind(self) -> str:
+        """"correction" for a correction paid after its fills' month: it reaches a later statement
+        than the fill it corrects, which says so; any other row joins its fill's line."""
+        return "correction" if self.correction and self.fill_month != self.period else "fill"
 
 
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
@@ -124,9 +137,9 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
     by_day: dict[tuple[Any, ...], list[Any]] = {}
     for item in counted:
         period = str(item.period)
-        base = fee_base(item.fee_usd)
+        base = item.base
         line = (item.broker_id, period, str(item.fill_month), item.user_id, item.market_type,
-                canonical(item.affiliate_rate))
+                canonical(item.affiliate_rate), item.kind)
         total_row = by_line.get(line)
         if total_row is None:
             by_line[line] = [1, item.volume_usd, item.fee_usd, base]
@@ -144,7 +157,7 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
             day_row[1] = add(day_row[1], item.volume_usd)
             day_row[2] = add(day_row[2], base)
     add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
-                  [(*key[:5], Decimal(key[5]), *sums) for key, sums in sorted(by_line.items())])
+                  [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())])
     add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
                   [(*key, *sums) for key, sums in sorted(by_day.items())])
 
@@ -154,9 +167,10 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     (a status or rate recorded with an effective time in the past, a user who arrived late).
 
     Only fills not yet on a statement move: those paid in an open period, and fills that were
-    waiting for their user (never counted, so they go to the first open period). Aggregates of
-    every (broker, period) touched are rebuilt from the fills. Returns the number of fills whose
-    attribution, rate or period changed.
+    waiting for their user (never counted, so they go to the first open period). Corrections are
+    not judged on their own: they follow the fill they correct. Aggregates of every (broker,
+    period) touched are rebuilt from the fills. Returns the number of fills whose attribution,
+    rate or period changed.
     """
     closed = closed_months(connection)
     open_or_waiting = (fills.c.attribution == Attribution.AWAITING_USER.value) | (
@@ -164,7 +178,7 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     rows = connection.execute(
         select(fills.c.fill_id, fills.c.user_id, fills.c.broker_id, fills.c.ts, fills.c.via_api,
                fills.c.fill_type, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period)
-        .where(and_(condition, open_or_waiting))).all()
+        .where(and_(condition, open_or_waiting, fills.c.corrects.is_(None)))).all()
     if not rows:
         return 0
     view = RegistryView.load(connection, (r.broker_id for r in rows if r.broker_id is not None),
@@ -181,6 +195,7 @@ def reevaluate(connection: Connection, condition: Any) -> int:
                             "period": period})
             if row.broker_id is not None:
                 touched.update({(row.broker_id, row.period), (row.broker_id, period)})
+    changes += _follow_corrected(connection, changes, touched)
     if changes:
         connection.execute(
             update(fills).where(fills.c.fill_id == bindparam("key"))
@@ -191,6 +206,25 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     return len(changes)
 
 
+def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
+                      touched: set[tuple[int, str]]) -> list[dict[str, Any]]:
+    """The changes that make the corrections of changed fills agree with them again: a correction
+    always has its fill's attribution, rate and (while that is open) period."""
+    follow: list[dict[str, Any]] = []
+    by_fill = {change["key"]: change for change in changes}
+    for chunk in _chunks(sorted(by_fill), 20_000):
+        for row in connection.execute(
+                select(fills.c.fill_id, fills.c.corrects, fills.c.broker_id, fills.c.attribution,
+                       fills.c.affiliate_rate, fills.c.period).where(fills.c.corrects.in_(list(chunk)))):
+            fill = by_fill[row.corrects]
+            if (fill["attribution"], fill["affiliate_rate"], fill["period"]) != (
+                    row.attribution, row.affiliate_rate, row.period):
+                follow.append(fill | {"key": row.fill_id})
+                if row.broker_id is not None:
+                    touched.update({(row.broker_id, row.period), (row.broker_id, fill["period"])})
+    return follow
+
+
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] | set[tuple[int, str]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
@@ -198,12 +232,13 @@ def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] 
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
             select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month, fills.c.ts,
-                   fills.c.volume_usd, fills.c.fee_usd)
+                   fills.c.volume_usd, fills.c.fee_usd, fills.c.corrects, fills.c.fee_base_usd)
             .where(tuple_(fills.c.broker_id, fills.c.period) == (broker_id, period))
             .where(fills.c.attribution == Attribution.COUNTED.value))
         add_to_aggregates(connection, (
             Counted(broker_id, Month.parse(period), Month.parse(r.fill_month), r.ts.date().isoformat(), r.user_id,
-                    r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd) for r in rows))
+                    r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd, r.corrects is not None,
+                    r.fee_base_usd) for r in rows))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -115,13 +115,14 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
     rows = connection.execute(query)
     return [AggregateLine(r.broker_id, Month.parse(r.period), Month.parse(r.fill_month), r.user_id,
                           MarketType(r.market_type), r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd,
-                          r.fee_base_usd) for r in rows]
+                          r.fee_base_usd, r.kind == "correction") for r in rows]
 
 
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
     """The period's aggregate lines with users merged (user_id "*"), summed by the database:
     exactly in NUMERIC on PostgreSQL, with the `dec_sum` aggregate over decimal text on SQLite."""
-    key = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.market_type, aggregates.c.affiliate_rate)
+    key = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.market_type, aggregates.c.affiliate_rate,
+           aggregates.c.kind)
     condition = aggregates.c.period == str(period)
     if broker_id is not None:
         condition = condition & (aggregates.c.broker_id == broker_id)
@@ -130,8 +131,8 @@ def _merged_lines(connection: Connection, period: Month, broker_id: int | None) 
              (aggregates.c.volume_usd, aggregates.c.fee_usd, aggregates.c.fee_base_usd)]
     rows = connection.execute(select(*key, func.sum(aggregates.c.fills), *money).where(condition).group_by(*key))
     return [AggregateLine(broker, period, Month.parse(fill_month), "*", MarketType(market_type), D(rate), int(count),
-                          D(volume), D(fee), D(fee_base))
-            for broker, fill_month, market_type, rate, count, volume, fee, fee_base in rows]
+                          D(volume), D(fee), D(fee_base), kind == "correction")
+            for broker, fill_month, market_type, rate, kind, count, volume, fee, fee_base in rows]
 
 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:

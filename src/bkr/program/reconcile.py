@@ -76,7 +76,8 @@ def _exact_sum(connection: Connection, column: Any) -> Any:
 
 
 def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
-    """Counted fills paid in `month`, summed per broker by the database (fee base: positive fees)."""
+    """Counted fills paid in `month`, summed per broker by the database. The fee base is the
+    positive fees of the fills and the stored fee-base change of each correction."""
     counted = (fills.c.period == str(month)) & (fills.c.attribution == Attribution.COUNTED.value)
     positive = fills.c.fee_usd > 0 if connection.dialect.name == "postgresql" else ~fills.c.fee_usd.startswith("-")
     result: dict[int, dict[str, Decimal]] = {}
@@ -84,10 +85,12 @@ def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str
             select(fills.c.broker_id, func.count(), _exact_sum(connection, fills.c.volume_usd))
             .where(counted).group_by(fills.c.broker_id)):
         result[int(broker)] = {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": ZERO}
-    for broker, fee_base in connection.execute(
-            select(fills.c.broker_id, _exact_sum(connection, fills.c.fee_usd)).where(counted & positive)
-            .group_by(fills.c.broker_id)):
-        result[int(broker)]["fee_base"] = Decimal(fee_base)
+    for column, condition in ((fills.c.fee_usd, positive & fills.c.corrects.is_(None)),
+                              (fills.c.fee_base_usd, fills.c.corrects.is_not(None))):
+        for broker, fee_base in connection.execute(
+                select(fills.c.broker_id, _exact_sum(connection, column)).where(counted & condition)
+                .group_by(fills.c.broker_id)):
+            result[int(broker)]["fee_base"] += Decimal(fee_base)
     return result
 
 
@@ -122,14 +125,15 @@ def _compare(link: str, expected: dict[int, dict[str, Decimal]],
 
 
 def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Difference]:
-    """A statement's totals are its lines' sums; its payout is the exact payout rounded down once."""
+    """A statement's totals are its lines' sums; its payout is the exact payout rounded down once,
+    or 0 when corrections take the exact payout below 0."""
     lines = document["lines"]
     payout_exact = total(Decimal(line["payout_exact"]) for line in lines)
     regular_fee_base = total(Decimal(line["fee_base"]) for line in lines if line["kind"] == "regular")
     figures = {
         "payout_exact": (payout_exact, Decimal(document["payout_exact"])),
         "fee_base": (regular_fee_base, Decimal(document["fee_base"])),
-        "payout": (round_down(payout_exact, quantum), Decimal(document["payout"])),
+        "payout": (round_down(max(ZERO, payout_exact), quantum), Decimal(document["payout"])),
     }
     for line in lines:
         exact = Decimal(line["fee_base"]) * Decimal(line["effective_rate"])

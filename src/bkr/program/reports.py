@@ -282,7 +282,7 @@ def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int
     by_user: dict[str, list[Decimal]] = {}
     for line in lines:
         sums = by_user.setdefault(line["user_id"], [ZERO] * 6)
-        if line["kind"] == "adjustment":
+        if line["kind"] != "regular":
             sums[4] = add(sums[4], D(line["fee_base"]))
         else:
             slot = 0 if line["market_type"] == MarketType.SPOT.value else 1
@@ -318,5 +318,5 @@ def inactive_orders(connection: Connection, broker_id: int, month: Month) -> Ina
     orders, count = connection.execute(
         select(func.count(func.distinct(fills.c.order_id)), func.count())
         .where(and_(fills.c.broker_id == broker_id, fills.c.attribution == Attribution.BROKER_INACTIVE.value,
-                    fills.c.fill_month == str(month)))).one()
+                    fills.c.fill_month == str(month), fills.c.corrects.is_(None)))).one()
     return InactiveOrders(broker_id, month, orders, count)

@@ -25,7 +25,7 @@ from bkr.store.tables import fills
 from bkr.store.types import to_micros
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
-_MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate"})
+_MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate", "fee_base_usd"})
 
 
 def insert_new_fills(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
@@ -80,7 +80,7 @@ def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]
         cursor.close()
 
 
-AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate")
+AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate", "kind")
 AGGREGATE_SUMS = ("fills", "volume_usd", "fee_usd", "fee_base_usd")
 DAILY_KEY = ("broker_id", "period", "day", "market_type")
 DAILY_SUMS = ("fills", "volume_usd", "fee_base_usd")

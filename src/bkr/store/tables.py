@@ -119,7 +119,10 @@ imports = Table(
 
 # Every accepted fill, as received plus what bkr derived from it. `period` is the statement
 # month it is paid in: its own month, or for a fill that arrived after its month closed, the
-# next open month (a prior-period adjustment).
+# next open month (a prior-period adjustment). A correction (`corrects` set) is a row of its own
+# holding signed differences, with the attribution of the fill it corrects; `fee_base_usd` is what
+# it changes in that fill's fee base (a fill's fee base is its fee, or 0 for a rebate, so this
+# cannot be derived from the correction alone). Ordinary fills leave both empty.
 fills = Table(
     "fills", metadata,
     Column("fill_id", Text, primary_key=True),
@@ -145,7 +148,11 @@ fills = Table(
     Column("fill_month", Text, nullable=False),
     Column("period", Text, nullable=False),
     Column("import_id", Integer, nullable=True),
+    Column("corrects", Text, nullable=True),
+    Column("fee_base_usd", Money, nullable=True),
     Index("ix_fills_broker_period", "broker_id", "period"),
+    Index("ix_fills_corrects", "corrects",
+          postgresql_where=text("corrects IS NOT NULL"), sqlite_where=text("corrects IS NOT NULL")),
     Index("ix_fills_awaiting_user", "user_id",
           postgresql_where=text("attribution = 'awaiting_user'"),
           sqlite_where=text("attribution = 'awaiting_user'")),
@@ -183,6 +190,8 @@ fill_conflicts = Table(
 )
 
 # Running totals of counted fills, maintained as fills arrive; closes and dashboards read these.
+# `kind` is "correction" for corrections paid in a later period than their fills' month (the
+# fills were on an earlier statement), so statements label them; everything else is "fill".
 aggregates = Table(
     "aggregates", metadata,
     Column("broker_id", Integer, nullable=False),
@@ -195,7 +204,8 @@ aggregates = Table(
     Column("volume_usd", Money, nullable=False),
     Column("fee_usd", Money, nullable=False),
     Column("fee_base_usd", Money, nullable=False),
-    PrimaryKeyConstraint("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate"),
+    Column("kind", Text, nullable=False, server_default="fill"),
+    PrimaryKeyConstraint("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate", "kind"),
     Index("ix_aggregates_period", "period"),  # a close reads one period across brokers
 )
 

@@ -175,6 +175,32 @@ def test_parse_fill_refuses_a_price_or_quantity_that_is_not_positive(name: str, 
     assert str(error.value).startswith(f"{name}: must be positive")
 
 
+def test_a_correction_may_reduce_the_quantity_and_the_fee() -> None:
+    fill = parse_fill(raw_row(fill_id="f-1-bust", corrects="f-1", quantity="-2", fee="-0.3005"))
+    assert (fill.corrects, fill.quantity, fill.fee) == ("f-1", D("-2"), D("-0.3005"))
+
+
+def test_a_correction_of_the_fee_alone_keeps_the_quantity_at_zero() -> None:
+    assert parse_fill(raw_row(fill_id="f-1-fee", corrects="f-1", quantity="0", fee="0.01")).quantity == 0
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"fill_id": "f-1-c", "corrects": "f-1", "quantity": "0", "fee": "0"},
+     "corrects: a correction must change the quantity or the fee; both are 0"),
+    ({"corrects": "f-1"}, "corrects: a fill cannot correct itself ('f-1')"),
+    ({"quantity": "-2"}, "quantity: must be positive, got -2"),
+])
+def test_parse_fill_refuses_empty_or_self_corrections_and_negative_fills(overrides: dict[str, object],
+                                                                        reason: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        parse_fill(raw_row(**overrides))
+    assert str(error.value) == reason
+
+
+def test_an_empty_corrects_is_an_ordinary_fill() -> None:
+    assert parse_fill(raw_row(corrects="  ")) == parse_fill(raw_row())
+
+
 # --- content_key ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rewritten", [
@@ -220,6 +246,7 @@ CHANGED = {
     "broker_id": "2200",
     "via_api": "false",
     "fill_type": "Liquidation",
+    "corrects": "f-0",
 }
 
 
