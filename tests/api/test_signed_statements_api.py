@@ -5,17 +5,18 @@ import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from api_support import Api, MovableClock
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi.testclient import TestClient
-from test_broker_api import BROKER, SEPTEMBER, close_august_and_september, get
+from test_broker_api import AUGUST, BROKER, SEPTEMBER, close_august_and_september, fill, get, ingest, register_users
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey, canonical_json, new_statement_key, verify_signed_statement
-from bkr.program.close import stored_statement
+from bkr.program.close import close_month, stored_statement
 from bkr.program.statement_signing import publish_statement_key, published_keys, retire_statement_key
 from bkr.settings import ServiceSettings
 from bkr.store import db
@@ -86,6 +87,36 @@ def test_the_printable_statement_carries_the_signature(signing_api: Api) -> None
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert envelope["signature"]["value"] in page.text and envelope["signature"]["key_id"] in page.text
     assert envelope["statement"]["payout"] in page.text
+
+
+def test_a_statement_with_a_bust_of_a_paid_month_is_served_in_every_format(signing_api: Api) -> None:
+    """August's big fill is busted after August closed: September's statement carries the bust as a
+    correction line, pays 0 and carries the rest out; every format says so, and the signature holds."""
+    pair = signing_api.broker(BROKER)
+    register_users(signing_api)
+    august = fill("a1", "2026-08-03T12:00:00Z", price="1000000", quantity="6", fee="600")
+    ingest(signing_api, [august])
+    close_month(signing_api.engine, ProgramConfig(), AUGUST, now=signing_api.clock())
+    ingest(signing_api, [{**august, "fill_id": "a1-bust", "corrects": "a1", "quantity": "-6", "fee": "-600"},
+                         fill("s1", "2026-09-04T12:00:00Z", price="200", quantity="5", fee="0.5")])
+    close_month(signing_api.engine, ProgramConfig(), SEPTEMBER, now=signing_api.clock())
+
+    document = get(signing_api, pair, "/statements/2026-09").json()
+    envelope = get(signing_api, pair, "/statements/2026-09", {"format": "signed"}).json()
+    csv_text = get(signing_api, pair, "/statements/2026-09", {"format": "csv"}).text
+    page = get(signing_api, pair, "/statements/2026-09", {"format": "html"}).text
+
+    assert [(line["kind"], line["fill_month"], line["fee_base"]) for line in document["lines"]] == [
+        ("regular", "2026-09", "0.5"), ("correction", "2026-08", "-600")]
+    assert (document["payout_exact"], document["carried_out"], document["payout"]) == ("-179.9", "-179.9", "0.00")
+    assert verify_signed_statement(envelope, published_keys_of(signing_api)).ok
+    assert f"{BROKER},2026-09,carried_out,,,,,,,,,,,-179.9," in csv_text.splitlines()
+    assert '<tr class="correction">' in page and "-179.9" in page
+
+
+def published_keys_of(api: Api) -> list[Any]:
+    with api.engine.connect() as connection:
+        return published_keys(connection)
 
 
 @pytest.mark.parametrize("published", [False, True])

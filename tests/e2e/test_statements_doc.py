@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ f-2,o-2,bob,SOL_USDC_PERP,PERP,Ask,100,60000,1200.00999,USDC,false,2024-05-11T12
 f-3,o-3,bob,SOL_USDC_PERP,PERP,Bid,100,1,-0.01,USDC,true,2024-05-12T12:00:00Z,1400,true,User
 f-4,o-4,alice,SOL_USDC,SPOT,Bid,20,5,0.05,USDC,false,2024-05-13T12:00:00Z,2200,true,User
 f-5,o-5,bob,SOL_USDC_PERP,PERP,Ask,30,7,0.21,USDC,false,2024-05-14T12:00:00Z,3100,true,User
+"""
+# Broker 2200's May fill is busted in June, where it earns less than that took back: June pays 0
+# and carries the rest to July.
+LATER_FILLS = """\
+fill_id,order_id,user_id,symbol,market_type,side,price,quantity,fee,fee_symbol,is_maker,timestamp,broker_id,corrects
+f-4-bust,o-4,alice,SOL_USDC,SPOT,Bid,20,-5,-0.05,USDC,false,2024-05-13T12:00:00Z,2200,f-4
+f-6,o-6,alice,SOL_USDC,SPOT,Bid,20,1,0.01,USDC,false,2024-06-13T12:00:00Z,2200,
+f-7,o-7,alice,SOL_USDC,SPOT,Bid,20,1,1,USDC,false,2024-07-13T12:00:00Z,2200,
 """
 
 
@@ -92,6 +101,10 @@ def handed_out(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     (directory / "may.csv").write_text(FILLS)
     run("fills", "import", str(directory / "may.csv"))
     run("close", "--month", "2024-05")
+    (directory / "later.csv").write_text(LATER_FILLS)
+    run("fills", "import", str(directory / "later.csv"))
+    run("close", "--month", "2024-06")
+    run("close", "--month", "2024-07")
     run("statement-key", "create", "--out", str(directory / "statement.key"))
     config = directory / "bkr.toml"  # the operator's config names the key file (relative to itself)
     config.write_text('[statements]\nsigning_key_file = "statement.key"\n')
@@ -102,6 +115,10 @@ def handed_out(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
             files[broker_id] = directory / f"statement-{broker_id}.json"
             files[broker_id].write_text(run("statement", "--broker", str(broker_id), "--month", "2024-05",
                                             "--format", "signed", "--config", str(config)), encoding="utf-8")
+        for month in ("2024-06", "2024-07"):
+            (directory / f"statement-2200-{month}.json").write_text(
+                run("statement", "--broker", "2200", "--month", month, "--format", "signed", "--config", str(config)),
+                encoding="utf-8")
     engine = db.open_engine(db_url)
     with TestClient(create_app(engine, ProgramConfig())) as client:
         (directory / "keys.json").write_text(client.get("/v1/statement-keys").text)
@@ -144,6 +161,26 @@ def test_the_guides_script_accepts_every_genuine_statement(handed_out: dict[int,
         ]
     key_id = json.loads(handed_out[1400].read_text(encoding="utf-8"))["signature"]["key_id"]
     assert run_script(tmp_path, handed_out[1400], keys).stdout.splitlines() == guide_outputs(key_id)[0]
+
+
+def test_the_guides_script_follows_a_bust_carried_from_one_statement_into_the_next(
+        handed_out: dict[int, Path], tmp_path: Path) -> None:
+    directory = handed_out[2200].parent
+    june, july = (json.loads((directory / f"statement-2200-{m}.json").read_text(encoding="utf-8"))["statement"]
+                  for m in ("2024-06", "2024-07"))
+    assert [line["kind"] for line in june["lines"]] == ["regular", "correction"]
+    assert Decimal(june["payout_exact"]) < 0 and june["payout"] == "0.00"
+    assert (june["carried_out"], july["carried_in"]) == (june["payout_exact"], june["payout_exact"])
+    july_payout = (Decimal(july["payout_exact"]) + Decimal(july["carried_in"])).quantize(Decimal("0.01"), ROUND_DOWN)
+    assert Decimal(july["payout"]) == july_payout > 0
+
+    results = [run_script(tmp_path, directory / f"statement-2200-{m}.json", directory / "keys.json")
+               for m in ("2024-06", "2024-07")]
+
+    assert [r.returncode for r in results] == [0, 0], results[0].stdout + results[1].stdout
+    assert results[1].stdout.splitlines()[-1] == (
+        f"  payout {july['payout']} = payout_exact with carried_in {july['carried_in']}, at least 0, "
+        "rounded down to 0.01")
 
 
 def test_the_guides_script_rejects_a_copy_with_one_digit_changed_in_a_line(

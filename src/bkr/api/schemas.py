@@ -14,8 +14,10 @@ from bkr.domain.config import TierBasis
 class StatementLineDocument(BaseModel):
     user_id: str
     market_type: str
-    kind: Literal["regular", "adjustment"] = Field(
-        description="`adjustment`: late fills of an earlier, closed month, priced at that month's tier.")
+    kind: Literal["regular", "adjustment", "correction"] = Field(
+        description="`adjustment`: late fills of an earlier, closed month, priced at that month's tier; "
+                    "`correction`: corrections of fills an earlier statement paid (a bust is negative), "
+                    "priced as those fills were.")
     fill_month: str = Field(description="The month the fills happened in, YYYY-MM.")
     tier: str
     affiliate_rate: str
@@ -23,7 +25,8 @@ class StatementLineDocument(BaseModel):
     fills: int
     volume_usd: str
     fee_usd: str
-    fee_base: str = Field(description="The positive fees: a maker rebate adds nothing.")
+    fee_base: str = Field(description="The positive fees: a maker rebate adds nothing. Negative on a "
+                                      "correction that reduces a fee.")
     payout_exact: str
 
 
@@ -42,7 +45,13 @@ class StatementFigures(BaseModel):
     adjustment_fee_base: str
     adjustment_payout_exact: str
     payout_exact: str = Field(description="Every line's payout, unrounded.")
-    payout: str = Field(description="`payout_exact` rounded down once to the rounding quantum: the amount paid.")
+    carried_in: str = Field("0", description="What the broker's previous statement left to recover (0 or "
+                                             "negative): its `carried_out`. Absent from statements issued before "
+                                             "carries existed.")
+    carried_out: str = Field("0", description="min(0, payout_exact + carried_in): what corrections took beyond "
+                                              "this statement's earnings, recovered from the next one.")
+    payout: str = Field(description="max(0, payout_exact + carried_in) rounded down once to the rounding "
+                                    "quantum: the amount paid.")
 
 
 class StatementDocument(StatementFigures):

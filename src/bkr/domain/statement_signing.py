@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import ZERO, add, canonical, mul, total
-from bkr.domain.payout import statement_payout
+from bkr.domain.money import add, canonical, mul, total
+from bkr.domain.statements import carried_out, payable
 
 ALGORITHM = "ed25519"
 
@@ -113,7 +113,7 @@ class Recomputation:
     lines: int
     payout_exact: Decimal | None  # the sum of the lines' payouts (None if a line is unreadable)
     quantum: Decimal | None  # what `payout` is rounded to, read from how many decimals it is written with
-    payout: Decimal | None  # payout_exact rounded down once to the quantum
+    payout: Decimal | None  # max(0, payout_exact + carried_in) rounded down once to the quantum
     problems: tuple[str, ...]
 
 
@@ -144,10 +144,12 @@ def quantum_of(payout: Decimal) -> Decimal:
 
 def recompute_payout(statement: Mapping[str, Any]) -> Recomputation:
     """Check a statement's figures against its lines: each line's `payout_exact` is `fee_base` ×
-    `effective_rate`; the statement's `payout_exact` is the sum of the lines' payouts and `payout`
-    that sum rounded down once; `fee_base`, `adjustment_fee_base` and `adjustment_payout_exact`
-    are sums of the regular and adjustment lines; `spot_volume` and `futures_volume` are sums of
-    the regular lines' volumes and `api_volume` their sum."""
+    `effective_rate`; the statement's `payout_exact` is the sum of the lines' payouts, `payout` is
+    that sum with `carried_in`, if positive, rounded down once, and `carried_out` what is left
+    below zero; `fee_base` is the regular lines' sum and `adjustment_fee_base` and
+    `adjustment_payout_exact` the other lines'; `spot_volume` and `futures_volume` are sums of the
+    regular lines' volumes and `api_volume` their sum. A statement issued before carries existed
+    has neither field: it carried nothing."""
     try:
         return _recompute(statement)
     except DecimalException:  # only a forged statement has figures beyond 80 exact digits
@@ -171,8 +173,8 @@ def _recompute(statement: Mapping[str, Any]) -> Recomputation:
         payout = _amount(line.get("payout_exact"), f"{name}: payout_exact", problems)
         volume = _amount(line.get("volume_usd"), f"{name}: volume_usd", problems)
         kind = line.get("kind")
-        if kind not in ("regular", "adjustment"):
-            problems.append(f"{name}: kind {kind!r} is not regular or adjustment")
+        if kind not in ("regular", "adjustment", "correction"):
+            problems.append(f"{name}: kind {kind!r} is not regular, adjustment or correction")
         if len(problems) > before or fee_base is None or rate is None or payout is None or volume is None:
             readable = False
             continue
@@ -181,7 +183,7 @@ def _recompute(statement: Mapping[str, Any]) -> Recomputation:
             problems.append(f"{name}: payout_exact {line['payout_exact']} is not fee_base {line['fee_base']} × "
                             f"effective_rate {line['effective_rate']} = {canonical(expected)}")
         payouts.append(payout)
-        if kind == "adjustment":
+        if kind != "regular":
             sums["adjustment_fee_base"].append(fee_base)
             sums["adjustment_payout_exact"].append(payout)
         else:
@@ -199,11 +201,19 @@ def _recompute(statement: Mapping[str, Any]) -> Recomputation:
     stated = _amount(statement.get("payout"), "payout", problems)
     if stated is None:
         return Recomputation(len(lines), payout_exact, None, None, tuple(problems))
+    carried_in = _amount(statement.get("carried_in", "0"), "carried_in", problems)
+    if carried_in is None:
+        return Recomputation(len(lines), payout_exact, None, None, tuple(problems))
+    if carried_in > 0:
+        problems.append(f"carried_in: {statement['carried_in']} is positive; only a shortfall is carried")
+    if "carried_out" in statement or "carried_in" in statement:
+        _compare(statement, "carried_out", carried_out(payout_exact, carried_in),
+                 "min(0, payout_exact + carried_in)", problems)
     quantum = quantum_of(stated)
-    payout = statement_payout(max(ZERO, payout_exact), quantum)
+    payout = payable(payout_exact, carried_in, quantum)
     if stated != payout:
-        problems.append(f"payout: {statement['payout']} is not the lines' payout {canonical(payout_exact)} rounded "
-                        f"down to {quantum} = {payout}")
+        problems.append(f"payout: {statement['payout']} is not the lines' payout {canonical(payout_exact)} with "
+                        f"carried_in {canonical(carried_in)}, if positive, rounded down to {quantum} = {payout}")
     return Recomputation(len(lines), payout_exact, quantum, payout, tuple(problems))
 
 

@@ -6,6 +6,10 @@ API volume and so its tier. Lines whose fills belong to an earlier, already clos
 tier of the month the fills belong to. Lines of *corrections* to fills that were on an earlier
 statement (a busted trade, a corrected quantity or fee) are adjustments too, labelled as such:
 their fee base is the change, negative for a bust, priced like the fills they correct.
+
+When corrections outweigh what a statement earns, it pays 0 and carries the difference to the
+broker's next statement (`carried_out`, then that one's `carried_in`): nothing paid is taken
+back, and nothing overpaid is forgotten.
 """
 
 from collections.abc import Iterable, Mapping
@@ -15,7 +19,7 @@ from typing import Any
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.fills import MarketType
-from bkr.domain.money import ZERO, canonical, total
+from bkr.domain.money import ZERO, add, canonical, total
 from bkr.domain.payout import effective_rate, line_payout_at, statement_payout
 from bkr.domain.periods import Month
 from bkr.domain.tiers import Tier
@@ -97,13 +101,18 @@ class BrokerStatement:
     fee_base: Decimal  # regular lines only
     adjustment_fee_base: Decimal  # adjustment and correction lines
     adjustment_payout_exact: Decimal
-    payout_exact: Decimal  # regular and adjustment lines, unrounded
-    payout: Decimal  # payout_exact rounded once, down
+    payout_exact: Decimal  # every line, unrounded
+    carried_in: Decimal  # the previous statement's carried_out: 0 or negative
+    payout: Decimal  # max(0, payout_exact + carried_in) rounded once, down
     lines: tuple[StatementLine, ...]
 
     @property
     def api_volume(self) -> Decimal:
         return total((self.spot_volume, self.futures_volume))
+
+    @property
+    def carried_out(self) -> Decimal:
+        return carried_out(self.payout_exact, self.carried_in)
 
     def to_document(self) -> dict[str, Any]:
         """The statement as JSON-ready data: decimals as strings, lines in a fixed order."""
@@ -120,6 +129,8 @@ class BrokerStatement:
             "adjustment_fee_base": canonical(self.adjustment_fee_base),
             "adjustment_payout_exact": canonical(self.adjustment_payout_exact),
             "payout_exact": canonical(self.payout_exact),
+            "carried_in": canonical(self.carried_in),
+            "carried_out": canonical(self.carried_out),
             "payout": format(self.payout, "f"),  # already a multiple of the rounding quantum
             "lines": [line.to_document() for line in self.lines],
         }
@@ -141,10 +152,22 @@ def paying_tier(config: ProgramConfig, month: Month, own_volume: Decimal, previo
     return schedule.tier_for_volume(own_volume)
 
 
+def carried_out(payout_exact: Decimal, carried_in: Decimal) -> Decimal:
+    """What a statement leaves to recover from the next: the part of its payout below zero."""
+    return min(ZERO, add(payout_exact, carried_in))
+
+
+def payable(payout_exact: Decimal, carried_in: Decimal, quantum: Decimal) -> Decimal:
+    """The amount a statement pays: its exact payout with what it carries in, if positive,
+    rounded down once to `quantum`."""
+    return statement_payout(max(ZERO, add(payout_exact, carried_in)), quantum)
+
+
 def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: Iterable[AggregateLine],
-                    tier: Tier, prior_tiers: Mapping[Month, Tier]) -> BrokerStatement:
+                    tier: Tier, prior_tiers: Mapping[Month, Tier], carried_in: Decimal = ZERO) -> BrokerStatement:
     """Price every line and total the statement. `prior_tiers` holds the tier of each earlier
-    month that adjustment lines belong to."""
+    month that adjustment lines belong to; `carried_in` is what the broker's previous statement
+    left to recover."""
     lines = list(lines)
     spot, futures = api_volumes(lines)
     priced: list[StatementLine] = []
@@ -172,6 +195,7 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
         adjustment_fee_base=total(line.fee_base for line in adjustments),
         adjustment_payout_exact=total(line.payout_exact for line in adjustments),
         payout_exact=payout_exact,
-        payout=statement_payout(max(ZERO, payout_exact), config.rounding_quantum),
+        carried_in=carried_in,
+        payout=payable(payout_exact, carried_in, config.rounding_quantum),
         lines=tuple(priced),
     )

@@ -22,7 +22,14 @@ from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, D, total
 from bkr.domain.periods import Month
-from bkr.domain.statements import AggregateLine, BrokerStatement, api_volumes, build_statement, paying_tier
+from bkr.domain.statements import (
+    AggregateLine,
+    BrokerStatement,
+    api_volumes,
+    build_statement,
+    carried_out,
+    paying_tier,
+)
 from bkr.domain.tiers import Tier
 from bkr.program.dialect import insert_ignoring, locked
 from bkr.store.tables import aggregates, fills, periods, statements
@@ -75,7 +82,7 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
             connection.execute(insert(statements), [
                 {"broker_id": s.broker_id, "month": str(month), "tier_level": s.tier.level,
                  "broker_rate": s.tier.rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
-                 "payout": s.payout, "document": dump(doc), "created_at": now}
+                 "carried_in": s.carried_in, "payout": s.payout, "document": dump(doc), "created_at": now}
                 for s, doc in zip(computed, documents, strict=True)])
         connection.execute(update(periods).where(periods.c.month == str(month))
                            .values(status="closed", closed_at=now))
@@ -84,8 +91,9 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
 
 def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
                        broker_id: int | None = None, *, per_user: bool = True) -> list[BrokerStatement]:
-    """The statements of `month` from its aggregates (regular lines and late-fill adjustments).
-    On an open month this is the projection "if the month ended now".
+    """The statements of `month` from its aggregates (regular lines, late-fill adjustments and
+    corrections), each carrying in what the broker's previous statement left to recover. On an
+    open month this is the projection "if the month ended now".
 
     `per_user=False` gives the same statements with the users' lines merged per (fill month,
     market type, affiliate rate): every total is identical, digit for digit (a line's payout is
@@ -104,8 +112,18 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
         tier = paying_tier(config, month, own, previous)
         prior = {m: tier_of_closed_month(connection, config, broker, m)
                  for m in {line.fill_month for line in lines if line.is_adjustment}}
-        result.append(build_statement(config, broker, month, lines, tier, prior))
+        carried = carried_into(connection, broker, month)
+        result.append(build_statement(config, broker, month, lines, tier, prior, carried))
     return result
+
+
+def carried_into(connection: Connection, broker_id: int, month: Month) -> Decimal:
+    """What the broker's latest statement before `month` left to recover (0 or negative)."""
+    previous = connection.execute(
+        select(statements.c.payout_exact, statements.c.carried_in)
+        .where((statements.c.broker_id == broker_id) & (statements.c.month < str(month)))
+        .order_by(statements.c.month.desc()).limit(1)).first()
+    return ZERO if previous is None else carried_out(previous.payout_exact, previous.carried_in)
 
 
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:

@@ -5,11 +5,13 @@ import csv
 import html
 import io
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 
 def statement_csv(document: dict[str, Any]) -> str:
-    """The statement's lines as CSV, followed by a total row."""
+    """The statement's lines as CSV, then what it carried in from the previous statement and out
+    to the next (rows of kind carried_in and carried_out, when not 0), then a total row."""
     columns = ["broker_id", "month", "kind", "fill_month", "user_id", "market_type", "tier", "affiliate_rate",
                "effective_rate", "fills", "volume_usd", "fee_usd", "fee_base", "payout_exact", "payout"]
     buffer = io.StringIO()
@@ -17,6 +19,9 @@ def statement_csv(document: dict[str, Any]) -> str:
     writer.writerow(columns)
     for line in document["lines"]:
         writer.writerow([document["broker_id"], document["month"], *(line[c] for c in columns[2:-1]), ""])
+    for carry in ("carried_in", "carried_out"):
+        if Decimal(document.get(carry, "0")):
+            writer.writerow([document["broker_id"], document["month"], carry, *[""] * 10, document[carry], ""])
     writer.writerow([document["broker_id"], document["month"], "total", "", "", "", document["tier"], "", "",
                      sum(line["fills"] for line in document["lines"]), document["api_volume"], "",
                      document["fee_base"], document["payout_exact"], document["payout"]])
@@ -33,7 +38,7 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space:
 table.summary { width: auto; }
 table.summary th { font-weight: normal; color: #444; padding-right: 2rem; }
 tfoot td { font-weight: bold; border-top: 2px solid #111; }
-tr.adjustment td { font-style: italic; }
+tr.adjustment td, tr.correction td { font-style: italic; }
 .payout { font-size: 1.15rem; font-weight: bold; }
 .signature { border: 1px solid #111; padding: .8rem 1rem; margin-top: 1.6rem; page-break-inside: avoid; }
 .signature code { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
@@ -50,9 +55,11 @@ _LINE_COLUMNS = (("kind", "Kind", False), ("fill_month", "Fill month", False), (
 
 _SUMMARY = (("spot_volume", "Spot volume (USD)"), ("futures_volume", "Futures volume (USD)"),
             ("api_volume", "API volume (USD)"), ("fee_base", "Fee base (USD)"),
-            ("adjustment_fee_base", "Prior-period adjustments: fee base (USD)"),
-            ("adjustment_payout_exact", "Prior-period adjustments: payout, exact (USD)"),
-            ("payout_exact", "Payout, exact (USD)"))
+            ("adjustment_fee_base", "Adjustments and corrections: fee base (USD)"),
+            ("adjustment_payout_exact", "Adjustments and corrections: payout, exact (USD)"),
+            ("payout_exact", "Payout, exact (USD)"),
+            ("carried_in", "Carried in from the previous statement (USD)"),
+            ("carried_out", "Carried out to the next statement (USD)"))
 
 
 _NUMERIC = ' class="n"'
@@ -76,7 +83,7 @@ def statement_html(document: Mapping[str, Any], *, signature: Mapping[str, Any] 
     total_fills = sum(line.get("fills", 0) for line in lines if isinstance(line.get("fills"), int))
     foot = (f'<tr><td colspan="7">Total ({len(lines)} lines)</td><td class="n">{total_fills}</td><td></td><td></td>'
             f'<td class="n"></td><td class="n">{_e(document["payout_exact"])}</td></tr>')
-    summary = "".join(f'<tr><th>{_e(title)}</th><td class="n">{_e(document.get(key))}</td></tr>'
+    summary = "".join(f'<tr><th>{_e(title)}</th><td class="n">{_e(document.get(key, "0"))}</td></tr>'
                       for key, title in _SUMMARY)
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -91,8 +98,10 @@ def statement_html(document: Mapping[str, Any], *, signature: Mapping[str, Any] 
         summary,
         f'<tr class="payout"><th>Payout (USD)</th><td class="n">{_e(document["payout"])}</td></tr>',
         "</tbody></table>",
-        '<p class="note">The payout is the exact payout rounded down once, to the rounding quantum; lines of kind '
-        "<em>adjustment</em> are late fills of an earlier, closed month, priced at that month's tier.</p>",
+        '<p class="note">The payout is the exact payout with what was carried in, if positive, rounded down once '
+        "to the rounding quantum; what corrections take below zero is carried out to the next statement. Lines of "
+        "kind <em>adjustment</em> are late fills of an earlier, closed month, priced at that month's tier; lines of "
+        "kind <em>correction</em> correct fills an earlier statement paid, priced as those fills were.</p>",
         "<h2>Lines</h2>",
         f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody><tfoot>{foot}</tfoot></table>",
         _signature_block(signature),

@@ -1,6 +1,7 @@
 """Reconciliation of a closed month, link by link: the stored fills make the aggregates, the
-aggregates make the statements' lines, the lines make each statement's totals, the paid
-statements are the ledger's payouts, and the ledger balances.
+aggregates make the statements' lines, the lines make each statement's totals, each statement
+carries in what the broker's previous one carried out, the paid statements are the ledger's
+payouts, and the ledger balances.
 
 Each check reports what differs (a `Difference` naming the link, the subject and both figures)
 rather than stopping at the first: one run tells finance everything that does not add up. The
@@ -18,10 +19,12 @@ from sqlalchemy import Connection, func, select
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import NotFound
 from bkr.domain.fills import Attribution
-from bkr.domain.money import ZERO, canonical, round_down, total
+from bkr.domain.money import ZERO, canonical, total
 from bkr.domain.periods import Month
+from bkr.domain.statements import carried_out, payable
 from bkr.ledger import journal
 from bkr.ledger.postings import REBATE_EXPENSE, broker_account
+from bkr.program.close import carried_into
 from bkr.program.periods import closed_months
 from bkr.program.settlement import PAID
 from bkr.store.tables import aggregates, fills, ledger_entries, ledger_groups, statements
@@ -29,7 +32,8 @@ from bkr.store.tables import aggregates, fills, ledger_entries, ledger_groups, s
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    link: str  # "fills -> aggregates", "aggregates -> lines", "lines -> totals", "statements -> ledger", "ledger"
+    link: str  # "fills -> aggregates", "aggregates -> lines", "lines -> totals", "statements -> next statement",
+    # "statements -> ledger", "ledger"
     subject: str  # what was compared, e.g. "broker 1400 volume_usd"
     expected: str
     found: str
@@ -66,6 +70,7 @@ def reconcile_month(connection: Connection, config: ProgramConfig, month: Month)
     differences += _compare("aggregates -> lines", from_aggregates, from_lines)
     for broker, document in sorted(documents.items()):
         differences += _totals(broker, document, config.rounding_quantum)
+        differences += _carried(connection, broker, month, document)
     differences += _ledger(connection, month)
     return Reconciliation(month, len(documents), sum(int(f["fills"]) for f in from_fills.values()),
                           tuple(differences))
@@ -125,15 +130,17 @@ def _compare(link: str, expected: dict[int, dict[str, Decimal]],
 
 
 def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Difference]:
-    """A statement's totals are its lines' sums; its payout is the exact payout rounded down once,
-    or 0 when corrections take the exact payout below 0."""
+    """A statement's totals are its lines' sums; its payout is the exact payout with what it
+    carried in, if positive, rounded down once; what is left below 0 is carried out."""
     lines = document["lines"]
     payout_exact = total(Decimal(line["payout_exact"]) for line in lines)
     regular_fee_base = total(Decimal(line["fee_base"]) for line in lines if line["kind"] == "regular")
+    carried_in = Decimal(document.get("carried_in", "0"))
     figures = {
         "payout_exact": (payout_exact, Decimal(document["payout_exact"])),
         "fee_base": (regular_fee_base, Decimal(document["fee_base"])),
-        "payout": (round_down(max(ZERO, payout_exact), quantum), Decimal(document["payout"])),
+        "payout": (payable(payout_exact, carried_in, quantum), Decimal(document["payout"])),
+        "carried_out": (carried_out(payout_exact, carried_in), Decimal(document.get("carried_out", "0"))),
     }
     for line in lines:
         exact = Decimal(line["fee_base"]) * Decimal(line["effective_rate"])
@@ -142,6 +149,18 @@ def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Dif
                 exact, Decimal(line["payout_exact"]))
     return [Difference("lines -> totals", f"broker {broker} {name}", canonical(want), canonical(have))
             for name, (want, have) in figures.items() if want != have]
+
+
+def _carried(connection: Connection, broker: int, month: Month, document: dict[str, Any]) -> list[Difference]:
+    """What a statement carried in, in its document and its row, is what the broker's previous
+    statement carried out."""
+    expected = carried_into(connection, broker, month)
+    stored = connection.execute(select(statements.c.carried_in).where(
+        (statements.c.broker_id == broker) & (statements.c.month == str(month)))).scalar_one()
+    return [Difference("statements -> next statement", f"broker {broker} carried_in{where}", canonical(expected),
+                       canonical(found))
+            for where, found in (("", Decimal(document.get("carried_in", "0"))), (" (stored row)", stored))
+            if found != expected]
 
 
 def _ledger(connection: Connection, month: Month) -> list[Difference]:

@@ -225,6 +225,8 @@ statements = Table(
     Column("broker_rate", Money, nullable=False),
     Column("api_volume", Money, nullable=False),
     Column("payout_exact", Money, nullable=False),
+    # what the previous statement left to recover (0 or negative); the document has it too
+    Column("carried_in", Money, nullable=False, server_default="0"),
     Column("payout", Money, nullable=False),
     Column("status", Text, nullable=False, server_default="draft"),  # draft -> final -> paid
     Column("document", Text, nullable=False),  # the canonical JSON statement, byte for byte

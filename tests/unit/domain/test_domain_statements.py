@@ -84,11 +84,11 @@ def aggregate(fills: list[ReferenceFill]) -> list[AggregateLine]:
 
 def line(fee_base: str, *, user_id: str = "u-1", market_type: MarketType = MarketType.SPOT,
          affiliate_rate: str = "0", volume: str = "0", fill_month: Month = PERIOD, fee: str | None = None,
-         fills: int = 1) -> AggregateLine:
+         fills: int = 1, correction: bool = False) -> AggregateLine:
     return AggregateLine(
         broker_id=BROKER, period=PERIOD, fill_month=fill_month, user_id=user_id, market_type=market_type,
         affiliate_rate=D(affiliate_rate), fills=fills, volume_usd=D(volume),
-        fee_usd=D(fee if fee is not None else fee_base), fee_base_usd=D(fee_base),
+        fee_usd=D(fee if fee is not None else fee_base), fee_base_usd=D(fee_base), is_correction=correction,
     )
 
 
@@ -314,13 +314,33 @@ def test_statement_document_carries_the_figures_as_strings() -> None:
         "month": "2024-05", "broker_id": BROKER, "tier": "BKR 1", "tier_basis": "same_month",
         "broker_rate": "0.3", "spot_volume": "6000000", "futures_volume": "500", "api_volume": "6000500",
         "fee_base": "1010.5", "adjustment_fee_base": "0", "adjustment_payout_exact": "0",
-        "payout_exact": "302.65", "payout": "302.65",
+        "payout_exact": "302.65", "carried_in": "0", "carried_out": "0", "payout": "302.65",
     }
     assert document["lines"][1] == {
         "user_id": "u-2", "market_type": "PERP", "kind": "regular", "fill_month": "2024-05", "tier": "BKR 1",
         "affiliate_rate": "0.25", "effective_rate": "0.25", "fills": 1, "volume_usd": "500", "fee_usd": "10",
         "fee_base": "10", "payout_exact": "2.5",
     }
+
+
+def test_a_bust_beyond_the_months_earnings_pays_nothing_and_carries_the_rest() -> None:
+    lines = [line("10", volume="1000"), line("-30", volume="-3000", fill_month=APRIL, correction=True)]
+    statement = build_statement(DEFAULT_CONFIG, BROKER, PERIOD, lines, SEED_TIERS[0], {APRIL: SEED_TIERS[0]},
+                                carried_in=D("-1"))
+    document = statement.to_document()
+
+    assert [(row["kind"], row["fill_month"], row["payout_exact"]) for row in document["lines"]] == [
+        ("regular", "2024-05", "2"), ("correction", "2024-04", "-6")]
+    assert (statement.api_volume, statement.fee_base, statement.adjustment_fee_base) == (1000, 10, -30)
+    assert (document["payout_exact"], document["carried_in"], document["carried_out"], document["payout"]) == (
+        "-4", "-1", "-5", "0.00")
+
+
+def test_a_carried_shortfall_comes_off_the_next_payout_before_it_is_rounded() -> None:
+    statement = build_statement(DEFAULT_CONFIG, BROKER, PERIOD, [line("35.029")], SEED_TIERS[0], {},
+                                carried_in=D("-5"))
+
+    assert (statement.payout_exact, statement.payout, statement.carried_out) == (D("7.0058"), D("2.00"), 0)
 
 
 @settings(max_examples=50, deadline=None)

@@ -40,15 +40,16 @@ SCHEDULE = DEFAULT_CONFIG.schedule_for(MAY)
 
 
 def aggregate(user: str, market: str, fee_base: str, *, rate: str = "0", volume: str = "1000",
-              fill_month: Month = MAY, fills: int = 3) -> AggregateLine:
+              fill_month: Month = MAY, fills: int = 3, correction: bool = False) -> AggregateLine:
     return AggregateLine(1400, MAY, fill_month, user, MarketType(market), D(rate), fills, D(volume), D(fee_base),
-                         D(fee_base))
+                         D(fee_base), correction)
 
 
-def stored(lines: list[AggregateLine], level: int = 3, quantum: str = "0.01") -> str:
+def stored(lines: list[AggregateLine], level: int = 3, quantum: str = "0.01", carried_in: str = "0") -> str:
     """A statement document as the close stores it: built by the domain, in canonical form."""
     config = replace(DEFAULT_CONFIG, rounding_quantum=D(quantum))
-    statement = build_statement(config, 1400, MAY, lines, SCHEDULE.tiers[level], {APRIL: SCHEDULE.tiers[1]})
+    statement = build_statement(config, 1400, MAY, lines, SCHEDULE.tiers[level], {APRIL: SCHEDULE.tiers[1]},
+                                D(carried_in))
     return canonical_json(json.loads(canonical_json(statement.to_document())))
 
 
@@ -127,6 +128,33 @@ def test_an_untouched_statement_verifies_with_its_figures() -> None:
     assert found.lines == 4
     assert str(found.payout_exact) == document["payout_exact"]
     assert (format(found.payout, "f"), found.quantum) == (document["payout"], Decimal("0.01"))
+
+
+CORRECTED = stored([  # a bust of an April fill April's statement paid, and a shortfall carried from it
+    aggregate("alice", "SPOT", "100", volume="1000000"),
+    aggregate("carol", "SPOT", "-80", volume="-800000", fill_month=APRIL, correction=True),
+], carried_in="-7.5")
+
+
+def test_a_statement_with_a_correction_and_a_carried_shortfall_verifies() -> None:
+    document = json.loads(CORRECTED)
+
+    result = verify_signed_statement(sign_statement(CORRECTED, KEY), published(KEY))
+
+    assert result.ok, result.problems
+    assert [line["kind"] for line in document["lines"]] == ["regular", "correction"]
+    assert (document["payout_exact"], document["carried_in"], document["carried_out"]) == ("16", "-7.5", "0")
+    assert format(result.recomputation.payout, "f") == document["payout"] == "8.50"
+
+
+@pytest.mark.parametrize(("name", "value", "named"), [
+    ("carried_in", "-7.4", "payout:"), ("carried_out", "-1", "carried_out:"), ("carried_in", "1", "carried_in:")])
+def test_a_changed_carry_fails_the_recompute(name: str, value: str, named: str) -> None:
+    document = json.loads(CORRECTED) | {name: value}
+
+    problems = recompute_payout(document).problems
+
+    assert any(p.startswith(named) for p in problems), problems
 
 
 # One digit changed: in a line's figures, in a count, in a rate, in the totals.
