@@ -71,7 +71,7 @@ from sqlalchemy import Engine, func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bkr.domain.config import DEFAULT_CONFIG  # noqa: E402
-from bkr.domain.fills import FIELDS, Attribution, Fill, MarketType, Side, attribute, price_in_usd  # noqa: E402
+from bkr.domain.fills import Attribution, Fill, MarketType, Side, attribute, price_in_usd  # noqa: E402
 from bkr.domain.money import MONEY, ZERO, canonical  # noqa: E402
 from bkr.domain.payout import fee_base  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
@@ -85,6 +85,7 @@ from bkr.store.tables import aggregates, daily_volumes, fills  # noqa: E402
 from bkr.store.types import to_micros  # noqa: E402
 from ingest_close import (  # noqa: E402
     MAX_USERS,
+    ROW_FIELDS,
     USER_BASE,
     Backend,
     PostgresBackend,
@@ -188,7 +189,7 @@ def serving(url: str, workers: int, log_path: Path) -> Iterator[str]:
 def fill_object(row: Row) -> dict[str, Any]:
     """One generated fill as the JSON object of `POST /v1/fills`: the fields of docs/fills.md,
     money as strings, booleans and the broker id as JSON values."""
-    return dict(zip(FIELDS, row, strict=True))
+    return dict(zip(ROW_FIELDS, row, strict=True))
 
 
 def json_batches(world: World, total: int, seed: int, size: int) -> list[bytes]:
@@ -323,7 +324,7 @@ def stored_fills(world: World, total: int, seed: int, chunk: int, month: Month) 
         rows.append((fill.fill_id, fill.order_id, fill.user_id, fill.symbol, fill.market_type.value, fill.side.value,
                      fill.price, fill.quantity, fill.fee, fill.fee_symbol, fill.is_maker, fill.timestamp,
                      fill.broker_id, fill.via_api, fill.fill_type, priced.volume_usd, priced.fee_usd,
-                     fill.content_key(), attribution.value, rate, month_text, month_text, None))
+                     fill.content_key(), attribution.value, rate, month_text, month_text, None, None, None))
     return rows, totals
 
 

@@ -63,6 +63,9 @@ from bkr.program.close import close_month
 from bkr.store import db
 from bkr.store.tables import aggregates, fills, periods, statements
 
+# What a generated row holds: every field of a fill but `corrects` (the generator makes no corrections).
+ROW_FIELDS = tuple(name for name in FIELDS if name != "corrects")
+
 MONTH = Month(2025, 3)
 SETUP_AT = datetime(2025, 2, 20, tzinfo=UTC)  # when the registry is loaded
 ACTIVE_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # brokers active and referral rates in force from
@@ -199,7 +202,7 @@ def generate_chunk(world: World, total: int, seed: int, chunk: int, month: Month
 def write_csv(path: Path, world: World, total: int, seed: int) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(FIELDS)
+        writer.writerow(ROW_FIELDS)
         for rows in generate(world, total, seed):
             writer.writerows((*r[:10], "true" if r[10] else "false", r[11], "" if r[12] is None else r[12],
                               "true" if r[13] else "false", r[14]) for r in rows)
@@ -264,7 +267,7 @@ class SqliteBackend(Backend):
             connection.execute("CREATE TABLE raw_fills (fill_id TEXT, order_id TEXT, user_id TEXT, symbol TEXT, "
                                "market_type TEXT, side TEXT, price TEXT, quantity TEXT, fee TEXT, fee_symbol TEXT, "
                                "is_maker INTEGER, timestamp TEXT, broker_id INTEGER, via_api INTEGER, fill_type TEXT)")
-            insert = f"INSERT INTO raw_fills VALUES ({', '.join('?' * len(FIELDS))})"
+            insert = f"INSERT INTO raw_fills VALUES ({', '.join('?' * len(ROW_FIELDS))})"
             elapsed = 0.0
             connection.execute("BEGIN IMMEDIATE")
             for rows in generate(world, total, seed):
@@ -318,7 +321,7 @@ class PostgresBackend(Backend):
             with connection.cursor() as cursor:
                 for rows in generate(world, total, seed):
                     started = time.perf_counter()
-                    with cursor.copy(f"COPY raw_fills ({', '.join(FIELDS)}) FROM STDIN") as copy:
+                    with cursor.copy(f"COPY raw_fills ({', '.join(ROW_FIELDS)}) FROM STDIN") as copy:
                         for row in rows:
                             copy.write_row(row)
                     elapsed += time.perf_counter() - started

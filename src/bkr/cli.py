@@ -467,7 +467,7 @@ def reconcile(
     statements -> ledger payouts, and that the ledger balances. Exits 1 if anything differs."""
     from bkr.program.reconcile import reconcile_month
 
-    with _engine(db_url).connect() as connection:
+    with db.snapshot(_engine(db_url)) as connection:  # one consistent state, without holding writers up
         result = reconcile_month(connection, load_config(config_path), Month.parse(month))
     if as_json:
         _print_json({"month": str(result.month), "statements": result.statements, "fills": result.fills,

@@ -15,13 +15,14 @@ from integration_support import (
     fill,
     import_rows,
 )
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 
 from bkr.domain.money import D
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
-from bkr.program import settlement
-from bkr.store.tables import aggregates, statements
+from bkr.program import registry, settlement
+from bkr.store import db
+from bkr.store.tables import aggregates, brokers, statements
 
 
 def _settled_may(engine: Engine, tmp_path: Path) -> None:
@@ -99,3 +100,18 @@ def test_a_payout_without_a_paid_statement_and_a_paid_statement_without_one_are_
 def test_an_open_month_is_refused(db_url: str, bkr) -> None:  # type: ignore[no-untyped-def]
     result = bkr("reconcile", "--month", "2024-05", "--db", db_url)
     assert result.code == 1 and "not closed" in result.err
+
+
+def test_a_snapshot_reads_one_moment_and_lets_writers_commit_meanwhile(engine: Engine) -> None:
+    """Reconcile reads in a snapshot: a fill import or a close may commit while it runs (on
+    SQLite a writer does not wait for it), and it goes on seeing the state it started from."""
+    add_broker(engine, 1400)
+    with db.snapshot(engine) as reading:
+        before = reading.execute(select(func.count()).select_from(brokers)).scalar_one()
+        with engine.begin() as writing:  # would wait out the busy timeout if the snapshot held the write lock
+            registry.enroll_broker(writing, 2200, "acct-2200", "Broker 2200", "trading_bot", NOW)
+        during = reading.execute(select(func.count()).select_from(brokers)).scalar_one()
+    with engine.connect() as connection:
+        after = connection.execute(select(func.count()).select_from(brokers)).scalar_one()
+
+    assert (before, during, after) == (1, 1, 2)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, literal, select
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import NotFound
@@ -81,22 +81,18 @@ def _exact_sum(connection: Connection, column: Any) -> Any:
 
 
 def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
-    """Counted fills paid in `month`, summed per broker by the database. The fee base is the
-    positive fees of the fills and the stored fee-base change of each correction."""
+    """Counted fills paid in `month`, summed per broker by the database in one pass. The fee base
+    is the positive fees of the fills and the stored fee-base change of each correction."""
     counted = (fills.c.period == str(month)) & (fills.c.attribution == Attribution.COUNTED.value)
-    positive = fills.c.fee_usd > 0 if connection.dialect.name == "postgresql" else ~fills.c.fee_usd.startswith("-")
-    result: dict[int, dict[str, Decimal]] = {}
-    for broker, count, volume in connection.execute(
-            select(fills.c.broker_id, func.count(), _exact_sum(connection, fills.c.volume_usd))
-            .where(counted).group_by(fills.c.broker_id)):
-        result[int(broker)] = {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": ZERO}
-    for column, condition in ((fills.c.fee_usd, positive & fills.c.corrects.is_(None)),
-                              (fills.c.fee_base_usd, fills.c.corrects.is_not(None))):
-        for broker, fee_base in connection.execute(
-                select(fills.c.broker_id, _exact_sum(connection, column)).where(counted & condition)
-                .group_by(fills.c.broker_id)):
-            result[int(broker)]["fee_base"] += Decimal(fee_base)
-    return result
+    postgresql = connection.dialect.name == "postgresql"
+    positive = fills.c.fee_usd > 0 if postgresql else ~fills.c.fee_usd.startswith("-")
+    zero = literal(0) if postgresql else literal("0")  # SQLite sums decimal text
+    fee_base = case((fills.c.corrects.is_not(None), fills.c.fee_base_usd), (positive, fills.c.fee_usd), else_=zero)
+    rows = connection.execute(
+        select(fills.c.broker_id, func.count(), _exact_sum(connection, fills.c.volume_usd),
+               _exact_sum(connection, fee_base)).where(counted).group_by(fills.c.broker_id))
+    return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(base)}
+            for broker, count, volume, base in rows}
 
 
 def _aggregates_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:

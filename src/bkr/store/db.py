@@ -1,7 +1,9 @@
 """Engines and schema readiness for SQLite (the embedded default) and PostgreSQL."""
 
 import sqlite3
-from decimal import Decimal, localcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from bkr.domain.errors import StoreNotReady
@@ -22,8 +24,7 @@ DEFAULT_URL = "sqlite:///bkr.db"
 def _dec_add(left: str | None, right: str | None) -> str | None:
     if left is None or right is None:
         return left if right is None else right
-    with localcontext(MONEY):
-        return canonical(Decimal(left) + Decimal(right))
+    return canonical(MONEY.add(Decimal(left), Decimal(right)))
 
 
 class _DecSum:
@@ -34,9 +35,8 @@ class _DecSum:
         self.total: Decimal | None = None
 
     def step(self, value: str | None) -> None:
-        if value is not None:
-            with localcontext(MONEY):
-                self.total = Decimal(value) if self.total is None else self.total + Decimal(value)
+        if value is not None:  # the context's own add: no context switch per row
+            self.total = Decimal(value) if self.total is None else MONEY.add(self.total, Decimal(value))
 
     def finalize(self) -> str | None:
         return None if self.total is None else canonical(self.total)
@@ -56,7 +56,23 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
 
 def _on_sqlite_begin(connection: Any) -> None:
     # Take the write lock up front: two writers then queue instead of failing mid-transaction.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A snapshot (below) only reads: a deferred BEGIN, which in WAL mode never waits for writers.
+    read_only = connection.get_execution_options().get("bkr_snapshot", False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction that sees the database as of one moment and does not hold writers
+    up, for long reads that must add up (a reconciliation): REPEATABLE READ READ ONLY on
+    PostgreSQL, a deferred transaction on SQLite (a WAL reader keeps its snapshot to the end)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        else:
+            connection = connection.execution_options(bkr_snapshot=True)
+        with connection.begin():
+            yield connection
 
 
 def make_engine(url: str) -> Engine:
