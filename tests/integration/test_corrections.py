@@ -143,3 +143,27 @@ def test_a_correction_waits_with_its_fill_for_the_user_and_then_counts_with_it(e
     assert _lines(preview(engine, MAY)[BROKER]) == [("regular", "2024-05", "zoe", "5", "100", 2)]
     with engine.connect() as connection:
         assert set(connection.execute(select(fills.c.attribution)).scalars()) == {"counted"}
+
+
+def test_a_shortfall_is_carried_through_a_quiet_month_to_the_next_payout(engine: Engine, tmp_path: Path) -> None:
+    """May pays 20 (fee 100 at BKR 0's 20%); its fill is busted in June, which earns 1: June pays 0 and
+    carries 19 out; July has no volume but a statement all the same, carrying it on; August's 25
+    pays 6."""
+    add_broker(engine)
+    add_users(engine, "alice")
+    may_fill = fill("f-1", fee="100")
+    import_rows(engine, tmp_path / "may.csv", [may_fill])
+    assert close(engine, MAY)[BROKER]["payout"] == "20.00"
+    import_rows(engine, tmp_path / "june.csv", [correction(may_fill, "f-1-bust", quantity="-1", fee="-100"),
+                                                fill("f-2", at="2024-06-10T12:00:00Z", fee="5")])
+    june = close(engine, JUNE)[BROKER]
+    july = close(engine, JUNE.next())[BROKER]
+    import_rows(engine, tmp_path / "august.csv", [fill("f-3", at="2024-08-10T12:00:00Z", fee="125")])
+    august = close(engine, JUNE.next().next())[BROKER]
+
+    assert [(s["payout_exact"], s["carried_in"], s["carried_out"], s["payout"]) for s in (june, july, august)] == [
+        ("-19", "0", "-19", "0.00"), ("0", "-19", "-19", "0.00"), ("25", "-19", "0", "6.00")]
+    assert (july["lines"], july["tier"]) == ([], "BKR 0")
+    with engine.connect() as connection:
+        for month in (JUNE, JUNE.next(), JUNE.next().next()):
+            assert reconcile_month(connection, DEFAULT_CONFIG, month).differences == ()

@@ -103,6 +103,8 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
     source = _aggregate_lines(connection, month, broker_id) if per_user else _merged_lines(connection, month, broker_id)
     for line in source:
         by_broker[line.broker_id].append(line)
+    for broker in _owing_brokers(connection, month, broker_id):  # a statement for a balance, too
+        by_broker.setdefault(broker, [])
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
@@ -115,6 +117,20 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
         carried = carried_into(connection, broker, month)
         result.append(build_statement(config, broker, month, lines, tier, prior, carried))
     return result
+
+
+def _owing_brokers(connection: Connection, month: Month, broker_id: int | None) -> list[int]:
+    """Brokers whose latest statement before `month` carried a shortfall out: they get a statement
+    in `month` even without volume, which carries it on and shows it is still owed."""
+    latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
+        statements.c.month < str(month)).group_by(statements.c.broker_id)
+    if broker_id is not None:
+        latest = latest.where(statements.c.broker_id == broker_id)
+    last = latest.subquery()
+    rows = connection.execute(
+        select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
+        .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
+    return [row.broker_id for row in rows if carried_out(row.payout_exact, row.carried_in) < 0]
 
 
 def carried_into(connection: Connection, broker_id: int, month: Month) -> Decimal:
