@@ -244,3 +244,21 @@ def test_text_no_database_can_store_is_rejected_naming_the_field(api: Api, feed:
     assert [r["reason"] for r in answer.json()["results"]] == [
         "fill_id: contains a NUL character", "user_id: contains an unpaired UTF-16 surrogate, which is not text"]
     assert streamed.status_code == 422  # its only line is not JSON: the body is not NDJSON
+
+
+def test_a_bust_is_posted_like_a_fill_and_applied_once(api: Api, feed: dict[str, str]) -> None:
+    original = fill("f-1")
+    bust = {**original, "fill_id": "f-1-bust", "corrects": "f-1", "quantity": f"-{original['quantity']}",
+            "fee": f"-{original['fee']}"}
+    too_much = {**bust, "fill_id": "f-1-again"}  # the fill stands at 0 once busted
+    post_fills(api.client, feed, [original])
+
+    first = post_fills(api.client, feed, [bust]).json()
+    again = post_fills(api.client, feed, [bust, too_much]).json()
+
+    assert _counts(first) == {"accepted": 1, "duplicates": 0, "conflicts": 0, "rejected": 0}
+    assert [(r["fill_id"], r["outcome"]) for r in again["results"]] == [
+        ("f-1-bust", "duplicate"), ("f-1-again", "rejected")]
+    assert again["results"][1]["reason"].startswith("quantity: would take fill 'f-1' below zero (it stands at 0;")
+    (row,) = stored_aggregates(api.engine)
+    assert (row.fills, row.volume_usd, row.fee_base_usd) == (2, 0, 0)

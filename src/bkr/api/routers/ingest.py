@@ -31,7 +31,8 @@ class FillIn(BaseModel):
     side: Literal["Bid", "Ask"]
     price: str = Field(description="Decimal (a string; a JSON number is read exactly too), > 0, in the quote asset",
                        examples=["142.35"])
-    quantity: str = Field(description="Decimal, > 0, in the base asset", examples=["3.5"])
+    quantity: str = Field(description="Decimal, > 0, in the base asset; on a correction, the signed change",
+                          examples=["3.5"])
     fee: str = Field(description="Decimal, in `fee_symbol`; negative for a maker rebate", examples=["0.4982"])
     fee_symbol: str = Field(description="The asset the fee was charged in", examples=["USDC"])
     is_maker: bool
@@ -40,6 +41,9 @@ class FillIn(BaseModel):
     broker_id: int | None = Field(None, ge=1, le=65535, description="The `X-Broker-Id` the order carried")
     via_api: bool = Field(True, description="`false` if the order came from the web UI")
     fill_type: str = Field("User", description="`User`, or a system type (`Liquidation`, `Adl`, `Backstop`, …)")
+    corrects: str | None = Field(None, description="The `fill_id` of an earlier fill this item corrects: it restates "
+                                 "that trade with the signed change of `quantity` and `fee` (a bust negates both); "
+                                 "see docs/fills.md")
 
 
 class ItemResult(BaseModel):
