@@ -103,7 +103,8 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
     source = _aggregate_lines(connection, month, broker_id) if per_user else _merged_lines(connection, month, broker_id)
     for line in source:
         by_broker[line.broker_id].append(line)
-    for broker in _owing_brokers(connection, month, broker_id):  # a statement for a balance, too
+    owed = carries(connection, month, broker_id)
+    for broker in owed:  # a broker still owing a shortfall gets a statement without volume, too
         by_broker.setdefault(broker, [])
     result = []
     for broker in sorted(by_broker):
@@ -114,14 +115,13 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
         tier = paying_tier(config, month, own, previous)
         prior = {m: tier_of_closed_month(connection, config, broker, m)
                  for m in {line.fill_month for line in lines if line.is_adjustment}}
-        carried = carried_into(connection, broker, month)
-        result.append(build_statement(config, broker, month, lines, tier, prior, carried))
+        result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO)))
     return result
 
 
-def _owing_brokers(connection: Connection, month: Month, broker_id: int | None) -> list[int]:
-    """Brokers whose latest statement before `month` carried a shortfall out: they get a statement
-    in `month` even without volume, which carries it on and shows it is still owed."""
+def carries(connection: Connection, month: Month, broker_id: int | None = None) -> dict[int, Decimal]:
+    """What each broker's latest statement before `month` left to recover, for the brokers whose
+    latest statement carried a shortfall out (one query for every broker)."""
     latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
         statements.c.month < str(month)).group_by(statements.c.broker_id)
     if broker_id is not None:
@@ -130,16 +130,13 @@ def _owing_brokers(connection: Connection, month: Month, broker_id: int | None) 
     rows = connection.execute(
         select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
         .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
-    return [row.broker_id for row in rows if carried_out(row.payout_exact, row.carried_in) < 0]
+    owed = {row.broker_id: carried_out(row.payout_exact, row.carried_in) for row in rows}
+    return {broker: amount for broker, amount in owed.items() if amount < 0}
 
 
 def carried_into(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """What the broker's latest statement before `month` left to recover (0 or negative)."""
-    previous = connection.execute(
-        select(statements.c.payout_exact, statements.c.carried_in)
-        .where((statements.c.broker_id == broker_id) & (statements.c.month < str(month)))
-        .order_by(statements.c.month.desc()).limit(1)).first()
-    return ZERO if previous is None else carried_out(previous.payout_exact, previous.carried_in)
+    return carries(connection, month, broker_id).get(broker_id, ZERO)
 
 
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:

@@ -9,6 +9,7 @@ floating point.
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -268,28 +269,35 @@ def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int
                    limit: int, offset: int) -> UserBreakdown:
     """Per-user figures of a month, largest fee base first: from the stored statement of a closed
     month (none if the broker had no statement), from the projection of an open one."""
+    # (user, regular?, spot?, volume, fee, fee base, payout exact) of every line
+    lines: Iterable[tuple[str, bool, bool, Decimal, Decimal, Decimal, Decimal]]
     if month in closed_months(connection):
         source = "statement"
         try:
-            lines = json.loads(stored_statement(connection, broker_id, month))["lines"]
+            stored = json.loads(stored_statement(connection, broker_id, month))["lines"]
         except NotFound:  # no volume that month: no statement
-            lines = []
+            stored = []
+        lines = ((line["user_id"], line["kind"] == "regular", line["market_type"] == MarketType.SPOT.value,
+                  D(line["volume_usd"]), D(line["fee_usd"]), D(line["fee_base"]), D(line["payout_exact"]))
+                 for line in stored)
     else:
-        source = "projection"
+        source = "projection"  # the statement's own lines, as objects: no detour through their text
         projection = compute_statements(connection, config, month, broker_id)
-        lines = projection[0].to_document()["lines"] if projection else []
+        lines = ((line.user_id, line.kind == "regular", line.market_type is MarketType.SPOT, line.volume_usd,
+                  line.fee_usd, line.fee_base, line.payout_exact)
+                 for line in (projection[0].lines if projection else ()))
     # user -> [spot, futures, fee, fee base, adjustment fee base, payout exact]
     by_user: dict[str, list[Decimal]] = {}
-    for line in lines:
-        sums = by_user.setdefault(line["user_id"], [ZERO] * 6)
-        if line["kind"] != "regular":
-            sums[4] = add(sums[4], D(line["fee_base"]))
+    for user, regular, spot, volume, fee, base, payout in lines:
+        sums = by_user.setdefault(user, [ZERO] * 6)
+        if not regular:
+            sums[4] = add(sums[4], base)
         else:
-            slot = 0 if line["market_type"] == MarketType.SPOT.value else 1
-            sums[slot] = add(sums[slot], D(line["volume_usd"]))
-            sums[2] = add(sums[2], D(line["fee_usd"]))
-            sums[3] = add(sums[3], D(line["fee_base"]))
-        sums[5] = add(sums[5], D(line["payout_exact"]))
+            slot = 0 if spot else 1
+            sums[slot] = add(sums[slot], volume)
+            sums[2] = add(sums[2], fee)
+            sums[3] = add(sums[3], base)
+        sums[5] = add(sums[5], payout)
     figures = sorted((UserFigures(user, *sums) for user, sums in by_user.items()),
                      key=lambda u: (-add(u.fee_base, u.adjustment_fee_base), u.user_id))
     return UserBreakdown(broker_id, month, source, len(figures), limit, offset,
