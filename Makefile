@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= sqlite:///bkr.db
 PORT ?= 8000
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck check bench bench-http bench-venue clean postgres-start postgres-stop
+.PHONY: run test lint typecheck check bench bench-http bench-venue bench-dashboard chromium clean postgres-start postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +17,27 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## run: load the demo (a closed month and one in progress) into ./bkr.db if empty, print it, make an
-## operator key for it and serve the HTTP API on http://localhost:$(PORT) (Ctrl-C stops it)
+## operator key and a broker key for it and serve the dashboard and the HTTP API on
+## http://localhost:$(PORT) (Ctrl-C stops it)
 run: $(STAMP)
 	$(BIN)/bkr demo --db $(DB)
 	@set -e; key=$$($(BIN)/bkr admin-key create --role operator --db $(DB) 2>/dev/null); \
-	printf '\nOperator key for the demo (operator role): %s\n' "$$key"; \
+	secret=$$($(BIN)/bkr broker key create 1400 --json --db $(DB) | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'); \
+	printf '\nDashboard:   http://localhost:$(PORT)/dashboard   (sign in with a key below)\n'; \
+	printf '  operator key (operator role):  %s\n' "$$key"; \
+	printf '  broker 1400 secret:            %s\n' "$$secret"; \
 	printf 'Post fills:  curl -H "Authorization: Bearer %s" -H "Content-Type: application/x-ndjson" \\\n' "$$key"; \
 	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n'; \
-	printf 'Trade on the sandbox venue (in another terminal): .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
+	printf 'Trade on the sandbox venue (in another terminal; the dashboard moves with it): .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
 	$(BIN)/bkr serve --db $(DB) --port $(PORT)
 
+## chromium: Debian's Chromium, which the dashboard's browser tests drive (Playwright downloads no browser)
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
+
 ## test: start a throwaway PostgreSQL, run lint, types and the whole suite on SQLite and PostgreSQL
-test: $(STAMP)
+test: $(STAMP) chromium
 	@set -e; url=$$(scripts/postgres.sh start); \
 	trap 'scripts/postgres.sh stop' EXIT; \
 	$(BIN)/ruff check src tests bench; \
@@ -59,6 +70,13 @@ bench-venue: $(STAMP)
 	trap 'scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/venue.py --pg $$url $(BENCH_ARGS)
 
+## bench-dashboard: server-side render time of every dashboard page on a month of 1M fills, on SQLite
+## and PostgreSQL (BENCH_ARGS="--fills 10000000" for the 10M-fill month)
+bench-dashboard: $(STAMP)
+	@set -e; url=$$(scripts/postgres.sh start); \
+	trap 'scripts/postgres.sh stop' EXIT; \
+	$(BIN)/python bench/dashboard.py --pg $$url $(BENCH_ARGS)
+
 clean:
 	scripts/postgres.sh stop
-	rm -rf .pg $(VENV) bkr.db bkr.db-wal bkr.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .pg $(VENV) bkr.db bkr.db-wal bkr.db-shm .pytest_cache .mypy_cache .ruff_cache tests/browser/artifacts

@@ -26,6 +26,7 @@ and bkr refuses them rather than guess. Example:
     close_grace_minutes = 30           # the previous month is closed this long after 00:00 UTC on the 1st
     scheduled_close = true
     schedule_interval_seconds = 30
+    dashboard_secret = "…"             # signs dashboard session cookies; random at each start if unset
 
     [statements]                       # or BKR_STATEMENT_KEY_FILE in the environment
     signing_key_file = "statement-key.key"   # from `bkr statement-key create`; relative to this file
@@ -46,7 +47,7 @@ Flags given to `bkr serve` win over the environment, which wins over the file.
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -166,6 +167,9 @@ class ServiceSettings:
     close_grace_minutes: int = 30
     scheduled_close: bool = True
     schedule_interval_seconds: int = 30
+    # The key that signs the dashboard's session cookies (HMAC-SHA256). Empty: `bkr serve` makes a
+    # random one at start, so sessions end when the server restarts. Never shown in a repr.
+    dashboard_secret: str = field(default="", repr=False)
 
     @property
     def close_grace(self) -> timedelta:
@@ -177,6 +181,10 @@ class ServiceSettings:
         for name in ("workers", "max_batch", "schedule_interval_seconds"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
+        if self.dashboard_secret and len(self.dashboard_secret) < 32:
+            raise InvalidInput("service.dashboard_secret: at least 32 characters (make one with "
+                               "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+                               field="dashboard_secret")
         if self.close_grace_minutes < 0:
             raise InvalidInput(f"service.close_grace_minutes: {self.close_grace_minutes} is negative",
                                field="close_grace_minutes")

@@ -2,6 +2,7 @@
 transitions and signup codes, each refused with exit status 1 and a one-line reason."""
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,6 +10,8 @@ from integration_support import NOW
 from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 
+from bkr.domain.registry import BrokerStatus
+from bkr.program import registry
 from bkr.store.tables import brokers, enrollments
 
 
@@ -135,3 +138,18 @@ def test_a_users_signup_code_cannot_change(engine: Engine, db_url: str, bkr: Any
     assert (given_late.code, given_late.err) == (1, "error: user bob signed up with code (none); a signup code "
                                                     "never changes\n")
     assert repeated.code == 0  # the same registration again is harmless
+
+
+def test_the_broker_list_tells_each_brokers_history_as_showing_it_alone_does(engine: Engine) -> None:
+    steps = {1400: [BrokerStatus.ACTIVE, BrokerStatus.SUSPENDED, BrokerStatus.ACTIVE], 2200: [],
+             3100: [BrokerStatus.ACTIVE, BrokerStatus.TERMINATED]}
+    with engine.begin() as connection:
+        for broker_id in (3100, 1400, 2200):
+            registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"B{broker_id}", "trading_bot", NOW)
+            for day, status in enumerate(steps[broker_id], 1):
+                registry.change_broker_status(connection, broker_id, status, NOW + timedelta(days=day), NOW)
+        listed = registry.list_brokers(connection, NOW + timedelta(days=2))
+        alone = [registry.get_broker(connection, b, NOW + timedelta(days=2)) for b in (1400, 2200, 3100)]
+    assert listed == alone
+    assert [view.status for view in listed] == [BrokerStatus.SUSPENDED, BrokerStatus.PENDING,
+                                                BrokerStatus.TERMINATED]

@@ -1,5 +1,5 @@
-"""The FastAPI application: `create_app` wires the routers, errors, observability and the
-scheduled close around one set of services (engine, program config, settings, clock)."""
+"""The FastAPI application: `create_app` wires the routers, the dashboard, errors, observability
+and the scheduled close around one set of services (engine, program config, settings, clock)."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from bkr import __version__
+from bkr import __version__, dashboard
 from bkr.api import observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
@@ -65,4 +65,5 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
     observability.install(app)
     for module in (ops, ingest, admin, broker, statement_keys, venue):
         app.include_router(module.router)
+    dashboard.install(app, services.settings.dashboard_secret)
     return app

@@ -5,8 +5,9 @@ sets (uvicorn imports `bkr.api.server:app_from_environment` in every worker)."""
 
 import json
 import os
+import secrets
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import uvicorn
@@ -47,6 +48,7 @@ def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, set
     shown = make_url(db_url).render_as_string(hide_password=True)
     base = _base_url(settings)
     lines = [f"bkr serving {shown} on {base}  (workers: {settings.workers})",
+             f"  dashboard    {base}/dashboard",
              f"  API docs     {base}/docs", f"  OpenAPI      {base}/openapi.json",
              f"  venue        {base}/api/v1/markets  (Backpack-compatible sandbox; docs/brokers.md)",
              f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics",
@@ -60,6 +62,8 @@ def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, set
                          venue_config=load_venue_config(config_path), statement_key=statement_key)
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
         return
+    if not settings.dashboard_secret:  # one key for every worker, or a session would end at the next worker
+        settings = replace(settings, dashboard_secret=secrets.token_urlsafe(32))
     os.environ[_ENV] = json.dumps({"db": db_url, "config": str(config_path) if config_path else None,
                                    "settings": asdict(settings)})
     # Workers write their metrics to one directory that /metrics sums (see bkr.api.observability);

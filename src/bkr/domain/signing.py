@@ -74,6 +74,16 @@ def sign(secret: str, message: str) -> str:
     return base64.b64encode(private.sign(message.encode())).decode()
 
 
+def api_key_of(secret: str) -> str:
+    """The public key (the `X-API-Key`) of a base64 seed: how the dashboard knows whose secret was
+    pasted into its sign-in form without the secret ever being stored."""
+    try:
+        private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(secret.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        raise Unauthenticated("the secret is not a base64 ED25519 seed of 32 bytes") from None
+    return base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
 def public_key(api_key: str) -> Ed25519PublicKey:
     try:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(api_key, validate=True))

@@ -71,6 +71,14 @@ def operator_for_token(connection: Connection, token: str) -> OperatorKey | None
     return OperatorKey(key_id, Role(row.role))
 
 
+def operator_key(connection: Connection, key_id: str) -> OperatorKey | None:
+    """An operator key by its id, if it is not revoked: how a dashboard session, which keeps the
+    key's id and never its token, finds out that its key was revoked."""
+    role = connection.execute(select(api_keys.c.role).where(
+        (api_keys.c.key_id == key_id) & (api_keys.c.kind == "operator") & api_keys.c.revoked_at.is_(None))).scalar()
+    return None if role is None else OperatorKey(key_id, Role(role))
+
+
 def create_broker_key(connection: Connection, broker_id: int, now: datetime) -> KeyPair:
     get_broker(connection, broker_id, now)  # NotFound for an unknown broker
     pair = new_key_pair()

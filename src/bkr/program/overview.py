@@ -67,6 +67,10 @@ class PeriodSummary:
     def total_payout_exact(self) -> Decimal:
         return total(s.payout_exact for s in self.statements)
 
+    @property
+    def total_api_volume(self) -> Decimal:
+        return total(s.api_volume for s in self.statements)
+
 
 def get_user(connection: Connection, user_id: str) -> UserView:
     row = connection.execute(

@@ -1,0 +1,79 @@
+"""Signing in and out, where `/` and `/dashboard` lead, and the page for a path that leads nowhere."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from bkr.api.deps import ServicesDep
+from bkr.api.errors import status_of
+from bkr.dashboard import session as sessions
+from bkr.dashboard.auth import check_session, identify_key
+from bkr.dashboard.session import Role, Session
+from bkr.dashboard.web import PREFIX, FormDep, PageRoute, SessionDep, back_to, redirect, render, set_session
+from bkr.domain.errors import BkrError
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+root = APIRouter(include_in_schema=False)
+
+
+def home_of(session: Session) -> str:
+    if session.role is Role.BROKER:
+        return f"{PREFIX}/brokers/{session.broker_id}"
+    return f"{PREFIX}/program"
+
+
+@root.get("/")
+def index() -> Response:
+    return redirect(PREFIX)
+
+
+@router.get("")
+def dashboard_home(services: ServicesDep, session: SessionDep) -> Response:
+    """A signed-in visitor's own home page; the sign-in page for anyone else."""
+    if session.signed_in:
+        try:
+            with services.engine.connect() as connection:
+                check_session(connection, session, services.clock())
+            return redirect(home_of(session))
+        except BkrError:
+            pass  # a key revoked or a broker suspended since: sign in again
+    return redirect(f"{PREFIX}/sign-in")
+
+
+@router.get("/sign-in")
+def sign_in_page(request: Request, session: SessionDep,
+                 next_page: Annotated[str, Query(alias="next")] = "") -> Response:
+    return render(request, "sign_in.html", title="Sign in", next=next_page)
+
+
+@router.post("/sign-in")
+def sign_in(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    """Check the pasted key as the API would, then open a session for it. The key itself is
+    never stored, in the cookie or anywhere else."""
+    now = services.clock()
+    try:
+        with services.engine.connect() as connection:
+            role, key_id, broker_id = identify_key(connection, form.get("key", ""), now)
+    except BkrError as error:
+        return render(request, "sign_in.html", status=status_of(error), title="Sign in", next=form.get("next", ""),
+                      error=str(error))
+    session = sessions.signed_in(role, key_id, broker_id, now)
+    response = redirect(back_to(form.get("next", ""), home_of(session)))
+    set_session(request, response, session)
+    return response
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, services: ServicesDep, form: FormDep) -> Response:  # form: the CSRF check
+    response = redirect(f"{PREFIX}/sign-in")
+    set_session(request, response, sessions.anonymous(services.clock()))
+    return response
+
+
+unknown = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+
+
+@unknown.get("/{path:path}")
+def not_found(request: Request, session: SessionDep, path: str) -> Response:
+    """Registered last: a dashboard path no page serves is answered as a page, not as API JSON."""
+    return render(request, "error.html", status=404, title="Not found", message=f"/dashboard/{path}: no such page")

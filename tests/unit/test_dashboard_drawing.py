@@ -1,0 +1,49 @@
+"""The dashboard's pure pieces: how figures are written, and the SVG charts."""
+
+from decimal import Decimal
+
+import pytest
+
+from bkr.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
+from bkr.dashboard.format import amount, rate
+from bkr.domain.money import D
+
+
+@pytest.mark.parametrize(("value", "places", "compact", "shown"), [
+    (D("1234567.891"), 2, False, "1,234,567.89"), (D("0.005"), 2, False, "0.00"), (D("0.015"), 2, False, "0.02"),
+    (D("5000000"), 0, True, "5M"), (D("2500000"), 0, True, "2.5M"), (D("999"), 0, True, "999"),
+    (D("-1500"), 2, True, "-1.5k"),
+])
+def test_amounts_are_written_for_people(value: Decimal, places: int, compact: bool, shown: str) -> None:
+    assert amount(value, places=places, compact=compact) == shown
+
+
+@pytest.mark.parametrize(("value", "shown"), [(D("0.35"), "35%"), (D("0.125"), "12.5%"), (D("0"), "0%"),
+                                              (D("1"), "100%")])
+def test_rates_are_percentages(value: Decimal, shown: str) -> None:
+    assert rate(value) == shown
+
+
+def test_progress_is_clamped_between_the_two_tiers() -> None:
+    low, high = D(5_000_000), D(10_000_000)
+    assert progress_fraction(D(7_500_000), low, high) == D("0.5")
+    assert progress_fraction(D(10_000_000), low, high) == 1  # the threshold itself is reached
+    assert progress_fraction(D(1), low, high) == 0
+    assert progress_fraction(D(1), high, high) == 1  # the top tier: nothing left to reach
+
+
+def test_a_chart_has_a_name_a_description_and_one_titled_group_per_bar() -> None:
+    svg = str(stacked_bars("c1", "Volume <by> day", "Spot & futures", (Series("Spot", "spot"),
+                                                                      Series("Futures", "futures")),
+                           [Bar("01", (D("1.5"), D("2"))), Bar("02", (D(0), D(0)))], slots=30))
+    assert svg.startswith('<svg class="chart" id="c1"') and 'role="img"' in svg
+    assert 'aria-labelledby="c1-title c1-desc"' in svg
+    assert "<title id=\"c1-title\">Volume &lt;by&gt; day</title>" in svg and "Spot &amp; futures" in svg
+    assert svg.count('<g class="bar">') == 2
+    assert "<title>01: Spot 1.50 USD, Futures 2.00 USD</title>" in svg
+    assert svg.count("<rect") == 2  # an empty day draws no rectangle
+
+
+def test_an_empty_chart_still_draws_its_axis() -> None:
+    svg = str(stacked_bars("c2", "Nothing yet", "No volume", (Series("Spot", "spot"),), []))
+    assert svg.count('class="grid"') == 3 and "<rect" not in svg
