@@ -38,8 +38,8 @@ chromium:
 
 ## test: start a throwaway PostgreSQL, run lint, types and the whole suite on SQLite and PostgreSQL
 test: $(STAMP) chromium
-	@set -e; url=$$(scripts/postgres.sh start); \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/ruff check src tests bench; \
 	$(BIN)/mypy; \
 	BKR_TEST_PG_URL=$$url $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
@@ -52,29 +52,29 @@ typecheck: $(STAMP)
 
 ## bench: the ingest and close benchmark on both databases (1M fills; BENCH_ARGS=--fills 10000000)
 bench: $(STAMP)
-	@set -e; url=$$(scripts/postgres.sh start); \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/ingest_close.py --pg $$url $(BENCH_ARGS)
 
 ## bench-http: HTTP ingest beside the direct import, and the broker summary's latency under 50 clients
 ## on a 10M-fill month (BENCH_ARGS="--summary-fills 1000000 --seconds 10" for a shorter run)
 bench-http: $(STAMP)
-	@set -e; url=$$(scripts/postgres.sh start); \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/http.py --pg $$url $(BENCH_ARGS)
 
 ## bench-venue: the venue's matching, order entry in process and over HTTP (1 and 32 clients), and
 ## the cost of attribution, on SQLite and PostgreSQL (BENCH_ARGS=--quick for a short run)
 bench-venue: $(STAMP)
-	@set -e; url=$$(scripts/postgres.sh start); \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/venue.py --pg $$url $(BENCH_ARGS)
 
 ## bench-dashboard: server-side render time of every dashboard page on a month of 1M fills, on SQLite
 ## and PostgreSQL (BENCH_ARGS="--fills 10000000" for the 10M-fill month)
 bench-dashboard: $(STAMP)
-	@set -e; url=$$(scripts/postgres.sh start); \
-	trap 'scripts/postgres.sh stop' EXIT; \
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/dashboard.py --pg $$url $(BENCH_ARGS)
 
 clean:

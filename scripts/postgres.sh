@@ -2,6 +2,7 @@
 # Starts or stops the throwaway PostgreSQL server the test suite runs against.
 #   scripts/postgres.sh start   -> prints the URL to export as BKR_TEST_PG_URL
 #   scripts/postgres.sh stop
+#   scripts/postgres.sh status  -> "up" or "down"
 # It uses the PostgreSQL binaries on the machine, installing Debian's `postgresql` if none are
 # found. The server listens on a Unix socket and 127.0.0.1 only, with its data under .pg/.
 set -euo pipefail
@@ -51,6 +52,13 @@ case "${1:-}" in
   stop)
     [ -f "$data/PG_VERSION" ] && as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
+  status)  # "up" or "down": make's targets stop only a server they started themselves
+    if [ -f "$data/PG_VERSION" ] && as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+      echo up
+    else
+      echo down
+    fi
+    ;;
   *)
-    echo "usage: $0 start|stop" >&2; exit 2 ;;
+    echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
