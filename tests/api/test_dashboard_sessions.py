@@ -211,3 +211,29 @@ def test_pages_run_no_script_and_cannot_be_framed(api: Api) -> None:
     assert "script-src 'none'" in policy and "frame-ancestors 'none'" in policy
     assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
     assert "<script" not in page.text
+
+
+def test_a_statement_page_shows_a_correction_and_the_shortfall_it_carries(api: Api) -> None:
+    api.broker(1400)
+    with api.engine.begin() as connection:
+        registry.add_users(connection, [("alice", None)], api.clock())
+    operator = api.operator_key()
+    october = fill("f-1", fee="12.5")
+    bust = {**october, "fill_id": "f-1-bust", "corrects": "f-1", "quantity": f"-{october['quantity']}",
+            "fee": "-12.5"}
+    assert api.client.post("/v1/fills", json=[october], headers=operator).json()["accepted"] == 1
+    api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
+    assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200
+    assert api.client.post("/v1/fills", json=[bust], headers=operator).json()["accepted"] == 1
+    api.clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+    assert api.client.post("/v1/admin/periods/2026-11/close", headers=operator).status_code == 200
+    _sign_in(api.client, operator["Authorization"].removeprefix("Bearer "))
+
+    page = api.client.get("/dashboard/brokers/1400/statements/2026-11")
+
+    document = api.client.get("/v1/admin/periods/2026-11/statements/1400", headers=operator).json()
+    assert [line["kind"] for line in document["lines"]] == ["correction"]
+    assert page.status_code == 200 and ">correction<" in page.text
+    for name in ("carried_out", "payout"):
+        assert f'data-figure="{name}" data-value="{document[name]}"' in page.text
+    assert document["carried_out"].startswith("-") and document["payout"] == "0.00"
