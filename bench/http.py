@@ -394,6 +394,11 @@ def sqlite_connect(url: str) -> sqlite3.Connection:
     return connection
 
 
+# the users-merged totals bkr keeps beside the aggregates, from them
+TOTALS_SQL = ("INSERT INTO aggregate_totals (broker_id, period, fill_month, market_type, affiliate_rate, kind, fills, "
+              "volume_usd, fee_usd, fee_base_usd) SELECT broker_id, period, fill_month, market_type, affiliate_rate, "
+              "kind, sum(fills), {sum}(volume_usd), {sum}(fee_usd), {sum}(fee_base_usd) FROM aggregates "
+              "GROUP BY 1, 2, 3, 4, 5, 6")
 AGGREGATE_SQL = {
     "postgresql": (
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -403,7 +408,8 @@ AGGREGATE_SQL = {
         "INSERT INTO daily_volumes (broker_id, period, day, market_type, fills, volume_usd, fee_base_usd) "
         "SELECT broker_id, period, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), market_type, count(*), "
         "sum(volume_usd), sum(CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END) "
-        "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4"),
+        "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
+        TOTALS_SQL.format(sum="sum")),
     "sqlite": (
         # fee_usd is text on SQLite: its sign is its first character
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -414,7 +420,8 @@ AGGREGATE_SQL = {
         "INSERT INTO daily_volumes (broker_id, period, day, market_type, fills, volume_usd, fee_base_usd) "
         "SELECT broker_id, period, strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), market_type, count(*), "
         "dec_sum(volume_usd), dec_sum(CASE WHEN fee_usd LIKE '-%' OR fee_usd = '0' THEN '0' ELSE fee_usd END) "
-        "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4"),
+        "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
+        TOTALS_SQL.format(sum="dec_sum")),
 }
 
 

@@ -22,7 +22,7 @@ from bkr.ledger import journal
 from bkr.ledger.postings import payout
 from bkr.program import registry, settlement
 from bkr.store import db
-from bkr.store.tables import aggregates, brokers, statements
+from bkr.store.tables import aggregate_totals, aggregates, brokers, statements
 
 
 def _settled_may(engine: Engine, tmp_path: Path) -> None:
@@ -62,6 +62,19 @@ def test_an_aggregate_that_drifted_from_its_fills_is_named(db_url: str, engine: 
     assert code == 1
     assert ("fills -> aggregates", "broker 1400 volume_usd", "200", "200.01") in found
     assert ("aggregates -> lines", "broker 1400 volume_usd", "200.01", "200") in found
+    assert ("aggregates -> merged totals", "broker 1400 volume_usd", "200.01", "200") in found
+
+
+def test_merged_totals_that_drifted_from_the_aggregates_are_named(db_url: str, engine: Engine, tmp_path: Path,
+                                                                  bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    with engine.begin() as connection:
+        connection.execute(update(aggregate_totals).where(aggregate_totals.c.broker_id == 2200)
+                           .values(fills=aggregate_totals.c.fills + 1))
+    code, report = _reconcile(bkr, db_url)
+    assert code == 1
+    assert [(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]] == [
+        ("aggregates -> merged totals", "broker 2200 fills", "2", "3")]
 
 
 def test_a_statement_edited_after_the_close_is_named(db_url: str, engine: Engine, tmp_path: Path,

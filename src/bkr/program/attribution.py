@@ -21,8 +21,9 @@ from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
-from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, add_to_totals
+from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY, add_to_totals
 from bkr.store.tables import (
+    aggregate_totals,
     aggregates,
     broker_status_changes,
     brokers,
@@ -129,10 +130,11 @@ class Counted:
 
 
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
-    """Add counted fills to the running aggregates and the daily series, exactly.
+    """Add counted fills to the running aggregates, their users-merged totals and the daily
+    series, exactly.
 
-    Both are summed here first, per key, then added in one upsert each; the rows go in sorted
-    so that concurrent writers lock them in the same order."""
+    Each is summed here first, per key, then added in one upsert; the rows go in sorted so that
+    concurrent writers lock them in the same order."""
     by_line: dict[tuple[Any, ...], list[Any]] = {}
     by_day: dict[tuple[Any, ...], list[Any]] = {}
     for item in counted:
@@ -156,8 +158,20 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
             day_row[0] += 1
             day_row[1] = add(day_row[1], item.volume_usd)
             day_row[2] = add(day_row[2], base)
+    by_rate: dict[tuple[Any, ...], list[Any]] = {}
+    for (broker, period, fill_month, _, market_type, rate, kind), sums in by_line.items():
+        merged = (broker, period, fill_month, market_type, rate, kind)
+        rate_row = by_rate.get(merged)
+        if rate_row is None:
+            by_rate[merged] = list(sums)
+        else:
+            rate_row[0] += sums[0]
+            for index in (1, 2, 3):
+                rate_row[index] = add(rate_row[index], sums[index])
     add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
                   [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())])
+    add_to_totals(connection, "aggregate_totals", TOTALS_KEY, AGGREGATE_SUMS,
+                  [(*key[:4], Decimal(key[4]), key[5], *sums) for key, sums in sorted(by_rate.items())])
     add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
                   [(*key, *sums) for key, sums in sorted(by_day.items())])
 
@@ -228,7 +242,7 @@ def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] | set[tuple[int, str]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
-        for table in (aggregates, daily_volumes):
+        for table in (aggregates, aggregate_totals, daily_volumes):
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
             select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month, fills.c.ts,

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
-from bkr.domain.money import ZERO, D, total
+from bkr.domain.money import ZERO, total
 from bkr.domain.periods import Month
 from bkr.domain.statements import (
     AggregateLine,
@@ -32,7 +32,7 @@ from bkr.domain.statements import (
 )
 from bkr.domain.tiers import Tier
 from bkr.program.dialect import insert_ignoring, locked
-from bkr.store.tables import aggregates, fills, periods, statements
+from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,20 +150,14 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
 
 
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
-    """The period's aggregate lines with users merged (user_id "*"), summed by the database:
-    exactly in NUMERIC on PostgreSQL, with the `dec_sum` aggregate over decimal text on SQLite."""
-    key = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.market_type, aggregates.c.affiliate_rate,
-           aggregates.c.kind)
-    condition = aggregates.c.period == str(period)
+    """The period's aggregate lines with users merged (user_id "*"): the running totals kept
+    beside the aggregates, a few rows per broker."""
+    query = select(aggregate_totals).where(aggregate_totals.c.period == str(period))
     if broker_id is not None:
-        condition = condition & (aggregates.c.broker_id == broker_id)
-    exact_sum = func.sum if connection.dialect.name == "postgresql" else func.dec_sum
-    money = [exact_sum(column).label(column.name) for column in
-             (aggregates.c.volume_usd, aggregates.c.fee_usd, aggregates.c.fee_base_usd)]
-    rows = connection.execute(select(*key, func.sum(aggregates.c.fills), *money).where(condition).group_by(*key))
-    return [AggregateLine(broker, period, Month.parse(fill_month), "*", MarketType(market_type), D(rate), int(count),
-                          D(volume), D(fee), D(fee_base), kind == "correction")
-            for broker, fill_month, market_type, rate, kind, count, volume, fee, fee_base in rows]
+        query = query.where(aggregate_totals.c.broker_id == broker_id)
+    return [AggregateLine(r.broker_id, period, Month.parse(r.fill_month), "*", MarketType(r.market_type),
+                          r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction")
+            for r in connection.execute(query)]
 
 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:
@@ -172,7 +166,7 @@ def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decim
         (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
     if stored is not None:
         return stored  # type: ignore[no-any-return]
-    return total(api_volumes(_aggregate_lines(connection, month, broker_id)))
+    return total(api_volumes(_merged_lines(connection, month, broker_id)))
 
 
 def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:

@@ -1,7 +1,7 @@
-"""Reconciliation of a closed month, link by link: the stored fills make the aggregates, the
-aggregates make the statements' lines, the lines make each statement's totals, each statement
-carries in what the broker's previous one carried out, the paid statements are the ledger's
-payouts, and the ledger balances.
+"""Reconciliation of a closed month, link by link: the stored fills make the aggregates (and
+their users-merged totals, which projections read), the aggregates make the statements' lines,
+the lines make each statement's totals, each statement carries in what the broker's previous
+one carried out, the paid statements are the ledger's payouts, and the ledger balances.
 
 Each check reports what differs (a `Difference` naming the link, the subject and both figures)
 rather than stopping at the first: one run tells finance everything that does not add up. The
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection, Table, case, func, literal, select
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import NotFound
@@ -27,13 +27,14 @@ from bkr.ledger.postings import REBATE_EXPENSE, broker_account
 from bkr.program.close import carried_into
 from bkr.program.periods import closed_months
 from bkr.program.settlement import PAID
-from bkr.store.tables import aggregates, fills, ledger_entries, ledger_groups, statements
+from bkr.store.tables import aggregate_totals, aggregates, fills, ledger_entries, ledger_groups, statements
 
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    link: str  # "fills -> aggregates", "aggregates -> lines", "lines -> totals", "statements -> next statement",
-    # "statements -> ledger", "ledger"
+    # "fills -> aggregates", "aggregates -> merged totals", "aggregates -> lines", "lines -> totals",
+    # "statements -> next statement", "statements -> ledger", "ledger"
+    link: str
     subject: str  # what was compared, e.g. "broker 1400 volume_usd"
     expected: str
     found: str
@@ -65,6 +66,8 @@ def reconcile_month(connection: Connection, config: ProgramConfig, month: Month)
     from_fills = _fills_by_broker(connection, month)
     from_aggregates = _aggregates_by_broker(connection, month)
     differences += _compare("fills -> aggregates", from_fills, from_aggregates)
+    differences += _compare("aggregates -> merged totals", from_aggregates,
+                            _aggregates_by_broker(connection, month, aggregate_totals))
     documents = {int(broker): json.loads(text) for broker, text in connection.execute(
         select(statements.c.broker_id, statements.c.document).where(statements.c.month == str(month)))}
     from_lines = {broker: _line_figures(doc) for broker, doc in documents.items()}
@@ -96,11 +99,13 @@ def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str
             for broker, count, volume, base in rows}
 
 
-def _aggregates_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
+def _aggregates_by_broker(connection: Connection, month: Month, table: Table = aggregates,
+                          ) -> dict[int, dict[str, Decimal]]:
+    """The month's aggregates per broker, or the same of their users-merged totals."""
     rows = connection.execute(
-        select(aggregates.c.broker_id, func.sum(aggregates.c.fills), _exact_sum(connection, aggregates.c.volume_usd),
-               _exact_sum(connection, aggregates.c.fee_base_usd))
-        .where(aggregates.c.period == str(month)).group_by(aggregates.c.broker_id))
+        select(table.c.broker_id, func.sum(table.c.fills), _exact_sum(connection, table.c.volume_usd),
+               _exact_sum(connection, table.c.fee_base_usd))
+        .where(table.c.period == str(month)).group_by(table.c.broker_id))
     return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(fee_base)}
             for broker, count, volume, fee_base in rows}
 

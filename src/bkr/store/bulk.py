@@ -82,6 +82,7 @@ def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]
 
 AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate", "kind")
 AGGREGATE_SUMS = ("fills", "volume_usd", "fee_usd", "fee_base_usd")
+TOTALS_KEY = ("broker_id", "period", "fill_month", "market_type", "affiliate_rate", "kind")
 DAILY_KEY = ("broker_id", "period", "day", "market_type")
 DAILY_SUMS = ("fills", "volume_usd", "fee_base_usd")
 

@@ -209,6 +209,25 @@ aggregates = Table(
     Index("ix_aggregates_period", "period"),  # a close reads one period across brokers
 )
 
+# The same totals with the users merged, kept beside `aggregates` in the same transactions: what a
+# projection of every broker's month reads (the operator's overview, a broker's summary), a few
+# rows per broker where `aggregates` has one per user. Statements are closed from `aggregates`.
+aggregate_totals = Table(
+    "aggregate_totals", metadata,
+    Column("broker_id", Integer, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("fill_month", Text, nullable=False),
+    Column("market_type", Text, nullable=False),
+    Column("affiliate_rate", Money, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    PrimaryKeyConstraint("broker_id", "period", "fill_month", "market_type", "affiliate_rate", "kind"),
+    Index("ix_aggregate_totals_period", "period"),
+)
+
 periods = Table(
     "periods", metadata,
     Column("month", Text, primary_key=True),
