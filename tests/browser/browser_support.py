@@ -25,6 +25,7 @@ class Program:
     """The served demo: where it answers, and the keys of an operator and of two brokers."""
 
     server: BkrServer
+    db_url: str
     operator_token: str
     brokers: dict[int, KeyPair]
 

@@ -43,7 +43,7 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Program]:
                                    cwd=directory)
     server = BkrServer(process, f"http://127.0.0.1:{port}", log)
     server.wait_until_it_answers()
-    yield Program(server, token, brokers)
+    yield Program(server, url, token, brokers)
     server.stop()
 
 

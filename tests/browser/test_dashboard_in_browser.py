@@ -1,6 +1,8 @@
 """The dashboard in a real browser: a broker and an operator sign in, read their pages, act, and
 find every figure equal to the API's answer for the same data."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,21 @@ def test_pages_fit_a_phone(browser: Browser, program: Program) -> None:
         screenshot(page, "broker-phone")
     finally:
         context.close()
+
+
+def test_the_month_moves_on_an_open_page_while_the_venue_trades(page: Page, program: Program, tmp_path: Path) -> None:
+    """`bkr simulate --live` trades on the served venue while the operator's overview is open with
+    auto-refresh on: the page reloads by itself and shows the month grown."""
+    sign_in(page, program, program.operator_token)
+    page.get_by_role("link", name="Turn on auto-refresh (every 5 s)").click()
+    so_far = page.locator('#months-table tr[data-source="projection"] td').first
+    before = D(so_far.get_attribute("data-value") or "")
+
+    traded = subprocess.run([sys.executable, "-m", "bkr.cli", "simulate", "--live", "--duration", "3", "--rate", "20",
+                             "--seed", "5", "--url", program.base, "--db", program.db_url],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    assert traded.returncode == 0, traded.stderr
+    expect(so_far).not_to_have_attribute("data-value", str(before), timeout=15_000)  # the meta refresh
+    assert D(so_far.get_attribute("data-value") or "") > before
+    expect(page.get_by_role("link", name="Auto-refresh is on (every 5 s): turn off")).to_be_visible()
