@@ -7,14 +7,17 @@ own computation and against sums over the fills written here.
 import csv
 import io
 import json
+import shutil
+import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from api_support import Api
+from api_support import Api, MovableClock
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -29,6 +32,7 @@ from bkr.ingest.readers import RawRow
 from bkr.program import registry
 from bkr.program.close import close_month, compute_statements, stored_statement
 from bkr.program.exports import statement_csv
+from bkr.store import db
 
 BROKER, OTHER = 1400, 2200
 OCTOBER, SEPTEMBER, AUGUST = Month(2026, 10), Month(2026, 9), Month(2026, 8)  # the clock: 2026-10-15 12:00 UTC
@@ -147,6 +151,36 @@ def test_every_broker_endpoint_answers_its_own_broker(api: Api) -> None:
         assert response.status_code in (200, 404), (path, response.text)
         if response.status_code == 404:
             assert response.json()["code"] == "not_found"  # no statement for September yet
+
+
+def test_reads_answer_while_a_writer_holds_the_sqlite_database(sqlite_template: Path, tmp_path: Path,
+                                                               clock: MovableClock) -> None:
+    """A GET reads a snapshot: on SQLite it neither waits for nor takes the write lock, so a long
+    import or close does not stall the broker API or the dashboard. (PostgreSQL readers never
+    wait for writers.)"""
+    shutil.copy(sqlite_template, tmp_path / "bkr.db")
+    engine = db.open_engine(f"sqlite:///{tmp_path / 'bkr.db'}")
+    with TestClient(create_app(engine, ProgramConfig(), clock=clock)) as client:
+        _reads_while_locked(Api(client, engine, clock))
+    engine.dispose()
+
+
+def _reads_while_locked(api: Api) -> None:
+    pair = api.broker(BROKER)
+    operator = api.operator_key()
+    writer = sqlite3.connect(api.engine.url.database or "", timeout=1, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # the write lock, as an import holds it
+        writer.execute("INSERT INTO periods (month, status) VALUES ('2020-01', 'open')")
+        broker_answers = [api.signed_get(pair, route.path.format(broker_id=BROKER, month="2026-09"),
+                                         (route.openapi_extra or {})["x-instruction"]).status_code
+                          for route in broker_routes(api)]
+        periods = api.client.get("/v1/admin/periods", headers=operator)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert set(broker_answers) <= {200, 404} and periods.status_code == 200
+    assert "2020-01" not in {p["month"] for p in periods.json()}  # nor sees what is not committed
 
 
 def test_every_broker_endpoint_documents_its_instruction_and_errors(api: Api) -> None:

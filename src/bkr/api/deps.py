@@ -24,6 +24,7 @@ from bkr.program import keys
 from bkr.program.clock import Clock
 from bkr.program.registry import get_broker
 from bkr.settings import ServiceSettings
+from bkr.store import db
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ def get_connection(services: ServicesDep) -> Iterator[Connection]:
 
 ConnectionDep = Annotated[Connection, Depends(get_connection)]
 
+
+def get_snapshot(services: ServicesDep) -> Iterator[Connection]:
+    """For a request that only reads: one read-only snapshot (`bkr.store.db.snapshot`), so that
+    its figures are of one moment and, on SQLite, it never waits for or holds up a writer."""
+    with db.snapshot(services.engine) as connection:
+        yield connection
+
+
+SnapshotDep = Annotated[Connection, Depends(get_snapshot)]
+
 # --- operators -----------------------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="OperatorKey",
@@ -62,7 +73,7 @@ def _operator(role: keys.Role) -> Callable[..., keys.OperatorKey]:
         if credentials is None:
             raise Unauthenticated("operator key missing: send Authorization: Bearer bkr_op_…",
                                   code="credentials_missing", field="Authorization")
-        with services.engine.connect() as connection:
+        with db.snapshot(services.engine) as connection:
             key = keys.operator_for_token(connection, credentials.credentials)
         if key is None:
             raise Unauthenticated("unknown or revoked operator key", code="unknown_key", field="Authorization")
@@ -109,7 +120,7 @@ def signed_by_broker(instruction: str) -> Callable[..., SignedBroker]:
         check_timing(timestamp, window, int(now.timestamp() * 1000))
         verify_request(public_key(api_key), headers.get("x-signature"), instruction, signed_params(request),
                        timestamp, window, other_instructions=sorted(BROKER_INSTRUCTIONS))
-        with services.engine.connect() as connection:
+        with db.snapshot(services.engine) as connection:
             broker_id = keys.broker_for_api_key(connection, api_key)
             if broker_id is None:
                 raise Unauthenticated("unknown or revoked broker key", code="unknown_key", field="X-API-Key")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJ
 from pydantic_core import PydanticCustomError
 
 from bkr.api import observability
-from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, ViewerDep
+from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
 from bkr.api.schemas import StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
@@ -154,7 +154,7 @@ def enroll_broker(body: BrokerIn, _key: OperatorDep, services: ServicesDep, conn
 
 
 @router.get("/brokers", response_model=list[BrokerOut], summary="List brokers", responses=READ)
-def list_brokers(_key: ViewerDep, services: ServicesDep, connection: ConnectionDep,
+def list_brokers(_key: ViewerDep, services: ServicesDep, connection: SnapshotDep,
                  status: Annotated[BrokerStatus | None, Query(description="Only brokers with this status now.")]
                  = None) -> list[BrokerOut]:
     """Every broker with its status now, by broker id."""
@@ -165,7 +165,7 @@ def list_brokers(_key: ViewerDep, services: ServicesDep, connection: ConnectionD
 @router.get("/brokers/{broker_id}", response_model=BrokerDetailOut, summary="Show a broker",
             responses=responses(401, 404, 422, 503))
 def show_broker(broker_id: BrokerIdPath, _key: ViewerDep, services: ServicesDep,
-                connection: ConnectionDep) -> BrokerDetailOut:
+                connection: SnapshotDep) -> BrokerDetailOut:
     """A broker's registry data, its status history and its issued statements."""
     view = registry.get_broker(connection, broker_id, services.clock())
     return BrokerDetailOut(
@@ -270,7 +270,7 @@ def enroll_affiliate(body: AffiliateIn, _key: OperatorDep, services: ServicesDep
 
 
 @router.get("/affiliates", response_model=list[AffiliateOut], summary="List affiliates", responses=READ)
-def list_affiliates(_key: ViewerDep, connection: ConnectionDep) -> list[AffiliateOut]:
+def list_affiliates(_key: ViewerDep, connection: SnapshotDep) -> list[AffiliateOut]:
     """Every affiliate with its referral codes."""
     return [AffiliateOut(account=account, name=name, codes=codes)
             for account, name, codes in registry.list_affiliates(connection)]
@@ -292,7 +292,7 @@ def set_referral_rate(body: ReferralRateIn, _key: OperatorDep, services: Service
 @router.get("/referral-codes/{code}", response_model=ReferralCodeOut, summary="Show a referral code",
             responses=responses(401, 404, 422, 503))
 def show_referral_code(code: TextPath, _key: ViewerDep, services: ServicesDep,
-                       connection: ConnectionDep) -> ReferralCodeOut:
+                       connection: SnapshotDep) -> ReferralCodeOut:
     """A referral code's owner and its rate history."""
     view = overview.get_referral_code(connection, code)
     return _code_out(view.code, view.affiliate_account_id, view.timeline, services.clock())
@@ -348,7 +348,7 @@ def add_users(body: UsersIn, _key: OperatorDep, services: ServicesDep, connectio
 
 
 @router.get("/users/{user_id}", response_model=UserOut, summary="Show a user", responses=responses(401, 404, 422, 503))
-def show_user(user_id: TextPath, _key: ViewerDep, connection: ConnectionDep) -> UserOut:
+def show_user(user_id: TextPath, _key: ViewerDep, connection: SnapshotDep) -> UserOut:
     """A user, the referral code it signed up with and that code's affiliate."""
     view = overview.get_user(connection, user_id)
     return UserOut(user_id=view.user_id, referral_code=view.referral_code, affiliate=view.affiliate_account_id,
@@ -393,7 +393,7 @@ def _page(rows: list[review.RejectedRow] | list[review.ConflictRow], limit: int,
 
 
 @router.get("/fills/rejected", response_model=ReviewPageOut, summary="Rejected fill rows", responses=READ)
-def rejected_fills(_key: ViewerDep, connection: ConnectionDep, limit: Limit = 100,
+def rejected_fills(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 100,
                    after: After = None) -> ReviewPageOut:
     """Rows that were rejected, each with its source, line and reason, in the order they were seen;
     with the counts of rejected rows, conflicts and fills awaiting their user."""
@@ -401,7 +401,7 @@ def rejected_fills(_key: ViewerDep, connection: ConnectionDep, limit: Limit = 10
 
 
 @router.get("/fills/conflicts", response_model=ReviewPageOut, summary="Conflicting fills", responses=READ)
-def conflicting_fills(_key: ViewerDep, connection: ConnectionDep, limit: Limit = 100,
+def conflicting_fills(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 100,
                       after: After = None) -> ReviewPageOut:
     """Fills whose `fill_id` was already stored with other content. They were not applied: the
     stored fill keeps its first content until an operator acts."""
@@ -454,7 +454,7 @@ def _period_out(summary: overview.PeriodSummary) -> dict[str, Any]:
 
 
 @router.get("/periods", response_model=list[PeriodOut], summary="List periods", responses=READ)
-def list_periods(_key: ViewerDep, connection: ConnectionDep) -> list[PeriodOut]:
+def list_periods(_key: ViewerDep, connection: SnapshotDep) -> list[PeriodOut]:
     """Every month bkr has seen, newest first: open or closed, when it closed, how many
     statements it issued and their total payout."""
     return [PeriodOut(**_period_out(summary)) for summary in overview.list_periods(connection)]
@@ -462,7 +462,7 @@ def list_periods(_key: ViewerDep, connection: ConnectionDep) -> list[PeriodOut]:
 
 @router.get("/periods/{month}", response_model=PeriodDetailOut, summary="Show a period",
             responses=responses(401, 404, 422, 503))
-def show_period(month: MonthPath, _key: ViewerDep, connection: ConnectionDep) -> PeriodDetailOut:
+def show_period(month: MonthPath, _key: ViewerDep, connection: SnapshotDep) -> PeriodDetailOut:
     """A month's status and its issued statements, by broker."""
     summary = overview.get_period(connection, month)
     return PeriodDetailOut(**_period_out(summary), statements=[
@@ -507,7 +507,7 @@ def close_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> 
             responses={**responses(401, 404, 422, 503),
                        200: {"description": "The stored statement: canonical JSON, or CSV with `format=csv`.",
                              "content": {"text/csv": {"schema": {"type": "string"}}}}})
-def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, connection: ConnectionDep,
+def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, connection: SnapshotDep,
                   output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """One broker's statement of a closed month, with its lines per user and market type: the
     stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
@@ -569,7 +569,7 @@ class BrokerIdSeenOut(BaseModel):
 
 @router.get("/venue/broker-ids", response_model=list[BrokerIdSeenOut], summary="Broker ids the venue could not count",
             responses=READ)
-def venue_broker_ids(_key: ViewerDep, connection: ConnectionDep) -> list[BrokerIdSeenOut]:
+def venue_broker_ids(_key: ViewerDep, connection: SnapshotDep) -> list[BrokerIdSeenOut]:
     """The `X-Broker-Id` values the sandbox venue's orders carried that were not an active broker,
     most orders first: misconfigured integrations, or brokers trading before their activation."""
     return [BrokerIdSeenOut(header=seen.header, reason=seen.reason, orders=seen.orders, rejected=seen.rejected,
@@ -623,7 +623,7 @@ def settle_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) ->
 
 @router.get("/ledger/balances", response_model=list[LedgerBalanceOut], summary="Ledger balances",
             responses=READ)
-def ledger_balances(_key: ViewerDep, connection: ConnectionDep) -> list[LedgerBalanceOut]:
+def ledger_balances(_key: ViewerDep, connection: SnapshotDep) -> list[LedgerBalanceOut]:
     """Every account's balance, summed exactly from its entries."""
     return [LedgerBalanceOut(account=account, currency=currency, balance=canonical(balance))
             for (account, currency), balance in journal.balances(connection).items()]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from bkr.api.deps import ConnectionDep, ServicesDep, SignedBroker, instruction, signed_by_broker
+from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
 from bkr.api.errors import responses
 from bkr.api.schemas import SignedStatement, StatementDocument
 from bkr.domain.errors import Forbidden, InvalidInput, StatementKeyUnavailable
@@ -103,7 +103,7 @@ class BrokerSummaryOut(BaseModel):
                         "projection is the close's own computation over the running totals.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(SUMMARY))
 def summary(broker_id: Annotated[int, Depends(_own_broker(SUMMARY))], services: ServicesDep,
-            connection: ConnectionDep) -> BrokerSummaryOut:
+            connection: SnapshotDep) -> BrokerSummaryOut:
     found = reports.broker_summary(connection, services.config, broker_id, services.clock())
     return BrokerSummaryOut.model_validate(found.to_document())
 
@@ -139,7 +139,7 @@ class BrokerDailyVolumeOut(BaseModel):
                         "volume by such fills.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(DAILY_VOLUME))
 def daily_volume(broker_id: Annotated[int, Depends(_own_broker(DAILY_VOLUME))], services: ServicesDep,
-                 connection: ConnectionDep, month: MonthQuery = None) -> BrokerDailyVolumeOut:
+                 connection: SnapshotDep, month: MonthQuery = None) -> BrokerDailyVolumeOut:
     series = reports.daily_series(connection, broker_id, _requested_month(month, services), services.clock())
     return BrokerDailyVolumeOut.model_validate(series.to_document())
 
@@ -166,7 +166,7 @@ class BrokerStatementListOut(BaseModel):
             description="Every statement issued to the broker, newest month first.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(STATEMENTS))
 def statements(broker_id: Annotated[int, Depends(_own_broker(STATEMENTS))], services: ServicesDep,
-               connection: ConnectionDep) -> BrokerStatementListOut:
+               connection: SnapshotDep) -> BrokerStatementListOut:
     entries = reports.broker_statements(connection, services.config, broker_id)
     return BrokerStatementListOut(broker_id=broker_id,
                                   statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries])
@@ -192,7 +192,7 @@ _UNSIGNED: dict[int | str, dict[str, Any]] = {503: {
             responses=_FORMATS | responses(401, 403, 404, 422) | _UNSIGNED, openapi_extra=instruction(STATEMENT))
 def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
               month: Annotated[str, Path(description="YYYY-MM (UTC).", examples=["2026-09"])],
-              connection: ConnectionDep, services: ServicesDep,
+              connection: SnapshotDep, services: ServicesDep,
               output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
               ) -> Response:
     target = _month(month)
@@ -245,7 +245,7 @@ class BrokerUsersOut(BaseModel):
                         "base first. A closed month is read from its statement; an open one from the projection. "
                         "Summed over all pages the figures equal the statement's.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(USERS))
-def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: ServicesDep, connection: ConnectionDep,
+def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: ServicesDep, connection: SnapshotDep,
           month: MonthQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
           offset: Annotated[int, Query(ge=0)] = 0) -> BrokerUsersOut:
     target = _requested_month(month, services)
@@ -269,6 +269,6 @@ class BrokerInactiveOrdersOut(BaseModel):
                         "unattributed; a large number points at a misconfiguration or a status to review.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(INACTIVE_ORDERS))
 def inactive_orders(broker_id: Annotated[int, Depends(_own_broker(INACTIVE_ORDERS))], services: ServicesDep,
-                    connection: ConnectionDep, month: MonthQuery = None) -> BrokerInactiveOrdersOut:
+                    connection: SnapshotDep, month: MonthQuery = None) -> BrokerInactiveOrdersOut:
     target = _requested_month(month, services)
     return BrokerInactiveOrdersOut.model_validate(reports.inactive_orders(connection, broker_id, target).to_document())

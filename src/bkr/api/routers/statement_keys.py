@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from bkr.api.deps import ConnectionDep
+from bkr.api.deps import SnapshotDep
 from bkr.api.errors import responses
 from bkr.program.statement_signing import published_keys
 
@@ -36,6 +36,6 @@ class StatementKeysOut(BaseModel):
                         "(`/v1/broker/{broker_id}/statements/{month}?format=signed`) is genuine when its signature "
                         "verifies with the listed key of its `key_id`. No credentials needed.",
             responses=responses(503))
-def list_statement_keys(connection: ConnectionDep) -> StatementKeysOut:
+def list_statement_keys(connection: SnapshotDep) -> StatementKeysOut:
     return StatementKeysOut(keys=[StatementKeyOut(key_id=k.key_id, public_key=k.public_key, created_at=k.created_at,
                                                   retired_at=k.retired_at) for k in published_keys(connection)])
