@@ -172,7 +172,8 @@ def daily_series(connection: Connection, broker_id: int, month: Month, now: date
     """The broker's counted volume on each UTC day of `month`, up to today for the current month.
 
     Days are the fills' own days, whatever statement they are paid in: a fill of a closed month
-    that arrived late shows on its day, though it is paid in a later month as an adjustment.
+    that arrived late shows on its day, though it is paid in a later month as an adjustment, and
+    a correction counts on the day of the trade it corrects (a bust takes the trade off its day).
     For the current month the series therefore sums to the month-to-date API volume; for a
     closed month it can exceed the statement's API volume by such late fills."""
     first = month.start.date()
