@@ -8,7 +8,7 @@ PORT ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck check bench bench-http bench-venue bench-dashboard chromium clean postgres-start postgres-stop
+.PHONY: run test lint typecheck check bench bench-http bench-venue bench-settle bench-dashboard chromium clean postgres-start postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,13 @@ bench-venue: $(STAMP)
 	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
 	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/python bench/venue.py --pg $$url $(BENCH_ARGS)
+
+## bench-settle: settling 1,000 statements beside the commit rate, and reconciling a month of 1M fills,
+## on SQLite and PostgreSQL (BENCH_ARGS="--fills 10000000" for the 10M-fill month)
+bench-settle: $(STAMP)
+	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
+	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
+	$(BIN)/python bench/settle.py --pg $$url $(BENCH_ARGS)
 
 ## bench-dashboard: server-side render time of every dashboard page on a month of 1M fills, on SQLite
 ## and PostgreSQL (BENCH_ARGS="--fills 10000000" for the 10M-fill month)

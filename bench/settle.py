@@ -391,9 +391,10 @@ def print_table(report: dict[str, Any]) -> None:
     code = report["source"]
     print(f"code: {code['package']} (commit {code['commit']}, files sha256 {code['src_sha256']}); "
           f"{brokers:,} brokers, month {MONTH}, medians of {report['repeat']}")
-    print(f"{'':{width}}" + "".join(f"{name:>18}" for name in names))
+    column = max(18, *(len(value) + 2 for _, values in rows for value in values))
+    print(f"{'':{width}}" + "".join(f"{name:>{column}}" for name in names))
     for label, values in rows:
-        print(f"{label:{width}}" + "".join(f"{value:>18}" for value in values))
+        print(f"{label:{width}}" + "".join(f"{value:>{column}}" for value in values))
     print()
 
 
