@@ -69,8 +69,8 @@ class StatementLine:
             return "correction"
         return "adjustment" if self.is_adjustment else "regular"
 
-    def sort_key(self) -> tuple[bool, bool, str, str, str, Decimal]:
-        return (self.is_adjustment, self.is_correction, str(self.fill_month), self.user_id, self.market_type.value,
+    def sort_key(self) -> tuple[bool, bool, Month, str, str, Decimal]:
+        return (self.is_adjustment, self.is_correction, self.fill_month, self.user_id, self.market_type.value,
                 self.affiliate_rate)
 
     def to_document(self) -> dict[str, Any]:

@@ -140,13 +140,20 @@ def carried_into(connection: Connection, broker_id: int, month: Month) -> Decima
 
 
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
-    query = select(aggregates).where(aggregates.c.period == str(period))
+    """The period's aggregate lines, one per user. A large broker has tens of thousands: rows are
+    unpacked as tuples, and market types looked up in a dict (months are interned)."""
+    columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
+               aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
+               aggregates.c.fee_base_usd, aggregates.c.kind)
+    query = select(*columns).where(aggregates.c.period == str(period))
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
-    rows = connection.execute(query)
-    return [AggregateLine(r.broker_id, Month.parse(r.period), Month.parse(r.fill_month), r.user_id,
-                          MarketType(r.market_type), r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd,
-                          r.fee_base_usd, r.kind == "correction") for r in rows]
+    return [AggregateLine(broker, period, Month.parse(fill_month), user, _MARKET_TYPES[market], rate, fills, volume,
+                          fee, base, kind == "correction")
+            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
+
+
+_MARKET_TYPES = {market.value: market for market in MarketType}
 
 
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
