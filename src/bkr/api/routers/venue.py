@@ -30,6 +30,7 @@ from bkr.domain.signing import (
     verifies,
 )
 from bkr.program import keys
+from bkr.store import db
 from bkr.venue import accounts, history
 from bkr.venue.errors import InvalidMarket
 from bkr.venue.exchange import Venue
@@ -96,7 +97,7 @@ def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., An
         if not any(verifies(key, signature, message) for message in candidates):
             raise Unauthenticated(f"signature does not verify; sign {candidates[0]!r}", code="INVALID_SIGNATURE",
                                   field="X-Signature")
-        with services.engine.connect() as connection:
+        with db.snapshot(services.engine) as connection:
             user_id = keys.user_for_api_key(connection, api_key)
         if user_id is None:
             raise Unauthenticated("unknown or revoked API key", code="UNAUTHORIZED", field="X-API-Key")
@@ -188,14 +189,14 @@ def _ticker_json(t: history.Ticker) -> dict[str, Any]:
 @router.get("/api/v1/ticker")
 def ticker(venue: VenueDep, services: ServicesDep, symbol: str | None = None) -> dict[str, Any]:
     chosen = _market(venue, symbol)
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         return _ticker_json(history.ticker(connection, chosen, services.clock()))
 
 
 @router.get("/api/v1/tickers")
 def tickers(venue: VenueDep, services: ServicesDep) -> list[dict[str, Any]]:
     now = services.clock()
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         return [_ticker_json(history.ticker(connection, m, now)) for m in venue.config.markets]
 
 
@@ -222,7 +223,7 @@ def _public_trade(fill: FillView) -> dict[str, Any]:
 def trades(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
     params = request.query_params
     chosen = _market(venue, params.get("symbol"))
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100)
     return [_public_trade(f) for f in found]
 
@@ -231,7 +232,7 @@ def trades(venue: VenueDep, services: ServicesDep, request: Request) -> list[dic
 def trades_history(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
     params = request.query_params
     chosen = _market(venue, params.get("symbol"))
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100,
                                       _int(params, "offset", 0) or 0)
     return [_public_trade(f) for f in found]
@@ -301,7 +302,7 @@ def get_order(request: Request, venue: VenueDep, services: ServicesDep,
               user: Annotated[SignedUser, Depends(signed_by_user("orderQuery"))]) -> dict[str, Any]:
     params = request.query_params
     order_id, client_id = _cancel_target(params)
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = history.open_order(connection, user.user_id, _market(venue, params.get("symbol")).symbol,
                                    order_id, client_id)
     return order_json(found)
@@ -311,7 +312,7 @@ def get_order(request: Request, venue: VenueDep, services: ServicesDep,
 def get_open_orders(request: Request, venue: VenueDep, services: ServicesDep,
                     user: Annotated[SignedUser, Depends(signed_by_user("orderQueryAll"))]) -> list[dict[str, Any]]:
     symbols = _symbols(venue, request.query_params, request.query_params.getlist("marketType"))
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         return [order_json(o) for o in history.open_orders(connection, user.user_id, symbols)]
 
 
@@ -341,7 +342,7 @@ def fills_history(request: Request, venue: VenueDep, services: ServicesDep,
     if fill_type not in (None, "", "User"):
         return []  # the sandbox has no liquidations or other system fills
     limit, offset, ascending = _page(params)
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = history.fill_history(
             connection, user.user_id, symbols=_symbols(venue, params, params.getlist("marketType")),
             order_id=_int(params, "orderId"), since=_instant(params, "from"), until=_instant(params, "to"),
@@ -358,7 +359,7 @@ def orders_history(request: Request, venue: VenueDep, services: ServicesDep,
                    ) -> list[dict[str, Any]]:
     params = request.query_params
     limit, offset, ascending = _page(params)
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = history.order_history(connection, user.user_id,
                                       symbols=_symbols(venue, params, params.getlist("marketType")),
                                       order_id=_int(params, "orderId"), limit=limit, offset=offset,
@@ -369,7 +370,7 @@ def orders_history(request: Request, venue: VenueDep, services: ServicesDep,
 @router.get("/api/v1/capital")
 def capital(services: ServicesDep,
             user: Annotated[SignedUser, Depends(signed_by_user("balanceQuery"))]) -> dict[str, Any]:
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = accounts.balances(connection, user.user_id)
     return {b.asset: {"available": canonical(b.available), "locked": canonical(b.locked), "staked": "0"}
             for b in found}
@@ -382,7 +383,7 @@ def _bps(rate: Decimal) -> str:
 @router.get("/api/v1/account")
 def account(venue: VenueDep, services: ServicesDep,
             user: Annotated[SignedUser, Depends(signed_by_user("accountQuery"))]) -> dict[str, Any]:
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         fees = venue.config.fees(accounts.fee_tier(connection, user.user_id))
         open_count = len(history.open_orders(connection, user.user_id))
     return {"autoBorrowSettlements": False, "autoLend": False, "autoRealizePnl": True, "autoRepayBorrows": False,
@@ -397,7 +398,7 @@ def account(venue: VenueDep, services: ServicesDep,
 def position(request: Request, venue: VenueDep, services: ServicesDep,
              user: Annotated[SignedUser, Depends(signed_by_user("positionQuery"))]) -> list[dict[str, Any]]:
     symbol = request.query_params.get("symbol")
-    with services.engine.connect() as connection:
+    with db.snapshot(services.engine) as connection:
         found = accounts.positions(connection, user.user_id, _market(venue, symbol).symbol if symbol else None)
     answer = []
     for p in found:
