@@ -15,7 +15,7 @@ from bkr.api.deps import ServicesDep
 from bkr.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
 from bkr.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.domain.errors import InvalidInput
-from bkr.domain.periods import Month
+from bkr.domain.periods import month_field
 from bkr.domain.statement_signing import canonical_json
 from bkr.program import reports
 from bkr.program.close import stored_statement
@@ -30,13 +30,6 @@ BrokerId = Annotated[int, Path(ge=1, le=65535)]
 TOP_USERS = 10
 LINES_PER_PAGE = 100
 VOLUME_SERIES = (Series("Spot", "spot"), Series("Futures", "futures"))
-
-
-def _month(text: str) -> Month:
-    try:
-        return Month.parse(text)
-    except InvalidInput as error:
-        raise InvalidInput(str(error), field="month") from None
 
 
 @router.get("")
@@ -70,7 +63,7 @@ def statement_page(request: Request, broker_id: BrokerId, month: str, session: S
                    offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     """One statement: its figures, its lines (a page at a time) and its downloads."""
     may_open_broker(session, broker_id)
-    target = _month(month)
+    target = month_field(month)
     with db.snapshot(services.engine) as connection:
         document: dict[str, Any] = json.loads(stored_statement(connection, broker_id, target))
         entry = next(e for e in reports.broker_statements(connection, services.config, broker_id)
@@ -91,7 +84,7 @@ def download(broker_id: BrokerId, month: str, session: SignedInDep, services: Se
     """The statement as the broker API serves it: the stored JSON, its CSV, the signed envelope,
     or the printable page."""
     may_open_broker(session, broker_id)
-    target = _month(month)
+    target = month_field(month)
     with db.snapshot(services.engine) as connection:
         text = stored_statement(connection, broker_id, target)
         key = services.statement_key

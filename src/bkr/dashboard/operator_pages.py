@@ -28,7 +28,7 @@ from bkr.dashboard.web import (
 )
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
-from bkr.domain.periods import Month
+from bkr.domain.periods import Month, month_field
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
 from bkr.program import overview, registry, review, settlement
@@ -41,13 +41,6 @@ router = APIRouter(prefix=f"{PREFIX}/program", route_class=PageRoute, include_in
 BrokerId = Annotated[int, Path(ge=1, le=65535)]
 MONTHS_CHARTED = 12
 REVIEW_PAGE = 50
-
-
-def _month(text: str) -> Month:
-    try:
-        return Month.parse(text)
-    except InvalidInput as error:
-        raise InvalidInput(str(error), field="month") from None
 
 
 def _projection(connection: Connection, services: Services, month: Month) -> list[BrokerStatement]:
@@ -172,7 +165,7 @@ def months_page(request: Request, session: OperatorReaderDep, services: Services
 @router.get("/months/{month}")
 def month_page(request: Request, month: str, session: OperatorReaderDep, services: ServicesDep) -> Response:
     """One month's statements with their settlement status and actions; an open month's preview."""
-    target = _month(month)
+    target = month_field(month)
     now = services.clock()
     with db.snapshot(services.engine) as connection:
         period = overview.get_period(connection, target)
@@ -189,7 +182,7 @@ def approve(month: str, broker_id: BrokerId, session: OperatorActorDep, services
             form: FormDep) -> Response:
     """Approve a draft as this session's operator key: the same approver as the key's API calls,
     so one key approving from both counts once."""
-    target = _month(month)
+    target = month_field(month)
     with services.engine.begin() as connection:
         settlement.approve(connection, services.config, broker_id, target, f"key:{session.key_id}",
                            services.clock())
@@ -199,7 +192,7 @@ def approve(month: str, broker_id: BrokerId, session: OperatorActorDep, services
 @router.post("/months/{month}/settle")
 def settle(month: str, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
     """Pay the month's final statements through the ledger, each exactly once."""
-    target = _month(month)
+    target = month_field(month)
     settlement.settle_month(services.engine, services.config, target, services.clock())
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
 

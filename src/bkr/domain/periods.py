@@ -65,6 +65,14 @@ def parse_instant(text: str) -> datetime:
     return as_utc(value)
 
 
+def month_field(text: str, field: str = "month") -> Month:
+    """`Month.parse` of a request's field: its error names the field, as a rejection must."""
+    try:
+        return Month.parse(text)
+    except InvalidInput as error:
+        raise InvalidInput(str(error), field=field) from None
+
+
 @lru_cache(maxsize=4096)
 def _parse_month(text: str) -> Month:
     # cached: a close parses the same few month strings once per aggregate row

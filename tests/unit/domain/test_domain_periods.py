@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.periods import Month, as_utc, parse_instant
+from bkr.domain.periods import Month, as_utc, month_field, parse_instant
 
 MONTHS = st.builds(Month, st.integers(min_value=1970, max_value=9998), st.integers(min_value=1, max_value=12))
 
@@ -116,3 +116,10 @@ def test_as_utc_converts_aware_moments_and_labels_naive_ones() -> None:
     assert as_utc(aware) == datetime(2024, 1, 1, 7, tzinfo=UTC)
     assert as_utc(aware).utcoffset() == timedelta(0)
     assert as_utc(datetime(2024, 1, 1, 12)) == datetime(2024, 1, 1, 12, tzinfo=UTC)
+
+
+def test_a_month_field_names_the_field_its_text_came_in() -> None:
+    assert month_field("2024-05") == Month(2024, 5)
+    with pytest.raises(InvalidInput) as error:
+        month_field("2024-13", field="from")
+    assert (str(error.value), error.value.field) == ("not a month (YYYY-MM): '2024-13'", "from")

@@ -22,7 +22,7 @@ from bkr.api.schemas import StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
-from bkr.domain.periods import Month, parse_instant
+from bkr.domain.periods import Month, month_field, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_rate
 from bkr.ledger import journal
 from bkr.program import keys, overview, registry, review, settlement
@@ -74,10 +74,7 @@ TextPath = Annotated[str, Path(min_length=1, max_length=256, pattern=PRINTABLE)]
 
 def _month(month: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="A month, YYYY-MM (UTC).",
                                       examples=["2026-09"])]) -> Month:
-    try:
-        return Month.parse(month)
-    except InvalidInput as error:
-        raise InvalidInput(str(error), field="month") from None
+    return month_field(month)
 
 
 MonthPath = Annotated[Month, Depends(_month)]

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
 from bkr.api.errors import responses
 from bkr.api.schemas import SignedStatement, StatementDocument
-from bkr.domain.errors import Forbidden, InvalidInput, StatementKeyUnavailable
-from bkr.domain.periods import Month
+from bkr.domain.errors import Forbidden, StatementKeyUnavailable
+from bkr.domain.periods import Month, month_field
 from bkr.domain.statement_signing import canonical_json
 from bkr.program import reports
 from bkr.program.close import stored_statement
@@ -54,15 +54,8 @@ def _own_broker(name: str) -> Callable[..., int]:
     return own_broker
 
 
-def _month(text: str) -> Month:
-    try:
-        return Month.parse(text)
-    except InvalidInput as error:
-        raise InvalidInput(str(error), field="month") from None
-
-
 def _requested_month(text: str | None, services: ServicesDep) -> Month:
-    return reports.requested_month(None if text is None else _month(text), services.clock())
+    return reports.requested_month(None if text is None else month_field(text), services.clock())
 
 
 MonthQuery = Annotated[str | None, Query(description="YYYY-MM (UTC); default: the current month.",
@@ -195,7 +188,7 @@ def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
               connection: SnapshotDep, services: ServicesDep,
               output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
               ) -> Response:
-    target = _month(month)
+    target = month_field(month)
     text = stored_statement(connection, broker_id, target)
     if output_format == "csv":
         return Response(statement_csv(json.loads(text)), media_type="text/csv", headers={
