@@ -65,6 +65,17 @@ def test_an_aggregate_that_drifted_from_its_fills_is_named(db_url: str, engine: 
     assert ("aggregates -> merged totals", "broker 1400 volume_usd", "200.01", "200") in found
 
 
+def test_a_carry_that_does_not_follow_the_previous_statement_is_named(db_url: str, engine: Engine, tmp_path: Path,
+                                                                       bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    with engine.begin() as connection:
+        connection.execute(update(statements).where(statements.c.broker_id == 2200).values(carried_in=D("-1.5")))
+    code, report = _reconcile(bkr, db_url)
+    assert code == 1
+    assert [(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]] == [
+        ("statements -> next statement", "broker 2200 carried_in (stored row)", "0", "-1.5")]
+
+
 def test_merged_totals_that_drifted_from_the_aggregates_are_named(db_url: str, engine: Engine, tmp_path: Path,
                                                                   bkr) -> None:  # type: ignore[no-untyped-def]
     _settled_may(engine, tmp_path)

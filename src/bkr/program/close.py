@@ -134,11 +134,6 @@ def carries(connection: Connection, month: Month, broker_id: int | None = None) 
     return {broker: amount for broker, amount in owed.items() if amount < 0}
 
 
-def carried_into(connection: Connection, broker_id: int, month: Month) -> Decimal:
-    """What the broker's latest statement before `month` left to recover (0 or negative)."""
-    return carries(connection, month, broker_id).get(broker_id, ZERO)
-
-
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
     """The period's aggregate lines, one per user. A large broker has tens of thousands: rows are
     unpacked as tuples, and market types looked up in a dict (months are interned)."""

@@ -24,7 +24,7 @@ from bkr.domain.periods import Month
 from bkr.domain.statements import carried_out, payable
 from bkr.ledger import journal
 from bkr.ledger.postings import REBATE_EXPENSE, broker_account
-from bkr.program.close import carried_into
+from bkr.program.close import carries
 from bkr.program.periods import closed_months
 from bkr.program.settlement import PAID
 from bkr.store.tables import aggregate_totals, aggregates, fills, ledger_entries, ledger_groups, statements
@@ -68,13 +68,16 @@ def reconcile_month(connection: Connection, config: ProgramConfig, month: Month)
     differences += _compare("fills -> aggregates", from_fills, from_aggregates)
     differences += _compare("aggregates -> merged totals", from_aggregates,
                             _aggregates_by_broker(connection, month, aggregate_totals))
-    documents = {int(broker): json.loads(text) for broker, text in connection.execute(
-        select(statements.c.broker_id, statements.c.document).where(statements.c.month == str(month)))}
+    rows = connection.execute(select(statements.c.broker_id, statements.c.document, statements.c.carried_in)
+                              .where(statements.c.month == str(month))).all()
+    documents = {int(broker): json.loads(text) for broker, text, _ in rows}
     from_lines = {broker: _line_figures(doc) for broker, doc in documents.items()}
     differences += _compare("aggregates -> lines", from_aggregates, from_lines)
+    owed = carries(connection, month)  # what each broker's statement before this month carried out
     for broker, document in sorted(documents.items()):
         differences += _totals(broker, document, config.rounding_quantum)
-        differences += _carried(connection, broker, month, document)
+    differences += [difference for broker, _, stored in rows
+                    for difference in _carried(broker, documents[broker], stored, owed.get(broker, ZERO))]
     differences += _ledger(connection, month)
     return Reconciliation(month, len(documents), sum(int(f["fills"]) for f in from_fills.values()),
                           tuple(differences))
@@ -151,12 +154,9 @@ def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Dif
             for name, (want, have) in figures.items() if want != have]
 
 
-def _carried(connection: Connection, broker: int, month: Month, document: dict[str, Any]) -> list[Difference]:
+def _carried(broker: int, document: dict[str, Any], stored: Decimal, expected: Decimal) -> list[Difference]:
     """What a statement carried in, in its document and its row, is what the broker's previous
     statement carried out."""
-    expected = carried_into(connection, broker, month)
-    stored = connection.execute(select(statements.c.carried_in).where(
-        (statements.c.broker_id == broker) & (statements.c.month == str(month)))).scalar_one()
     return [Difference("statements -> next statement", f"broker {broker} carried_in{where}", canonical(expected),
                        canonical(found))
             for where, found in (("", Decimal(document.get("carried_in", "0"))), (" (stored row)", stored))
