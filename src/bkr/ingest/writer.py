@@ -93,6 +93,15 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
                            "reason": reason, "raw": _storable(row.raw), "row_key": _digest(row.raw, reason),
                            "seen_at": now})
 
+    def not_new(index: int, fill_id: str, stored_key: str | None, key: str) -> None:
+        """A fill_id already stored: the same fill again, or other content kept for an operator."""
+        row = rows[index]
+        if stored_key == key:
+            results[index] = RowResult(row.line, fill_id, Outcome.DUPLICATE)
+        else:
+            results[index] = RowResult(row.line, fill_id, Outcome.CONFLICT, "fill_id already stored with other content")
+            conflicts.append(_conflict_row(import_id, source, row, fill_id, stored_key, key, now))
+
     for index, row in enumerate(rows):
         try:
             if row.error is not None:
@@ -140,27 +149,21 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
         counted: list[Counted] = []
         for index, priced, key in ordered:
             fill = priced.fill
-            row = rows[index]
             if fill.fill_id in inserted:
                 attribution, rate = decided[fill.fill_id]
-                results[index] = RowResult(row.line, fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
+                results[index] = RowResult(rows[index].line, fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
                 if attribution is Attribution.COUNTED:
                     assert fill.broker_id is not None and rate is not None
                     month = months[fill.fill_id]
                     counted.append(Counted(fill.broker_id, targets[month], month, fill.timestamp.date().isoformat(),
                                            fill.user_id,
                                            fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
-            elif stored.get(fill.fill_id) == key:
-                results[index] = RowResult(row.line, fill.fill_id, Outcome.DUPLICATE)
             else:
-                results[index] = RowResult(row.line, fill.fill_id, Outcome.CONFLICT,
-                                           "fill_id already stored with other content")
-                conflicts.append(_conflict_row(import_id, source, row, fill.fill_id, stored.get(fill.fill_id),
-                                               key, now))
+                not_new(index, fill.fill_id, stored.get(fill.fill_id), key)
         add_to_aggregates(connection, counted)
     if corrections:  # after the fills of the same batch, which they may correct
-        _write_corrections(connection, rows, sorted(corrections.values()), results, reject, conflicts,
-                           source=source, now=now, import_id=import_id)
+        _write_corrections(connection, rows, sorted(corrections.values()), results, reject, not_new,
+                           import_id=import_id)
 
     insert_ignoring(connection, fill_rejections, rejections, ["row_key"])
     insert_ignoring(connection, fill_conflicts, conflicts, ["fill_id", "incoming_key"])
@@ -178,8 +181,8 @@ _ORIGINAL = select(fills.c.fill_id, fills.c.order_id, fills.c.user_id, fills.c.s
 
 def _write_corrections(connection: Connection, rows: Sequence[RawRow],
                        corrections: Sequence[tuple[int, PricedFill, str]], results: list[RowResult | None],
-                       reject: Callable[[int, str], None], conflicts: list[dict[str, Any]], *,
-                       source: str, now: datetime, import_id: int | None) -> None:
+                       reject: Callable[[int, str], None], not_new: Callable[[int, str, str | None, str], None],
+                       *, import_id: int | None) -> None:
     """Store the corrections of one batch, in the order they came (each builds on the last).
 
     A correction already stored is a duplicate (or a conflict), exactly like a fill; a new one
@@ -196,14 +199,10 @@ def _write_corrections(connection: Connection, rows: Sequence[RawRow],
         select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(ids))).all())
     new = []
     for index, priced, key in corrections:
-        row, fill_id = rows[index], priced.fill.fill_id
-        if fill_id not in stored:
-            new.append((index, priced, key))
-        elif stored[fill_id] == key:
-            results[index] = RowResult(row.line, fill_id, Outcome.DUPLICATE)
+        if priced.fill.fill_id in stored:
+            not_new(index, priced.fill.fill_id, stored[priced.fill.fill_id], key)
         else:
-            results[index] = RowResult(row.line, fill_id, Outcome.CONFLICT, "fill_id already stored with other content")
-            conflicts.append(_conflict_row(import_id, source, row, fill_id, stored[fill_id], key, now))
+            new.append((index, priced, key))
     if not new:
         return
     # each corrected fill as it stands: its quantity and fee with every stored correction applied
