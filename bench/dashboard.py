@@ -28,7 +28,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -38,7 +37,6 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from fastapi.testclient import TestClient  # noqa: E402
@@ -63,24 +61,14 @@ from ingest_close import (  # noqa: E402
     PostgresBackend,
     SqliteBackend,
     generate,
+    load_http_bench,
     log,
     machine,
     make_world,
     register,
 )
 
-
-def _load_http_bench() -> ModuleType:
-    """bench/http.py, whose name is the standard library's `http`: loaded by path, under another name."""
-    spec = importlib.util.spec_from_file_location("bench_http", Path(__file__).with_name("http.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its build workers are pickled by module name
-    spec.loader.exec_module(module)
-    return module
-
-
-http_bench = _load_http_bench()
+http_bench = load_http_bench()
 
 
 def dashboard_url(backend: Backend, directory: Path, total: int, month: Month, seed: int) -> str:

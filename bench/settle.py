@@ -42,7 +42,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -79,6 +78,7 @@ from ingest_close import (  # noqa: E402
     SqliteBackend,
     World,
     generate,
+    load_http_bench,
     log,
     machine,
     make_world,
@@ -87,11 +87,7 @@ from ingest_close import (  # noqa: E402
     source,
 )
 
-_spec = importlib.util.spec_from_file_location("bench_http", os.path.join(_HERE, "http.py"))
-assert _spec is not None and _spec.loader is not None
-bench_http = importlib.util.module_from_spec(_spec)
-sys.modules["bench_http"] = bench_http  # its pool workers are pickled by reference to this name
-_spec.loader.exec_module(bench_http)
+bench_http = load_http_bench()
 
 APPROVE_ONLY = replace(DEFAULT_CONFIG, review_days=0)  # statements become final by approval only
 APPROVED_AT = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
