@@ -21,7 +21,9 @@ def statement_csv(document: dict[str, Any]) -> str:
         writer.writerow([document["broker_id"], document["month"], *(line[c] for c in columns[2:-1]), ""])
     for carry in ("carried_in", "carried_out"):
         if Decimal(document.get(carry, "0")):
-            writer.writerow([document["broker_id"], document["month"], carry, *[""] * 10, document[carry], ""])
+            # the amount in the payout_exact column; the line columns between stay empty
+            writer.writerow([document["broker_id"], document["month"], carry, *[""] * (len(columns) - 5),
+                             document[carry], ""])
     writer.writerow([document["broker_id"], document["month"], "total", "", "", "", document["tier"], "", "",
                      sum(line["fills"] for line in document["lines"]), document["api_volume"], "",
                      document["fee_base"], document["payout_exact"], document["payout"]])
