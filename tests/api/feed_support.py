@@ -3,10 +3,12 @@
 import json
 import shutil
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from api_support import Api
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, Row, func, select
 
@@ -61,3 +63,16 @@ def reference_engine(sqlite_template: Path, tmp_path: Path) -> Engine:
     path = tmp_path / "reference.db"
     shutil.copy(sqlite_template, path)
     return db.open_engine(f"sqlite:///{path}")
+
+
+def closed_october(api: Api) -> dict[str, str]:
+    """Broker 1400 with one fill of alice in October 2026 (fee 12.5 USD, `fill("f-1")`), the clock
+    moved to November and October closed over the operator API; the operator key's headers."""
+    api.broker(1400)
+    with api.engine.begin() as connection:
+        registry.add_users(connection, [("alice", None)], api.clock())
+    operator = api.operator_key()
+    assert api.client.post("/v1/fills", json=[fill("f-1", fee="12.5")], headers=operator).status_code == 200
+    api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
+    assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200
+    return operator

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from api_support import Api
 from fastapi.testclient import TestClient
-from feed_support import fill
+from feed_support import closed_october, fill
 
 from bkr.dashboard import session as sessions
 from bkr.domain.errors import InvalidInput
@@ -152,13 +152,7 @@ def test_sign_out_forgets_the_session(api: Api) -> None:
 
 
 def test_an_approval_from_the_dashboard_is_the_keys_approval(api: Api) -> None:
-    api.broker(1400)
-    with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
-    operator = api.operator_key()
-    assert api.client.post("/v1/fills", json=[fill("f-1", fee="12.5")], headers=operator).status_code == 200
-    api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
-    assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200
+    operator = closed_october(api)
     _sign_in(api.client, operator["Authorization"].removeprefix("Bearer "))
     page = api.client.get("/dashboard/program/months/2026-10")
     assert page.status_code == 200 and "Approve" in page.text
@@ -214,16 +208,10 @@ def test_pages_run_no_script_and_cannot_be_framed(api: Api) -> None:
 
 
 def test_a_statement_page_shows_a_correction_and_the_shortfall_it_carries(api: Api) -> None:
-    api.broker(1400)
-    with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
-    operator = api.operator_key()
-    october = fill("f-1", fee="12.5")
+    operator = closed_october(api)
+    october = fill("f-1", fee="12.5")  # the fill closed_october posted
     bust = {**october, "fill_id": "f-1-bust", "corrects": "f-1", "quantity": f"-{october['quantity']}",
             "fee": "-12.5"}
-    assert api.client.post("/v1/fills", json=[october], headers=operator).json()["accepted"] == 1
-    api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
-    assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200
     assert api.client.post("/v1/fills", json=[bust], headers=operator).json()["accepted"] == 1
     api.clock.set(datetime(2026, 12, 2, tzinfo=UTC))
     assert api.client.post("/v1/admin/periods/2026-11/close", headers=operator).status_code == 200

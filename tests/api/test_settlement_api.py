@@ -1,25 +1,12 @@
 """Settlement over the operator API: approve as distinct operator keys, settle, read the ledger."""
 
-from datetime import UTC, datetime
 
 from api_support import Api
-from feed_support import fill
-
-from bkr.program import registry
-
-
-def _closed_october(api: Api) -> None:
-    api.broker(1400)
-    with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
-    operator = api.operator_key()
-    assert api.client.post("/v1/fills", json=[fill("f-1", fee="12.5")], headers=operator).status_code == 200
-    api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
-    assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200
+from feed_support import closed_october
 
 
 def test_an_approved_statement_is_paid_once_and_shows_in_the_ledger(api: Api) -> None:
-    _closed_october(api)
+    closed_october(api)
     first, second = api.operator_key(), api.operator_key()
     approved = api.client.post("/v1/admin/periods/2026-10/statements/1400/approve", headers=first)
     assert approved.status_code == 200 and approved.json()["status"] == "final"
@@ -34,7 +21,7 @@ def test_an_approved_statement_is_paid_once_and_shows_in_the_ledger(api: Api) ->
 
 
 def test_a_viewer_cannot_settle_and_a_draft_is_not_paid(api: Api) -> None:
-    _closed_october(api)
+    closed_october(api)
     refused = api.client.post("/v1/admin/periods/2026-10/settle", headers=api.operator_key("viewer"))
     assert refused.status_code == 403
     settled = api.client.post("/v1/admin/periods/2026-10/settle", headers=api.operator_key()).json()
