@@ -1,6 +1,6 @@
 """The dashboard's pure pieces: how figures are written, and the SVG charts."""
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 import pytest
 
@@ -16,6 +16,14 @@ from bkr.domain.money import D
 ])
 def test_amounts_are_written_for_people(value: Decimal, places: int, compact: bool, shown: str) -> None:
     assert amount(value, places=places, compact=compact) == shown
+
+
+def test_amounts_round_half_even_whatever_the_threads_decimal_context() -> None:
+    """ccxt, in the same process as the venue's tests, leaves ROUND_HALF_UP on the thread's context."""
+    with localcontext() as context:
+        context.rounding = ROUND_HALF_UP
+        assert (amount(D("0.005")), amount(D("0.015")), amount(D("2250000"), places=0, compact=True)) == (
+            "0.00", "0.02", "2.2M")
 
 
 @pytest.mark.parametrize(("value", "shown"), [(D("0.35"), "35%"), (D("0.125"), "12.5%"), (D("0"), "0%"),

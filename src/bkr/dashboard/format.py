@@ -4,9 +4,12 @@ Display rounds half-even to the places asked for, as a person reads a figure; wh
 paid is the statement's own `payout`, already rounded once by the close and shown as it is.
 """
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 _SUFFIXES = ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "k"))
+# Formatting a Decimal rounds in the thread's current context, which a library may have changed
+# (ccxt sets ROUND_HALF_UP on it): the digits shown are decided here, by this context alone.
+_SHOWN = Context(prec=80, rounding=ROUND_HALF_EVEN)
 
 
 def amount(value: Decimal, *, places: int = 2, compact: bool = False) -> str:
@@ -14,8 +17,12 @@ def amount(value: Decimal, *, places: int = 2, compact: bool = False) -> str:
     if compact:
         for size, suffix in _SUFFIXES:
             if abs(value) >= size:
-                return f"{value / size:,.1f}".removesuffix(".0") + suffix
-    return f"{value:,.{places}f}"
+                return f"{_rounded(_SHOWN.divide(value, size), 1):,f}".removesuffix(".0") + suffix
+    return f"{_rounded(value, places):,f}"
+
+
+def _rounded(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), context=_SHOWN)
 
 
 def rate(value: Decimal) -> str:
