@@ -36,16 +36,18 @@ chromium:
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 
-## test: start a throwaway PostgreSQL, run lint, types and the whole suite on SQLite and PostgreSQL
+## test: start a throwaway PostgreSQL, run lint, the import layers, types and the whole suite on SQLite and PostgreSQL
 test: $(STAMP) chromium
 	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
 	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/ruff check src tests bench; \
+	$(BIN)/lint-imports; \
 	$(BIN)/mypy; \
 	BKR_TEST_PG_URL=$$url $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -47,10 +47,10 @@ from bkr.api.app import create_app  # noqa: E402
 from bkr.domain.config import DEFAULT_CONFIG  # noqa: E402
 from bkr.domain.fills import FIELDS  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
-from bkr.ingest.importer import import_rows  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
 from bkr.program import keys  # noqa: E402
 from bkr.program.close import close_month  # noqa: E402
+from bkr.program.importer import import_rows  # noqa: E402
 from bkr.program.periods import closed_months  # noqa: E402
 from bkr.settings import ServiceSettings  # noqa: E402
 from bkr.store import db  # noqa: E402

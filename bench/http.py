@@ -21,7 +21,7 @@ are httpx, in this process. What it does, per database:
    the columns the writer derives (USD volume and fee, content key, attribution, affiliate rate,
    month) computed by the same domain functions, are bulk-loaded into `fills` (PostgreSQL `COPY`,
    SQLite `executemany`) by two processes; `aggregates` and `daily_volumes` are then built with
-   one SQL `GROUP BY` each. Checks: the first fills written through `bkr.ingest.writer.write_batch`
+   one SQL `GROUP BY` each. Checks: the first fills written through `bkr.program.writer.write_batch`
    into a scratch database are stored exactly as the bulk load stores them; every broker's totals
    in `aggregates` and `daily_volumes` equal the totals summed in Python while generating; three
    brokers' aggregate totals equal a direct `SUM` over their fills. With `--keep` the database is
@@ -76,8 +76,8 @@ from bkr.domain.money import MONEY, ZERO, canonical  # noqa: E402
 from bkr.domain.payout import fee_base  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
 from bkr.domain.signing import KeyPair, sign, signing_string  # noqa: E402
-from bkr.ingest.importer import import_rows  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
+from bkr.program.importer import import_rows  # noqa: E402
 from bkr.program.keys import create_broker_key, create_operator_key  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.bulk import COLUMNS  # noqa: E402

@@ -59,9 +59,9 @@ from bkr.domain.fills import FIELDS
 from bkr.domain.money import D
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
-from bkr.ingest.importer import import_file
 from bkr.program import registry
 from bkr.program.close import close_month
+from bkr.program.importer import import_file
 from bkr.store import db
 from bkr.store.tables import aggregates, fills, periods, statements
 

@@ -61,10 +61,10 @@ from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bkr.domain.config import DEFAULT_CONFIG  # noqa: E402
-from bkr.ingest.importer import import_rows  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
 from bkr.program import settlement  # noqa: E402
 from bkr.program.close import close_month  # noqa: E402
+from bkr.program.importer import import_rows  # noqa: E402
 from bkr.program.reconcile import reconcile_month  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.tables import aggregates, ledger_groups, statements  # noqa: E402

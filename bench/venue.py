@@ -72,12 +72,12 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from bkr.domain.clock import system_clock  # noqa: E402
 from bkr.domain.config import ProgramConfig  # noqa: E402
 from bkr.domain.errors import BkrError  # noqa: E402
 from bkr.domain.registry import BrokerStatus  # noqa: E402
 from bkr.domain.signing import KeyPair  # noqa: E402
 from bkr.program import registry  # noqa: E402
-from bkr.program.clock import system_clock  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.tables import fills, venue_broker_ids_seen, venue_fills, venue_orders  # noqa: E402
 from bkr.venue.accounts import create_user_key  # noqa: E402

@@ -21,17 +21,17 @@ from rich.table import Table
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from bkr.domain.clock import system_clock
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType
-from bkr.ingest.importer import import_file
 from bkr.ingest.readers import read_rows
-from bkr.ingest.writer import RowResult, Tally
 from bkr.program import registry, reports, review
-from bkr.program.clock import system_clock
 from bkr.program.close import close_month, stored_statement
 from bkr.program.exports import statement_csv
+from bkr.program.importer import import_file
+from bkr.program.writer import RowResult, Tally
 from bkr.settings import load_config
 from bkr.store import db
 from bkr.store.tables import fills, statements
@@ -300,8 +300,8 @@ def user_key_create(user_id: str,
                     as_json: JsonOption = False) -> None:
     """Make a key pair to trade on the venue as USER (registering the user and opening its
     account, with the configured play money, if needed). The secret is shown once."""
-    from bkr.settings import load_venue_config
     from bkr.venue.accounts import create_user_key
+    from bkr.venue.settings import load_venue_config
 
     venue_config = load_venue_config(config_path)
     with _transaction(db_url) as connection:
@@ -779,8 +779,8 @@ def _simulate_live(url: str | None, duration: float | None, rate: float | None, 
 
     import httpx
 
-    from bkr.settings import load_venue_config
     from bkr.venue import live as venue_live
+    from bkr.venue.settings import load_venue_config
 
     base = (url or venue_live.DEFAULT_URL).rstrip("/")
     pace = venue_live.DEFAULT_RATE if rate is None else D(str(rate))

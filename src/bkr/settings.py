@@ -31,7 +31,7 @@ and bkr refuses them rather than guess. Example:
     [statements]                       # or BKR_STATEMENT_KEY_FILE in the environment
     signing_key_file = "statement-key.key"   # from `bkr statement-key create`; relative to this file
 
-    [venue]                            # the sandbox exchange (bkr.venue.markets has the defaults)
+    [venue]                            # the sandbox exchange (read by bkr.venue.settings)
     default_fee_tier = 1
     initial_margin = "0.1"             # a perpetual order needs 10% of its notional free
     starting_balances = { USDC = "1000000", SOL = "10000" }
@@ -58,10 +58,9 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
 from bkr.domain.periods import Month
 from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
-from bkr.venue.markets import FeeRates, VenueConfig, market_from_symbol
 
 
-def _exact(value: Any, where: str) -> Decimal:
+def exact_setting(value: Any, where: str) -> Decimal:
     if isinstance(value, float):
         raise InvalidInput(f"{where}: write {value!r} as a string, e.g. \"{value}\" (floats are not exact)")
     try:
@@ -70,7 +69,7 @@ def _exact(value: Any, where: str) -> Decimal:
         raise InvalidInput(f"{where}: {error}") from None
 
 
-def _read(path: Path | None) -> dict[str, Any]:
+def read_toml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
@@ -82,7 +81,7 @@ def _read(path: Path | None) -> dict[str, Any]:
 
 
 def load_config(path: Path | None) -> ProgramConfig:
-    return parse_config(_read(path))
+    return parse_config(read_toml(path))
 
 
 def parse_config(data: dict[str, Any]) -> ProgramConfig:
@@ -98,17 +97,19 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         raise InvalidInput(f"config: {error}") from None
     rates = dict(DEFAULT_USD_RATES)
     for asset, rate in data.get("usd_rates", {}).items():
-        rates[asset.upper()] = _exact(rate, f"usd_rates.{asset}")
+        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}")
     schedules = [SEED_SCHEDULE]
     for index, entry in enumerate(data.get("tier_schedules", [])):
         where = f"tier_schedules[{index}]"
-        tiers = tuple(Tier(level, _exact(threshold, f"{where}.tiers[{level}]"), _exact(rate, f"{where}.tiers[{level}]"))
+        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]"),
+                           exact_setting(rate, f"{where}.tiers[{level}]"))
                       for level, (threshold, rate) in enumerate(entry.get("tiers", [])))
         schedules.append(TierSchedule(Month.parse(str(entry.get("effective_from", ""))), tiers))
     return ProgramConfig(
-        schedules=tuple(schedules), cap=_exact(program.get("cap", defaults.cap), "program.cap"),
+        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap"),
         tier_basis=tier_basis, unknown_broker_policy=policy,
-        rounding_quantum=_exact(program.get("rounding_quantum", defaults.rounding_quantum), "program.rounding_quantum"),
+        rounding_quantum=exact_setting(program.get("rounding_quantum", defaults.rounding_quantum),
+                                       "program.rounding_quantum"),
         usd_rates=rates,
         review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
         approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
@@ -120,40 +121,6 @@ def _whole(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"config: {where}: {value!r} is not a whole number")
     return value
-
-
-def load_venue_config(path: Path | None) -> VenueConfig:
-    return parse_venue_config(_read(path).get("venue", {}))
-
-
-def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
-    known = {"markets", "fee_tiers", "default_fee_tier", "starting_balances", "initial_margin"}
-    unknown = set(section) - known
-    if unknown:
-        raise InvalidInput(f"config: unknown setting(s) venue.{', venue.'.join(sorted(unknown))}")
-    defaults = VenueConfig()
-    markets = defaults.markets
-    if "markets" in section:
-        markets = tuple(market_from_symbol(str(m.get("symbol", "")), _exact(m.get("tick_size"), f"venue.markets[{i}]"),
-                                           _exact(m.get("step_size"), f"venue.markets[{i}]"))
-                        for i, m in enumerate(section["markets"]))
-    tiers = dict(defaults.fee_tiers)
-    for name, rates in section.get("fee_tiers", {}).items():
-        where = f"venue.fee_tiers.{name}"
-        try:
-            tiers[int(name)] = FeeRates(*(_exact(rates[k], f"{where}.{k}")
-                                          for k in ("spot_maker", "spot_taker", "futures_maker", "futures_taker")))
-        except (KeyError, ValueError) as error:
-            raise InvalidInput(f"config: {where}: {error} (a tier number with four rates)") from None
-    balances = {asset.upper(): _exact(amount, f"venue.starting_balances.{asset}")
-                for asset, amount in section.get("starting_balances", defaults.starting_balances).items()}
-    default_tier = section.get("default_fee_tier", defaults.default_fee_tier)
-    if isinstance(default_tier, bool) or not isinstance(default_tier, int):
-        raise InvalidInput(f"config: venue.default_fee_tier: {default_tier!r} is not a tier number")
-    return VenueConfig(markets=markets, fee_tiers=tiers, default_fee_tier=default_tier,
-                       starting_balances=balances,
-                       initial_margin=_exact(section.get("initial_margin", defaults.initial_margin),
-                                             "venue.initial_margin"))
 
 
 @dataclass(frozen=True)
@@ -213,7 +180,7 @@ def _coerce(name: str, value: Any, kind: type, where: str) -> Any:
 def load_service_settings(path: Path | None, environ: Mapping[str, str],
                           overrides: Mapping[str, Any | None]) -> ServiceSettings:
     """The file's [service] section, then BKR_<NAME> variables, then flags (None = not given)."""
-    section = _read(path).get("service", {})
+    section = read_toml(path).get("service", {})
     kinds = {f.name: f.type if isinstance(f.type, type) else {"str": str, "int": int, "bool": bool}[str(f.type)]
              for f in fields(ServiceSettings)}
     unknown = set(section) - set(kinds)
@@ -240,7 +207,7 @@ def statement_key_file(path: Path | None, environ: Mapping[str, str]) -> Path | 
     None when neither is set."""
     if environ.get(STATEMENT_KEY_ENV, "") != "":
         return Path(environ[STATEMENT_KEY_ENV])
-    section = _read(path).get("statements", {})
+    section = read_toml(path).get("statements", {})
     unknown = set(section) - {"signing_key_file"}
     if unknown:
         raise InvalidInput(f"config: unknown setting(s) statements.{', statements.'.join(sorted(unknown))}")

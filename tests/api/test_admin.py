@@ -12,9 +12,9 @@ import pytest
 from api_support import Api
 
 from bkr.domain.config import ProgramConfig
-from bkr.ingest.importer import import_rows
 from bkr.ingest.readers import json_record
 from bkr.program import keys, registry
+from bkr.program.importer import import_rows
 
 BROKER = 1400
 SEPTEMBER = "2026-09"  # ended: the test clock is at 2026-10-15

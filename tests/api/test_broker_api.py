@@ -27,11 +27,11 @@ from bkr.domain.money import canonical
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import KeyPair
-from bkr.ingest.importer import import_rows
 from bkr.ingest.readers import RawRow
 from bkr.program import registry
 from bkr.program.close import close_month, compute_statements, stored_statement
 from bkr.program.exports import statement_csv
+from bkr.program.importer import import_rows
 from bkr.store import db
 
 BROKER, OTHER = 1400, 2200

@@ -11,7 +11,7 @@ from api_support import Api
 from fastapi.testclient import TestClient
 from feed_support import closed_october, fill
 
-from bkr.dashboard import session as sessions
+from bkr.api.dashboard import session as sessions
 from bkr.domain.errors import InvalidInput
 from bkr.domain.registry import BrokerStatus
 from bkr.program import keys, registry

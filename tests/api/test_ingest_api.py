@@ -26,10 +26,10 @@ from sqlalchemy import Engine
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.registry import BrokerStatus
-from bkr.ingest.importer import import_rows
 from bkr.ingest.readers import ndjson_rows
-from bkr.ingest.writer import Tally
 from bkr.program import registry
+from bkr.program.importer import import_rows
+from bkr.program.writer import Tally
 
 ACTIVE_SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 

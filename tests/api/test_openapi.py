@@ -42,10 +42,10 @@ from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import KeyPair
 from bkr.domain.statement_signing import new_statement_key
-from bkr.ingest.importer import import_rows
 from bkr.ingest.readers import parse_json_record
 from bkr.program import keys, registry
 from bkr.program.close import close_month
+from bkr.program.importer import import_rows
 from bkr.program.statement_signing import publish_statement_key
 from bkr.settings import ServiceSettings
 from bkr.store import db

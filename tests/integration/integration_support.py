@@ -21,10 +21,10 @@ from bkr.domain.config import DEFAULT_CONFIG, ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus
-from bkr.ingest.importer import import_file
-from bkr.ingest.writer import Tally
 from bkr.program import registry, settlement
 from bkr.program.close import close_month
+from bkr.program.importer import import_file
+from bkr.program.writer import Tally
 from bkr.store.tables import aggregates, fill_rejections, fills, statements
 
 BROKER = 1400  # ccxt's id on Backpack

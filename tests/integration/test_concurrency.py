@@ -25,10 +25,10 @@ from sqlalchemy import Engine, func, select
 from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.errors import AlreadyEnrolled
 from bkr.domain.periods import Month
-from bkr.ingest.importer import import_file
-from bkr.ingest.writer import RowResult, Tally
 from bkr.program import registry
 from bkr.program.close import CloseResult, close_month
+from bkr.program.importer import import_file
+from bkr.program.writer import RowResult, Tally
 from bkr.store import db
 from bkr.store.tables import enrollments, fills, statements
 

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
-from bkr.ingest.importer import import_file
+from bkr.program.importer import import_file
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
 
 

@@ -30,9 +30,9 @@ from integration_support import (
 from sqlalchemy import Engine, select
 
 from bkr.domain.config import DEFAULT_CONFIG
-from bkr.ingest import writer
-from bkr.ingest.importer import import_file
-from bkr.ingest.writer import RowResult, Tally
+from bkr.program import writer
+from bkr.program.importer import import_file
+from bkr.program.writer import RowResult, Tally
 from bkr.store import db
 from bkr.store.tables import fills, imports
 

@@ -4,8 +4,8 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 import pytest
 
-from bkr.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
-from bkr.dashboard.format import amount, rate
+from bkr.api.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
+from bkr.api.dashboard.format import amount, rate
 from bkr.domain.money import D
 
 

@@ -5,8 +5,9 @@ import pytest
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import MarketType
 from bkr.domain.money import D
-from bkr.settings import parse_config, parse_venue_config
+from bkr.settings import parse_config
 from bkr.venue.markets import DEFAULT_MARKETS, TIER_1
+from bkr.venue.settings import parse_venue_config
 
 
 def test_an_empty_section_is_backpacks_defaults() -> None:

@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from bkr import __version__, dashboard
-from bkr.api import observability
+from bkr import __version__
+from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.routers import admin, broker, ingest, ops, statement_keys, venue
+from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey
-from bkr.program.clock import Clock, system_clock
 from bkr.settings import ServiceSettings
 from bkr.venue.exchange import Venue
 from bkr.venue.markets import VenueConfig

@@ -15,13 +15,13 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Connection, Engine
 
 from bkr.api.observability import identify
+from bkr.domain.clock import Clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import Forbidden, Unauthenticated
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import check_timing, parse_timing, public_key, verify_request
 from bkr.domain.statement_signing import StatementKey
 from bkr.program import keys
-from bkr.program.clock import Clock
 from bkr.program.registry import get_broker
 from bkr.settings import ServiceSettings
 from bkr.store import db

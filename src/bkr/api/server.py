@@ -20,8 +20,9 @@ from bkr.api.observability import MULTIPROC_ENV, configure_logging
 from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey
 from bkr.program.statement_signing import load_signing_key
-from bkr.settings import ServiceSettings, load_config, load_venue_config, statement_key_file
+from bkr.settings import ServiceSettings, load_config, statement_key_file
 from bkr.store import db
+from bkr.venue.settings import load_venue_config
 
 _ENV = "BKR_SERVE_STATE"
 

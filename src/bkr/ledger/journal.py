@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import total
 from bkr.ledger.postings import Posting, PostingGroup
-from bkr.program.dialect import insert_for
+from bkr.store.dialect import insert_for
 from bkr.store.tables import ledger_entries, ledger_groups
 
 

@@ -31,7 +31,7 @@ from bkr.domain.statements import (
     paying_tier,
 )
 from bkr.domain.tiers import Tier
-from bkr.program.dialect import insert_ignoring, locked
+from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
 

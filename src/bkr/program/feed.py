@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
+from bkr.domain.clock import Clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.fills import FIELDS
 from bkr.ingest.readers import RawRow, json_record, ndjson_rows
-from bkr.ingest.writer import Outcome, RowResult, Tally, write_batch
-from bkr.program.clock import Clock
+from bkr.program.writer import Outcome, RowResult, Tally, write_batch
 from bkr.store.tables import imports
 
 

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, select
 
 from bkr.domain.periods import Month
-from bkr.program.dialect import insert_ignoring, locked
+from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import periods
 
 

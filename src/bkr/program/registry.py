@@ -25,7 +25,7 @@ from bkr.domain.registry import (
     check_rate,
 )
 from bkr.program.attribution import reevaluate
-from bkr.program.dialect import insert_ignoring
+from bkr.store.dialect import insert_ignoring
 from bkr.store.tables import (
     accounts,
     affiliates,

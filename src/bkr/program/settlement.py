@@ -20,8 +20,8 @@ from bkr.domain.money import ZERO
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
-from bkr.program.dialect import insert_ignoring, locked
 from bkr.program.periods import closed_months
+from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import statement_approvals, statements
 
 DRAFT, FINAL, PAID = "draft", "final", "paid"

@@ -14,8 +14,8 @@ from sqlalchemy import Connection, select
 from bkr.domain.errors import InvalidInput, NotFound
 from bkr.domain.signing import KeyPair
 from bkr.program import keys
-from bkr.program.dialect import insert_ignoring
 from bkr.program.registry import add_users
+from bkr.store.dialect import insert_ignoring
 from bkr.store.tables import users, venue_accounts, venue_balances, venue_positions
 from bkr.venue.markets import VenueConfig
 

@@ -23,14 +23,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
+from bkr.domain.clock import Clock
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, NotFound
 from bkr.domain.money import MONEY, ZERO, canonical
 from bkr.domain.registry import BrokerStatus, StatusChange, StatusTimeline
 from bkr.ingest.readers import RawRow
-from bkr.ingest.writer import Outcome, write_batch
-from bkr.program.clock import Clock
-from bkr.program.dialect import insert_for, insert_ignoring
+from bkr.program.writer import Outcome, write_batch
+from bkr.store.dialect import insert_for, insert_ignoring
 from bkr.store.tables import (
     broker_status_changes,
     brokers,

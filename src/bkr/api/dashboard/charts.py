@@ -13,7 +13,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from bkr.dashboard.format import amount
+from bkr.api.dashboard.format import amount
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 8, 10, 28  # room for the axis labels

@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from bkr.api.dashboard import session as sessions
+from bkr.api.dashboard.auth import check_session, identify_key
+from bkr.api.dashboard.session import Role, Session
+from bkr.api.dashboard.web import PREFIX, FormDep, PageRoute, SessionDep, back_to, redirect, render, set_session
 from bkr.api.deps import ServicesDep
 from bkr.api.errors import status_of
-from bkr.dashboard import session as sessions
-from bkr.dashboard.auth import check_session, identify_key
-from bkr.dashboard.session import Role, Session
-from bkr.dashboard.web import PREFIX, FormDep, PageRoute, SessionDep, back_to, redirect, render, set_session
 from bkr.domain.errors import BkrError
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)

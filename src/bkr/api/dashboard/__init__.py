@@ -9,8 +9,8 @@ import secrets
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from bkr.dashboard import broker_pages, operator_pages, signin
-from bkr.dashboard.web import PACKAGE, PREFIX, Dashboard, make_templates
+from bkr.api.dashboard import broker_pages, operator_pages, signin
+from bkr.api.dashboard.web import PACKAGE, PREFIX, Dashboard, make_templates
 
 
 def install(app: FastAPI, secret: str) -> None:

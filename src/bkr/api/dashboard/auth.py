@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from bkr.dashboard.session import Role, Session
+from bkr.api.dashboard.session import Role, Session
 from bkr.domain.errors import Forbidden, Unauthenticated
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import api_key_of

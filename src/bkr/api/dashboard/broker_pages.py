@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from bkr.api.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
+from bkr.api.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.api.deps import ServicesDep
-from bkr.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
-from bkr.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.domain.errors import InvalidInput
 from bkr.domain.periods import month_field
 from bkr.domain.statement_signing import canonical_json

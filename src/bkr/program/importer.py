@@ -11,10 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, update
 
+from bkr.domain.clock import Clock
 from bkr.domain.config import ProgramConfig
 from bkr.ingest.readers import RawRow, read_rows
-from bkr.ingest.writer import RowResult, Tally, write_batch
-from bkr.program.clock import Clock
+from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store.tables import imports
 
 DEFAULT_BATCH = 5_000

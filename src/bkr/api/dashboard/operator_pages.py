@@ -14,9 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import Connection
 
-from bkr.api.deps import Services, ServicesDep
-from bkr.dashboard.charts import Bar, Series, stacked_bars
-from bkr.dashboard.web import (
+from bkr.api.dashboard.charts import Bar, Series, stacked_bars
+from bkr.api.dashboard.web import (
     PREFIX,
     FormDep,
     OperatorActorDep,
@@ -26,6 +25,7 @@ from bkr.dashboard.web import (
     redirect,
     render,
 )
+from bkr.api.deps import Services, ServicesDep
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field

@@ -24,9 +24,9 @@ from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.ingest.readers import RawRow
 from bkr.program.attribution import Counted, RegistryView, add_to_aggregates
-from bkr.program.dialect import insert_ignoring, locked
 from bkr.program.periods import lock_open_periods
 from bkr.store.bulk import insert_new_fills
+from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
 
 

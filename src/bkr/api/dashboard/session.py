@@ -3,7 +3,7 @@
 The cookie is `<payload>.<mac>`: the payload is base64url JSON, the mac its HMAC-SHA256 under the
 server's dashboard secret. Nothing secret is in it (an operator key's id, a broker's public key),
 so signing is enough; a key revoked after sign-in is caught by the check each request makes
-against the database (`bkr.dashboard.auth`), not by the cookie.
+against the database (`bkr.api.dashboard.auth`), not by the cookie.
 
 A visitor who has not signed in holds an anonymous session too: it carries the CSRF token the
 sign-in form must send back, so that another site cannot sign a browser in with its own key.

@@ -17,12 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from bkr.api.dashboard import format as fmt
+from bkr.api.dashboard import session as sessions
+from bkr.api.dashboard.auth import check_session
+from bkr.api.dashboard.session import COOKIE, Role, Session
 from bkr.api.deps import Services, ServicesDep
 from bkr.api.errors import status_of
-from bkr.dashboard import format as fmt
-from bkr.dashboard import session as sessions
-from bkr.dashboard.auth import check_session
-from bkr.dashboard.session import COOKIE, Role, Session
 from bkr.domain.errors import BkrError, Forbidden, Unauthenticated
 from bkr.domain.money import D, canonical
 from bkr.domain.registry import BrokerStatus
