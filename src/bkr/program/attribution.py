@@ -1,8 +1,9 @@
 """Attribution against the registry, and the running aggregates that closes read.
 
 `RegistryView` loads, for a set of fills, what the rules need: each broker's status timeline,
-each user's signup code, each code's rate timeline. `evaluate` applies the domain's
-`attribute` to one fill. `add_to_aggregates` is the one place where counted fills become
+each user's signup code, each code's rate timeline. `RegistryView.attribute` applies the domain's
+`attribute` to one fill (`attribute_decided`, when whoever took the order already judged its
+broker). `add_to_aggregates` is the one place where counted fills become
 running totals, used by ingestion and by `reevaluate` after a retroactive registry change.
 """
 
@@ -89,8 +90,14 @@ class RegistryView:
                   moment: datetime) -> tuple[Attribution, Decimal | None]:
         """A fill's attribution under this registry, and its affiliate rate when it counts."""
         active = None if broker_id is None else self.broker_active(broker_id, moment)
+        return self.attribute_decided(broker_id, active, fill_type, via_api, user_id, moment)
+
+    def attribute_decided(self, broker_id: int | None, broker_active: bool | None, fill_type: str, via_api: bool,
+                          user_id: str, moment: datetime) -> tuple[Attribution, Decimal | None]:
+        """`attribute` with the broker's standing at `moment` already decided by the caller (the
+        venue decides it at order entry): only the user and the affiliate rate come from here."""
         rate = self.affiliate_rate(user_id, moment)
-        attribution = attribute(broker_id, fill_type, via_api, active, rate is not None)
+        attribution = attribute(broker_id, fill_type, via_api, broker_active, rate is not None)
         return attribution, rate if attribution is Attribution.COUNTED else None
 
     def affiliate_rate(self, user_id: str, moment: datetime) -> Decimal | None:

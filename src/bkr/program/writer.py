@@ -1,6 +1,13 @@
 """The idempotent write of one batch of fills, in one transaction.
 
-Each row ends as exactly one of: accepted (stored, and counted if it is broker volume),
+Fills come in through two doors. `write_batch` takes the rows of a file or of a request body
+(`RawRow`s): each is validated and priced, and a row that fails is rejected with its reason.
+`write_decided_fills` takes the typed fills of the venue's order entry, which judged each fill's
+broker when its order came in: they are priced, never parsed, and their broker is not judged
+again. Behind both doors is `_store`, the one implementation of what follows: deduplication,
+conflicts, attribution, the fills' rows, corrections and the running aggregates.
+
+Each fill ends as exactly one of: accepted (stored, and counted if it is broker volume),
 duplicate (the same fill is already stored: nothing changes), conflict (the same `fill_id`
 with other content: kept for an operator, not applied) or rejected (with its reason). A
 batch commits whole or not at all, so a crash loses nothing that was acknowledged and a
@@ -8,7 +15,7 @@ retry applies nothing twice: rows that made it in are duplicates the second time
 """
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -76,98 +83,186 @@ class Tally:
                 "rejected": self.rejected}
 
 
+@dataclass(frozen=True, slots=True)
+class DecidedFill:
+    """A fill whose broker was judged where its order was entered, at the fill's time.
+
+    `broker_active` says whether `fill.broker_id` was an active broker then (None: the id is not
+    an enrolled broker; it is not read when the fill has no broker id). The program takes that
+    decision as it is and does not read the broker's status again; the user and the affiliate
+    rate still come from the registry, as for every fill."""
+
+    fill: Fill
+    broker_active: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A fill that passed validation and pricing, on its way into `_store`."""
+
+    position: int  # its place in the caller's batch, where its result goes
+    line: int | None
+    priced: PricedFill
+    key: str  # the fill's content key
+    received: RawRow | None  # the row of a file or body; None for a typed fill
+    decided: bool  # whether its broker's standing came with it (then `broker_active`) or the registry decides it
+    broker_active: bool | None = None
+
+    @property
+    def raw(self) -> str:
+        """What an operator is shown of it: the row as received; a typed fill has no text, only its id."""
+        return self.received.raw if self.received is not None else self.priced.fill.fill_id
+
+    @property
+    def received_fill_id(self) -> str | None:
+        """The fill_id as received (a rejection keeps what was sent, before `parse_fill` trimmed it)."""
+        return _fill_id_of(self.received) if self.received is not None else self.priced.fill.fill_id
+
+
+class _Kept:
+    """The rejections and conflicts of one batch, kept for operators and written at its end."""
+
+    def __init__(self, source: str, now: datetime, import_id: int | None) -> None:
+        self.source, self.now, self.import_id = source, now, import_id
+        self.rejections: list[dict[str, Any]] = []
+        self.conflicts: list[dict[str, Any]] = []
+
+    def reject(self, line: int | None, fill_id: str | None, raw: str, reason: str) -> RowResult:
+        fill_id = None if fill_id is None else _storable(fill_id)
+        self.rejections.append({"import_id": self.import_id, "source": self.source, "line": line,
+                                "fill_id": fill_id, "reason": reason, "raw": _storable(raw),
+                                "row_key": _digest(raw, reason), "seen_at": self.now})
+        return RowResult(line, fill_id, Outcome.REJECTED, reason)
+
+    def conflict(self, candidate: _Candidate, existing: str | None, reason: str) -> RowResult:
+        fill_id = candidate.priced.fill.fill_id
+        self.conflicts.append({"import_id": self.import_id, "fill_id": fill_id, "existing_key": existing,
+                               "incoming_key": candidate.key, "source": self.source, "line": candidate.line,
+                               "raw": _storable(candidate.raw), "seen_at": self.now})
+        return RowResult(candidate.line, fill_id, Outcome.CONFLICT, reason)
+
+    def write(self, connection: Connection) -> None:
+        insert_ignoring(connection, fill_rejections, self.rejections, ["row_key"])
+        insert_ignoring(connection, fill_conflicts, self.conflicts, ["fill_id", "incoming_key"])
+
+
 def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mapping[str, Decimal], *,
                 source: str, now: datetime, import_id: int | None = None) -> list[RowResult]:
-    """Validate, price, deduplicate and store one batch. The caller owns the transaction."""
+    """Validate, price, deduplicate and store one batch of rows. The caller owns the transaction."""
+    kept = _Kept(source, now, import_id)
     results: list[RowResult | None] = [None] * len(rows)
-    rejections: list[dict[str, Any]] = []
-    candidates: dict[str, tuple[int, PricedFill, str]] = {}  # fill_id -> (row index, fill, content key)
-    conflicts: list[dict[str, Any]] = []
-
-    def reject(index: int, reason: str) -> None:
-        row = rows[index]
-        fill_id = _fill_id_of(row)
-        fill_id = None if fill_id is None else _storable(fill_id)
-        results[index] = RowResult(row.line, fill_id, Outcome.REJECTED, reason)
-        rejections.append({"import_id": import_id, "source": source, "line": row.line, "fill_id": fill_id,
-                           "reason": reason, "raw": _storable(row.raw), "row_key": _digest(row.raw, reason),
-                           "seen_at": now})
-
-    def not_new(index: int, fill_id: str, stored_key: str | None, key: str) -> None:
-        """A fill_id already stored: the same fill again, or other content kept for an operator."""
-        row = rows[index]
-        if stored_key == key:
-            results[index] = RowResult(row.line, fill_id, Outcome.DUPLICATE)
-        else:
-            results[index] = RowResult(row.line, fill_id, Outcome.CONFLICT, "fill_id already stored with other content")
-            conflicts.append(_conflict_row(import_id, source, row, fill_id, stored_key, key, now))
-
-    for index, row in enumerate(rows):
+    candidates: list[_Candidate] = []
+    for position, row in enumerate(rows):
         try:
             if row.error is not None:
                 raise InvalidInput(row.error)
             assert row.values is not None
             priced = price_in_usd(parse_fill(row.values), usd_rates)
         except InvalidInput as error:
-            reject(index, str(error))
+            results[position] = kept.reject(row.line, _fill_id_of(row), row.raw, str(error))
             continue
-        key = priced.fill.content_key()
-        earlier = candidates.get(priced.fill.fill_id)
-        if earlier is None:
-            candidates[priced.fill.fill_id] = (index, priced, key)
-        elif earlier[2] == key:
-            results[index] = RowResult(row.line, priced.fill.fill_id, Outcome.DUPLICATE)
-        else:
-            results[index] = RowResult(row.line, priced.fill.fill_id, Outcome.CONFLICT,
-                                       "fill_id seen earlier in the same batch with other content")
-            conflicts.append(_conflict_row(import_id, source, row, priced.fill.fill_id, earlier[2], key, now))
+        candidates.append(_Candidate(position, row.line, priced, priced.fill.content_key(), row, decided=False))
+    _store(connection, candidates, results, kept)
+    return [result for result in results if result is not None]
 
-    corrections = {fill_id: c for fill_id, c in candidates.items() if c[1].fill.corrects is not None}
-    candidates = {fill_id: c for fill_id, c in candidates.items() if fill_id not in corrections}
-    if candidates:
-        ordered = sorted(candidates.values(), key=lambda c: c[1].fill.fill_id)  # one lock order for every writer
-        months = {fill_id: c[1].fill.month for fill_id, c in candidates.items()}
-        targets = lock_open_periods(connection, set(months.values()))
-        view = RegistryView.load(connection,
-                                 (c[1].fill.broker_id for c in ordered if c[1].fill.broker_id is not None),
-                                 (c[1].fill.user_id for c in ordered))
-        records = []
-        decided: dict[str, tuple[Attribution, Decimal | None]] = {}
-        for _, priced, key in ordered:
-            fill = priced.fill
+
+def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], usd_rates: Mapping[str, Decimal],
+                        *, source: str, now: datetime) -> list[RowResult]:
+    """Price, deduplicate and store typed fills whose broker their order entry judged (the
+    venue's), with the same outcomes a file of the same fills would have. A fill's `line` in
+    its result is its place in `decided`, from 1. The caller owns the transaction."""
+    kept = _Kept(source, now, None)
+    results: list[RowResult | None] = [None] * len(decided)
+    candidates: list[_Candidate] = []
+    for position, item in enumerate(decided):
+        try:
+            priced = price_in_usd(item.fill, usd_rates)
+        except InvalidInput as error:
+            results[position] = kept.reject(position + 1, item.fill.fill_id, item.fill.fill_id, str(error))
+            continue
+        candidates.append(_Candidate(position, position + 1, priced, item.fill.content_key(), None, decided=True,
+                                     broker_active=item.broker_active))
+    _store(connection, candidates, results, kept)
+    return [result for result in results if result is not None]
+
+
+def _store(connection: Connection, candidates: Sequence[_Candidate], results: list[RowResult | None],
+           kept: _Kept) -> None:
+    """Deduplicate, attribute and store validated fills, putting each one's result at its
+    position in `results`, then write what the batch keeps for operators."""
+    fresh: dict[str, _Candidate] = {}  # fill_id -> the first candidate of the batch with it
+    for candidate in candidates:
+        fill_id = candidate.priced.fill.fill_id
+        earlier = fresh.get(fill_id)
+        if earlier is None:
+            fresh[fill_id] = candidate
+        elif earlier.key == candidate.key:
+            results[candidate.position] = RowResult(candidate.line, fill_id, Outcome.DUPLICATE)
+        else:
+            results[candidate.position] = kept.conflict(
+                candidate, earlier.key, "fill_id seen earlier in the same batch with other content")
+    corrections = [c for c in fresh.values() if c.priced.fill.corrects is not None]
+    new_fills = [c for c in fresh.values() if c.priced.fill.corrects is None]
+    if new_fills:
+        _store_fills(connection, new_fills, results, kept)
+    if corrections:  # after the fills of the same batch, which they may correct
+        _store_corrections(connection, sorted(corrections, key=lambda c: c.position), results, kept)
+    kept.write(connection)
+
+
+def _not_new(candidate: _Candidate, stored_key: str | None, kept: _Kept) -> RowResult:
+    """A fill_id already stored: the same fill again, or other content kept for an operator."""
+    if stored_key == candidate.key:
+        return RowResult(candidate.line, candidate.priced.fill.fill_id, Outcome.DUPLICATE)
+    return kept.conflict(candidate, stored_key, "fill_id already stored with other content")
+
+
+def _store_fills(connection: Connection, candidates: Sequence[_Candidate], results: list[RowResult | None],
+                 kept: _Kept) -> None:
+    """Store new fills (not corrections): attributed, in the period that pays them, and added
+    to the aggregates if they count."""
+    ordered = sorted(candidates, key=lambda c: c.priced.fill.fill_id)  # one lock order for every writer
+    months = {c.priced.fill.fill_id: c.priced.fill.month for c in ordered}
+    targets = lock_open_periods(connection, set(months.values()))
+    view = RegistryView.load(connection,
+                             (c.priced.fill.broker_id for c in ordered
+                              if c.priced.fill.broker_id is not None and not c.decided),
+                             (c.priced.fill.user_id for c in ordered))
+    records = []
+    decided: dict[str, tuple[Attribution, Decimal | None]] = {}
+    for candidate in ordered:
+        fill = candidate.priced.fill
+        if candidate.decided:
+            attribution, rate = view.attribute_decided(fill.broker_id, candidate.broker_active, fill.fill_type,
+                                                       fill.via_api, fill.user_id, fill.timestamp)
+        else:
             attribution, rate = view.attribute(fill.broker_id, fill.fill_type, fill.via_api, fill.user_id,
                                                fill.timestamp)
-            decided[fill.fill_id] = (attribution, rate)
-            records.append(_fill_record(priced, key, attribution, rate, months[fill.fill_id],
-                                        str(targets[months[fill.fill_id]]), import_id))
-        inserted = insert_new_fills(connection, records)
-        stored: dict[str, str] = {}
-        missing = [c[1].fill.fill_id for c in ordered if c[1].fill.fill_id not in inserted]
-        if missing:
-            stored = dict(connection.execute(
-                select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(missing))).all())
-        counted: list[Counted] = []
-        for index, priced, key in ordered:
-            fill = priced.fill
-            if fill.fill_id in inserted:
-                attribution, rate = decided[fill.fill_id]
-                results[index] = RowResult(rows[index].line, fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
-                if attribution is Attribution.COUNTED:
-                    assert fill.broker_id is not None and rate is not None
-                    month = months[fill.fill_id]
-                    counted.append(Counted(fill.broker_id, targets[month], month, fill.timestamp.date().isoformat(),
-                                           fill.user_id,
-                                           fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
-            else:
-                not_new(index, fill.fill_id, stored.get(fill.fill_id), key)
-        add_to_aggregates(connection, counted)
-    if corrections:  # after the fills of the same batch, which they may correct
-        _write_corrections(connection, rows, sorted(corrections.values()), results, reject, not_new,
-                           import_id=import_id)
-
-    insert_ignoring(connection, fill_rejections, rejections, ["row_key"])
-    insert_ignoring(connection, fill_conflicts, conflicts, ["fill_id", "incoming_key"])
-    return [result for result in results if result is not None]
+        decided[fill.fill_id] = (attribution, rate)
+        records.append(_fill_record(candidate.priced, candidate.key, attribution, rate, months[fill.fill_id],
+                                    str(targets[months[fill.fill_id]]), kept.import_id))
+    inserted = insert_new_fills(connection, records)
+    stored: dict[str, str] = {}
+    missing = [c.priced.fill.fill_id for c in ordered if c.priced.fill.fill_id not in inserted]
+    if missing:
+        stored = dict(connection.execute(
+            select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(missing))).all())
+    counted: list[Counted] = []
+    for candidate in ordered:
+        priced = candidate.priced
+        fill = priced.fill
+        if fill.fill_id in inserted:
+            attribution, rate = decided[fill.fill_id]
+            results[candidate.position] = RowResult(candidate.line, fill.fill_id, Outcome.ACCEPTED,
+                                                    attribution=attribution)
+            if attribution is Attribution.COUNTED:
+                assert fill.broker_id is not None and rate is not None
+                month = months[fill.fill_id]
+                counted.append(Counted(fill.broker_id, targets[month], month, fill.timestamp.date().isoformat(),
+                                       fill.user_id, fill.market_type.value, rate, priced.volume_usd, priced.fee_usd))
+        else:
+            results[candidate.position] = _not_new(candidate, stored.get(fill.fill_id), kept)
+    add_to_aggregates(connection, counted)
 
 
 # What a correction must repeat of the fill it corrects: it restates the same trade.
@@ -179,10 +274,8 @@ _ORIGINAL = select(fills.c.fill_id, fills.c.order_id, fills.c.user_id, fills.c.s
                    fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period, fills.c.corrects)
 
 
-def _write_corrections(connection: Connection, rows: Sequence[RawRow],
-                       corrections: Sequence[tuple[int, PricedFill, str]], results: list[RowResult | None],
-                       reject: Callable[[int, str], None], not_new: Callable[[int, str, str | None, str], None],
-                       *, import_id: int | None) -> None:
+def _store_corrections(connection: Connection, corrections: Sequence[_Candidate], results: list[RowResult | None],
+                       kept: _Kept) -> None:
     """Store the corrections of one batch, in the order they came (each builds on the last).
 
     A correction already stored is a duplicate (or a conflict), exactly like a fill; a new one
@@ -191,18 +284,18 @@ def _write_corrections(connection: Connection, rows: Sequence[RawRow],
     one shows the difference. The corrected fills are locked first, so that concurrent
     corrections of one fill apply one after the other, each on top of the last, and a
     correction sent twice at once is stored once."""
-    targets = sorted({c[1].fill.corrects for c in corrections if c[1].fill.corrects is not None})
+    targets = sorted({c.priced.fill.corrects for c in corrections if c.priced.fill.corrects is not None})
     originals = {r.fill_id: r for r in connection.execute(
         locked(_ORIGINAL.where(fills.c.fill_id.in_(targets)).order_by(fills.c.fill_id)))}
-    ids = [c[1].fill.fill_id for c in corrections]
+    ids = [c.priced.fill.fill_id for c in corrections]
     stored = dict(connection.execute(
         select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(ids))).all())
     new = []
-    for index, priced, key in corrections:
-        if priced.fill.fill_id in stored:
-            not_new(index, priced.fill.fill_id, stored[priced.fill.fill_id], key)
+    for candidate in corrections:
+        if candidate.priced.fill.fill_id in stored:
+            results[candidate.position] = _not_new(candidate, stored[candidate.priced.fill.fill_id], kept)
         else:
-            new.append((index, priced, key))
+            new.append(candidate)
     if not new:
         return
     # each corrected fill as it stands: its quantity and fee with every stored correction applied
@@ -213,13 +306,15 @@ def _write_corrections(connection: Connection, rows: Sequence[RawRow],
         state[earlier.corrects] = (add(quantity, earlier.quantity), add(fee, earlier.fee_usd))
     periods = lock_open_periods(connection, {Month.parse(r.period) for r in originals.values()})
     records: list[dict[str, Any]] = []
-    accepted: list[tuple[int, PricedFill, Attribution, Counted | None]] = []
-    for index, priced, key in sorted(new):
+    accepted: list[tuple[_Candidate, Attribution, Counted | None]] = []
+    for candidate in new:
+        priced = candidate.priced
         fill = priced.fill
         original = originals.get(fill.corrects or "")
         reason = _correction_problem(fill, original, state)
         if reason is not None:
-            reject(index, reason)
+            results[candidate.position] = kept.reject(candidate.line, candidate.received_fill_id, candidate.raw,
+                                                      reason)
             continue
         assert original is not None
         quantity, fee = state[original.fill_id]
@@ -228,21 +323,23 @@ def _write_corrections(connection: Connection, rows: Sequence[RawRow],
         base_change = sub(fee_base(after[1]), fee_base(fee))
         period = periods[Month.parse(original.period)]
         attribution = Attribution(original.attribution)
-        records.append(_fill_record(priced, key, attribution, original.affiliate_rate, fill.month, str(period),
-                                    import_id) | {"corrects": original.fill_id, "fee_base_usd": base_change})
+        records.append(_fill_record(priced, candidate.key, attribution, original.affiliate_rate, fill.month,
+                                    str(period), kept.import_id)
+                       | {"corrects": original.fill_id, "fee_base_usd": base_change})
         counted = None
         if attribution is Attribution.COUNTED:
             assert fill.broker_id is not None
             counted = Counted(fill.broker_id, period, Month.parse(original.fill_month),
                               fill.timestamp.date().isoformat(), fill.user_id, fill.market_type.value,
                               original.affiliate_rate, priced.volume_usd, priced.fee_usd, True, base_change)
-        accepted.append((index, priced, attribution, counted))
+        accepted.append((candidate, attribution, counted))
     inserted = insert_new_fills(connection, records)
     counted_now = []
-    for index, priced, attribution, counted in accepted:
+    for candidate, attribution, counted in accepted:
         # none are stored yet (checked above, under the locks), so every one goes in
-        assert priced.fill.fill_id in inserted
-        results[index] = RowResult(rows[index].line, priced.fill.fill_id, Outcome.ACCEPTED, attribution=attribution)
+        assert candidate.priced.fill.fill_id in inserted
+        results[candidate.position] = RowResult(candidate.line, candidate.priced.fill.fill_id, Outcome.ACCEPTED,
+                                                attribution=attribution)
         if counted is not None:
             counted_now.append(counted)
     add_to_aggregates(connection, counted_now)
@@ -289,12 +386,6 @@ def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: D
         "attribution": attribution.value, "affiliate_rate": rate, "fill_month": str(month),
         "period": period, "import_id": import_id, "corrects": None, "fee_base_usd": None,
     }
-
-
-def _conflict_row(import_id: int | None, source: str, row: RawRow, fill_id: str, existing: str | None,
-                  incoming: str, now: datetime) -> dict[str, Any]:
-    return {"import_id": import_id, "fill_id": fill_id, "existing_key": existing, "incoming_key": incoming,
-            "source": source, "line": row.line, "raw": _storable(row.raw), "seen_at": now}
 
 
 def _fill_id_of(row: RawRow) -> str | None:
