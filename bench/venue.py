@@ -75,13 +75,14 @@ from sqlalchemy import func, select  # noqa: E402
 from bkr.domain.clock import system_clock  # noqa: E402
 from bkr.domain.config import ProgramConfig  # noqa: E402
 from bkr.domain.errors import BkrError  # noqa: E402
+from bkr.domain.fills import Side  # noqa: E402
 from bkr.domain.registry import BrokerStatus  # noqa: E402
 from bkr.domain.signing import KeyPair  # noqa: E402
 from bkr.program import registry  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.tables import fills, venue_broker_ids_seen, venue_fills, venue_orders  # noqa: E402
 from bkr.venue.accounts import create_user_key  # noqa: E402
-from bkr.venue.book import OrderBook, OrderRequest, OrderType, Side, TimeInForce  # noqa: E402
+from bkr.venue.book import OrderBook, OrderRequest, OrderType, TimeInForce  # noqa: E402
 from bkr.venue.client import BackpackClient, BackpackError  # noqa: E402
 from bkr.venue.exchange import OPEN_STATUSES, OrderInput, Venue  # noqa: E402
 from bkr.venue.markets import VenueConfig  # noqa: E402

@@ -29,17 +29,13 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import Side
 from bkr.domain.money import MONEY, ZERO, add, mul, sub
 
 NO_LIQUIDITY = "no liquidity"
 SELF_TRADE = "self-trade prevention"
 FOK_UNFILLABLE = "FOK order cannot be filled in full"
 POST_ONLY_WOULD_TAKE = "post-only order would take liquidity"
-
-
-class Side(StrEnum):
-    BID = "Bid"
-    ASK = "Ask"
 
 
 class OrderType(StrEnum):

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from bkr.domain.clock import Clock
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, NotFound
+from bkr.domain.fills import Side
 from bkr.domain.money import MONEY, ZERO, canonical
 from bkr.domain.registry import BrokerStatus, StatusChange, StatusTimeline
 from bkr.ingest.readers import RawRow
@@ -51,7 +52,6 @@ from bkr.venue.book import (
     OrderType,
     RestingOrder,
     SelfTradePrevention,
-    Side,
     TimeInForce,
 )
 from bkr.venue.errors import BrokerIdRejected, FillNotIngested, InsufficientFunds, InvalidMarket, InvalidOrder

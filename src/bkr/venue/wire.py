@@ -8,8 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import Side
 from bkr.domain.money import canonical
-from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, Side, TimeInForce
+from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, TimeInForce
 from bkr.venue.exchange import OrderInput, OrderView
 from bkr.venue.markets import Market
 

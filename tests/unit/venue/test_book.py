@@ -9,6 +9,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from bkr.domain.errors import InvalidInput
+from bkr.domain.fills import Side
 from bkr.venue.book import (
     FOK_UNFILLABLE,
     NO_LIQUIDITY,
@@ -22,7 +23,6 @@ from bkr.venue.book import (
     OrderType,
     RestingOrder,
     SelfTradePrevention,
-    Side,
     TimeInForce,
 )
 
