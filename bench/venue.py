@@ -84,8 +84,9 @@ from bkr.store.tables import fills, venue_broker_ids_seen, venue_fills, venue_or
 from bkr.venue.accounts import create_user_key  # noqa: E402
 from bkr.venue.book import OrderBook, OrderRequest, OrderType, TimeInForce  # noqa: E402
 from bkr.venue.client import BackpackClient, BackpackError  # noqa: E402
-from bkr.venue.exchange import OPEN_STATUSES, OrderInput, Venue  # noqa: E402
+from bkr.venue.exchange import Venue  # noqa: E402
 from bkr.venue.markets import VenueConfig  # noqa: E402
+from bkr.venue.orders import OPEN_STATUSES, OrderInput  # noqa: E402
 from ingest_close import Backend, PostgresBackend, SqliteBackend, log, machine, source  # noqa: E402
 
 SYMBOL = "SOL_USDC"  # tick 0.01, step 0.01

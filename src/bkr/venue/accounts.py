@@ -22,6 +22,8 @@ from bkr.venue.markets import VenueConfig
 
 @dataclass(frozen=True, slots=True)
 class Balance:
+    """A user's balance of one asset: what it may spend, and what its open orders hold."""
+
     asset: str
     available: Decimal
     locked: Decimal
@@ -29,6 +31,9 @@ class Balance:
 
 @dataclass(frozen=True, slots=True)
 class Position:
+    """A user's perpetual position in one market: signed quantity, the exact net cost of it (no
+    average price is kept), and the PnL realized so far."""
+
     symbol: str
     net_quantity: Decimal
     net_cost: Decimal

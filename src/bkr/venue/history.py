@@ -12,8 +12,8 @@ from sqlalchemy import Connection, select
 from bkr.domain.errors import NotFound
 from bkr.domain.money import ZERO
 from bkr.store.tables import venue_broker_ids_seen, venue_fills, venue_orders
-from bkr.venue.exchange import OPEN_STATUSES, OrderView, order_view
 from bkr.venue.markets import Market
+from bkr.venue.orders import OPEN_STATUSES, OrderView, order_view
 
 MAX_PAGE = 1000
 

@@ -11,8 +11,8 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Side
 from bkr.domain.money import canonical
 from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, TimeInForce
-from bkr.venue.exchange import OrderInput, OrderView
 from bkr.venue.markets import Market
+from bkr.venue.orders import OrderInput, OrderView
 
 _ORDER_FIELDS = {"symbol", "side", "orderType", "price", "quantity", "quoteQuantity", "timeInForce", "postOnly",
                  "selfTradePrevention", "clientId", "brokerId"}

@@ -1,0 +1,210 @@
+"""One transaction of order entry: what it read and what it changes, kept until its end.
+
+An `Entry` lives for one order, batch or cancel. It reads a user's fee tier, balances and
+positions once, then keeps them as named records (`bkr.venue.accounts.Balance` and `Position`,
+the same records the read side returns) while the orders execute; it collects the orders placed
+(`PlacedOrder`), what happened to orders already resting (`OrderChange`) and the fills made
+(`VenueFill`), and `bkr.venue.persistence.write_entry` writes them all at once. A `VenueFill`
+is also what the broker program receives, as a typed `DecidedFill`: nothing is turned into text.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, bindparam, select
+
+from bkr.domain.errors import NotFound
+from bkr.domain.fills import USER_FILL, Fill, Side
+from bkr.domain.money import MONEY, ZERO
+from bkr.domain.periods import as_utc
+from bkr.program.writer import DecidedFill
+from bkr.store.tables import venue_accounts, venue_balances, venue_orders, venue_positions
+from bkr.venue.accounts import Balance, Position
+from bkr.venue.book import OrderStatus
+from bkr.venue.directory import BrokerDirectory
+from bkr.venue.markets import Market, VenueConfig
+from bkr.venue.orders import OrderView
+
+# Built once: building and keying a statement costs more than SQLite takes to run it.
+_ACCOUNTS = (
+    select(venue_accounts.c.user_id, venue_accounts.c.fee_tier, venue_balances.c.asset, venue_balances.c.available,
+           venue_balances.c.locked)
+    .select_from(venue_accounts.outerjoin(venue_balances, (venue_balances.c.user_id == venue_accounts.c.user_id)
+                                          & venue_balances.c.asset.in_(bindparam("assets", expanding=True))))
+    .where(venue_accounts.c.user_id.in_(bindparam("users", expanding=True))))
+_MAKER_BROKERS = select(venue_orders.c.order_id, venue_orders.c.broker_id).where(
+    venue_orders.c.order_id.in_(bindparam("ids", expanding=True)))
+_BALANCE = select(venue_balances.c.available, venue_balances.c.locked).where(
+    (venue_balances.c.user_id == bindparam("u")) & (venue_balances.c.asset == bindparam("a")))
+_POSITION = select(venue_positions.c.net_quantity, venue_positions.c.net_cost, venue_positions.c.realized_pnl).where(
+    (venue_positions.c.user_id == bindparam("u")) & (venue_positions.c.symbol == bindparam("s")))
+_FEE_TIER = select(venue_accounts.c.fee_tier).where(venue_accounts.c.user_id == bindparam("u"))
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """An order this transaction placed: how its client sees it, and what only storage keeps."""
+
+    view: OrderView
+    remaining: Decimal  # what still rests on the book
+    locked: Decimal  # what its remainder holds of the user's funds
+    sequence: int  # its priority on the book
+
+
+@dataclass(slots=True)
+class OrderChange:
+    """What this transaction did to an order placed earlier: its fills, and where it stands."""
+
+    remaining: Decimal
+    status: OrderStatus
+    filled: Decimal = ZERO
+    filled_quote: Decimal = ZERO
+    left_book: bool = False  # cancelled or expired here: `expiry_reason` replaces the stored one
+    expiry_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VenueFill:
+    """One side of one trade, as the venue records it and hands it to the broker program."""
+
+    fill_id: str
+    trade_id: int
+    order_id: int
+    user_id: str
+    market: Market
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_symbol: str
+    is_maker: bool
+    client_id: int | None
+    broker_id: int | None  # the broker its order was sent with
+    broker_active: bool | None  # whether that broker was active at the fill's time (None: not enrolled)
+    at: datetime
+
+    def for_program(self) -> DecidedFill:
+        """The fill as the broker program stores it, with the venue's judgement of its broker.
+        Amounts are given in canonical form, as a fill file states them (`1.5`, not `1.50`), so
+        that the program stores the same row for this fill as an import of it would."""
+        fill = Fill(fill_id=self.fill_id, order_id=str(self.order_id), user_id=self.user_id,
+                    symbol=self.market.symbol, market_type=self.market.market_type, side=self.side,
+                    price=_canonical_value(self.price), quantity=_canonical_value(self.quantity),
+                    fee=_canonical_value(self.fee), fee_symbol=self.fee_symbol, is_maker=self.is_maker,
+                    timestamp=as_utc(self.at), broker_id=self.broker_id, via_api=True, fill_type=USER_FILL)
+        return DecidedFill(fill, self.broker_active)
+
+
+def _canonical_value(amount: Decimal) -> Decimal:
+    """The amount `canonical(amount)` reads back as: no trailing zeros, no exponent. Only its
+    scale changes (PostgreSQL's NUMERIC keeps a scale; `0.360600` and `0.3606` are stored apart)."""
+    if amount.is_zero():
+        return ZERO
+    normal = amount.normalize(MONEY)
+    exponent = normal.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite amount
+    return normal.quantize(Decimal(1), context=MONEY) if exponent > 0 else normal  # 1E+2 is 100
+
+
+@dataclass
+class Entry:
+    """What one order-entry transaction changes, kept until its end and written at once."""
+
+    connection: Connection
+    config: VenueConfig
+    directory: BrokerDirectory
+    now: datetime
+    sequence: int
+    last_order_id: int
+    last_trade_id: int
+    balances: dict[tuple[str, str], Balance] = field(default_factory=dict)  # (user, asset)
+    stored_balances: set[tuple[str, str]] = field(default_factory=set)
+    tiers: dict[str, int] = field(default_factory=dict)
+    placed: list[PlacedOrder] = field(default_factory=list)
+    order_changes: dict[int, OrderChange] = field(default_factory=dict)
+    fills: list[VenueFill] = field(default_factory=list)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)  # (user, symbol)
+    stored_positions: set[tuple[str, str]] = field(default_factory=set)
+    touched_books: set[str] = field(default_factory=set)
+
+    def next_order_id(self) -> int:
+        self.last_order_id += 1
+        return self.last_order_id
+
+    def next_sequence(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def next_trade_id(self) -> int:
+        self.last_trade_id += 1
+        return self.last_trade_id
+
+    def balance(self, user_id: str, asset: str) -> Balance:
+        key = (user_id, asset)
+        balance = self.balances.get(key)
+        if balance is None:
+            row = self.connection.execute(_BALANCE, {"u": user_id, "a": asset}).first()
+            if row is not None:
+                self.stored_balances.add(key)
+                balance = Balance(asset, row.available, row.locked)
+            else:
+                balance = Balance(asset, ZERO, ZERO)
+            self.balances[key] = balance
+        return balance
+
+    def prefetch(self, user_ids: Sequence[str], assets: Sequence[str]) -> None:
+        """Read the fee tiers and balances an order will touch in one statement, not one each."""
+        users = sorted({u for u in user_ids if u not in self.tiers or any((u, a) not in self.balances for a in assets)})
+        if not users:
+            return
+        for row in self.connection.execute(_ACCOUNTS, {"users": users, "assets": list(assets)}):
+            self.tiers[row.user_id] = int(row.fee_tier)
+            key = (row.user_id, row.asset)
+            if row.asset is not None and key not in self.balances:
+                self.balances[key] = Balance(row.asset, row.available, row.locked)
+                self.stored_balances.add(key)
+        for user_id in users:
+            for asset in assets:
+                self.balances.setdefault((user_id, asset), Balance(asset, ZERO, ZERO))
+
+    def move(self, user_id: str, asset: str, available: Decimal = ZERO, locked: Decimal = ZERO) -> None:
+        """Add to a user's available and locked (held) amounts of an asset."""
+        balance = self.balance(user_id, asset)
+        self.balances[(user_id, asset)] = Balance(asset, balance.available + available, balance.locked + locked)
+
+    def fee_tier(self, user_id: str) -> int:
+        tier = self.tiers.get(user_id)
+        if tier is None:
+            tier = self.connection.execute(_FEE_TIER, {"u": user_id}).scalar()
+            if tier is None:
+                raise NotFound(f"user {user_id} has no trading account", code="RESOURCE_NOT_FOUND")
+            self.tiers[user_id] = tier = int(tier)
+        return tier
+
+    def position(self, user_id: str, symbol: str) -> Position:
+        key = (user_id, symbol)
+        position = self.positions.get(key)
+        if position is None:
+            row = self.connection.execute(_POSITION, {"u": user_id, "s": symbol}).first()
+            if row is not None:
+                self.stored_positions.add(key)
+                position = Position(symbol, row.net_quantity, row.net_cost, row.realized_pnl)
+            else:
+                position = Position(symbol, ZERO, ZERO, ZERO)
+            self.positions[key] = position
+        return position
+
+    def set_position(self, user_id: str, position: Position) -> None:
+        self.positions[(user_id, position.symbol)] = position
+
+    def brokers_of(self, order_ids: Sequence[int]) -> dict[int, int | None]:
+        """The broker each order was sent with (resting orders' fills carry it too)."""
+        if not order_ids:
+            return {}
+        found: dict[int, int | None] = {p.view.order_id: p.view.broker_id for p in self.placed}
+        wanted = sorted(set(order_ids) - set(found))
+        if wanted:
+            found.update({int(o): b for o, b in self.connection.execute(_MAKER_BROKERS, {"ids": wanted})})
+        return found

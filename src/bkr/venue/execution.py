@@ -1,0 +1,233 @@
+"""Executing orders inside one order-entry transaction (`bkr.venue.entry.Entry`).
+
+An order holds what it may spend (spot: price × quantity of quote for a bid, the base for an
+ask; a perpetual holds nothing but needs its initial margin free), is matched on the in-memory
+book (`bkr.venue.book`, pure), and each match settles two fills: the users' balances, a
+perpetual's position (its PnL realized in the quote asset, exactly, when it returns to zero),
+and the venue's fill, which carries the order's broker and the venue's judgement of it. What a
+finished order still holds goes back to its user. Nothing is written here: the entry keeps it.
+"""
+
+from decimal import ROUND_DOWN, Context, Decimal
+
+from bkr.domain.fills import Side
+from bkr.domain.money import ZERO, canonical
+from bkr.venue.accounts import Position
+from bkr.venue.book import BookError, Execution, OrderBook, OrderRequest, OrderStatus, OrderType, RestingOrder
+from bkr.venue.directory import BrokerDecision
+from bkr.venue.entry import Entry, OrderChange, PlacedOrder, VenueFill
+from bkr.venue.errors import InsufficientFunds, InvalidOrder
+from bkr.venue.markets import FeeRates, Market
+from bkr.venue.orders import OrderInput, OrderView
+
+_FLOOR = Context(prec=80, rounding=ROUND_DOWN)
+
+
+def execute_order(entry: Entry, market: Market, book: OrderBook, user_id: str, order: OrderInput,
+                  decision: BrokerDecision) -> OrderView:
+    """Hold, match and settle one order of `user_id`, sent with the broker of `decision`."""
+    entry.prefetch([user_id], [market.base, market.quote])
+    fees = entry.config.fees(entry.fee_tier(user_id))
+    asset, reserve = _reservation(entry, book, market, user_id, order)
+    if asset is not None and entry.balance(user_id, asset).available < reserve:
+        raise InsufficientFunds(f"Insufficient funds: {canonical(reserve)} {asset} needed, "
+                                f"{canonical(entry.balance(user_id, asset).available)} available")
+    order_id = entry.next_order_id()
+    request = OrderRequest(order_id, user_id, order.side, order.order_type, order.price, order.quantity,
+                           order.quote_quantity, order.time_in_force, order.post_only,
+                           order.self_trade_prevention, entry.next_sequence())
+    untouched = market.symbol not in entry.touched_books
+    entry.touched_books.add(market.symbol)  # from here a failure must drop the books
+    try:
+        execution = book.submit(request)
+    except BookError as error:  # the book validates before it changes anything
+        if untouched:
+            entry.touched_books.discard(market.symbol)
+        raise InvalidOrder(str(error)) from None
+    if order.post_only and not execution.matches and execution.resting is None:
+        if untouched:  # refused without touching the book
+            entry.touched_books.discard(market.symbol)
+        raise InvalidOrder("Order would immediately match and take")
+    if asset is not None:
+        entry.move(user_id, asset, -reserve, reserve)
+    _settle(entry, market, book, fees, user_id, order, order_id, decision, execution)
+    for maker in execution.cancelled_makers:
+        _release(entry, market, maker, OrderStatus.CANCELLED, "SelfTradePrevention")
+    spent = execution.executed_quote_quantity if order.side is Side.BID else execution.executed_quantity
+    held = ZERO
+    if execution.resting is not None and not market.is_futures:
+        held = (execution.resting.remaining * execution.resting.price if order.side is Side.BID
+                else execution.resting.remaining)
+    if asset is not None:
+        entry.move(user_id, asset, reserve - spent - held, -(reserve - held))
+    view = OrderView(
+        order_id, user_id, market.symbol, order.side, order.order_type, order.time_in_force, order.post_only,
+        order.self_trade_prevention, order.price, order.quantity, order.quote_quantity,
+        execution.executed_quantity, execution.executed_quote_quantity, execution.status,
+        _expiry_reason(execution), order.client_id, decision.broker_id, entry.now)
+    remaining = execution.resting.remaining if execution.resting is not None else ZERO
+    entry.placed.append(PlacedOrder(view, remaining, held, request.sequence))
+    return view
+
+
+def cancel_resting(entry: Entry, market: Market, book: OrderBook, order_id: int) -> None:
+    resting = book.cancel(order_id)
+    if resting is None:  # not on the book any more: it left it earlier in this transaction
+        return
+    entry.touched_books.add(market.symbol)
+    _release(entry, market, resting, OrderStatus.CANCELLED, None)
+
+
+def _reservation(entry: Entry, book: OrderBook, market: Market, user_id: str,
+                 order: OrderInput) -> tuple[str | None, Decimal]:
+    """The asset and amount an order holds while it lives: the quote a bid may spend, the
+    base an ask may sell. A perpetual holds nothing but needs its initial margin free."""
+    if order.order_type is OrderType.LIMIT:
+        if order.price is None or order.quantity is None:
+            raise InvalidOrder("A limit order needs a price and a quantity")
+        notional = order.price * order.quantity
+        base_needed = order.quantity
+    else:
+        notional, base_needed = _walk(book, order)
+    if market.is_futures:
+        margin = notional * entry.config.initial_margin
+        free = entry.balance(user_id, market.quote).available
+        if free < margin:
+            raise InsufficientFunds(f"Insufficient margin: {canonical(margin)} {market.quote} needed, "
+                                    f"{canonical(free)} available")
+        return None, ZERO
+    if order.side is Side.BID:
+        return market.quote, notional
+    return market.base, base_needed
+
+
+def _settle(entry: Entry, market: Market, book: OrderBook, fees: FeeRates, user_id: str, order: OrderInput,
+            order_id: int, decision: BrokerDecision, execution: Execution) -> None:
+    maker_brokers = entry.brokers_of([m.maker_order_id for m in execution.matches])
+    entry.prefetch([m.maker_user_id for m in execution.matches], [market.base, market.quote])
+    for match in execution.matches:
+        trade_id = entry.next_trade_id()
+        maker_fees = entry.config.fees(entry.fee_tier(match.maker_user_id))
+        maker_side = Side.ASK if match.taker_side is Side.BID else Side.BID
+        _fill(entry, market, trade_id, order_id, user_id, match.taker_side, match.price, match.quantity,
+              fees.rate(market, False), False, order.client_id, decision.broker_id, decision.active)
+        maker_broker = maker_brokers.get(match.maker_order_id)
+        # the resting order's broker is judged at this fill's time, by the same directory
+        maker_active = None if maker_broker is None else entry.directory.is_active(maker_broker, entry.now)
+        _fill(entry, market, trade_id, match.maker_order_id, match.maker_user_id, maker_side, match.price,
+              match.quantity, maker_fees.rate(market, True), True, None, maker_broker, maker_active)
+        resting = book.get(match.maker_order_id)
+        remaining = resting.remaining if resting is not None else ZERO
+        status = OrderStatus.PARTIALLY_FILLED if resting is not None else OrderStatus.FILLED
+        change = entry.order_changes.get(match.maker_order_id)
+        if change is None:
+            change = entry.order_changes[match.maker_order_id] = OrderChange(remaining, status)
+        change.filled += match.quantity
+        change.filled_quote += match.price * match.quantity
+        change.remaining, change.status = remaining, status
+
+
+def _fill(entry: Entry, market: Market, trade_id: int, order_id: int, user_id: str, side: Side,
+          price: Decimal, quantity: Decimal, rate: Decimal, is_maker: bool, client_id: int | None,
+          broker_id: int | None, broker_active: bool | None) -> None:
+    """One side of a trade: the user's balances (a maker's come out of what its resting order
+    held; a taker's out of its reservation, when the order is done) and the fill."""
+    notional = price * quantity
+    if market.is_futures:
+        fee, fee_symbol = notional * rate, market.quote
+        entry.move(user_id, market.quote, -fee)
+        _position(entry, user_id, market, side, quantity, notional)
+    elif side is Side.BID:
+        fee, fee_symbol = quantity * rate, market.base  # a buyer pays in what it receives
+        entry.move(user_id, market.base, quantity - fee)
+        if is_maker:  # a resting bid held price × quantity of quote
+            entry.move(user_id, market.quote, ZERO, -notional)
+    else:
+        fee, fee_symbol = notional * rate, market.quote
+        entry.move(user_id, market.quote, notional - fee)
+        if is_maker:
+            entry.move(user_id, market.base, ZERO, -quantity)
+    fill_id = f"venue-{trade_id}-{'maker' if is_maker else 'taker'}"
+    entry.fills.append(VenueFill(fill_id, trade_id, order_id, user_id, market, side, price, quantity, fee, fee_symbol,
+                                 is_maker, client_id, broker_id, broker_active, entry.now))
+
+
+def _release(entry: Entry, market: Market, resting: RestingOrder, status: OrderStatus, reason: str | None) -> None:
+    """An order leaves the book: what it still holds (price × remaining of quote for a bid,
+    the remaining base for an ask) goes back to its user."""
+    if not market.is_futures:
+        bid = resting.side is Side.BID
+        held = resting.remaining * resting.price if bid else resting.remaining
+        entry.move(resting.user_id, market.quote if bid else market.base, held, -held)
+    change = entry.order_changes.get(resting.order_id)
+    if change is None:
+        change = entry.order_changes[resting.order_id] = OrderChange(ZERO, status)
+    change.remaining, change.status, change.left_book, change.expiry_reason = ZERO, status, True, reason
+
+
+def _expiry_reason(execution: Execution) -> str | None:
+    if execution.status is not OrderStatus.EXPIRED:
+        return None
+    reason = execution.reason or ""
+    if "self-trade" in reason:
+        return "SelfTradePrevention"
+    if "FOK" in reason:
+        return "FillOrKill"
+    if "liquidity" in reason:
+        return "InsufficientLiquidity"
+    return "ImmediateOrCancel"
+
+
+def _walk(book: OrderBook, order: OrderInput) -> tuple[Decimal, Decimal]:
+    """What a market order would spend, at most: (quote notional, base quantity), walking the
+    opposite side of the book as it is now, a few levels at a time."""
+    if order.quantity is None and order.quote_quantity is None:
+        raise InvalidOrder("A market order needs a quantity or a quoteQuantity")
+    notional = base = ZERO
+    quantity_left, quote_left = order.quantity, order.quote_quantity
+    seen, limit = 0, 16
+    while True:
+        bids, asks = book.depth(limit)
+        levels = (asks if order.side is Side.BID else bids)[seen:]
+        for price, size in levels:
+            if quantity_left is not None:
+                take = min(quantity_left, size)
+                quantity_left -= take
+            else:
+                assert quote_left is not None
+                fits = _FLOOR.divide(quote_left, price).quantize(book.step_size, rounding=ROUND_DOWN, context=_FLOOR)
+                take = min(size, fits)
+                quote_left -= take * price
+            notional += take * price
+            base += take
+            if take < size or quantity_left == 0:  # the order ends inside this level
+                return _spend(order, notional), base
+        if len(levels) + seen < limit:  # the whole side was walked
+            return _spend(order, notional), base
+        seen, limit = limit, limit * 4
+
+
+def _spend(order: OrderInput, notional: Decimal) -> Decimal:
+    """A bid by quote quantity holds all of it (what it does not spend comes back)."""
+    if order.side is Side.BID and order.quote_quantity is not None:
+        return max(notional, order.quote_quantity)
+    return notional
+
+
+def _position(entry: Entry, user_id: str, market: Market, side: Side, quantity: Decimal,
+              notional: Decimal) -> None:
+    """A perpetual fill moves the position; closing it (back to zero, or through zero) realizes
+    its PnL in the quote asset, exactly: no average price is ever divided out."""
+    state = entry.position(user_id, market.symbol)
+    signed = quantity if side is Side.BID else -quantity
+    cost = notional if side is Side.BID else -notional
+    net, net_cost = state.net_quantity, state.net_cost
+    after = net + signed
+    if net and (after == 0 or (net > 0) != (after > 0)):
+        closing = abs(net)  # the part of this fill that brings the position to zero
+        closing_cost = cost * closing / quantity if closing != quantity else cost
+        pnl = -(net_cost + closing_cost)
+        entry.move(user_id, market.quote, pnl)
+        entry.set_position(user_id, Position(market.symbol, after, cost - closing_cost, state.realized_pnl + pnl))
+    else:
+        entry.set_position(user_id, Position(market.symbol, after, net_cost + cost, state.realized_pnl))
