@@ -1,23 +1,38 @@
 """The venue's order entry on both databases: fills land in the venue and in the broker program
-together or not at all; attribution follows the registry without a restart; balances are held
-and released exactly; several processes share one book."""
+together or not at all, as the very rows an import of the same fills would store; attribution
+follows the registry without a restart; balances are held and released exactly; several
+processes share one book."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from integration_support import import_rows
+from sqlalchemy import Connection, Engine, Table, delete, select
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
-from bkr.domain.money import D
+from bkr.domain.money import D, canonical
 from bkr.domain.registry import BrokerStatus
 from bkr.program import keys, registry
 from bkr.settings import ServiceSettings
-from bkr.store.tables import fills, venue_balances, venue_broker_ids_seen, venue_fills, venue_orders
+from bkr.store.tables import (
+    aggregate_totals,
+    aggregates,
+    daily_volumes,
+    fill_conflicts,
+    fill_rejections,
+    fills,
+    venue_balances,
+    venue_broker_ids_seen,
+    venue_fills,
+    venue_orders,
+)
 from bkr.venue.accounts import create_user_key
 from bkr.venue.client import BackpackClient, BackpackError
 from bkr.venue.markets import DEFAULT_MARKETS, VenueConfig, market_from_symbol
@@ -31,9 +46,10 @@ class Venue:
     client: TestClient
     config: VenueConfig
 
-    def user(self, user_id: str, broker_id: int | str | None = None) -> BackpackClient:
+    def user(self, user_id: str, broker_id: int | str | None = None, referral_code: str | None = None
+             ) -> BackpackClient:
         with self.engine.begin() as connection:
-            pair = create_user_key(connection, self.config, user_id, datetime.now(UTC))
+            pair = create_user_key(connection, self.config, user_id, datetime.now(UTC), referral_code=referral_code)
         return BackpackClient("http://testserver", pair.api_key, pair.secret, broker_id=broker_id, http=self.client)
 
     def broker(self, broker_id: int) -> None:
@@ -92,11 +108,85 @@ def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine) -> 
             assert connection.execute(select(venue_fills)).all() == []
             assert connection.execute(select(fills)).all() == []
             orders = connection.execute(select(venue_orders.c.user_id, venue_orders.c.status)).all()
+            for kept in (fill_rejections, fill_conflicts, aggregates, aggregate_totals, daily_volumes):
+                assert connection.execute(select(kept)).all() == []  # the program's record of it went too
         assert orders == [("maker", "New")]
         assert venue.balance("taker", "EUR") == (D(10_000), D(0))
         assert venue.balance("maker", "SOL") == (D(99), D(1))
         depth = maker.depth("SOL_EUR")  # the book was rebuilt from the database: the ask still rests
         assert depth["asks"] == [["100", "1"]]
+
+
+PROGRAM_HISTORY = (fills, aggregates, aggregate_totals, daily_volumes)
+
+
+def _program_history(connection: Connection) -> dict[str, list[tuple[tuple[str, str], ...]]]:
+    """Every row the program keeps of its fills, each value as its exact repr (on PostgreSQL a
+    NUMERIC keeps its scale: 0.3606 and 0.360600 are equal numbers but not the same row). An
+    import's fills carry its import id, which venue fills do not have: it is left out."""
+
+    def exact(table: Table) -> list[tuple[tuple[str, str], ...]]:
+        rows = connection.execute(select(table)).mappings()
+        return sorted(tuple((k, repr(v)) for k, v in row.items() if k != "import_id") for row in rows)
+
+    return {table.name: exact(table) for table in PROGRAM_HISTORY}
+
+
+def _as_a_file_states_them(connection: Connection, config: VenueConfig) -> list[dict[str, Any]]:
+    """The venue's fills as an exchange's fill file would state them, from the venue's own
+    records: its fills, and the broker id each order was sent with."""
+    broker_of = dict(connection.execute(select(venue_orders.c.order_id, venue_orders.c.broker_id)).all())
+    rows = []
+    for fill in connection.execute(select(venue_fills).order_by(venue_fills.c.fill_id)):
+        market = config.market(fill.symbol)
+        assert market is not None
+        rows.append({"fill_id": fill.fill_id, "order_id": str(fill.order_id), "user_id": fill.user_id,
+                     "symbol": fill.symbol, "market_type": market.market_type.value, "side": fill.side,
+                     "price": canonical(fill.price), "quantity": canonical(fill.quantity),
+                     "fee": canonical(fill.fee), "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
+                     "timestamp": fill.ts.isoformat(), "broker_id": broker_of[fill.order_id], "via_api": True,
+                     "fill_type": "User"})
+    return rows
+
+
+def test_a_venue_fill_is_stored_as_the_very_row_an_import_of_the_same_fill_stores(venue: Venue,
+                                                                                    tmp_path: Path) -> None:
+    venue.broker(1400)
+    venue.broker(2200)
+    with venue.engine.begin() as connection:  # 2200 is enrolled but suspended: its orders trade, unpaid
+        registry.change_broker_status(connection, 2200, BrokerStatus.SUSPENDED, SINCE + timedelta(days=1),
+                                      SINCE)
+        registry.enroll_affiliate(connection, "acct-aff", "An affiliate", SINCE)
+        registry.set_referral_rate(connection, "acct-aff", "FRIEND", D("0.1"), SINCE, SINCE)
+    maker, taker = venue.user("maker"), venue.user("taker", broker_id=1400, referral_code="FRIEND")
+    # amounts with trailing zeros, and a maker fee of 450.75 × 0.0008 = 0.360600
+    maker.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="150.250", quantity="4.00")
+    taker.order(symbol="SOL_USDC", side="Bid", orderType="Market", quantity="3.00")
+    suspended, unknown = venue.user("resting", broker_id=2200), venue.user("seller", broker_id=9999)
+    suspended.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="149", quantity="1")
+    unknown.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="149", quantity="1")
+    venue.user("maker", broker_id=1400).order(symbol="SOL_USDC_PERP", side="Ask", orderType="Limit",
+                                             price="100.50", quantity="2")
+    taker.order(symbol="SOL_USDC_PERP", side="Bid", orderType="Market", quantity="2")
+    with venue.engine.connect() as connection:
+        from_the_venue = _program_history(connection)
+        as_a_file = _as_a_file_states_them(connection, venue.config)
+        outcomes = sorted(connection.execute(select(fills.c.user_id, fills.c.symbol, fills.c.attribution,
+                                                    fills.c.affiliate_rate)).all())
+    assert outcomes == [("maker", "SOL_USDC", "no_broker", None), ("maker", "SOL_USDC_PERP", "counted", D(0)),
+                        ("resting", "SOL_USDC", "broker_inactive", None),
+                        ("seller", "SOL_USDC", "broker_unknown", None),
+                        ("taker", "SOL_USDC", "counted", D("0.1")), ("taker", "SOL_USDC_PERP", "counted", D("0.1"))]
+
+    again = import_rows(venue.engine, tmp_path / "again.csv", as_a_file)  # the same content keys: duplicates
+    assert (again.accepted, again.duplicates, again.conflicts, again.rejected) == (0, 6, 0, 0)
+    with venue.engine.begin() as connection:  # the program forgets them, and imports them from the file
+        for table in PROGRAM_HISTORY:
+            connection.execute(delete(table))
+    imported = import_rows(venue.engine, tmp_path / "fills.csv", as_a_file)
+    assert (imported.accepted, imported.counted) == (6, 3)
+    with venue.engine.connect() as connection:
+        assert _program_history(connection) == from_the_venue
 
 
 def test_a_broker_suspended_in_the_registry_is_refused_at_the_next_order(engine: Engine) -> None:
