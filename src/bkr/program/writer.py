@@ -229,7 +229,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
                               if c.priced.fill.broker_id is not None and not c.decided),
                              (c.priced.fill.user_id for c in ordered))
     records = []
-    decided: dict[str, tuple[Attribution, Decimal | None]] = {}
+    attributed: dict[str, tuple[Attribution, Decimal | None]] = {}
     for candidate in ordered:
         fill = candidate.priced.fill
         if candidate.decided:
@@ -238,7 +238,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
         else:
             attribution, rate = view.attribute(fill.broker_id, fill.fill_type, fill.via_api, fill.user_id,
                                                fill.timestamp)
-        decided[fill.fill_id] = (attribution, rate)
+        attributed[fill.fill_id] = (attribution, rate)
         records.append(_fill_record(candidate.priced, candidate.key, attribution, rate, months[fill.fill_id],
                                     str(targets[months[fill.fill_id]]), kept.import_id))
     inserted = insert_new_fills(connection, records)
@@ -252,7 +252,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
         priced = candidate.priced
         fill = priced.fill
         if fill.fill_id in inserted:
-            attribution, rate = decided[fill.fill_id]
+            attribution, rate = attributed[fill.fill_id]
             results[candidate.position] = RowResult(candidate.line, fill.fill_id, Outcome.ACCEPTED,
                                                     attribution=attribution)
             if attribution is Attribution.COUNTED:
