@@ -20,6 +20,7 @@ from enum import StrEnum
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, canonical, mul
 from bkr.domain.periods import Month, as_utc, parse_instant
+from bkr.domain.registry import BrokerId, as_broker_id
 
 
 class MarketType(StrEnum):
@@ -85,7 +86,7 @@ class Fill:
     fee_symbol: str
     is_maker: bool
     timestamp: datetime
-    broker_id: int | None
+    broker_id: BrokerId | None
     via_api: bool
     fill_type: str
     corrects: str | None = None  # the fill this row corrects; quantity and fee are then differences
@@ -181,7 +182,7 @@ def _timestamp(row: Mapping[str, object], name: str) -> datetime:
         raise InvalidInput(f"{name}: {error}") from None
 
 
-def _broker_id(row: Mapping[str, object]) -> int | None:
+def _broker_id(row: Mapping[str, object]) -> BrokerId | None:
     value = row.get("broker_id")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -191,9 +192,7 @@ def _broker_id(row: Mapping[str, object]) -> int | None:
         number = int(str(value).strip())
     except ValueError:
         raise InvalidInput(f"broker_id: not an integer: {value!r}") from None
-    if not 1 <= number <= 65535:
-        raise InvalidInput(f"broker_id: {number} is outside 1..65535")
-    return number
+    return as_broker_id(number)
 
 
 def parse_fill(row: Mapping[str, object]) -> Fill:

@@ -22,6 +22,7 @@ from bkr.domain.registry import (
     RateTimeline,
     StatusChange,
     StatusTimeline,
+    as_broker_id,
     check_rate,
 )
 from bkr.program.attribution import reevaluate
@@ -71,8 +72,10 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
 
 def enroll_broker(connection: Connection, broker_id: int, account_id: str, name: str, broker_type: str,
                   now: datetime) -> None:
-    if not 1 <= broker_id <= 65535:
-        raise InvalidInput(f"broker id: {broker_id} is outside 1..65535 (X-Broker-Id is an unsigned 16-bit number)")
+    try:
+        as_broker_id(broker_id, "broker id")
+    except InvalidInput as error:
+        raise InvalidInput(f"{error} (X-Broker-Id is an unsigned 16-bit number)") from None
     try:
         kind = BrokerType(broker_type)
     except ValueError:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     text,
 )
 
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.store.types import Money, UtcTimestamp
 
 metadata = MetaData(naming_convention={
@@ -57,7 +58,7 @@ brokers = Table(
     Column("name", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
-    CheckConstraint("broker_id BETWEEN 1 AND 65535", name="broker_id_range"),
+    CheckConstraint(f"broker_id BETWEEN {MIN_BROKER_ID} AND {MAX_BROKER_ID}", name="broker_id_range"),
     CheckConstraint("program = 'broker'", name="program"),
     ForeignKeyConstraint(["account_id", "program"], ["enrollments.account_id", "enrollments.program"]),
 )

@@ -9,11 +9,12 @@ import json
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from bkr.api.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
 from bkr.api.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.api.deps import ServicesDep
+from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.periods import month_field
 from bkr.domain.statement_signing import canonical_json
@@ -26,14 +27,13 @@ from bkr.store import db
 
 router = APIRouter(prefix=f"{PREFIX}/brokers/{{broker_id}}", route_class=PageRoute, include_in_schema=False)
 
-BrokerId = Annotated[int, Path(ge=1, le=65535)]
 TOP_USERS = 10
 LINES_PER_PAGE = 100
 VOLUME_SERIES = (Series("Spot", "spot"), Series("Futures", "futures"))
 
 
 @router.get("")
-def broker_page(request: Request, broker_id: BrokerId, session: SignedInDep, services: ServicesDep) -> Response:
+def broker_page(request: Request, broker_id: BrokerIdPath, session: SignedInDep, services: ServicesDep) -> Response:
     """This month so far: tier and progress to the next, daily volume, projected payout, top
     users, orders that carried the id while inactive; then the statements."""
     may_open_broker(session, broker_id)
@@ -59,7 +59,7 @@ def broker_page(request: Request, broker_id: BrokerId, session: SignedInDep, ser
 
 
 @router.get("/statements/{month}")
-def statement_page(request: Request, broker_id: BrokerId, month: str, session: SignedInDep, services: ServicesDep,
+def statement_page(request: Request, broker_id: BrokerIdPath, month: str, session: SignedInDep, services: ServicesDep,
                    offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     """One statement: its figures, its lines (a page at a time) and its downloads."""
     may_open_broker(session, broker_id)
@@ -78,7 +78,7 @@ def statement_page(request: Request, broker_id: BrokerId, month: str, session: S
 
 
 @router.get("/statements/{month}/download")
-def download(broker_id: BrokerId, month: str, session: SignedInDep, services: ServicesDep,
+def download(broker_id: BrokerIdPath, month: str, session: SignedInDep, services: ServicesDep,
              output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
              ) -> Response:
     """The statement as the broker API serves it: the stored JSON, its CSV, the signed envelope,

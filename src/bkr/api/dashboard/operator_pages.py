@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Connection
 
 from bkr.api.dashboard.charts import Bar, Series, stacked_bars
@@ -26,6 +26,7 @@ from bkr.api.dashboard.web import (
     render,
 )
 from bkr.api.deps import Services, ServicesDep
+from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
@@ -38,7 +39,6 @@ from bkr.venue import history
 
 router = APIRouter(prefix=f"{PREFIX}/program", route_class=PageRoute, include_in_schema=False)
 
-BrokerId = Annotated[int, Path(ge=1, le=65535)]
 MONTHS_CHARTED = 12
 REVIEW_PAGE = 50
 
@@ -110,7 +110,7 @@ def brokers_page(request: Request, session: OperatorReaderDep, services: Service
 
 
 @router.post("/brokers/{broker_id}/status")
-def change_status(broker_id: BrokerId, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
+def change_status(broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
     """Suspend, activate or reactivate a broker from now on, as `POST /v1/admin/brokers/{id}/suspend`
     and `…/activate` do."""
     try:
@@ -178,7 +178,7 @@ def month_page(request: Request, month: str, session: OperatorReaderDep, service
 
 
 @router.post("/months/{month}/statements/{broker_id}/approve")
-def approve(month: str, broker_id: BrokerId, session: OperatorActorDep, services: ServicesDep,
+def approve(month: str, broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep,
             form: FormDep) -> Response:
     """Approve a draft as this session's operator key: the same approver as the key's API calls,
     so one key approving from both counts once."""

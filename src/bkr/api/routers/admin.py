@@ -18,12 +18,12 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.api.schemas import StatementDocument, StatementFigures
+from bkr.api.schemas import BrokerIdPath, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, month_field, parse_instant
-from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_rate
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
 from bkr.ledger import journal
 from bkr.program import keys, overview, registry, review, settlement
 from bkr.program.close import close_month, stored_statement
@@ -64,7 +64,6 @@ Fraction = Annotated[Decimal, BeforeValidator(_fraction),
 Instant = Annotated[datetime, BeforeValidator(_instant),
                     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
                                     "description": "ISO 8601; without an offset it is UTC."})]
-BrokerIdPath = Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id, 1..65535.")]
 # Names and ids are printable text: control characters (NUL above all, which PostgreSQL cannot
 # store) are refused at the door with the field named.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -83,7 +82,8 @@ MonthPath = Annotated[Month, Depends(_month)]
 
 
 class BrokerIn(BaseModel):
-    broker_id: int = Field(ge=1, le=65535, description="The X-Broker-Id the broker sends; never reused.")
+    broker_id: int = Field(ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
+                           description="The X-Broker-Id the broker sends; never reused.")
     account: Text = Field(description="The broker's business account.")
     name: Text
     type: BrokerType

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
 from bkr.api.errors import responses
-from bkr.api.schemas import SignedStatement, StatementDocument
+from bkr.api.schemas import BrokerIdPath, SignedStatement, StatementDocument
 from bkr.domain.errors import Forbidden, StatementKeyUnavailable
 from bkr.domain.periods import Month, month_field
 from bkr.domain.statement_signing import canonical_json
@@ -44,7 +44,7 @@ def _own_broker(name: str) -> Callable[..., int]:
     the request is signed by a key of that broker."""
     authenticate = signed_by_broker(name)
 
-    def own_broker(broker_id: Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id.")],
+    def own_broker(broker_id: BrokerIdPath,
                    caller: Annotated[SignedBroker, Depends(authenticate)]) -> int:
         if broker_id != caller.broker_id:
             raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot read broker {broker_id}",

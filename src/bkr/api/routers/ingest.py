@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from bkr.api import observability
 from bkr.api.deps import OperatorDep, ServicesDep
 from bkr.api.errors import ApiError, ErrorBody, responses
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.program.feed import BatchFormat, BatchTooLarge, ingest_batch, read_batch, reason_field
 
 router = APIRouter(tags=["ingest"])
@@ -38,7 +39,8 @@ class FillIn(BaseModel):
     is_maker: bool
     timestamp: datetime = Field(description="ISO 8601; without an offset it is UTC",
                                 examples=["2026-10-15T12:00:00Z"])
-    broker_id: int | None = Field(None, ge=1, le=65535, description="The `X-Broker-Id` the order carried")
+    broker_id: int | None = Field(None, ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
+                                  description="The `X-Broker-Id` the order carried")
     via_api: bool = Field(True, description="`false` if the order came from the web UI")
     fill_type: str = Field("User", description="`User`, or a system type (`Liquidation`, `Adl`, `Backstop`, …)")
     corrects: str | None = Field(None, description="The `fill_id` of an earlier fill this item corrects: it restates "
