@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bkr.domain.clock import system_clock
@@ -27,14 +27,13 @@ from bkr.domain.money import D
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus, BrokerType
 from bkr.ingest.readers import read_rows
-from bkr.program import registry, reports, review
+from bkr.program import overview, registry, reports, review
 from bkr.program.close import close_month, stored_statement
 from bkr.program.exports import statement_csv
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
 from bkr.settings import load_config
 from bkr.store import db
-from bkr.store.tables import fills, statements
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
@@ -446,11 +445,7 @@ def approve(
     config = load_config(config_path)
     target = Month.parse(month)
     with _transaction(db_url) as connection:
-        brokers = [broker] if broker is not None else list(connection.execute(
-            select(statements.c.broker_id).where((statements.c.month == str(target))
-                                                 & (statements.c.status == settlement.DRAFT))
-            .order_by(statements.c.broker_id)).scalars())
-        done = [settlement.approve(connection, config, b, target, by.strip() or "-", system_clock()) for b in brokers]
+        done = settlement.approve_month(connection, config, target, by.strip() or "-", system_clock(), broker_id=broker)
     final = sum(a.status == settlement.FINAL for a in done)
     err.print(f"{month}: {len(done)} statement(s) approved by {by}; {final} now final "
               f"({config.approvals_required} distinct approval(s) required)")
@@ -880,7 +875,7 @@ def demo(
     config = load_config(config_path)
     engine = _engine(db_url)
     with engine.connect() as connection:
-        empty = connection.execute(select(fills.c.fill_id).limit(1)).first() is None
+        empty = not overview.has_fills(connection)
     if empty:
         now = system_clock()
         started = time.monotonic()

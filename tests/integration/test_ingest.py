@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.program.importer import import_file
+from bkr.program.overview import has_fills
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
 
 
@@ -90,6 +91,19 @@ def test_every_row_is_accepted_duplicate_conflict_or_rejected_with_its_line_and_
     # a conflict is never applied: the stored fills keep their first content
     statement = preview(registry, MAY)[1400]
     assert (statement["spot_volume"], statement["futures_volume"], statement["fee_base"]) == ("200", "100", "0.3")
+
+
+def test_a_database_has_fills_once_one_is_accepted_not_when_rows_were_only_rejected(
+        registry: Engine, tmp_path: Path) -> None:
+    def stored() -> bool:
+        with registry.connect() as connection:
+            return has_fills(connection)
+
+    assert not stored()
+    import_rows(registry, tmp_path / "bad.csv", [fill("f-bad", price="abc")])
+    assert not stored()
+    import_rows(registry, tmp_path / "waiting.csv", [fill("f-waiting", user="carol")])  # kept, awaiting its user
+    assert stored()
 
 
 def test_ndjson_rows_that_cannot_be_read_are_reported_with_their_line(
