@@ -53,6 +53,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bkr.domain.bounds import AMOUNT, FRACTION, QUANTUM, USD_RATE, Bounds, bounded
 from bkr.domain.config import DEFAULT_USD_RATES, ProgramConfig, TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
@@ -60,13 +61,15 @@ from bkr.domain.periods import Month
 from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
 
 
-def exact_setting(value: Any, where: str) -> Decimal:
+def exact_setting(value: Any, where: str, bounds: Bounds) -> Decimal:
+    """A setting's amount: exact (a TOML float is refused) and within `bounds`."""
     if isinstance(value, float):
         raise InvalidInput(f"{where}: write {value!r} as a string, e.g. \"{value}\" (floats are not exact)")
     try:
-        return D(value)
+        amount = D(value)
     except InvalidInput as error:
         raise InvalidInput(f"{where}: {error}") from None
+    return bounded(amount, bounds, where)
 
 
 def read_toml(path: Path | None) -> dict[str, Any]:
@@ -97,19 +100,19 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         raise InvalidInput(f"config: {error}") from None
     rates = dict(DEFAULT_USD_RATES)
     for asset, rate in data.get("usd_rates", {}).items():
-        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}")
+        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}", USD_RATE)
     schedules = [SEED_SCHEDULE]
     for index, entry in enumerate(data.get("tier_schedules", [])):
         where = f"tier_schedules[{index}]"
-        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]"),
-                           exact_setting(rate, f"{where}.tiers[{level}]"))
+        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]", AMOUNT),
+                           exact_setting(rate, f"{where}.tiers[{level}]", FRACTION))
                       for level, (threshold, rate) in enumerate(entry.get("tiers", [])))
         schedules.append(TierSchedule(Month.parse(str(entry.get("effective_from", ""))), tiers))
     return ProgramConfig(
-        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap"),
+        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap", FRACTION),
         tier_basis=tier_basis, unknown_broker_policy=policy,
         rounding_quantum=exact_setting(program.get("rounding_quantum", defaults.rounding_quantum),
-                                       "program.rounding_quantum"),
+                                       "program.rounding_quantum", QUANTUM),
         usd_rates=rates,
         review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
         approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),

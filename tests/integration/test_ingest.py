@@ -247,3 +247,26 @@ def test_a_nul_character_in_a_csv_row_is_a_rejection_kept_visibly_on_both_databa
     assert [(r.line, r.fill_id, r.reason) for r in rows] == [
         (2, "f\\u00001", "fill_id: contains a NUL character"), (3, "f2", "user_id: contains a NUL character")]
     assert rows[1].raw.startswith("f2,o1,u\\u00001,")
+
+
+def test_a_row_with_too_many_digits_is_rejected_and_the_rest_of_its_batch_is_imported(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    """Its price × quantity would need more digits than the money context keeps: once, it failed the
+    whole batch (and every rerun the same way); now the row is refused where it is read."""
+    path = write_csv(tmp_path / "fills.csv", [
+        fill("f-1"),
+        fill("f-long", price="1." + "3" * 43, quantity="1." + "7" * 43),
+        fill("f-tiny", quantity="1e-72"),
+        fill("f-2"),
+    ])
+
+    assert import_json(bkr, path, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 2}
+    assert [(r["line"], r["fill_id"], r["reason"]) for r in rejected_json(bkr, db_url)["rejected"]] == [
+        (3, "f-long", "price: 1." + "3" * 38 + "… has 43 decimal places; at most 15 integer digits and 18 "
+                      "decimal places are accepted"),
+        (4, "f-tiny", "quantity: 1E-72 has 72 decimal places; at most 15 integer digits and 18 decimal places "
+                      "are accepted"),
+    ]
+    closed = bkr("close", "--month", str(MAY), "--db", db_url, "--json")
+    assert closed.code == 0, closed.err
+    assert [s["spot_volume"] for s in json.loads(closed.out)["statements"]] == ["200"]

@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, canonical, mul
 from bkr.domain.periods import Month, as_utc, parse_instant
@@ -151,9 +152,10 @@ def _decimal(row: Mapping[str, object], name: str) -> Decimal:
     if isinstance(value, float):
         raise InvalidInput(f"{name}: a float ({value!r}) is not exact; send a decimal string")
     try:
-        return D(value)  # type: ignore[arg-type]
+        amount = D(value)  # type: ignore[arg-type]
     except InvalidInput as error:
         raise InvalidInput(f"{name}: {error}") from None
+    return bounded(amount, AMOUNT, name)
 
 
 def _bool(row: Mapping[str, object], name: str, default: bool | None = None) -> bool:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import NewType
 
+from bkr.domain.bounds import FRACTION, bounded
 from bkr.domain.errors import Conflict, InvalidInput
 
 BrokerId = NewType("BrokerId", int)
@@ -116,4 +117,4 @@ class RateTimeline:
 def check_rate(rate: Decimal) -> Decimal:
     if not 0 <= rate <= 1:
         raise InvalidInput(f"rate: must be a fraction in [0, 1], got {rate}")
-    return rate
+    return bounded(rate, FRACTION, "rate")
