@@ -10,6 +10,9 @@ and bkr refuses them rather than guess. Example:
     rounding_quantum = "0.01"
     review_days = 3                    # a draft statement is final after this, or with approvals
     approvals_required = 1             # distinct operators (2: four eyes)
+    start = "2024-01"                  # the first month; default: the earliest tier schedule's
+    future_tolerance_seconds = 300     # a fill may be this far ahead of bkr's clock
+    max_fee_share = "1"                # a fill's fee at most this share of its notional
 
     [usd_rates]                        # USDC, USDT and USD are 1 unless set here
     EUR = "1.08"
@@ -117,7 +120,20 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
         approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
                                   "program.approvals_required"),
+        start=None if "start" not in program else _month(program["start"], "program.start"),
+        future_tolerance=timedelta(seconds=_whole(
+            program.get("future_tolerance_seconds", int(defaults.future_tolerance.total_seconds())),
+            "program.future_tolerance_seconds")),
+        max_fee_share=exact_setting(program.get("max_fee_share", defaults.max_fee_share), "program.max_fee_share",
+                                    FRACTION),
     )
+
+
+def _month(value: Any, where: str) -> Month:
+    try:
+        return Month.parse(str(value))
+    except InvalidInput as error:
+        raise InvalidInput(f"config: {where}: {error}") from None
 
 
 def _whole(value: Any, where: str) -> int:

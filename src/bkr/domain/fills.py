@@ -13,7 +13,7 @@ rows of their own, so nothing stored, and nothing already paid, is ever edited.
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -265,6 +265,37 @@ def price_in_usd(fill: Fill, usd_rates: Mapping[str, Decimal]) -> PricedFill:
             raise InvalidInput(f"fee_symbol: no USD rate configured for fee asset {fill.fee_symbol}")
         fee = mul(fill.fee, fee_rate)
     return PricedFill(fill, volume, fee)
+
+
+@dataclass(frozen=True, slots=True)
+class Plausibility:
+    """What a fill's time and fee may be: not before the program started, at most
+    `future_tolerance` ahead of bkr's clock (the exchange's clocks and bkr's differ a little), and a
+    fee (or rebate) of at most `max_fee_share` of the fill's notional, both in USD."""
+
+    earliest: datetime
+    future_tolerance: timedelta
+    max_fee_share: Decimal
+
+
+def check_plausible(priced: PricedFill, now: datetime, rules: Plausibility) -> None:
+    """Refuse a fill no exchange could have made, with the field to blame: bounds (in the parser)
+    keep the arithmetic safe; this keeps a typo in a year or a fee from being paid."""
+    moment = priced.fill.timestamp
+    if moment > now + rules.future_tolerance:
+        raise InvalidInput(f"timestamp: {moment.isoformat()} is in the future (bkr's clock says {now.isoformat()}; "
+                           f"at most {_duration(rules.future_tolerance)} ahead is accepted)", field="timestamp")
+    if moment < rules.earliest:
+        raise InvalidInput(f"timestamp: {moment.isoformat()} is before the program's start "
+                           f"({rules.earliest.isoformat()})", field="timestamp")
+    if priced.fill.corrects is None and abs(priced.fee_usd) > mul(rules.max_fee_share, priced.volume_usd):
+        raise InvalidInput(f"fee: {canonical(abs(priced.fee_usd))} USD is more than {canonical(rules.max_fee_share)} "
+                           f"× the fill's notional of {canonical(priced.volume_usd)} USD", field="fee")
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} seconds"
 
 
 def attribute(broker_id: int | None, fill_type: str, via_api: bool, broker_active: bool | None,
