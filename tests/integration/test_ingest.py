@@ -270,3 +270,46 @@ def test_a_row_with_too_many_digits_is_rejected_and_the_rest_of_its_batch_is_imp
     closed = bkr("close", "--month", str(MAY), "--db", db_url, "--json")
     assert closed.code == 0, closed.err
     assert [s["spot_volume"] for s in json.loads(closed.out)["statements"]] == ["200"]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read_like_one_without(registry: Engine, db_url: str, bkr: Any,
+                                                               tmp_path: Path) -> None:
+    plain = write_csv(tmp_path / "plain.csv", [fill("f-1")])
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"f-1", b"f-2"))
+
+    assert import_json(bkr, marked, db_url)["accepted"] == 1
+
+
+def test_unreadable_records_are_rejected_one_by_one_and_the_others_imported(registry: Engine, db_url: str, bkr: Any,
+                                                                           tmp_path: Path) -> None:
+    """A byte that is not UTF-8, a field over the CSV reader's limit, JSON nested beyond any
+    parser's depth: each is its record's rejection, with its line; the file goes on."""
+    path = write_csv(tmp_path / "fills.csv", [fill("f-1"), fill("f-latin"), fill("f-huge"), fill("f-2")])
+    data = path.read_bytes().replace(b"f-latin,order-f-latin,alice", b"f-latin,order-f-latin,jos\xe9")
+    path.write_bytes(data.replace(b"f-huge,order-f-huge", b"f-huge," + b"o" * 200_000))
+    nested = tmp_path / "fills.ndjson"
+    nested.write_text(json.dumps(fill("f-3")) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n" + json.dumps(fill("f-4"))
+                      + "\n", encoding="utf-8")
+
+    assert import_json(bkr, path, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 2}
+    assert import_json(bkr, nested, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 1}
+    rejected = rejected_json(bkr, db_url)["rejected"]
+    assert [(r["source"], r["line"], r["reason"]) for r in rejected] == [
+        ("fills.csv", 3, "not UTF-8 text: byte 0xe9 (write the file in UTF-8; other encodings are not read)"),
+        ("fills.csv", 4, "not a CSV record: field larger than field limit (131072)"),
+        ("fills.ndjson", 2, "not a fill: JSON nested too deeply"),
+    ]
+    assert "jos\\xe9" in rejected[0]["raw"]
+
+
+def test_a_file_that_is_not_parquet_is_refused_in_one_line(registry: Engine, db_url: str, bkr: Any,
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "fills.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file PAR1")
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err.startswith("error: fills.parquet: not a readable Parquet file (")
+    assert len(result.err.strip().splitlines()) == 1
