@@ -5,6 +5,7 @@ from pathlib import Path
 
 from integration_support import (
     APPROVE_ONLY,
+    APRIL,
     MAY,
     NOW,
     add_broker,
@@ -34,7 +35,8 @@ def _settled_may(engine: Engine, tmp_path: Path) -> None:
     import_rows(engine, tmp_path / "may.csv", [
         fill("f-1", fee="12.5"), fill("f-2", user="bob", fee="7.25", market="PERP"),
         fill("f-3", broker=2200, fee="-0.5", is_maker=True), fill("f-4", broker=2200, fee="3", price="250"),
-        fill("f-5", at="2024-04-30T23:00:00Z", fee="1")])  # April: not in May's close
+        fill("f-5", at="2024-04-30T23:00:00Z", fee="1")])  # April: closed first, not in May's close
+    close(engine, APRIL)
     close(engine, MAY)
     approve_all(engine)
     settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)

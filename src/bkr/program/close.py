@@ -31,6 +31,7 @@ from bkr.domain.statements import (
     paying_tier,
 )
 from bkr.domain.tiers import Tier
+from bkr.program.close_order import check_closable, close_empty_months_before
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
@@ -71,6 +72,7 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
         awaiting = _awaiting_user(connection, month)
         if status == "closed":
             return CloseResult(month, True, dry_run, tuple(stored_documents(connection, month)), awaiting)
+        check_closable(connection, config, month)
         computed = compute_statements(connection, config, month)
         # the stored form (keys sorted), so that a first close, a dry run and a repeated close
         # answer with the same documents, key order included
@@ -84,6 +86,7 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
                  "broker_rate": s.tier.rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
                  "carried_in": s.carried_in, "payout": s.payout, "document": dump(doc), "created_at": now}
                 for s, doc in zip(computed, documents, strict=True)])
+        close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == str(month))
                            .values(status="closed", closed_at=now))
         return CloseResult(month, False, False, documents, awaiting)
