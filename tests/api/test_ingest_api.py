@@ -262,3 +262,20 @@ def test_a_bust_is_posted_like_a_fill_and_applied_once(api: Api, feed: dict[str,
     assert again["results"][1]["reason"].startswith("quantity: would take fill 'f-1' below zero (it stands at 0;")
     (row,) = stored_aggregates(api.engine)
     assert (row.fills, row.volume_usd, row.fee_base_usd) == (2, 0, 0)
+
+
+def test_an_item_with_a_field_that_is_not_a_fill_field_is_rejected_naming_it(api: Api, feed: dict[str, str]) -> None:
+    """A misspelled `brokerId` once lost the fill's attribution without a word."""
+    misspelled = {k: v for k, v in fill("f-1").items() if k != "broker_id"} | {"brokerId": BROKER}
+    extra = fill("f-2") | {"note": "x", "venue": "y"}
+
+    answer = post_fills(api.client, feed, [misspelled, extra, fill("f-3")])
+
+    assert answer.status_code == 200, answer.text
+    assert [(r["fill_id"], r["outcome"], r.get("reason")) for r in answer.json()["results"]] == [
+        ("f-1", "rejected", "brokerId: not a fill field; did you mean broker_id?"),
+        ("f-2", "rejected", "note: not a fill field (and venue); the fields are fill_id, order_id, user_id, symbol, "
+                            "market_type, side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker_id, "
+                            "via_api, fill_type, corrects"),
+        ("f-3", "accepted", None),
+    ]

@@ -313,3 +313,25 @@ def test_a_file_that_is_not_parquet_is_refused_in_one_line(registry: Engine, db_
     assert result.code == 1
     assert result.err.startswith("error: fills.parquet: not a readable Parquet file (")
     assert len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_file_with_a_column_that_is_not_a_fill_field_is_refused_in_one_line(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path, kind: str) -> None:
+    """A misspelled column would otherwise be read as absent: the fills would lose their broker."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = {k: v for k, v in fill("f-1").items() if k != "broker_id"} | {"brokerid": "1400"}
+    columns = [*(c for c in FIELDS if c in row), "brokerid"]
+    path = tmp_path / f"fills.{kind}"
+    if kind == "csv":
+        write_csv(path, [row], columns)
+    else:
+        pq.write_table(pa.Table.from_pylist([{c: str(row[c]) for c in columns}]), path)
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err == f"error: {path.name}: column brokerid: not a fill field; did you mean broker_id?\n"
+    assert count(registry, fills) == 0

@@ -10,8 +10,9 @@ negative to reduce; a bust negates the original's quantity and fee. Corrections 
 rows of their own, so nothing stored, and nothing already paid, is ever edited.
 """
 
+import difflib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -50,6 +51,7 @@ FILL_TYPES = SYSTEM_FILL_TYPES | {USER_FILL}
 
 FIELDS = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
           "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type", "corrects")
+_FIELD_SET = frozenset(FIELDS)
 REQUIRED = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
             "fee", "fee_symbol", "is_maker", "timestamp")
 
@@ -197,8 +199,24 @@ def _broker_id(row: Mapping[str, object]) -> BrokerId | None:
     return as_broker_id(number)
 
 
+def unknown_field(names: Iterable[str]) -> str | None:
+    """The reason to refuse a record or a header with a name that is not a fill field (a misspelled
+    `brokerId` would otherwise lose the fill's attribution without a word), or None."""
+    unknown = sorted(str(name) for name in names if name and name not in _FIELD_SET)
+    if not unknown:
+        return None
+    name = unknown[0]
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), FIELDS, n=1, cutoff=0.7)
+    hint = f"; did you mean {close[0]}?" if close else f"; the fields are {', '.join(FIELDS)}"
+    others = f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    return f"{name[:64]}: not a fill field{others[:200]}{hint}"
+
+
 def parse_fill(row: Mapping[str, object]) -> Fill:
     """Validate one raw row. Raises `InvalidInput` whose message starts with the field's name."""
+    unknown = unknown_field(row)
+    if unknown is not None:
+        raise InvalidInput(unknown)
     symbol = _text(row, "symbol").upper()
     parts = symbol.split("_")
     if len(parts) < 2 or not all(parts):

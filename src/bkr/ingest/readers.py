@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.fills import FIELDS
+from bkr.domain.fills import FIELDS, unknown_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,9 @@ def _check_header(path: Path, header: list[str]) -> None:
     missing = [name for name in ("fill_id", "price", "quantity", "fee", "timestamp") if name not in header]
     if missing:
         raise InvalidInput(f"{path.name}: header lacks {', '.join(missing)} (columns are {', '.join(FIELDS)})")
+    unknown = unknown_field(name for name in header if name)
+    if unknown is not None:
+        raise InvalidInput(f"{path.name}: column {unknown}")
 
 
 def read_ndjson(path: Path) -> Iterator[RawRow]:
@@ -190,6 +193,9 @@ def read_parquet(path: Path) -> Iterator[RawRow]:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
         raise InvalidInput(f"{path.name}: not a readable Parquet file ({_first_line(error)})") from None
+    unknown = unknown_field(parquet.schema_arrow.names)
+    if unknown is not None:
+        raise InvalidInput(f"{path.name}: column {unknown}")
     floats = [f.name for f in parquet.schema_arrow if pa.types.is_floating(f.type)
               and f.name in ("price", "quantity", "fee")]
     if floats:
