@@ -441,3 +441,13 @@ venue_broker_ids_seen = Table(
     Column("first_seen_at", UtcTimestamp, nullable=False),
     Column("last_seen_at", UtcTimestamp, nullable=False),
 )
+
+# Dashboard sessions ended by signing out, until they would have expired anyway: the cookie is
+# signed, not stored, so a copy of it is refused only because its session is listed here. The
+# session is named by the SHA-256 of its CSRF token (fresh at each sign-in), never the token.
+ended_sessions = Table(
+    "ended_sessions", metadata,
+    Column("session_sha256", Text, primary_key=True),
+    Column("expires_at", UtcTimestamp, nullable=False),
+    Index("ix_ended_sessions_expires_at", "expires_at"),
+)
