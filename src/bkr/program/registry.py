@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
@@ -55,8 +55,9 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
     if not account_id:
         raise InvalidInput("account: empty")
     insert_ignoring(connection, accounts, [{"account_id": account_id, "created_at": now}], ["account_id"])
-    existing = connection.execute(
-        select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+    # accounts compare without case (a unique index on lower(account_id) holds it under concurrency)
+    same_account = func.lower(enrollments.c.account_id) == func.lower(account_id)
+    existing = connection.execute(select(enrollments.c.program).where(same_account)).scalar_one_or_none()
     if existing is None:
         try:
             with connection.begin_nested():
@@ -64,8 +65,7 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
                                                               enrolled_at=now))
             return
         except IntegrityError:  # another enrollment of this account won the race
-            existing = connection.execute(
-                select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+            existing = connection.execute(select(enrollments.c.program).where(same_account)).scalar_one_or_none()
     raise AlreadyEnrolled(f"account {account_id} is already enrolled in the {existing} program; "
                           "the broker and affiliate programs are mutually exclusive")
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -49,6 +50,8 @@ enrollments = Table(
     CheckConstraint("program IN ('broker', 'affiliate')", name="program"),
     UniqueConstraint("account_id", "program"),
 )
+# One program per account whatever its case: `ACME` and `acme` are one business account.
+Index("uq_enrollments_account_folded", func.lower(enrollments.c.account_id), unique=True)
 
 brokers = Table(
     "brokers", metadata,
