@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.api.schemas import BrokerIdPath, StatementDocument, StatementFigures
+from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
@@ -81,7 +81,7 @@ MonthPath = Annotated[Month, Depends(_month)]
 # --- brokers -------------------------------------------------------------------------------------
 
 
-class BrokerIn(BaseModel):
+class BrokerIn(RequestModel):
     broker_id: int = Field(ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
                            description="The X-Broker-Id the broker sends; never reused.")
     account: Text = Field(description="The broker's business account.")
@@ -89,7 +89,7 @@ class BrokerIn(BaseModel):
     type: BrokerType
 
 
-class StatusChangeIn(BaseModel):
+class StatusChangeIn(RequestModel):
     effective_at: Instant | None = Field(None, description="When the change takes effect (default: now). "
                                                            "A time in the past re-applies the rules to open months.")
 
@@ -219,7 +219,7 @@ def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: Serv
 # --- affiliates and referral codes ----------------------------------------------------------------
 
 
-class AffiliateIn(BaseModel):
+class AffiliateIn(RequestModel):
     account: Text = Field(description="The affiliate's business account.")
     name: Text
 
@@ -230,7 +230,7 @@ class AffiliateOut(BaseModel):
     codes: list[str]
 
 
-class ReferralRateIn(BaseModel):
+class ReferralRateIn(RequestModel):
     affiliate: Text = Field(description="The account of the affiliate that owns the code.")
     code: Text
     rate: Fraction = Field(description="The affiliate rebate rate, e.g. \"0.10\".")
@@ -298,7 +298,7 @@ def show_referral_code(code: TextPath, _key: ViewerDep, services: ServicesDep,
 # --- users -----------------------------------------------------------------------------------------
 
 
-class UserIn(BaseModel):
+class UserIn(RequestModel):
     user_id: Text
     referral_code: Text | None = Field(None, description="The code the user signed up with; it never changes.")
 

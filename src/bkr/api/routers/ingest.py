@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from bkr.api import observability
 from bkr.api.deps import OperatorDep, ServicesDep
 from bkr.api.errors import ApiError, ErrorBody, responses
+from bkr.api.schemas import RequestModel
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.program.feed import BatchFormat, BatchTooLarge, ingest_batch, read_batch, reason_field
 
@@ -19,7 +20,7 @@ _JSON_TYPES = {"application/json"}
 _NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 
 
-class FillIn(BaseModel):
+class FillIn(RequestModel):
     """One fill, as in a fill file (docs/fills.md). Documents the request body; items are read
     by the same rules as a file's rows, so a bad item is a rejection in the answer, not a 422."""
 
