@@ -26,6 +26,7 @@ and bkr refuses them rather than guess. Example:
     port = 8000
     workers = 1
     max_batch = 10000                  # fills per POST /v1/fills; more is refused with 413
+    max_body_bytes = 67108864          # bytes per POST /v1/fills (64 MiB); more is refused with 413
     close_grace_minutes = 30           # the previous month is closed this long after 00:00 UTC on the 1st
     scheduled_close = true
     schedule_interval_seconds = 30
@@ -150,6 +151,7 @@ class ServiceSettings:
     port: int = 8000
     workers: int = 1
     max_batch: int = 10_000
+    max_body_bytes: int = 64 << 20  # the largest body POST /v1/fills reads; more is refused with 413
     close_grace_minutes: int = 30
     scheduled_close: bool = True
     schedule_interval_seconds: int = 30
@@ -164,7 +166,7 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise InvalidInput(f"service.port: {self.port} is not a TCP port (1..65535)", field="port")
-        for name in ("workers", "max_batch", "schedule_interval_seconds"):
+        for name in ("workers", "max_batch", "max_body_bytes", "schedule_interval_seconds"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
         if self.dashboard_secret and len(self.dashboard_secret) < 32:

@@ -15,6 +15,7 @@ from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.program.feed import BatchFormat, BatchTooLarge, ingest_batch, read_batch, reason_field
 
 router = APIRouter(tags=["ingest"])
+PATH = "/v1/fills"
 
 _JSON_TYPES = {"application/json"}
 _NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
@@ -93,7 +94,7 @@ def _batch_format(request: Request) -> BatchFormat:
 
 
 @router.post(
-    "/v1/fills", response_model=BatchResult, summary="Post a batch of fills",
+    PATH, response_model=BatchResult, summary="Post a batch of fills",
     description="The exchange's fill feed: post fills as they happen, with an operator key of the `operator` "
                 "role (`bkr admin-key create --role operator`). The body is a JSON array of fill objects "
                 "(`application/json`) or NDJSON (`application/x-ndjson`, one object per line). Each item is read "
