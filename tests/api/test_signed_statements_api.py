@@ -15,7 +15,8 @@ from test_broker_api import AUGUST, BROKER, SEPTEMBER, close_august_and_septembe
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
-from bkr.domain.statement_signing import StatementKey, canonical_json, new_statement_key, verify_signed_statement
+from bkr.domain.statement_document import canonical_json
+from bkr.domain.statement_signing import StatementKey, new_statement_key, verify_signed_statement
 from bkr.program.close import close_month, stored_statement
 from bkr.program.statement_signing import publish_statement_key, published_keys, retire_statement_key
 from bkr.settings import ServiceSettings

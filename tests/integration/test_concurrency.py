@@ -113,8 +113,8 @@ def test_two_concurrent_closes_of_a_month_give_one_result(engines: tuple[Engine,
 
         assert all(isinstance(o, CloseResult) for o in outcomes), outcomes
         assert sorted(o.already_closed for o in outcomes) == [False, True]
-        assert outcomes[0].documents == outcomes[1].documents
-        assert [d["broker_id"] for d in outcomes[0].documents] == [1400, 2200]
+        assert outcomes[0].statements == outcomes[1].statements
+        assert [s.broker_id for s in outcomes[0].statements] == [1400, 2200]
     with first.connect() as connection:
         rows = connection.execute(select(statements.c.month, statements.c.broker_id, func.count())
                                   .group_by(statements.c.month, statements.c.broker_id)).all()

@@ -56,6 +56,13 @@ def round_down(amount: Decimal, quantum: Decimal = CENT) -> Decimal:
         return amount.quantize(quantum, rounding=ROUND_DOWN)
 
 
+def plain(amount: Decimal) -> str:
+    """An amount in plain notation with every digit it has, trailing zeros included: how a
+    payout is written, so that "0.00" shows the quantum it was rounded to. (Formatting with
+    "f" and no precision never rounds, whatever the thread's context.)"""
+    return format(amount, "f")
+
+
 def canonical(amount: Decimal) -> str:
     """The one text form of an amount: plain notation, no exponent, no trailing zeros.
 

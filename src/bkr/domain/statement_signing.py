@@ -6,11 +6,12 @@ A signed statement is a JSON envelope:
      "signature": {"algorithm": "ed25519", "key_id": "…", "public_key": "<base64>", "value": "<base64>"}}
 
 The signature is ED25519 over the statement's *canonical bytes*: the UTF-8 encoding of
-`json.dumps(statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`. Those are
-exactly the bytes the close stored in `statements.document`, so whoever parses the envelope and
-serializes `statement` again holds the bytes that were signed, whatever the envelope's own layout.
-`public_key` is the base64 of the raw 32-byte key; `key_id` is its fingerprint (the first 16 hex
-digits of its SHA-256), which the exchange publishes beside it.
+`json.dumps(statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+(`bkr.domain.statement_document.canonical_json`). Those are exactly the bytes the close stored in
+`statements.document`, so whoever parses the envelope and serializes `statement` again holds the
+bytes that were signed, whatever the envelope's own layout. `public_key` is the base64 of the raw
+32-byte key; `key_id` is its fingerprint (the first 16 hex digits of its SHA-256), which the
+exchange publishes beside it.
 
 Checking a statement is two independent things, both pure functions here: the signature (the
 exchange issued exactly these bytes) and the arithmetic (the figures follow from the lines: each
@@ -35,19 +36,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import add, canonical, mul, total
-from bkr.domain.statements import carried_out, payable
+from bkr.domain.statement_document import canonical_bytes
+from bkr.domain.statements import carried_out, payable, quantum_of
 
 ALGORITHM = "ed25519"
-
-
-def canonical_json(value: Any) -> str:
-    """The one text form of a statement (and of an envelope): keys sorted, no spaces, UTF-8 as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical_bytes(statement: Mapping[str, Any]) -> bytes:
-    """The bytes a statement's signature covers."""
-    return canonical_json(statement).encode("utf-8")
 
 
 def key_id_of(public_key: str) -> str:
@@ -134,12 +126,6 @@ def _amount(value: Any, where: str, problems: list[str]) -> Decimal | None:
 def _line_name(number: int, line: Mapping[str, Any]) -> str:
     return (f"line {number} ({line.get('user_id')} {line.get('market_type')} {line.get('fill_month')} "
             f"{line.get('kind')})")
-
-
-def quantum_of(payout: Decimal) -> Decimal:
-    """The rounding quantum a payout is written to: a payout rounded to 0.01 is written with two
-    decimals ("1020.05", "0.00"), so its exponent is the quantum's."""
-    return Decimal(1).scaleb(min(int(payout.as_tuple().exponent), 0))
 
 
 def recompute_payout(statement: Mapping[str, Any]) -> Recomputation:

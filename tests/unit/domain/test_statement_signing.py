@@ -18,20 +18,18 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import MarketType
 from bkr.domain.money import D, round_down, total
 from bkr.domain.periods import Month
+from bkr.domain.statement_document import canonical_bytes, canonical_json
 from bkr.domain.statement_signing import (
     KeyStanding,
     PublishedKey,
-    canonical_bytes,
-    canonical_json,
     key_id_of,
     new_statement_key,
-    quantum_of,
     recompute_payout,
     sign_statement,
     statement_key_from_seed,
     verify_signed_statement,
 )
-from bkr.domain.statements import AggregateLine, build_statement
+from bkr.domain.statements import AggregateLine, build_statement, quantum_of
 
 MAY, APRIL = Month(2024, 5), Month(2024, 4)
 KEY = new_statement_key()

@@ -17,7 +17,7 @@ from bkr.api.deps import ServicesDep
 from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.periods import month_field
-from bkr.domain.statement_signing import canonical_json
+from bkr.domain.statement_document import canonical_json
 from bkr.program import reports
 from bkr.program.close import stored_statement
 from bkr.program.exports import statement_csv, statement_html

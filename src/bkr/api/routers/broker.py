@@ -18,7 +18,7 @@ from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, SignedStatement, StatementDocument
 from bkr.domain.errors import Forbidden, StatementKeyUnavailable
 from bkr.domain.periods import Month, month_field
-from bkr.domain.statement_signing import canonical_json
+from bkr.domain.statement_document import canonical_json
 from bkr.program import reports
 from bkr.program.close import stored_statement
 from bkr.program.exports import statement_csv, statement_html
