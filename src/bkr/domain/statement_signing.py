@@ -85,16 +85,37 @@ def statement_key_from_seed(seed: str) -> StatementKey:
         raise InvalidInput("not an ED25519 statement key: expected the base64 of a 32-byte seed") from None
 
 
-def sign_statement(stored: str, key: StatementKey) -> dict[str, Any]:
-    """The envelope of a stored statement document, signed over exactly its stored bytes."""
-    statement = json.loads(stored)
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The exchange's signature of a statement's canonical bytes."""
+
+    key_id: str
+    public_key: str  # base64 of the raw 32-byte public key
+    value: str  # base64 of the 64-byte ED25519 signature
+    algorithm: str = ALGORITHM
+
+    def to_document(self) -> dict[str, str]:
+        return {"algorithm": self.algorithm, "key_id": self.key_id, "public_key": self.public_key,
+                "value": self.value}
+
+
+def sign_stored(stored: str, key: StatementKey) -> Signature:
+    """The signature of a stored statement document, over exactly its stored bytes."""
     body = stored.encode("utf-8")
-    if canonical_bytes(statement) != body:  # a verifier could not reproduce the bytes signed
+    if canonical_bytes(json.loads(stored)) != body:  # a verifier could not reproduce the bytes signed
         raise InvalidInput("the stored statement is not in canonical form; it cannot be signed")
     private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(key.seed))
-    return {"statement": statement, "signature": {
-        "algorithm": ALGORITHM, "key_id": key.key_id, "public_key": key.public_key,
-        "value": base64.b64encode(private.sign(body)).decode()}}
+    return Signature(key.key_id, key.public_key, base64.b64encode(private.sign(body)).decode())
+
+
+def envelope_of(stored: str, signature: Signature) -> dict[str, Any]:
+    """The signed statement as it is handed out: `{"statement": …, "signature": …}`."""
+    return {"statement": json.loads(stored), "signature": signature.to_document()}
+
+
+def sign_statement(stored: str, key: StatementKey) -> dict[str, Any]:
+    """The envelope of a stored statement document, signed over exactly its stored bytes."""
+    return envelope_of(stored, sign_stored(stored, key))
 
 
 # --- checking -------------------------------------------------------------------------------------------

@@ -122,6 +122,14 @@ def get_broker(connection: Connection, broker_id: int, now: datetime) -> BrokerV
                       timeline)
 
 
+def broker_name(connection: Connection, broker_id: int) -> str:
+    """A broker's name, for what is printed about it (its status does not matter there)."""
+    name = connection.execute(select(brokers.c.name).where(brokers.c.broker_id == broker_id)).scalar()
+    if name is None:
+        raise NotFound(f"no broker with id {broker_id}")
+    return name  # type: ignore[no-any-return]
+
+
 def list_brokers(connection: Connection, now: datetime) -> list[BrokerView]:
     """Every broker by id, with its status at `now`: two queries, whatever the number of brokers."""
     changes: dict[int, list[StatusChange]] = {}

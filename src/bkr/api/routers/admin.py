@@ -6,7 +6,6 @@ Reads need a `viewer` (or `operator`) key; anything that changes the program nee
 shapes the answer; decimals travel as strings.
 """
 
-import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -26,8 +25,8 @@ from bkr.domain.periods import Month, month_field, parse_instant
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
 from bkr.ledger import journal
 from bkr.program import keys, overview, registry, review, settlement
-from bkr.program.close import close_month, stored_statement
-from bkr.program.exports import statement_csv
+from bkr.program.close import close_month
+from bkr.program.exports import StatementFormat, render_statement
 from bkr.venue import history
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
@@ -508,11 +507,8 @@ def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, co
                   output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """One broker's statement of a closed month, with its lines per user and market type: the
     stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
-    text = stored_statement(connection, broker_id, month)
-    if output_format == "json":
-        return Response(text, media_type="application/json")
-    return Response(statement_csv(json.loads(text)), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="statement-{broker_id}-{month}.csv"'})
+    rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 
 # --- configuration --------------------------------------------------------------------------------------
