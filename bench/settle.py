@@ -252,7 +252,7 @@ def bench_settle(backend: Backend, brokers: int, seed: int, repeat: int) -> dict
                         f"{brokers} commits {commits[-1]:.2f}s")
                     if attempt == repeat - 1:
                         with engine.connect() as connection:
-                            check = reconcile_month(connection, APPROVE_ONLY, MONTH)
+                            check = reconcile_month(connection, MONTH)
                         groups = payout_counts(engine)["ledger_groups"]
                         reconciled = {"clean": check.clean, "differences": [str(d) for d in check.differences[:10]],
                                       "ledger_groups": groups}
@@ -325,7 +325,7 @@ def bench_reconcile(backend: Backend, brokers: int, total: int, seed: int, repea
                     sums.append(time.perf_counter() - started)
                 with db.snapshot(engine) as connection:  # as `bkr reconcile` reads
                     started = time.perf_counter()
-                    check = reconcile_month(connection, APPROVE_ONLY, MONTH)
+                    check = reconcile_month(connection, MONTH)
                     runs.append(time.perf_counter() - started)
                 loads.append(os.getloadavg()[0])
                 if not check.clean:

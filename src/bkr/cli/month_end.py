@@ -8,6 +8,7 @@ from rich.table import Table
 
 from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
 from bkr.domain.clock import system_clock
+from bkr.domain.money import canonical, plain
 from bkr.domain.periods import Month
 from bkr.program import settlement
 from bkr.program.close import close_month
@@ -29,8 +30,8 @@ def close(
     """Close a month: tiers, payouts, one statement per broker. Idempotent."""
     config = load_config(config_path)
     result = close_month(db.open_engine(db_url), config, Month.parse(month), now=system_clock(), dry_run=dry_run)
-    document = result.to_document()
     if as_json:
+        document = result.to_document()
         print_json({"month": document["month"], "dry_run": result.dry_run,
                      "already_closed": result.already_closed,
                      "awaiting_user_fills": result.awaiting_user_fills, "statements": document["statements"]})
@@ -38,9 +39,10 @@ def close(
     verb = "preview of" if dry_run else ("already closed:" if result.already_closed else "closed")
     table = Table("broker", "tier", "rate", "spot volume", "futures volume", "fee base", "adjustments",
                   "payout (exact)", "payout", title=f"{verb} {month}")
-    for s in document["statements"]:
-        table.add_row(str(s["broker_id"]), s["tier"], s["broker_rate"], s["spot_volume"], s["futures_volume"],
-                      s["fee_base"], s["adjustment_payout_exact"], s["payout_exact"], s["payout"])
+    for s in result.statements:
+        table.add_row(str(s.broker_id), s.tier_name, canonical(s.broker_rate), canonical(s.spot_volume),
+                      canonical(s.futures_volume), canonical(s.fee_base), canonical(s.adjustment_payout_exact),
+                      canonical(s.payout_exact), plain(s.payout))
     out.print(table)
     if result.awaiting_user_fills:
         err.print(f"warning: {result.awaiting_user_fills:,} broker fills of {month} wait for their user and are "
@@ -76,8 +78,10 @@ def reconcile(
 ) -> None:
     """Check a closed month link by link: fills -> aggregates -> statement lines -> totals, paid
     statements -> ledger payouts, and that the ledger balances. Exits 1 if anything differs."""
+    # `--config` is taken as by every month-end command; reconcile needs none: the statements carry
+    # their quantum, and the stored rows the rest
     with db.snapshot(db.open_engine(db_url)) as connection:  # one consistent state, without holding writers up
-        result = reconcile_month(connection, load_config(config_path), Month.parse(month))
+        result = reconcile_month(connection, Month.parse(month))
     if as_json:
         print_json({"month": str(result.month), "statements": result.statements, "fills": result.fills,
                      "clean": result.clean, "differences": [

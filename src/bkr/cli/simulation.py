@@ -24,7 +24,7 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
 from bkr.domain.periods import Month, parse_instant
 from bkr.program import overview, registry
-from bkr.program.close import close_month, stored_documents
+from bkr.program.close import close_month, issued_statements
 from bkr.program.importer import import_file
 from bkr.program.periods import closed_months
 from bkr.program.writer import RowResult, Tally
@@ -222,20 +222,20 @@ def demo(
                           f"{tally.duplicates} duplicates, {tally.conflicts} conflicts)")
                 if until is None:
                     result = close_month(engine, config, month, now=system_clock())
-                    say(err, f"{month}: closed, {len(result.documents)} statements")
+                    say(err, f"{month}: closed, {len(result.statements)} statements")
         say(err, f"demo loaded in {time.monotonic() - started:.1f} s")
     with transaction(db_url) as connection:
         closed = closed_months(connection)
         latest = max(closed) if closed else None
-        documents = stored_documents(connection, latest) if latest is not None else []
+        statements = issued_statements(connection, latest) if latest is not None else []
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, system_clock())}
     db_flag = db_hint(db_url)
     if latest is None:
         say(out, "No month is closed yet. Close one with: "
                   f"bkr close --month {Month.of(system_clock()).previous()}{db_flag}")
         return
-    print_statements(latest, documents, names)
-    top = max(documents, key=lambda d: D(d["payout"]))["broker_id"] if documents else 1400
+    print_statements(latest, statements, names)
+    top = max(statements, key=lambda s: s.payout).broker_id if statements else 1400
     say(out, "\n[bold]What to try next[/]")
     for command, why in (
         (f"bkr statement --broker {top} --month {latest} --format csv{db_flag}", "one statement, line by line"),

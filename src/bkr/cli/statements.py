@@ -2,14 +2,14 @@
 `bkr statement verify` checks a signed one; `bkr statement-key` manages the key that signs them.
 `print_statements` is the table of a month's statements that `bkr demo` ends with.
 
-The signing use cases are imported by the commands, when they run: they load `cryptography`, which
-would otherwise add some 30 ms to every `bkr` invocation."""
+The signing and rendering use cases are imported by the commands, when they run: they load
+`cryptography` (and the renderer `jinja2`), which would otherwise add some 30 ms to every `bkr`
+invocation."""
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
@@ -20,11 +20,9 @@ from sqlalchemy import Engine
 from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, say, transaction
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import D, canonical, total
+from bkr.domain.money import canonical, plain, total
 from bkr.domain.periods import Month
-from bkr.program import registry
-from bkr.program.close import stored_statement
-from bkr.program.exports import statement_csv, statement_html
+from bkr.domain.statements import BrokerStatement
 from bkr.settings import statement_key_file
 from bkr.store import db
 
@@ -47,8 +45,10 @@ def statement(
     """Print one broker's statement for a closed month, with its lines per user and market type:
     `bkr statement --broker N --month YYYY-MM [--format json|csv|signed|html]`. `signed` and
     `html` are signed with the statement key of `[statements] signing_key_file` or
-    BKR_STATEMENT_KEY_FILE. `bkr statement verify FILE` checks a signed statement."""
-    from bkr.program.statement_signing import load_signing_key, signed_statement  # lazy: cryptography
+    BKR_STATEMENT_KEY_FILE. `bkr statement verify FILE` checks a signed statement. The output is
+    what the broker API and the dashboard hand out for the same statement, byte for byte."""
+    from bkr.program.exports import StatementFormat, render_statement  # lazy: cryptography, jinja2
+    from bkr.program.statement_signing import load_signing_key
 
     if ctx.invoked_subcommand is not None:
         if broker is not None or month is not None:
@@ -68,22 +68,13 @@ def statement(
         if output_format == "signed" or key_file is not None:  # an unsigned printout is allowed, said so
             key = load_signing_key(key_file)
     with transaction(db_url) as connection:
-        text = stored_statement(connection, broker, target)
-        envelope = signed_statement(connection, broker, target, key) if key is not None else None
-        name = registry.get_broker(connection, broker, system_clock()).name if output_format == "html" else None
-    document = json.loads(text)
-    if output_format == "json":
-        print_json(document)
-    elif output_format == "csv":
-        sys.stdout.write(statement_csv(document))
-    elif output_format == "signed":
-        print_json(envelope)
-    else:
-        sys.stdout.write(statement_html(document, signature=None if envelope is None else envelope["signature"],
-                                        broker_name=name))
-        if envelope is None:
-            say(err, "warning: no statement key is configured, so this page is not signed "
-                      "(bkr statement-key create; docs/operators.md)")
+        rendered = render_statement(connection, broker, target, StatementFormat(output_format), key)
+    sys.stdout.write(rendered.body)
+    if not rendered.body.endswith("\n") and sys.stdout.isatty():  # JSON ends without one; a prompt should not
+        sys.stdout.write("\n")
+    if output_format == "html" and key is None:
+        say(err, "warning: no statement key is configured, so this page is not signed "
+                  "(bkr statement-key create; docs/operators.md)")
 
 
 @statement_app.command("verify")
@@ -116,16 +107,16 @@ def statement_verify(
         if not checked:
             extra.append("key: cannot be checked: --db records no statement keys (no statement_keys table; "
                          "bkr db upgrade)")
-    problems = [*verification.problems, *extra]
-    found = verification.recomputation
+    problems = [*map(str, verification.problems), *extra]
+    statement, found = verification.statement, verification.restated  # found: what the lines make of it
     if as_json:
         print_json({
             "ok": not problems, "broker_id": verification.broker_id, "month": verification.month,
             "key_id": verification.key_id, "signature_valid": verification.signature_valid,
-            "key": verification.key_standing.value, "lines": found.lines,
-            "payout_exact": None if found.payout_exact is None else canonical(found.payout_exact),
-            "quantum": None if found.quantum is None else str(found.quantum),
-            "payout": None if found.payout is None else format(found.payout, "f"), "problems": problems})
+            "key": verification.key_standing.value, "lines": 0 if statement is None else len(statement.lines),
+            "payout_exact": None if found is None else canonical(found.payout_exact),
+            "quantum": None if found is None else str(found.quantum),
+            "payout": None if found is None else plain(found.payout), "problems": problems})
     whose = f"the statement of broker {verification.broker_id} for {verification.month}"
     if problems:
         if not as_json:
@@ -140,12 +131,12 @@ def statement_verify(
         KeyStanding.NOT_CHECKED: "not checked against the exchange's published keys: give --db, or compare the "
                                  "key id and public key with GET /v1/statement-keys",
     }[verification.key_standing]
-    assert found.payout_exact is not None and found.payout is not None
+    assert found is not None  # no problem: the statement was read and checked
     sys.stdout.write(
         f"OK: {whose} is signed, and its payout follows from its lines\n"
         f"  signature  ed25519, key {verification.key_id}: {standing}\n"
-        f"  lines      {found.lines}; their payouts sum to {canonical(found.payout_exact)} = payout_exact\n"
-        f"  payout     {format(found.payout, 'f')} = {canonical(found.payout_exact)} rounded down to "
+        f"  lines      {len(found.lines)}; their payouts sum to {canonical(found.payout_exact)} = payout_exact\n"
+        f"  payout     {plain(found.payout)} = {canonical(found.payout_exact)} rounded down to "
         f"{found.quantum}\n")
 
 
@@ -212,18 +203,17 @@ def statement_key_retire(key_id: str, db_url: DbOption = db.DEFAULT_URL) -> None
         retire_statement_key(connection, key_id, system_clock())
     err.print(f"statement key {key_id} retired: it signs no more; what it signed still verifies")
 
-def print_statements(month: Month, documents: list[dict[str, Any]], names: dict[int, str]) -> None:
-    adjusted = any(D(document["adjustment_payout_exact"]) for document in documents)
+def print_statements(month: Month, statements: list[BrokerStatement], names: dict[int, str]) -> None:
+    adjusted = any(s.adjustment_payout_exact for s in statements)
     table = Table(title=f"Statements of {month} (USD)", box=box.SIMPLE_HEAD)
     table.add_column("broker", no_wrap=True, overflow="ellipsis", max_width=24)
     for heading in ("tier", "API volume", "fee base", *(["adjustments"] if adjusted else []), "payout"):
         table.add_column(heading, justify="right", no_wrap=True)
-    for document in documents:
-        table.add_row(f"{document['broker_id']} {names.get(document['broker_id'], '')}", document["tier"],
-                      f"{D(document['api_volume']):,.0f}", f"{D(document['fee_base']):,.2f}",
-                      *([f"{D(document['adjustment_payout_exact']):,.2f}"] if adjusted else []),
-                      f"{D(document['payout']):,.2f}")
+    for s in statements:
+        table.add_row(f"{s.broker_id} {names.get(s.broker_id, '')}", s.tier_name, f"{s.api_volume:,.0f}",
+                      f"{s.fee_base:,.2f}", *([f"{s.adjustment_payout_exact:,.2f}"] if adjusted else []),
+                      f"{s.payout:,.2f}")
     table.add_section()
-    table.add_row(f"{len(documents)} brokers", "", "", "", *([""] if adjusted else []),
-                  f"{total(D(document['payout']) for document in documents):,.2f}")
+    table.add_row(f"{len(statements)} brokers", "", "", "", *([""] if adjusted else []),
+                  f"{total(s.payout for s in statements):,.2f}")
     out.print(table)

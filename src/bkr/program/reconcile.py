@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, case, func, literal, select
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import NotFound
 from bkr.domain.fills import Attribution
 from bkr.domain.money import ZERO, canonical, total
@@ -64,7 +63,7 @@ _FIGURES = ("fills", "volume_usd", "fee_base")
 _NOTHING = dict.fromkeys(_FIGURES, ZERO)
 
 
-def reconcile_month(connection: Connection, config: ProgramConfig, month: Month) -> Reconciliation:
+def reconcile_month(connection: Connection, month: Month) -> Reconciliation:
     if month not in closed_months(connection):
         raise NotFound(f"{month} is not closed; reconcile a closed month (bkr close --month {month})")
     differences: list[Difference] = []
