@@ -173,9 +173,21 @@ def test_every_door_gives_the_same_statement_with_the_same_headers(signing_api: 
         assert answer.status_code == 200, answer.text
         assert answer.content == rendered.body.encode("utf-8")
         assert answer.headers["content-type"] == rendered.media_type
-        assert answer.headers["content-disposition"] == rendered.headers["Content-Disposition"]
+        assert {name: answer.headers.get(name) for name in rendered.headers} == rendered.headers
     assert rendered.filename == f"statement-{BROKER}-2026-09" + {"json": ".json", "csv": ".csv",
                                                                  "signed": ".signed.json", "html": ".html"}[fmt]
+
+
+def test_the_printable_page_runs_nothing_loads_nothing_and_is_never_framed(signing_api: Api) -> None:
+    pair = signing_api.broker(BROKER)
+    close_august_and_september(signing_api)
+
+    page = get(signing_api, pair, "/statements/2026-09", {"format": "html"})
+
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert (page.headers["x-frame-options"], page.headers["x-content-type-options"]) == ("DENY", "nosniff")
+    assert "<script" not in page.text and "src=" not in page.text
 
 
 def test_without_a_statement_key_every_door_refuses_a_signed_copy_alike(db_url: str, clock: MovableClock) -> None:

@@ -284,6 +284,22 @@ def test_statement_csv_has_one_row_per_line_and_a_total_row(may_of_broker_1400: 
     assert rows[-1]["volume_usd"] == "21000100"
 
 
+def test_a_user_id_a_spreadsheet_would_run_is_neutralised_in_csv_and_exact_in_json(
+        engine: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    users = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "plain"]  # ids are stripped: no tab or CR
+    add_broker(engine)
+    add_users(engine, *users)
+    import_rows(engine, tmp_path / "may.csv", [fill(f"f-{n}", user=user) for n, user in enumerate(users)])
+    close_json(bkr, db_url)
+
+    as_csv = bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url, "--format", "csv").out
+    as_json = json.loads(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url).out)
+
+    shown = [row["user_id"] for row in csv.DictReader(io.StringIO(as_csv)) if row["kind"] == "regular"]
+    assert sorted(shown) == sorted(["'" + user for user in users[:-1]] + ["plain"])
+    assert sorted(line["user_id"] for line in as_json["lines"]) == sorted(users)
+
+
 def test_a_month_without_broker_volume_closes_with_no_statements(engine: Engine, db_url: str, bkr: Any,
                                                                  tmp_path: Path) -> None:
     add_broker(engine)

@@ -50,7 +50,21 @@ class RenderedStatement:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Content-Disposition": f'{self.disposition}; filename="{self.filename}"'}
+        headers = {"Content-Disposition": f'{self.disposition}; filename="{self.filename}"',
+                   "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+        if self.media_type.startswith("text/html"):
+            headers |= PAGE_HEADERS
+        return headers
+
+
+# The printable page is self-contained: its own inline style and nothing else. It runs no script,
+# loads nothing, is never framed by another site, and is not kept in shared caches.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 _MEDIA = {StatementFormat.JSON: ("application/json", ".json", "attachment"),
@@ -94,7 +108,8 @@ def statement_csv(statement: BrokerStatement) -> str:
     writer.writerow(CSV_COLUMNS)
     who = (statement.broker_id, str(statement.month))
     for line in statement.lines:
-        writer.writerow([*who, line.kind.value, str(line.fill_month), line.user_id, line.market_type.value,
+        writer.writerow([*who, line.kind.value, str(line.fill_month), spreadsheet_safe(line.user_id),
+                         line.market_type.value,
                          line.tier_name, canonical(line.affiliate_rate), canonical(line.effective_rate), line.fills,
                          canonical(line.volume_usd), canonical(line.fee_usd), canonical(line.fee_base),
                          canonical(line.payout_exact), ""])
@@ -105,6 +120,17 @@ def statement_csv(statement: BrokerStatement) -> str:
     writer.writerow([*who, "total", "", "", "", statement.tier_name, "", "", fills, canonical(statement.api_volume), "",
                      canonical(statement.fee_base), canonical(statement.payout_exact), plain(statement.payout)])
     return buffer.getvalue()
+
+
+# What a spreadsheet runs when a cell starts with it (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text from outside (a user id) as a CSV cell no spreadsheet runs: a leading `'` before a
+    formula character. Amounts are bkr's own canonical numbers and are written as they are; the
+    JSON document keeps every value exact."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def statement_html(statement: BrokerStatement, signature: Signature | None, broker_name: str | None) -> str:
