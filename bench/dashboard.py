@@ -141,7 +141,7 @@ def add_closed_month(url: str, world: Any, fills: int, seed: int, month: Month) 
         previous = month.previous()
         import_month(engine, world, fills, seed + 1, previous, "c-")
         result = close_month(engine, DEFAULT_CONFIG, previous, now=datetime.now(UTC))
-        log(f"{previous}: {fills:,} fills imported and closed ({len(result.documents)} statements) in "
+        log(f"{previous}: {fills:,} fills imported and closed ({len(result.statements)} statements) in "
             f"{time.perf_counter() - started:.0f} s")
     finally:
         engine.dispose()

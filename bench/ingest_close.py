@@ -57,8 +57,10 @@ import bkr
 from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.fills import FIELDS
 from bkr.domain.money import D
+from bkr.domain.money import total as money_total
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
+from bkr.domain.statements import BrokerStatement
 from bkr.program import registry
 from bkr.program.close import close_month
 from bkr.program.importer import import_file
@@ -398,17 +400,17 @@ def reopen(engine: Engine) -> None:
 def time_closes(engine: Engine, repeat: int) -> dict[str, Any]:
     dry: list[float] = []
     real: list[float] = []
-    documents: tuple[dict[str, Any], ...] = ()
+    statements: tuple[BrokerStatement, ...] = ()
     for _ in range(repeat):
         started = time.perf_counter()
         result = close_month(engine, DEFAULT_CONFIG, MONTH, now=CLOSE_AT, dry_run=True)
         dry.append(time.perf_counter() - started)
-        documents = result.documents
+        statements = result.statements
     for attempt in range(repeat):
         started = time.perf_counter()
         result = close_month(engine, DEFAULT_CONFIG, MONTH, now=CLOSE_AT)
         real.append(time.perf_counter() - started)
-        assert not result.already_closed and result.documents == documents, "a close differs from its preview"
+        assert not result.already_closed and result.statements == statements, "a close differs from its preview"
         if attempt < repeat - 1:
             reopen(engine)
     started = time.perf_counter()
@@ -416,8 +418,8 @@ def time_closes(engine: Engine, repeat: int) -> dict[str, Any]:
     replay_seconds = time.perf_counter() - started
     assert replay.already_closed
     return {"dry_run_s": statistics.median(dry), "close_s": statistics.median(real), "replay_s": replay_seconds,
-            "dry_run_runs": dry, "close_runs": real, "statements": len(documents),
-            "payout_total": str(sum((Decimal(d["payout"]) for d in documents), Decimal(0)))}
+            "dry_run_runs": dry, "close_runs": real, "statements": len(statements),
+            "payout_total": str(money_total(s.payout for s in statements))}
 
 
 def bench_size(backend: Backend, world: World, label: str, csv_path: Path, total: int, repeat: int,

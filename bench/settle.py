@@ -211,7 +211,7 @@ def build_settle_template(backend: Backend, brokers: int, seed: int) -> tuple[st
         imported = import_rows(engine, APPROVE_ONLY, rows, source="bench-settle", clock=lambda: IMPORT_AT)
         assert imported.accepted == total and not imported.rejected, imported
         closed = close_month(engine, APPROVE_ONLY, MONTH, now=CLOSE_AT)
-        assert len(closed.documents) == brokers, (len(closed.documents), brokers)
+        assert len(closed.statements) == brokers, (len(closed.statements), brokers)
         approvals, approve_s = approve_all(engine)
         figures = {"fills": total, "counted": imported.counted, "registry_s": registry_s,
                    "approvals": approvals, "approve_s": approve_s, **payout_counts(engine),
@@ -252,7 +252,7 @@ def bench_settle(backend: Backend, brokers: int, seed: int, repeat: int) -> dict
                         f"{brokers} commits {commits[-1]:.2f}s")
                     if attempt == repeat - 1:
                         with engine.connect() as connection:
-                            check = reconcile_month(connection, APPROVE_ONLY, MONTH)
+                            check = reconcile_month(connection, MONTH)
                         groups = payout_counts(engine)["ledger_groups"]
                         reconciled = {"clean": check.clean, "differences": [str(d) for d in check.differences[:10]],
                                       "ledger_groups": groups}
@@ -305,7 +305,7 @@ def bench_reconcile(backend: Backend, brokers: int, total: int, seed: int, repea
             started = time.perf_counter()
             closed = close_month(engine, APPROVE_ONLY, MONTH, now=CLOSE_AT)
             result["close_s"] = time.perf_counter() - started
-            assert not closed.already_closed and len(closed.documents) == brokers, len(closed.documents)
+            assert not closed.already_closed and len(closed.statements) == brokers, len(closed.statements)
             result["approvals"], result["approve_s"] = approve_all(engine)
             started = time.perf_counter()
             paid = settlement.settle_month(engine, APPROVE_ONLY, MONTH, SETTLE_AT)
@@ -325,7 +325,7 @@ def bench_reconcile(backend: Backend, brokers: int, total: int, seed: int, repea
                     sums.append(time.perf_counter() - started)
                 with db.snapshot(engine) as connection:  # as `bkr reconcile` reads
                     started = time.perf_counter()
-                    check = reconcile_month(connection, APPROVE_ONLY, MONTH)
+                    check = reconcile_month(connection, MONTH)
                     runs.append(time.perf_counter() - started)
                 loads.append(os.getloadavg()[0])
                 if not check.clean:

@@ -10,6 +10,9 @@ and bkr refuses them rather than guess. Example:
     rounding_quantum = "0.01"
     review_days = 3                    # a draft statement is final after this, or with approvals
     approvals_required = 1             # distinct operators (2: four eyes)
+    start = "2024-01"                  # the first month; default: the earliest tier schedule's
+    future_tolerance_seconds = 300     # a fill may be this far ahead of bkr's clock
+    max_fee_share = "1"                # a fill's fee at most this share of its notional
 
     [usd_rates]                        # USDC, USDT and USD are 1 unless set here
     EUR = "1.08"
@@ -23,6 +26,7 @@ and bkr refuses them rather than guess. Example:
     port = 8000
     workers = 1
     max_batch = 10000                  # fills per POST /v1/fills; more is refused with 413
+    max_body_bytes = 67108864          # bytes per POST /v1/fills (64 MiB); more is refused with 413
     close_grace_minutes = 30           # the previous month is closed this long after 00:00 UTC on the 1st
     scheduled_close = true
     schedule_interval_seconds = 30
@@ -53,6 +57,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bkr.domain.bounds import AMOUNT, FRACTION, QUANTUM, USD_RATE, Bounds, bounded
 from bkr.domain.config import DEFAULT_USD_RATES, ProgramConfig, TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
@@ -60,13 +65,15 @@ from bkr.domain.periods import Month
 from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
 
 
-def exact_setting(value: Any, where: str) -> Decimal:
+def exact_setting(value: Any, where: str, bounds: Bounds) -> Decimal:
+    """A setting's amount: exact (a TOML float is refused) and within `bounds`."""
     if isinstance(value, float):
         raise InvalidInput(f"{where}: write {value!r} as a string, e.g. \"{value}\" (floats are not exact)")
     try:
-        return D(value)
+        amount = D(value)
     except InvalidInput as error:
         raise InvalidInput(f"{where}: {error}") from None
+    return bounded(amount, bounds, where)
 
 
 def read_toml(path: Path | None) -> dict[str, Any]:
@@ -97,24 +104,37 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         raise InvalidInput(f"config: {error}") from None
     rates = dict(DEFAULT_USD_RATES)
     for asset, rate in data.get("usd_rates", {}).items():
-        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}")
+        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}", USD_RATE)
     schedules = [SEED_SCHEDULE]
     for index, entry in enumerate(data.get("tier_schedules", [])):
         where = f"tier_schedules[{index}]"
-        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]"),
-                           exact_setting(rate, f"{where}.tiers[{level}]"))
+        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]", AMOUNT),
+                           exact_setting(rate, f"{where}.tiers[{level}]", FRACTION))
                       for level, (threshold, rate) in enumerate(entry.get("tiers", [])))
         schedules.append(TierSchedule(Month.parse(str(entry.get("effective_from", ""))), tiers))
     return ProgramConfig(
-        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap"),
+        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap", FRACTION),
         tier_basis=tier_basis, unknown_broker_policy=policy,
         rounding_quantum=exact_setting(program.get("rounding_quantum", defaults.rounding_quantum),
-                                       "program.rounding_quantum"),
+                                       "program.rounding_quantum", QUANTUM),
         usd_rates=rates,
         review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
         approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
                                   "program.approvals_required"),
+        start=None if "start" not in program else _month(program["start"], "program.start"),
+        future_tolerance=timedelta(seconds=_whole(
+            program.get("future_tolerance_seconds", int(defaults.future_tolerance.total_seconds())),
+            "program.future_tolerance_seconds")),
+        max_fee_share=exact_setting(program.get("max_fee_share", defaults.max_fee_share), "program.max_fee_share",
+                                    FRACTION),
     )
+
+
+def _month(value: Any, where: str) -> Month:
+    try:
+        return Month.parse(str(value))
+    except InvalidInput as error:
+        raise InvalidInput(f"config: {where}: {error}") from None
 
 
 def _whole(value: Any, where: str) -> int:
@@ -131,6 +151,7 @@ class ServiceSettings:
     port: int = 8000
     workers: int = 1
     max_batch: int = 10_000
+    max_body_bytes: int = 64 << 20  # the largest body POST /v1/fills reads; more is refused with 413
     close_grace_minutes: int = 30
     scheduled_close: bool = True
     schedule_interval_seconds: int = 30
@@ -145,7 +166,7 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise InvalidInput(f"service.port: {self.port} is not a TCP port (1..65535)", field="port")
-        for name in ("workers", "max_batch", "schedule_interval_seconds"):
+        for name in ("workers", "max_batch", "max_body_bytes", "schedule_interval_seconds"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
         if self.dashboard_secret and len(self.dashboard_secret) < 32:

@@ -21,7 +21,7 @@ def clock() -> MovableClock:
 def api(db_url: str, clock: MovableClock) -> Iterator[Api]:
     """The API on an empty database (SQLite and PostgreSQL), driven in-process over ASGI."""
     engine = db.open_engine(db_url)
-    app = create_app(engine, ProgramConfig(), ServiceSettings(max_batch=1_000), clock=clock)
+    app = create_app(engine, ProgramConfig(), ServiceSettings(max_batch=1_000, max_body_bytes=1 << 20), clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, engine, clock)
     engine.dispose()

@@ -108,7 +108,8 @@ def test_a_forbidden_transition_and_an_unknown_broker_are_409_and_404(api: Api, 
 @pytest.mark.parametrize(("path", "field"), [("/v1/admin/brokers/0", "broker_id"),
                                              ("/v1/admin/brokers/65536", "broker_id"),
                                              ("/v1/admin/periods/2026-13", "month"),
-                                             ("/v1/admin/periods/2026-9", "month")])
+                                             ("/v1/admin/periods/2026-9", "month"),
+                                             ("/v1/admin/periods/0000-01", "month")])
 def test_a_bad_broker_id_or_month_in_the_path_is_422_naming_it(api: Api, op: dict[str, str], path: str,
                                                                field: str) -> None:
     assert error(api.client.get(path, headers=op), 422) == ("invalid_input", field)
@@ -121,6 +122,16 @@ def test_a_control_character_in_a_name_or_id_is_422_naming_the_field(api: Api, o
     assert error(api.client.get("/v1/admin/users/al%00ice", headers=op), 422) == ("invalid_input", "user_id")
     assert error(api.client.get("/v1/admin/fills/rejected", headers=op, params={"after": 2**40}), 422) == \
         ("invalid_input", "after")
+
+
+def test_a_field_the_request_does_not_declare_is_422_naming_it(api: Api, op: dict[str, str]) -> None:
+    """A misspelled field once vanished: `brokerId` left the broker id to its default, or to a 422
+    that named the field it missed rather than the one it was sent."""
+    enroll = api.client.post("/v1/admin/brokers", headers=op, json={
+        "broker_id": BROKER, "account": "acct-1", "name": "ccxt", "type": "exchange_aggregator", "tier": "BKR 5"})
+    assert error(enroll, 422) == ("invalid_input", "tier")
+    assert enroll.json()["message"] == "tier: Extra inputs are not permitted"
+    assert api.client.get("/v1/admin/brokers", headers=op).json() == []
 
 
 def test_a_broker_key_pair_is_made_once_and_its_secret_is_not_kept(api: Api, op: dict[str, str]) -> None:

@@ -151,6 +151,25 @@ def test_sign_out_forgets_the_session(api: Api) -> None:
     assert api.client.get("/dashboard/program", follow_redirects=False).status_code == 303
 
 
+def test_a_copy_of_the_cookie_stops_working_when_its_session_signs_out(api: Api) -> None:
+    """The cookie is signed, not stored: signing out ends the session on the server, so a copy
+    taken before (another tab, a stolen cookie) is refused too, while other sessions of the same
+    key go on."""
+    token = _operator_token(api)
+    _sign_in(api.client, token)
+    copied = api.client.cookies.get(sessions.COOKIE, path="/dashboard")
+    with TestClient(api.client.app) as other:
+        _sign_in(other, token)
+        page = api.client.get("/dashboard/program")
+        api.client.post("/dashboard/sign-out", data={"csrf": _csrf(page)}, follow_redirects=False)
+
+        with TestClient(api.client.app, cookies={sessions.COOKIE: copied}) as thief:
+            refused = thief.get("/dashboard/program", follow_redirects=False)
+        assert refused.status_code == 401
+        assert "signed out" in refused.text
+        assert other.get("/dashboard/program").status_code == 200
+
+
 def test_an_approval_from_the_dashboard_is_the_keys_approval(api: Api) -> None:
     operator = closed_october(api)
     _sign_in(api.client, operator["Authorization"].removeprefix("Bearer "))

@@ -262,3 +262,50 @@ def test_a_bust_is_posted_like_a_fill_and_applied_once(api: Api, feed: dict[str,
     assert again["results"][1]["reason"].startswith("quantity: would take fill 'f-1' below zero (it stands at 0;")
     (row,) = stored_aggregates(api.engine)
     assert (row.fills, row.volume_usd, row.fee_base_usd) == (2, 0, 0)
+
+
+def test_an_item_with_a_field_that_is_not_a_fill_field_is_rejected_naming_it(api: Api, feed: dict[str, str]) -> None:
+    """A misspelled `brokerId` once lost the fill's attribution without a word."""
+    misspelled = {k: v for k, v in fill("f-1").items() if k != "broker_id"} | {"brokerId": BROKER}
+    extra = fill("f-2") | {"note": "x", "venue": "y"}
+
+    answer = post_fills(api.client, feed, [misspelled, extra, fill("f-3")])
+
+    assert answer.status_code == 200, answer.text
+    assert [(r["fill_id"], r["outcome"], r.get("reason")) for r in answer.json()["results"]] == [
+        ("f-1", "rejected", "brokerId: not a fill field; did you mean broker_id?"),
+        ("f-2", "rejected", "note: not a fill field (and venue); the fields are fill_id, order_id, user_id, symbol, "
+                            "market_type, side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker_id, "
+                            "via_api, fill_type, corrects"),
+        ("f-3", "accepted", None),
+    ]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read_whether_or_not_it_says_its_length(
+        api: Api, feed: dict[str, str]) -> None:
+    """The fixture takes at most 1 MiB on /v1/fills; every other route 1 MiB too."""
+    big = b"[" + b" " * (1 << 20) + b"]"
+
+    def chunks() -> Any:
+        yield big[: len(big) // 2]
+        yield big[len(big) // 2:]
+
+    declared = api.client.post("/v1/fills", content=big, headers={**feed, "Content-Type": "application/json"})
+    streamed = api.client.post("/v1/fills", content=chunks(), headers={**feed, "Content-Type": "application/json"})
+    enroll = api.client.post("/v1/admin/brokers", content=big, headers={**feed, "Content-Type": "application/json"})
+    order = api.client.post("/api/v1/order", content=big, headers={"Content-Type": "application/json"})
+
+    for answer in (declared, streamed, enroll):
+        assert (answer.status_code, answer.json()["code"], answer.json()["field"]) == (413, "too_large", "body")
+    assert (order.status_code, order.json()["code"]) == (413, "INVALID_CLIENT_REQUEST")
+    assert "larger than 1,048,576 bytes" in declared.json()["message"]
+    assert post_fills(api.client, feed, [fill("f-1")]).json()["accepted"] == 1
+
+
+def test_json_nested_too_deeply_is_422_not_a_crash(api: Api, feed: dict[str, str]) -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+
+    answer = api.client.post("/v1/fills", content=nested, headers={**feed, "Content-Type": "application/json"})
+
+    assert (answer.status_code, answer.json()["message"]) == (
+        422, "body: JSON nested too deeply to be a batch of fills")

@@ -15,8 +15,10 @@ from test_broker_api import AUGUST, BROKER, SEPTEMBER, close_august_and_septembe
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
-from bkr.domain.statement_signing import StatementKey, canonical_json, new_statement_key, verify_signed_statement
+from bkr.domain.statement_document import canonical_json
+from bkr.domain.statement_signing import StatementKey, new_statement_key, verify_signed_statement
 from bkr.program.close import close_month, stored_statement
+from bkr.program.exports import StatementFormat, render_statement
 from bkr.program.statement_signing import publish_statement_key, published_keys, retire_statement_key
 from bkr.settings import ServiceSettings
 from bkr.store import db
@@ -139,3 +141,64 @@ def test_a_server_without_a_current_key_does_not_sign(db_url: str, clock: Movabl
         if key is None:
             page = get(api, pair, "/statements/2026-09", {"format": "html"})
             assert page.status_code == 200 and "Not signed" in page.text
+
+
+def _dashboard_session(api: Api) -> None:
+    """Sign the test client into the dashboard as an operator (who may open every broker's pages)."""
+    token = api.operator_key("viewer")["Authorization"].removeprefix("Bearer ")
+    form = api.client.get("/dashboard/sign-in").text
+    csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    signed_in = api.client.post("/dashboard/sign-in", data={"csrf": csrf, "key": token, "next": ""},
+                                follow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "signed", "html"])
+def test_every_door_gives_the_same_statement_with_the_same_headers(signing_api: Api, fmt: str) -> None:
+    """The broker API, the dashboard's download and the operator API (json and csv) all answer with
+    `render_statement`: the same bytes, media type and file name for the same statement."""
+    pair = signing_api.broker(BROKER)
+    close_august_and_september(signing_api)
+    with signing_api.engine.connect() as connection:
+        rendered = render_statement(connection, BROKER, SEPTEMBER, StatementFormat(fmt), KEY)
+    _dashboard_session(signing_api)
+
+    answers = [get(signing_api, pair, "/statements/2026-09", {"format": fmt}),
+               signing_api.client.get(f"/dashboard/brokers/{BROKER}/statements/2026-09/download?format={fmt}")]
+    if fmt in ("json", "csv"):
+        answers.append(signing_api.client.get(f"/v1/admin/periods/2026-09/statements/{BROKER}?format={fmt}",
+                                              headers=signing_api.operator_key("viewer")))
+
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.content == rendered.body.encode("utf-8")
+        assert answer.headers["content-type"] == rendered.media_type
+        assert {name: answer.headers.get(name) for name in rendered.headers} == rendered.headers
+    assert rendered.filename == f"statement-{BROKER}-2026-09" + {"json": ".json", "csv": ".csv",
+                                                                 "signed": ".signed.json", "html": ".html"}[fmt]
+
+
+def test_the_printable_page_runs_nothing_loads_nothing_and_is_never_framed(signing_api: Api) -> None:
+    pair = signing_api.broker(BROKER)
+    close_august_and_september(signing_api)
+
+    page = get(signing_api, pair, "/statements/2026-09", {"format": "html"})
+
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert (page.headers["x-frame-options"], page.headers["x-content-type-options"]) == ("DENY", "nosniff")
+    assert "<script" not in page.text and "src=" not in page.text
+
+
+def test_without_a_statement_key_every_door_refuses_a_signed_copy_alike(db_url: str, clock: MovableClock) -> None:
+    for api in app_with_key(db_url, clock, None):
+        pair = api.broker(BROKER)
+        close_august_and_september(api)
+        _dashboard_session(api)
+
+        from_api = get(api, pair, "/statements/2026-09", {"format": "signed"})
+        from_dashboard = api.client.get(f"/dashboard/brokers/{BROKER}/statements/2026-09/download?format=signed")
+
+        assert from_api.status_code == from_dashboard.status_code == 503
+        assert from_api.json()["code"] == "statement_key_missing"
+        assert "no statement key" in from_dashboard.text

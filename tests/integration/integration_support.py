@@ -160,12 +160,12 @@ def add_users(engine: Engine, *users: str, code: str | None = None) -> None:
 def preview(engine: Engine, month: Month, config: ProgramConfig = DEFAULT_CONFIG) -> dict[int, dict[str, Any]]:
     """The statements a close of `month` would issue now, with their lines, by broker id."""
     result = close_month(engine, config, month, now=NOW, dry_run=True)
-    return {document["broker_id"]: document for document in result.documents}
+    return {statement.broker_id: statement.to_document() for statement in result.statements}
 
 
 def close(engine: Engine, month: Month, config: ProgramConfig = DEFAULT_CONFIG) -> dict[int, dict[str, Any]]:
     result = close_month(engine, config, month, now=NOW)
-    return {document["broker_id"]: document for document in result.documents}
+    return {statement.broker_id: statement.to_document() for statement in result.statements}
 
 
 def count(engine: Engine, table: Any) -> int:

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,13 @@ from integration_support import (
     count,
     fill,
     import_rows,
-    preview,
     statement_count,
 )
 from sqlalchemy import Engine
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.periods import Month
-from bkr.program.close import close_month
+from bkr.program.close import close_month, compute_statements
 from bkr.store.tables import periods
 
 STATEMENT_FIELDS = {"month", "broker_id", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
@@ -235,20 +235,18 @@ def test_a_late_fill_is_paid_next_month_as_an_adjustment_at_the_closed_months_ti
 PREVIOUS_MONTH = ProgramConfig(tier_basis=TierBasis.PREVIOUS_MONTH)
 
 
-@pytest.mark.parametrize("april_closed", [True, False], ids=["april closed", "april open"])
 def test_previous_month_tier_basis_pays_a_month_at_the_tier_of_the_month_before(
-        engine: Engine, tmp_path: Path, april_closed: bool) -> None:
+        engine: Engine, tmp_path: Path) -> None:
     add_broker(engine)
     add_users(engine, "alice")
     import_rows(engine, tmp_path / "fills.csv", [
         fill("f-april", at="2024-04-15T00:00:00Z", price="10000000", quantity="1", fee="1000"),  # BKR 2: 35%
         fill("f-may", price="1000000", quantity="1", fee="100"),
     ])
-    if april_closed:
-        april = close_month(engine, PREVIOUS_MONTH, APRIL, now=NOW).documents[0]
-        assert (april["tier"], april["tier_basis"], april["payout"]) == ("BKR 0", "previous_month", "200.00")
+    april = close_month(engine, PREVIOUS_MONTH, APRIL, now=NOW).statements[0].to_document()
+    assert (april["tier"], april["tier_basis"], april["payout"]) == ("BKR 0", "previous_month", "200.00")
 
-    may = close_month(engine, PREVIOUS_MONTH, MAY, now=NOW).documents[0]
+    may = close_month(engine, PREVIOUS_MONTH, MAY, now=NOW).statements[0].to_document()
 
     assert (may["api_volume"], may["tier"], may["broker_rate"], may["payout"]) == (
         "1000000", "BKR 2", "0.35", "35.00")
@@ -264,9 +262,10 @@ def test_previous_month_tier_basis_uses_the_exact_volume_of_an_open_previous_mon
         fill("f-may", fee="100"),
     ])
 
-    may = preview(engine, MAY, PREVIOUS_MONTH)[1400]
+    with engine.connect() as connection:  # May's projection, as the broker summary shows it while April is open
+        may = compute_statements(connection, PREVIOUS_MONTH, MAY)[0]
 
-    assert (may["tier"], may["payout"]) == ("BKR 0", "20.00")
+    assert (may.tier_name, may.payout) == ("BKR 0", Decimal("20.00"))
 
 
 def test_statement_csv_has_one_row_per_line_and_a_total_row(may_of_broker_1400: Engine, db_url: str,
@@ -283,6 +282,22 @@ def test_statement_csv_has_one_row_per_line_and_a_total_row(may_of_broker_1400: 
         ("total", "", "", "4", "1020.0528789", "1020.05"),
     ]
     assert rows[-1]["volume_usd"] == "21000100"
+
+
+def test_a_user_id_a_spreadsheet_would_run_is_neutralised_in_csv_and_exact_in_json(
+        engine: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    users = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "plain"]  # ids are stripped: no tab or CR
+    add_broker(engine)
+    add_users(engine, *users)
+    import_rows(engine, tmp_path / "may.csv", [fill(f"f-{n}", user=user) for n, user in enumerate(users)])
+    close_json(bkr, db_url)
+
+    as_csv = bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url, "--format", "csv").out
+    as_json = json.loads(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url).out)
+
+    shown = [row["user_id"] for row in csv.DictReader(io.StringIO(as_csv)) if row["kind"] == "regular"]
+    assert sorted(shown) == sorted(["'" + user for user in users[:-1]] + ["plain"])
+    assert sorted(line["user_id"] for line in as_json["lines"]) == sorted(users)
 
 
 def test_a_month_without_broker_volume_closes_with_no_statements(engine: Engine, db_url: str, bkr: Any,
@@ -310,8 +325,8 @@ def test_merged_user_lines_give_the_per_user_statements_totals_to_the_last_digit
     with engine.connect() as connection:
         per_user = compute_statements(connection, DEFAULT_CONFIG, MAY)
         merged = compute_statements(connection, DEFAULT_CONFIG, MAY, per_user=False)
-    figures = ("broker_id", "tier", "spot_volume", "futures_volume", "fee_base", "adjustment_fee_base",
-               "adjustment_payout_exact", "payout_exact", "payout")
+    figures = ("broker_id", "tier_level", "broker_rate", "spot_volume", "futures_volume", "fee_base",
+               "adjustment_fee_base", "adjustment_payout_exact", "payout_exact", "payout")
     assert [tuple(getattr(s, f) for f in figures) for s in merged] == \
         [tuple(getattr(s, f) for f in figures) for s in per_user]
     # bob's and carol's perp lines share a rate and merge; spot at rates 0 and 0.15 stays apart

@@ -23,7 +23,6 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
-from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.money import D
 from bkr.program import settlement
 from bkr.program.close import stored_statement
@@ -73,8 +72,8 @@ def test_a_bust_in_a_paid_month_is_a_correction_line_on_the_next_statement(engin
     assert D(june["payout_exact"]) == D("100") * rate - D("10") * rate
     assert (june["api_volume"], june["fee_base"], june["adjustment_fee_base"]) == ("100", "100", "-10")
     with engine.connect() as connection:
-        assert reconcile_month(connection, DEFAULT_CONFIG, JUNE).differences == ()
-        assert reconcile_month(connection, DEFAULT_CONFIG, MAY).differences == ()
+        assert reconcile_month(connection, JUNE).differences == ()
+        assert reconcile_month(connection, MAY).differences == ()
 
 
 def test_a_correction_in_an_open_month_joins_its_fill_line(engine: Engine, tmp_path: Path) -> None:
@@ -166,4 +165,4 @@ def test_a_shortfall_is_carried_through_a_quiet_month_to_the_next_payout(engine:
     assert (july["lines"], july["tier"]) == ([], "BKR 0")
     with engine.connect() as connection:
         for month in (JUNE, JUNE.next(), JUNE.next().next()):
-            assert reconcile_month(connection, DEFAULT_CONFIG, month).differences == ()
+            assert reconcile_month(connection, month).differences == ()

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.program.importer import import_file
+from bkr.program.overview import has_fills
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
 
 
@@ -90,6 +91,19 @@ def test_every_row_is_accepted_duplicate_conflict_or_rejected_with_its_line_and_
     # a conflict is never applied: the stored fills keep their first content
     statement = preview(registry, MAY)[1400]
     assert (statement["spot_volume"], statement["futures_volume"], statement["fee_base"]) == ("200", "100", "0.3")
+
+
+def test_a_database_has_fills_once_one_is_accepted_not_when_rows_were_only_rejected(
+        registry: Engine, tmp_path: Path) -> None:
+    def stored() -> bool:
+        with registry.connect() as connection:
+            return has_fills(connection)
+
+    assert not stored()
+    import_rows(registry, tmp_path / "bad.csv", [fill("f-bad", price="abc")])
+    assert not stored()
+    import_rows(registry, tmp_path / "waiting.csv", [fill("f-waiting", user="carol")])  # kept, awaiting its user
+    assert stored()
 
 
 def test_ndjson_rows_that_cannot_be_read_are_reported_with_their_line(
@@ -233,3 +247,91 @@ def test_a_nul_character_in_a_csv_row_is_a_rejection_kept_visibly_on_both_databa
     assert [(r.line, r.fill_id, r.reason) for r in rows] == [
         (2, "f\\u00001", "fill_id: contains a NUL character"), (3, "f2", "user_id: contains a NUL character")]
     assert rows[1].raw.startswith("f2,o1,u\\u00001,")
+
+
+def test_a_row_with_too_many_digits_is_rejected_and_the_rest_of_its_batch_is_imported(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    """Its price × quantity would need more digits than the money context keeps: once, it failed the
+    whole batch (and every rerun the same way); now the row is refused where it is read."""
+    path = write_csv(tmp_path / "fills.csv", [
+        fill("f-1"),
+        fill("f-long", price="1." + "3" * 43, quantity="1." + "7" * 43),
+        fill("f-tiny", quantity="1e-72"),
+        fill("f-2"),
+    ])
+
+    assert import_json(bkr, path, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 2}
+    assert [(r["line"], r["fill_id"], r["reason"]) for r in rejected_json(bkr, db_url)["rejected"]] == [
+        (3, "f-long", "price: 1." + "3" * 38 + "… has 43 decimal places; at most 15 integer digits and 18 "
+                      "decimal places are accepted"),
+        (4, "f-tiny", "quantity: 1E-72 has 72 decimal places; at most 15 integer digits and 18 decimal places "
+                      "are accepted"),
+    ]
+    closed = bkr("close", "--month", str(MAY), "--db", db_url, "--json")
+    assert closed.code == 0, closed.err
+    assert [s["spot_volume"] for s in json.loads(closed.out)["statements"]] == ["200"]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read_like_one_without(registry: Engine, db_url: str, bkr: Any,
+                                                               tmp_path: Path) -> None:
+    plain = write_csv(tmp_path / "plain.csv", [fill("f-1")])
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"f-1", b"f-2"))
+
+    assert import_json(bkr, marked, db_url)["accepted"] == 1
+
+
+def test_unreadable_records_are_rejected_one_by_one_and_the_others_imported(registry: Engine, db_url: str, bkr: Any,
+                                                                           tmp_path: Path) -> None:
+    """A byte that is not UTF-8, a field over the CSV reader's limit, JSON nested beyond any
+    parser's depth: each is its record's rejection, with its line; the file goes on."""
+    path = write_csv(tmp_path / "fills.csv", [fill("f-1"), fill("f-latin"), fill("f-huge"), fill("f-2")])
+    data = path.read_bytes().replace(b"f-latin,order-f-latin,alice", b"f-latin,order-f-latin,jos\xe9")
+    path.write_bytes(data.replace(b"f-huge,order-f-huge", b"f-huge," + b"o" * 200_000))
+    nested = tmp_path / "fills.ndjson"
+    nested.write_text(json.dumps(fill("f-3")) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n" + json.dumps(fill("f-4"))
+                      + "\n", encoding="utf-8")
+
+    assert import_json(bkr, path, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 2}
+    assert import_json(bkr, nested, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 1}
+    rejected = rejected_json(bkr, db_url)["rejected"]
+    assert [(r["source"], r["line"], r["reason"]) for r in rejected] == [
+        ("fills.csv", 3, "not UTF-8 text: byte 0xe9 (write the file in UTF-8; other encodings are not read)"),
+        ("fills.csv", 4, "not a CSV record: field larger than field limit (131072)"),
+        ("fills.ndjson", 2, "not a fill: JSON nested too deeply"),
+    ]
+    assert "jos\\xe9" in rejected[0]["raw"]
+
+
+def test_a_file_that_is_not_parquet_is_refused_in_one_line(registry: Engine, db_url: str, bkr: Any,
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "fills.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file PAR1")
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err.startswith("error: fills.parquet: not a readable Parquet file (")
+    assert len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_file_with_a_column_that_is_not_a_fill_field_is_refused_in_one_line(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path, kind: str) -> None:
+    """A misspelled column would otherwise be read as absent: the fills would lose their broker."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = {k: v for k, v in fill("f-1").items() if k != "broker_id"} | {"brokerid": "1400"}
+    columns = [*(c for c in FIELDS if c in row), "brokerid"]
+    path = tmp_path / f"fills.{kind}"
+    if kind == "csv":
+        write_csv(path, [row], columns)
+    else:
+        pq.write_table(pa.Table.from_pylist([{c: str(row[c]) for c in columns}]), path)
+
+    result = bkr("fills", "import", str(path), "--db", db_url)
+
+    assert result.code == 1
+    assert result.err == f"error: {path.name}: column brokerid: not a fill field; did you mean broker_id?\n"
+    assert count(registry, fills) == 0

@@ -39,7 +39,7 @@ def test_the_merged_totals_are_filled_from_the_aggregates_already_stored(engine:
     add_broker(engine, 2200)
     add_users(engine, "alice", "bob")
     import_rows(engine, tmp_path / "may.csv", [
-        fill("f-1", fee="0.1000000000000000001"), fill("f-2", user="bob", fee="2.5"),
+        fill("f-1", fee="0.100000000000000001"), fill("f-2", user="bob", fee="2.5"),
         fill("f-3", user="bob", market="PERP", fee="-0.25", is_maker=True), fill("f-4", broker=2200, fee="7")])
     with engine.connect() as connection:
         before = connection.execute(select(aggregate_totals).order_by(*aggregate_totals.primary_key.columns)).all()
@@ -50,4 +50,4 @@ def test_the_merged_totals_are_filled_from_the_aggregates_already_stored(engine:
 
     assert after == before
     assert [(r.broker_id, r.market_type, r.fills, r.fee_base_usd) for r in after] == [
-        (1400, "PERP", 1, 0), (1400, "SPOT", 2, Decimal("2.6000000000000000001")), (2200, "SPOT", 1, 7)]
+        (1400, "PERP", 1, 0), (1400, "SPOT", 2, Decimal("2.600000000000000001")), (2200, "SPOT", 1, 7)]

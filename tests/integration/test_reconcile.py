@@ -2,9 +2,12 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from integration_support import (
     APPROVE_ONLY,
+    APRIL,
     MAY,
     NOW,
     add_broker,
@@ -34,7 +37,8 @@ def _settled_may(engine: Engine, tmp_path: Path) -> None:
     import_rows(engine, tmp_path / "may.csv", [
         fill("f-1", fee="12.5"), fill("f-2", user="bob", fee="7.25", market="PERP"),
         fill("f-3", broker=2200, fee="-0.5", is_maker=True), fill("f-4", broker=2200, fee="3", price="250"),
-        fill("f-5", at="2024-04-30T23:00:00Z", fee="1")])  # April: not in May's close
+        fill("f-5", at="2024-04-30T23:00:00Z", fee="1")])  # April: closed first, not in May's close
+    close(engine, APRIL)
     close(engine, MAY)
     approve_all(engine)
     settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
@@ -88,19 +92,49 @@ def test_merged_totals_that_drifted_from_the_aggregates_are_named(db_url: str, e
         ("aggregates -> merged totals", "broker 2200 fills", "2", "3")]
 
 
-def test_a_statement_edited_after_the_close_is_named(db_url: str, engine: Engine, tmp_path: Path,
-                                                      bkr) -> None:  # type: ignore[no-untyped-def]
+EDITS = [  # (what is changed in broker 2200's stored statement, the differences reconcile reports)
+    ({"payout": "0.70"}, [("lines -> totals", "broker 2200 payout", "0.6", "0.7")]),  # one digit changed
+    ({"carried_out": "-1"}, [("lines -> totals", "broker 2200 carried_out", "0", "-1")]),
+    ({"line payout_exact": "0.7"}, [  # the line, and the totals it no longer makes
+        ("lines -> totals", "broker 2200 line 1 (alice SPOT 2024-05 regular) payout_exact", "0.6", "0.7"),
+        ("lines -> totals", "broker 2200 payout_exact", "0.7", "0.6"),
+        ("lines -> totals", "broker 2200 payout", "0.7", "0.6")]),
+]
+
+
+@pytest.mark.parametrize(("edit", "named"), EDITS, ids=[next(iter(edit)) for edit, _ in EDITS])
+def test_a_statement_edited_after_the_close_is_named(db_url: str, engine: Engine, tmp_path: Path, bkr,  # type: ignore[no-untyped-def]
+                                                      edit: dict[str, str], named: list[tuple[str, ...]]) -> None:
+    """The statement's own arithmetic is `check`, the one `bkr statement verify` runs."""
     _settled_may(engine, tmp_path)
+    _edit_statement(engine, edit)
+    code, report = _reconcile(bkr, db_url)
+    assert code == 1
+    assert [(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]] == named
+
+
+def test_a_stored_statement_that_no_longer_reads_is_named_not_a_crash(db_url: str, engine: Engine, tmp_path: Path,
+                                                                      bkr) -> None:  # type: ignore[no-untyped-def]
+    _settled_may(engine, tmp_path)
+    _edit_statement(engine, {"payout": 0.6})  # a JSON number: not an exact decimal
+    code, report = _reconcile(bkr, db_url)
+    found = [(d["link"], d["subject"], d["found"]) for d in report["differences"]]
+    assert code == 1
+    assert ("stored statement", "broker 2200 payout", "missing or not a decimal string (0.6)") in found
+    assert ("aggregates -> lines", "broker 2200 fills", "0") in found  # its lines cannot be counted
+
+
+def _edit_statement(engine: Engine, edit: dict[str, Any]) -> None:
     with engine.begin() as connection:
         text = connection.execute(statements.select().where(statements.c.broker_id == 2200)).one().document
         document = json.loads(text)
-        document["payout"] = "0.70"  # one digit changed
+        for name, value in edit.items():
+            if name.startswith("line "):
+                document["lines"][0][name.removeprefix("line ")] = value
+            else:
+                document[name] = value
         connection.execute(update(statements).where(statements.c.broker_id == 2200)
                            .values(document=json.dumps(document)))
-    code, report = _reconcile(bkr, db_url)
-    assert code == 1
-    assert [(d["link"], d["subject"], d["expected"], d["found"]) for d in report["differences"]] == [
-        ("lines -> totals", "broker 2200 payout", "0.6", "0.7")]
 
 
 def test_a_payout_without_a_paid_statement_and_a_paid_statement_without_one_are_named(

@@ -41,6 +41,15 @@ def test_an_account_enrolled_as_a_broker_cannot_enroll_as_an_affiliate(engine: E
     assert json.loads(bkr("affiliate", "list", "--db", db_url, "--json").out) == []
 
 
+def test_an_account_is_one_account_whatever_its_case(engine: Engine, db_url: str, bkr: Any) -> None:
+    assert add_broker_cli(bkr, db_url, account="Acct-1").code == 0
+
+    result = add_affiliate_cli(bkr, db_url, account="ACCT-1")
+
+    assert (result.code, result.err) == (1, "error: account ACCT-1 is already enrolled in the broker program; the "
+                                            "broker and affiliate programs are mutually exclusive\n")
+
+
 def test_an_account_enrolled_as_an_affiliate_cannot_enroll_as_a_broker(engine: Engine, db_url: str,
                                                                        bkr: Any) -> None:
     assert add_affiliate_cli(bkr, db_url).code == 0

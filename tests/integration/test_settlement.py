@@ -187,6 +187,20 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
         assert connection.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one() == 300
 
 
+def test_approving_a_month_approves_its_drafts_once_each_and_then_nothing(engine: Engine, tmp_path: Path) -> None:
+    _month_with_brokers(engine, tmp_path, 3)
+    with engine.begin() as connection:
+        one = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-1", NOW, broker_id=2)
+        assert settlement.draft_broker_ids(connection, MAY) == [1, 3]
+        rest = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-1", NOW)
+        again = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-2", NOW)
+    assert [(a.broker_id, a.status) for a in one] == [(2, settlement.FINAL)]
+    assert [(a.broker_id, a.status) for a in rest] == [(1, settlement.FINAL), (3, settlement.FINAL)]
+    assert again == []
+    with engine.begin() as connection, pytest.raises(Conflict, match="already final"):
+        settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-2", NOW, broker_id=2)
+
+
 def test_the_command_line_approves_with_four_eyes_and_settles(db_url: str, engine: Engine, tmp_path: Path,
                                                                bkr) -> None:  # type: ignore[no-untyped-def]
     payouts = _month_with_brokers(engine, tmp_path, 2)

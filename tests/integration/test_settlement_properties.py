@@ -108,7 +108,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
                                   .where(ledger_groups.c.key.startswith(f"payout/{broker}/"))).scalars().all()
         balance = journal.balances(connection, broker_account(broker)).get((broker_account(broker), "USD"), ZERO)
         unbalanced = journal.unbalanced_groups(connection)
-        differences = [d for m in months for d in reconcile_month(connection, DEFAULT_CONFIG, m).differences]
+        differences = [d for m in months for d in reconcile_month(connection, m).differences]
     assert all(s.status == settlement.PAID for s in issued)
     assert sorted(keys) == sorted(f"payout/{broker}/{s.month}" for s in issued if s.payout > 0)
     carried = ZERO  # what each statement leaves to the next: the model's own bookkeeping

@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from integration_support import MAY, add_broker, add_code, add_users, close, fill, import_rows
 from sqlalchemy import Engine, select
 
+from bkr.domain.statement_document import parse_statement
 from bkr.domain.statement_signing import new_statement_key, sign_statement
 from bkr.program.close import stored_statement
-from bkr.program.exports import statement_csv
+from bkr.program.exports import StatementFormat, render_statement, statement_csv
+from bkr.program.statement_signing import load_signing_key
 from bkr.store.tables import statement_keys
 
 ODD_USER = 'zoë <script>alert("x")</script> & co'  # not ASCII, not HTML-safe
@@ -268,7 +270,22 @@ def test_the_json_and_csv_formats_are_as_before(bkr: Any, closed_may: Engine, db
 
     assert default.code == as_json.code == as_csv.code == 0
     assert json.loads(default.out) == json.loads(as_json.out) == json.loads(stored_text)
-    assert as_csv.out == statement_csv(json.loads(stored_text))
+    assert as_csv.out == statement_csv(parse_statement(stored_text))
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "signed", "html"])
+def test_the_command_prints_what_every_other_door_hands_out(bkr: Any, closed_may: Engine, db_url: str,
+                                                           key_file: Path, fmt: str) -> None:
+    """`bkr statement` writes the body `render_statement` gives the broker API and the dashboard:
+    the stored JSON byte for byte (not re-indented), the same CSV, envelope and page."""
+    result = bkr("statement", "--broker", "1400", "--month", "2024-05", "--format", fmt, "--db", db_url)
+    with closed_may.connect() as connection:
+        rendered = render_statement(connection, 1400, MAY, StatementFormat(fmt), load_signing_key(key_file))
+
+    assert result.code == 0, result.err
+    assert result.out == rendered.body
+    if fmt == "json":
+        assert result.out == stored(closed_may)
 
 
 def test_statement_options_are_required_without_a_subcommand_and_refused_with_one(
@@ -293,7 +310,7 @@ def test_the_html_statement_is_self_contained_escaped_and_carries_the_signature(
     page = result.out
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert not re.search(r"""(src|href)\s*=|@import|url\(""", page)  # nothing fetched from elsewhere
-    assert "<script>" not in page and "zoë &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
+    assert "<script>" not in page and "zoë &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co" in page
     for figure in ("Broker 1400", document["tier"], document["broker_rate"], document["api_volume"],
                    document["payout_exact"], document["payout"], envelope["signature"]["key_id"],
                    envelope["signature"]["value"]):

@@ -41,8 +41,8 @@ class CloseScheduler:
             log.info("%s was already closed (by another replica)", result.month,
                      extra={"month": str(result.month), "result": outcome})
         else:
-            log.info("closed %s: %d statements", result.month, len(result.documents),
-                     extra={"month": str(result.month), "result": outcome, "statements": len(result.documents),
+            log.info("closed %s: %d statements", result.month, len(result.statements),
+                     extra={"month": str(result.month), "result": outcome, "statements": len(result.statements),
                             "awaiting_user_fills": result.awaiting_user_fills})
         return result
 

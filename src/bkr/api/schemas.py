@@ -4,11 +4,24 @@ A statement is one document wherever it is downloaded (an operator's `/v1/admin/
 broker's `/v1/broker/…`): the canonical JSON the close stored, described here once.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
 
 from bkr.domain.config import TierBasis
+from bkr.domain.registry import BROKER_ID_RANGE, MAX_BROKER_ID, MIN_BROKER_ID
+
+
+class RequestModel(BaseModel):
+    """A request body: a field it does not declare is refused (422, naming it), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# A broker id in a route's path, for the API and the dashboard alike.
+BrokerIdPath = Annotated[int, Path(ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
+                                   description=f"The broker's X-Broker-Id, {BROKER_ID_RANGE}.")]
 
 
 class StatementLineDocument(BaseModel):

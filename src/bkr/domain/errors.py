@@ -40,6 +40,12 @@ class AlreadyEnrolled(Conflict):
     code = "already_enrolled"
 
 
+class MonthOutOfOrder(Conflict):
+    """A month cannot close while an earlier month that holds fills is open."""
+
+    code = "month_out_of_order"
+
+
 class PeriodNotEnded(BkrError):
     """A month cannot be closed before it has ended."""
 

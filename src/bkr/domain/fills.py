@@ -10,16 +10,19 @@ negative to reduce; a bust negates the original's quantity and fee. Corrections 
 rows of their own, so nothing stored, and nothing already paid, is ever edited.
 """
 
+import difflib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, canonical, mul
 from bkr.domain.periods import Month, as_utc, parse_instant
+from bkr.domain.registry import BrokerId, as_broker_id
 
 
 class MarketType(StrEnum):
@@ -48,6 +51,7 @@ FILL_TYPES = SYSTEM_FILL_TYPES | {USER_FILL}
 
 FIELDS = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
           "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type", "corrects")
+_FIELD_SET = frozenset(FIELDS)
 REQUIRED = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
             "fee", "fee_symbol", "is_maker", "timestamp")
 
@@ -85,7 +89,7 @@ class Fill:
     fee_symbol: str
     is_maker: bool
     timestamp: datetime
-    broker_id: int | None
+    broker_id: BrokerId | None
     via_api: bool
     fill_type: str
     corrects: str | None = None  # the fill this row corrects; quantity and fee are then differences
@@ -150,9 +154,10 @@ def _decimal(row: Mapping[str, object], name: str) -> Decimal:
     if isinstance(value, float):
         raise InvalidInput(f"{name}: a float ({value!r}) is not exact; send a decimal string")
     try:
-        return D(value)  # type: ignore[arg-type]
+        amount = D(value)  # type: ignore[arg-type]
     except InvalidInput as error:
         raise InvalidInput(f"{name}: {error}") from None
+    return bounded(amount, AMOUNT, name)
 
 
 def _bool(row: Mapping[str, object], name: str, default: bool | None = None) -> bool:
@@ -181,7 +186,7 @@ def _timestamp(row: Mapping[str, object], name: str) -> datetime:
         raise InvalidInput(f"{name}: {error}") from None
 
 
-def _broker_id(row: Mapping[str, object]) -> int | None:
+def _broker_id(row: Mapping[str, object]) -> BrokerId | None:
     value = row.get("broker_id")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -191,13 +196,27 @@ def _broker_id(row: Mapping[str, object]) -> int | None:
         number = int(str(value).strip())
     except ValueError:
         raise InvalidInput(f"broker_id: not an integer: {value!r}") from None
-    if not 1 <= number <= 65535:
-        raise InvalidInput(f"broker_id: {number} is outside 1..65535")
-    return number
+    return as_broker_id(number)
+
+
+def unknown_field(names: Iterable[str]) -> str | None:
+    """The reason to refuse a record or a header with a name that is not a fill field (a misspelled
+    `brokerId` would otherwise lose the fill's attribution without a word), or None."""
+    unknown = sorted(str(name) for name in names if name and name not in _FIELD_SET)
+    if not unknown:
+        return None
+    name = unknown[0]
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), FIELDS, n=1, cutoff=0.7)
+    hint = f"; did you mean {close[0]}?" if close else f"; the fields are {', '.join(FIELDS)}"
+    others = f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    return f"{name[:64]}: not a fill field{others[:200]}{hint}"
 
 
 def parse_fill(row: Mapping[str, object]) -> Fill:
     """Validate one raw row. Raises `InvalidInput` whose message starts with the field's name."""
+    unknown = unknown_field(row)
+    if unknown is not None:
+        raise InvalidInput(unknown)
     symbol = _text(row, "symbol").upper()
     parts = symbol.split("_")
     if len(parts) < 2 or not all(parts):
@@ -264,6 +283,37 @@ def price_in_usd(fill: Fill, usd_rates: Mapping[str, Decimal]) -> PricedFill:
             raise InvalidInput(f"fee_symbol: no USD rate configured for fee asset {fill.fee_symbol}")
         fee = mul(fill.fee, fee_rate)
     return PricedFill(fill, volume, fee)
+
+
+@dataclass(frozen=True, slots=True)
+class Plausibility:
+    """What a fill's time and fee may be: not before the program started, at most
+    `future_tolerance` ahead of bkr's clock (the exchange's clocks and bkr's differ a little), and a
+    fee (or rebate) of at most `max_fee_share` of the fill's notional, both in USD."""
+
+    earliest: datetime
+    future_tolerance: timedelta
+    max_fee_share: Decimal
+
+
+def check_plausible(priced: PricedFill, now: datetime, rules: Plausibility) -> None:
+    """Refuse a fill no exchange could have made, with the field to blame: bounds (in the parser)
+    keep the arithmetic safe; this keeps a typo in a year or a fee from being paid."""
+    moment = priced.fill.timestamp
+    if moment > now + rules.future_tolerance:
+        raise InvalidInput(f"timestamp: {moment.isoformat()} is in the future (bkr's clock says {now.isoformat()}; "
+                           f"at most {_duration(rules.future_tolerance)} ahead is accepted)", field="timestamp")
+    if moment < rules.earliest:
+        raise InvalidInput(f"timestamp: {moment.isoformat()} is before the program's start "
+                           f"({rules.earliest.isoformat()})", field="timestamp")
+    if priced.fill.corrects is None and abs(priced.fee_usd) > mul(rules.max_fee_share, priced.volume_usd):
+        raise InvalidInput(f"fee: {canonical(abs(priced.fee_usd))} USD is more than {canonical(rules.max_fee_share)} "
+                           f"× the fill's notional of {canonical(priced.volume_usd)} USD", field="fee")
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} seconds"
 
 
 def attribute(broker_id: int | None, fill_type: str, via_api: bool, broker_active: bool | None,

@@ -1,7 +1,7 @@
 """Money: one constructor, one arithmetic context, one rounding function.
 
 Every amount in bkr is a `Decimal` made by `D`. Arithmetic runs in `MONEY`, a context with
-enough digits for 18-decimal amounts far above any exchange's monthly volume, and with
+more digits than any sum of bounded amounts can need (`bkr.domain.bounds` derives it), and with
 `Inexact` trapped: an operation that would have to round raises instead of silently
 dropping digits (Python's default context keeps 28 digits, which rounds an 18-decimal sum
 above $10^10). The only rounding in the program is `round_down`, applied once per statement.
@@ -10,9 +10,11 @@ above $10^10). The only rounding in the program is `round_down`, applied once pe
 from collections.abc import Iterable
 from decimal import ROUND_DOWN, Context, Decimal, Inexact, InvalidOperation, localcontext
 
+from bkr.domain.bounds import PRECISION
 from bkr.domain.errors import InvalidInput
 
-MONEY = Context(prec=80, traps=[InvalidOperation, Inexact])
+# PRECISION is derived from the bounds of every amount that enters (see bkr.domain.bounds).
+MONEY = Context(prec=PRECISION, traps=[InvalidOperation, Inexact])
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 
@@ -52,6 +54,13 @@ def round_down(amount: Decimal, quantum: Decimal = CENT) -> Decimal:
     with localcontext(MONEY) as context:
         context.traps[Inexact] = False  # the one place where dropping digits is intended
         return amount.quantize(quantum, rounding=ROUND_DOWN)
+
+
+def plain(amount: Decimal) -> str:
+    """An amount in plain notation with every digit it has, trailing zeros included: how a
+    payout is written, so that "0.00" shows the quantum it was rounded to. (Formatting with
+    "f" and no precision never rounds, whatever the thread's context.)"""
+    return format(amount, "f")
 
 
 def canonical(amount: Decimal) -> str:

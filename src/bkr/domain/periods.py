@@ -73,10 +73,16 @@ def month_field(text: str, field: str = "month") -> Month:
         raise InvalidInput(str(error), field=field) from None
 
 
+# The months a text may name: from the epoch to the last month whose end a datetime can hold.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+
+
 @lru_cache(maxsize=4096)
 def _parse_month(text: str) -> Month:
     # cached: a close parses the same few month strings once per aggregate row
     match = _MONTH.match(text.strip())
     if not match or not 1 <= int(match.group(2)) <= 12:
-        raise InvalidInput(f"not a month (YYYY-MM): {text!r}")
+        raise InvalidInput(f"not a month (YYYY-MM): {text[:32]!r}")
+    if not FIRST_YEAR <= int(match.group(1)) <= LAST_YEAR:
+        raise InvalidInput(f"not a month bkr keeps: {text.strip()} (years {FIRST_YEAR}..{LAST_YEAR})")
     return _month(int(match.group(1)), int(match.group(2)))

@@ -5,8 +5,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NewType
 
+from bkr.domain.bounds import FRACTION, bounded
 from bkr.domain.errors import Conflict, InvalidInput
+
+BrokerId = NewType("BrokerId", int)
+"""The number a broker's orders carry as `X-Broker-Id`: an unsigned 16-bit integer other than 0, as
+on Backpack (ccxt sends 1400, Hummingbot 2200). Made by `as_broker_id`, which checks the range."""
+
+MIN_BROKER_ID = 1
+MAX_BROKER_ID = 65535
+BROKER_ID_RANGE = f"{MIN_BROKER_ID}..{MAX_BROKER_ID}"
+
+
+def as_broker_id(number: int, where: str = "broker_id") -> BrokerId:
+    """`number` as a broker id; outside the range it is `InvalidInput` naming `where`."""
+    if not MIN_BROKER_ID <= number <= MAX_BROKER_ID:
+        raise InvalidInput(f"{where}: {number} is outside {BROKER_ID_RANGE}")
+    return BrokerId(number)
 
 
 class BrokerType(StrEnum):
@@ -100,4 +117,4 @@ class RateTimeline:
 def check_rate(rate: Decimal) -> Decimal:
     if not 0 <= rate <= 1:
         raise InvalidInput(f"rate: must be a fraction in [0, 1], got {rate}")
-    return rate
+    return bounded(rate, FRACTION, "rate")

@@ -12,17 +12,18 @@ broker's next statement (`carried_out`, then that one's `carried_in`): nothing p
 back, and nothing overpaid is forgotten.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.fills import MarketType
-from bkr.domain.money import ZERO, add, canonical, total
+from bkr.domain.money import MONEY, ZERO, add, canonical, plain, total
 from bkr.domain.payout import effective_rate, line_payout_at, statement_payout
 from bkr.domain.periods import Month
-from bkr.domain.tiers import Tier
+from bkr.domain.tiers import Tier, tier_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,93 +48,131 @@ class AggregateLine:
         return self.fill_month is not self.period and self.fill_month != self.period
 
 
+class LineKind(StrEnum):
+    """What a statement line pays for."""
+
+    REGULAR = "regular"  # fills of the statement's own month: they make its volume and tier
+    ADJUSTMENT = "adjustment"  # late fills of an earlier, closed month, priced at that month's tier
+    CORRECTION = "correction"  # corrections of fills an earlier statement paid, priced as those were
+
+
+_KIND_ORDER = {LineKind.REGULAR: 0, LineKind.ADJUSTMENT: 1, LineKind.CORRECTION: 2}
+
+
 @dataclass(frozen=True, slots=True)
 class StatementLine:
+    """One line of a statement: a user's fills of one market type, affiliate rate, fill month and kind."""
+
     user_id: str
     market_type: MarketType
-    affiliate_rate: Decimal
+    kind: LineKind
     fill_month: Month
-    is_adjustment: bool
-    is_correction: bool
-    tier: Tier
+    tier_level: int  # the tier the line is priced at (an earlier month's for adjustments and corrections)
+    affiliate_rate: Decimal
+    effective_rate: Decimal
     fills: int
     volume_usd: Decimal
     fee_usd: Decimal
     fee_base: Decimal
-    effective_rate: Decimal
     payout_exact: Decimal
 
     @property
-    def kind(self) -> str:
-        if self.is_correction:
-            return "correction"
-        return "adjustment" if self.is_adjustment else "regular"
+    def is_adjustment(self) -> bool:
+        """Not the month's own fills (a correction is an adjustment too): no volume, no tier."""
+        return self.kind is not LineKind.REGULAR
 
-    def sort_key(self) -> tuple[bool, bool, Month, str, str, Decimal]:
-        return (self.is_adjustment, self.is_correction, self.fill_month, self.user_id, self.market_type.value,
-                self.affiliate_rate)
+    @property
+    def is_correction(self) -> bool:
+        return self.kind is LineKind.CORRECTION
+
+    @property
+    def tier_name(self) -> str:
+        return tier_name(self.tier_level)
+
+    def sort_key(self) -> tuple[int, Month, str, str, Decimal]:
+        return (_KIND_ORDER[self.kind], self.fill_month, self.user_id, self.market_type.value, self.affiliate_rate)
 
     def to_document(self) -> dict[str, Any]:
+        # keys in sorted order, the canonical form's: a line just priced and one read back print alike
         return {
-            "user_id": self.user_id,
-            "market_type": self.market_type.value,
-            "kind": self.kind,
-            "fill_month": str(self.fill_month),
-            "tier": self.tier.name,
             "affiliate_rate": canonical(self.affiliate_rate),
             "effective_rate": canonical(self.effective_rate),
-            "fills": self.fills,
-            "volume_usd": canonical(self.volume_usd),
-            "fee_usd": canonical(self.fee_usd),
             "fee_base": canonical(self.fee_base),
+            "fee_usd": canonical(self.fee_usd),
+            "fill_month": str(self.fill_month),
+            "fills": self.fills,
+            "kind": self.kind.value,
+            "market_type": self.market_type.value,
             "payout_exact": canonical(self.payout_exact),
+            "tier": self.tier_name,
+            "user_id": self.user_id,
+            "volume_usd": canonical(self.volume_usd),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerStatement:
+    """A broker's statement of a month, as the close issues it and as it is read back from its
+    stored document (`bkr.domain.statement_document`): every figure it states, including those
+    that follow from others (`api_volume`, `carried_out`, the totals), so that a statement read
+    back can be checked against its lines (`bkr.domain.statement_checks`)."""
+
     broker_id: int
     month: Month
-    tier: Tier
+    tier_level: int  # the tier the month is paid at
+    broker_rate: Decimal  # that tier's rate, as it was when the month closed
     tier_basis: TierBasis
     spot_volume: Decimal
     futures_volume: Decimal
+    api_volume: Decimal  # spot + futures volume of the regular lines
     fee_base: Decimal  # regular lines only
     adjustment_fee_base: Decimal  # adjustment and correction lines
     adjustment_payout_exact: Decimal
     payout_exact: Decimal  # every line, unrounded
     carried_in: Decimal  # the previous statement's carried_out: 0 or negative
-    payout: Decimal  # max(0, payout_exact + carried_in) rounded once, down
+    carried_out: Decimal  # min(0, payout_exact + carried_in): what the next statement recovers
+    payout: Decimal  # max(0, payout_exact + carried_in) rounded once, down; written with the quantum's decimals
     lines: tuple[StatementLine, ...]
+    records_carries: bool = True  # False for a statement issued before carries existed: neither field is written
 
     @property
-    def api_volume(self) -> Decimal:
-        return total((self.spot_volume, self.futures_volume))
+    def tier_name(self) -> str:
+        return tier_name(self.tier_level)
 
     @property
-    def carried_out(self) -> Decimal:
-        return carried_out(self.payout_exact, self.carried_in)
+    def quantum(self) -> Decimal:
+        """What the payout was rounded to: a payout rounded to 0.01 is written with two decimals."""
+        return quantum_of(self.payout)
 
-    def to_document(self) -> dict[str, Any]:
-        """The statement as JSON-ready data: decimals as strings, lines in a fixed order."""
+    def to_document(self, *, with_lines: bool = True) -> dict[str, Any]:
+        """The statement as JSON-ready data: decimals as strings, lines in a fixed order, keys in
+        sorted order (the canonical form's, so that a statement just computed and one read back
+        print alike). Without its lines, it is the statement's figures."""
+        carries = ({"carried_in": canonical(self.carried_in), "carried_out": canonical(self.carried_out)}
+                   if self.records_carries else {})
         return {
-            "month": str(self.month),
-            "broker_id": self.broker_id,
-            "tier": self.tier.name,
-            "tier_basis": self.tier_basis.value,
-            "broker_rate": canonical(self.tier.rate),
-            "spot_volume": canonical(self.spot_volume),
-            "futures_volume": canonical(self.futures_volume),
-            "api_volume": canonical(self.api_volume),
-            "fee_base": canonical(self.fee_base),
             "adjustment_fee_base": canonical(self.adjustment_fee_base),
             "adjustment_payout_exact": canonical(self.adjustment_payout_exact),
+            "api_volume": canonical(self.api_volume),
+            "broker_id": self.broker_id,
+            "broker_rate": canonical(self.broker_rate),
+            **carries,
+            "fee_base": canonical(self.fee_base),
+            "futures_volume": canonical(self.futures_volume),
+            **({"lines": [line.to_document() for line in self.lines]} if with_lines else {}),
+            "month": str(self.month),
+            "payout": plain(self.payout),  # a multiple of the rounding quantum, with its decimals
             "payout_exact": canonical(self.payout_exact),
-            "carried_in": canonical(self.carried_in),
-            "carried_out": canonical(self.carried_out),
-            "payout": format(self.payout, "f"),  # already a multiple of the rounding quantum
-            "lines": [line.to_document() for line in self.lines],
+            "spot_volume": canonical(self.spot_volume),
+            "tier": self.tier_name,
+            "tier_basis": self.tier_basis.value,
         }
+
+
+def quantum_of(payout: Decimal) -> Decimal:
+    """The rounding quantum a payout is written to: a payout rounded to 0.01 is written with two
+    decimals ("1020.05", "0.00"), so its exponent is the quantum's."""
+    return Decimal(1).scaleb(min(int(payout.as_tuple().exponent), 0), context=MONEY)
 
 
 def api_volumes(lines: Iterable[AggregateLine]) -> tuple[Decimal, Decimal]:
@@ -168,8 +207,6 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
     """Price every line and total the statement. `prior_tiers` holds the tier of each earlier
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
     left to recover."""
-    lines = list(lines)
-    spot, futures = api_volumes(lines)
     priced: list[StatementLine] = []
     rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
     for line in lines:
@@ -179,23 +216,44 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
         rate = rates.get(pair)
         if rate is None:
             rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
+        kind = (LineKind.CORRECTION if line.is_correction else LineKind.ADJUSTMENT if adjustment
+                else LineKind.REGULAR)
         priced.append(StatementLine(
-            user_id=line.user_id, market_type=line.market_type, affiliate_rate=line.affiliate_rate,
-            fill_month=line.fill_month, is_adjustment=adjustment, is_correction=line.is_correction, tier=line_tier,
-            fills=line.fills, volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
-            effective_rate=rate, payout_exact=line_payout_at(line.fee_base_usd, rate),
+            user_id=line.user_id, market_type=line.market_type, kind=kind, fill_month=line.fill_month,
+            tier_level=line_tier.level, affiliate_rate=line.affiliate_rate, effective_rate=rate, fills=line.fills,
+            volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
+            payout_exact=line_payout_at(line.fee_base_usd, rate),
         ))
     priced.sort(key=StatementLine.sort_key)
-    adjustments = [line for line in priced if line.is_adjustment]
-    payout_exact = total(line.payout_exact for line in priced)
+    return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
+                           config.rounding_quantum)
+
+
+def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,
+                    lines: Sequence[StatementLine], carried_in: Decimal, quantum: Decimal, *,
+                    records_carries: bool = True) -> BrokerStatement:
+    """The statement its priced lines make: every total, the carry and the payout. The one place
+    these rules are written: the close totals with it, and `statement_checks.check` compares a
+    statement read back with what this makes of the same lines."""
+    volumes: dict[MarketType, list[Decimal]] = {market: [] for market in MarketType}
+    regular_fee_base: list[Decimal] = []
+    adjustment_fee_base: list[Decimal] = []
+    adjustment_payout: list[Decimal] = []
+    for line in lines:
+        if line.kind is LineKind.REGULAR:
+            volumes[line.market_type].append(line.volume_usd)
+            regular_fee_base.append(line.fee_base)
+        else:
+            adjustment_fee_base.append(line.fee_base)
+            adjustment_payout.append(line.payout_exact)
+    spot = total(volumes[MarketType.SPOT])
+    futures = total(value for market, values in volumes.items() if market.is_futures for value in values)
+    payout_exact = total(line.payout_exact for line in lines)
     return BrokerStatement(
-        broker_id=broker_id, month=month, tier=tier, tier_basis=config.tier_basis,
-        spot_volume=spot, futures_volume=futures,
-        fee_base=total(line.fee_base for line in priced if not line.is_adjustment),
-        adjustment_fee_base=total(line.fee_base for line in adjustments),
-        adjustment_payout_exact=total(line.payout_exact for line in adjustments),
-        payout_exact=payout_exact,
-        carried_in=carried_in,
-        payout=payable(payout_exact, carried_in, config.rounding_quantum),
-        lines=tuple(priced),
+        broker_id=broker_id, month=month, tier_level=tier_level, broker_rate=broker_rate, tier_basis=tier_basis,
+        spot_volume=spot, futures_volume=futures, api_volume=add(spot, futures),
+        fee_base=total(regular_fee_base), adjustment_fee_base=total(adjustment_fee_base),
+        adjustment_payout_exact=total(adjustment_payout), payout_exact=payout_exact, carried_in=carried_in,
+        carried_out=carried_out(payout_exact, carried_in), payout=payable(payout_exact, carried_in, quantum),
+        lines=tuple(lines), records_carries=records_carries,
     )

@@ -4,6 +4,7 @@ The schedule is configuration, versioned by the month it takes effect, so that a
 program terms never reprices a month that was closed under the old ones.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,7 +22,21 @@ class Tier:
 
     @property
     def name(self) -> str:
-        return f"BKR {self.level}"
+        return tier_name(self.level)
+
+
+_TIER_NAME = re.compile(r"^BKR (0|[1-9][0-9]{0,2})$")
+
+
+def tier_name(level: int) -> str:
+    """How a tier is named on statements and in the API: `BKR 3`."""
+    return f"BKR {level}"
+
+
+def tier_level(name: str) -> int | None:
+    """The level a tier name stands for (`BKR 3` -> 3); None for a text that is not a tier name."""
+    match = _TIER_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.fills import FIELDS
+from bkr.domain.fills import FIELDS, unknown_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,34 +58,76 @@ def read_rows(path: Path, file_format: str | None = None) -> Iterator[RawRow]:
     raise InvalidInput(f"unknown fill file format {file_format!r}")
 
 
+def _text_file(path: Path) -> io.TextIOWrapper:
+    """The file as UTF-8 text, a byte-order mark skipped; a byte that is not UTF-8 is kept as a
+    surrogate escape, so that its record (not the file) is refused."""
+    return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
 def read_csv(path: Path) -> Iterator[RawRow]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with _text_file(path) as handle:
         reader = csv.reader(handle)
         try:
             header = [name.strip().lower() for name in next(reader)]
         except StopIteration:
             return
+        except csv.Error as error:
+            raise InvalidInput(f"{path.name}: line 1: not a CSV header ({error})") from None
+        if any(_UNDECODED.search(name) for name in header):
+            raise InvalidInput(f"{path.name}: line 1: the header is not UTF-8 text")
         _check_header(path, header)
         width = len(header)
         line = reader.line_num
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # the reader resumes at the next line
+                start, line = line + 1, reader.line_num
+                yield RawRow(start, None, "", f"not a CSV record: {error}")
+                continue
             start, line = line + 1, reader.line_num
             if not record or record == [""]:
                 continue
-            if len(record) != width:
+            undecoded = _undecoded(record)
+            if undecoded is not None:
+                yield RawRow(start, None, [_visible(field) for field in record], undecoded)
+            elif len(record) != width:
                 yield RawRow(start, None, record, f"row has {len(record)} fields, the header has {width}")
-                continue
-            yield RawRow(start, dict(zip(header, record, strict=True)), record)
+            else:
+                yield RawRow(start, dict(zip(header, record, strict=True)), record)
+
+
+# What `surrogateescape` makes of a byte that is not UTF-8: one of U+DC80..U+DCFF.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _undecoded(fields: Iterable[str]) -> str | None:
+    for field in fields:
+        found = _UNDECODED.search(field)
+        if found is not None:
+            return (f"not UTF-8 text: byte 0x{ord(found.group()) - 0xDC00:02x} "
+                    "(write the file in UTF-8; other encodings are not read)")
+    return None
+
+
+def _visible(text: str) -> str:
+    """Undecodable bytes written as \\xNN, so that the record can be stored for an operator."""
+    return _UNDECODED.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
 
 
 def _check_header(path: Path, header: list[str]) -> None:
     missing = [name for name in ("fill_id", "price", "quantity", "fee", "timestamp") if name not in header]
     if missing:
         raise InvalidInput(f"{path.name}: header lacks {', '.join(missing)} (columns are {', '.join(FIELDS)})")
+    unknown = unknown_field(name for name in header if name)
+    if unknown is not None:
+        raise InvalidInput(f"{path.name}: column {unknown}")
 
 
 def read_ndjson(path: Path) -> Iterator[RawRow]:
-    with path.open(encoding="utf-8") as handle:
+    with _text_file(path) as handle:
         yield from ndjson_rows(handle)
 
 
@@ -93,17 +135,24 @@ def ndjson_rows(lines: Iterable[str]) -> Iterator[RawRow]:
     """One row per non-blank line, numbered by line (a file, or the body of an HTTP batch)."""
     for number, text in enumerate(lines, start=1):
         text = text.strip()
-        if text:
+        if not text:
+            continue
+        undecoded = _undecoded([text])
+        if undecoded is not None:
+            yield RawRow(number, None, _visible(text), undecoded)
+        else:
             yield parse_json_record(number, text)
 
 
 def parse_json_record(number: int | None, text: str) -> RawRow:
     """One JSON object; numbers are read as exact decimals, never floats."""
+    kept = text.replace("\x00", "\\u0000")  # a NUL cannot be stored as text; keep it visible
     try:
         value = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as error:
-        kept = text.replace("\x00", "\\u0000")  # a NUL cannot be stored as text; keep it visible
         return RawRow(number, None, kept, f"not valid JSON: {error.msg} at column {error.colno}")
+    except RecursionError:
+        return RawRow(number, None, kept, "not a fill: JSON nested too deeply")
     return json_record(number, value, text)
 
 
@@ -140,17 +189,34 @@ def read_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InvalidInput(f"{path.name}: not a readable Parquet file ({_first_line(error)})") from None
+    unknown = unknown_field(parquet.schema_arrow.names)
+    if unknown is not None:
+        raise InvalidInput(f"{path.name}: column {unknown}")
     floats = [f.name for f in parquet.schema_arrow if pa.types.is_floating(f.type)
               and f.name in ("price", "quantity", "fee")]
     if floats:
         raise InvalidInput(f"{path.name}: columns {', '.join(floats)} are floating point, which is not exact; "
                            "write them as decimal or string")
     number = 0
-    for batch in parquet.iter_batches(batch_size=10_000):
+    batches = parquet.iter_batches(batch_size=10_000)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as error:  # the batches before it are read and kept
+            raise InvalidInput(f"{path.name}: unreadable after record {number} ({_first_line(error)})") from None
         for record in batch.to_pylist():
             number += 1
             yield RawRow(number, record, json.dumps(record, default=_json_default, sort_keys=True))
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _json_default(value: object) -> str:

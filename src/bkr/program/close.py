@@ -2,13 +2,13 @@
 
 `close_month` is the only computation of a statement: `dry_run=True` runs it to the end and
 rolls back, so the preview cannot drift from the real close. A closed month answers with the
-statements it stored, byte for byte. On PostgreSQL the month's period row is locked for
+statements it stored, byte for byte (`statements.document` is the statement's canonical JSON,
+`bkr.domain.statement_document`). On PostgreSQL the month's period row is locked for
 update, so concurrent closes (any number of replicas) produce one result, and ingestion,
 which holds a shared lock on the periods it writes into, is routed to the next open month
 once the close has committed (see `bkr.program.periods`).
 """
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +22,7 @@ from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, total
 from bkr.domain.periods import Month
+from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import (
     AggregateLine,
     BrokerStatement,
@@ -31,6 +32,7 @@ from bkr.domain.statements import (
     paying_tier,
 )
 from bkr.domain.tiers import Tier
+from bkr.program.close_order import check_closable, close_empty_months_before
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
@@ -40,7 +42,7 @@ class CloseResult:
     month: Month
     already_closed: bool
     dry_run: bool
-    documents: tuple[dict[str, Any], ...]  # one statement document per broker, by broker id
+    statements: tuple[BrokerStatement, ...]  # one per broker, by broker id: computed, or read back if closed
     awaiting_user_fills: int  # broker fills of the month that cannot be paid until their user is known
 
     def to_document(self, *, with_lines: bool = False) -> dict[str, Any]:
@@ -49,14 +51,9 @@ class CloseResult:
             "already_closed": self.already_closed,
             "dry_run": self.dry_run,
             "awaiting_user_fills": self.awaiting_user_fills,
-            "statements": [doc if with_lines else {k: v for k, v in doc.items() if k != "lines"}
-                           | {"line_count": len(doc["lines"])} for doc in self.documents],
+            "statements": [s.to_document() if with_lines else s.to_document(with_lines=False)
+                           | {"line_count": len(s.lines)} for s in self.statements],
         }
-
-
-def dump(document: dict[str, Any]) -> str:
-    """The canonical bytes of a statement document."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: datetime,
@@ -70,23 +67,23 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
         status = connection.execute(locked(select(periods.c.status).where(periods.c.month == str(month)))).scalar()
         awaiting = _awaiting_user(connection, month)
         if status == "closed":
-            return CloseResult(month, True, dry_run, tuple(stored_documents(connection, month)), awaiting)
-        computed = compute_statements(connection, config, month)
-        # the stored form (keys sorted), so that a first close, a dry run and a repeated close
-        # answer with the same documents, key order included
-        documents = tuple(json.loads(dump(s.to_document())) for s in computed)
+            return CloseResult(month, True, dry_run, tuple(issued_statements(connection, month)), awaiting)
+        check_closable(connection, config, month)
+        computed = tuple(compute_statements(connection, config, month))
         if dry_run:
             transaction.rollback()
-            return CloseResult(month, False, True, documents, awaiting)
+            return CloseResult(month, False, True, computed, awaiting)
         if computed:
             connection.execute(insert(statements), [
-                {"broker_id": s.broker_id, "month": str(month), "tier_level": s.tier.level,
-                 "broker_rate": s.tier.rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
-                 "carried_in": s.carried_in, "payout": s.payout, "document": dump(doc), "created_at": now}
-                for s, doc in zip(computed, documents, strict=True)])
+                {"broker_id": s.broker_id, "month": str(month), "tier_level": s.tier_level,
+                 "broker_rate": s.broker_rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
+                 "carried_in": s.carried_in, "payout": s.payout, "document": canonical_json(s.to_document()),
+                 "created_at": now}
+                for s in computed])
+        close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == str(month))
                            .values(status="closed", closed_at=now))
-        return CloseResult(month, False, False, documents, awaiting)
+        return CloseResult(month, False, False, computed, awaiting)
 
 
 def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
@@ -184,14 +181,20 @@ def _awaiting_user(connection: Connection, month: Month) -> int:
         (fills.c.attribution == Attribution.AWAITING_USER.value) & (fills.c.fill_month == str(month)))).scalar_one()
 
 
-def stored_documents(connection: Connection, month: Month) -> list[dict[str, Any]]:
+def issued_statements(connection: Connection, month: Month) -> list[BrokerStatement]:
+    """The statements a closed month issued, read back from their stored documents, by broker id."""
     rows = connection.execute(select(statements.c.document).where(statements.c.month == str(month))
                               .order_by(statements.c.broker_id)).scalars()
-    return [json.loads(text) for text in rows]
+    return [parse_statement(text) for text in rows]
+
+
+def issued_statement(connection: Connection, broker_id: int, month: Month) -> BrokerStatement:
+    """One broker's statement of a closed month, read back from its stored document."""
+    return parse_statement(stored_statement(connection, broker_id, month))
 
 
 def stored_statement(connection: Connection, broker_id: int, month: Month) -> str:
-    """The canonical JSON of one stored statement."""
+    """The canonical JSON of one stored statement, as stored: what is signed and served."""
     text = connection.execute(select(statements.c.document).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
     if text is None:

@@ -1,129 +1,148 @@
-"""Statements in the formats people download: CSV beside the canonical JSON, and a printable
-HTML page. Each is made from the stored document alone, so every format shows the same figures."""
+"""A closed month's statement in each format it is handed out in, from one place.
+
+`render_statement` is the one use case behind `bkr statement`, the broker API's and the operator
+API's statement downloads and the dashboard's: the same statement gives the same bytes, media
+type and file name whoever asks, and the same errors (a missing statement is `NotFound`; a signed
+copy without a statement key is `StatementKeyUnavailable`). `json` is the stored document byte
+for byte; `signed` is it in the signed envelope; `csv` and `html` are made from the statement read
+back from it, so every format shows the same figures. The printable page is a Jinja template
+whose statement body (`templates/statement_body.html`) the dashboard's statement page shares.
+"""
 
 import csv
-import html
 import io
-from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import Connection
+
+from bkr.domain.errors import StatementKeyUnavailable
+from bkr.domain.money import canonical, plain
+from bkr.domain.periods import Month
+from bkr.domain.statement_document import canonical_json, parse_statement
+from bkr.domain.statement_signing import Signature, StatementKey, envelope_of
+from bkr.domain.statements import BrokerStatement
+from bkr.program.close import stored_statement
+from bkr.program.registry import broker_name
+from bkr.program.statement_signing import sign_issued
+
+TEMPLATES = Path(__file__).parent / "templates"
+# The filters the statement templates use, for any environment that renders them (the dashboard's too).
+FILTERS = {"exact": canonical, "plain": plain}
 
 
-def statement_csv(document: dict[str, Any]) -> str:
+class StatementFormat(StrEnum):
+    JSON = "json"  # the stored canonical JSON, byte for byte
+    CSV = "csv"
+    SIGNED = "signed"  # the envelope {"statement", "signature"}, in canonical JSON
+    HTML = "html"  # a printable page, signed if the server has a statement key
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedStatement:
+    body: str
+    media_type: str
+    filename: str
+    disposition: str  # "attachment" for a file to save, "inline" for a page to read
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Disposition": f'{self.disposition}; filename="{self.filename}"',
+                   "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+        if self.media_type.startswith("text/html"):
+            headers |= PAGE_HEADERS
+        return headers
+
+
+# The printable page is self-contained: its own inline style and nothing else. It runs no script,
+# loads nothing, is never framed by another site, and is not kept in shared caches.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+_MEDIA = {StatementFormat.JSON: ("application/json", ".json", "attachment"),
+          StatementFormat.CSV: ("text/csv; charset=utf-8", ".csv", "attachment"),
+          StatementFormat.SIGNED: ("application/json", ".signed.json", "attachment"),
+          StatementFormat.HTML: ("text/html; charset=utf-8", ".html", "inline")}
+
+NO_KEY = ("statements are not signed on this server yet: it has no statement key (the operator makes one with "
+          "`bkr statement-key create`)")
+
+
+def render_statement(connection: Connection, broker_id: int, month: Month, fmt: StatementFormat,
+                     key: StatementKey | None) -> RenderedStatement:
+    """One broker's statement of a closed month in `fmt`. `key` signs `signed` (required) and
+    `html` (without it the page says it is not signed)."""
+    stored = stored_statement(connection, broker_id, month)
+    media_type, suffix, disposition = _MEDIA[fmt]
+    if fmt is StatementFormat.JSON:
+        body = stored
+    elif fmt is StatementFormat.CSV:
+        body = statement_csv(parse_statement(stored))
+    elif fmt is StatementFormat.SIGNED:
+        if key is None:
+            raise StatementKeyUnavailable(NO_KEY, code="statement_key_missing")
+        body = canonical_json(envelope_of(stored, sign_issued(connection, stored, key)))
+    else:
+        signature = None if key is None else sign_issued(connection, stored, key)
+        body = statement_html(parse_statement(stored), signature, broker_name(connection, broker_id))
+    return RenderedStatement(body, media_type, f"statement-{broker_id}-{month}{suffix}", disposition)
+
+
+CSV_COLUMNS = ("broker_id", "month", "kind", "fill_month", "user_id", "market_type", "tier", "affiliate_rate",
+               "effective_rate", "fills", "volume_usd", "fee_usd", "fee_base", "payout_exact", "payout")
+
+
+def statement_csv(statement: BrokerStatement) -> str:
     """The statement's lines as CSV, then what it carried in from the previous statement and out
     to the next (rows of kind carried_in and carried_out, when not 0), then a total row."""
-    columns = ["broker_id", "month", "kind", "fill_month", "user_id", "market_type", "tier", "affiliate_rate",
-               "effective_rate", "fills", "volume_usd", "fee_usd", "fee_base", "payout_exact", "payout"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for line in document["lines"]:
-        writer.writerow([document["broker_id"], document["month"], *(line[c] for c in columns[2:-1]), ""])
-    for carry in ("carried_in", "carried_out"):
-        if Decimal(document.get(carry, "0")):
-            # the amount in the payout_exact column; the line columns between stay empty
-            writer.writerow([document["broker_id"], document["month"], carry, *[""] * (len(columns) - 5),
-                             document[carry], ""])
-    writer.writerow([document["broker_id"], document["month"], "total", "", "", "", document["tier"], "", "",
-                     sum(line["fills"] for line in document["lines"]), document["api_volume"], "",
-                     document["fee_base"], document["payout_exact"], document["payout"]])
+    writer.writerow(CSV_COLUMNS)
+    who = (statement.broker_id, str(statement.month))
+    for line in statement.lines:
+        writer.writerow([*who, line.kind.value, str(line.fill_month), spreadsheet_safe(line.user_id),
+                         line.market_type.value,
+                         line.tier_name, canonical(line.affiliate_rate), canonical(line.effective_rate), line.fills,
+                         canonical(line.volume_usd), canonical(line.fee_usd), canonical(line.fee_base),
+                         canonical(line.payout_exact), ""])
+    for kind, amount in (("carried_in", statement.carried_in), ("carried_out", statement.carried_out)):
+        if amount:  # the amount in the payout_exact column; the line columns between stay empty
+            writer.writerow([*who, kind, *[""] * (len(CSV_COLUMNS) - 5), canonical(amount), ""])
+    fills = sum(line.fills for line in statement.lines)
+    writer.writerow([*who, "total", "", "", "", statement.tier_name, "", "", fills, canonical(statement.api_volume), "",
+                     canonical(statement.fee_base), canonical(statement.payout_exact), plain(statement.payout)])
     return buffer.getvalue()
 
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #111; margin: 2rem; }
-h1 { font-size: 1.4rem; margin: 0 0 1rem; }
-h2 { font-size: 1.05rem; margin: 1.6rem 0 .5rem; }
-table { border-collapse: collapse; width: 100%; font-size: .82rem; }
-th, td { border-bottom: 1px solid #ccc; padding: .25rem .4rem; text-align: left; vertical-align: top; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.summary { width: auto; }
-table.summary th { font-weight: normal; color: #444; padding-right: 2rem; }
-tfoot td { font-weight: bold; border-top: 2px solid #111; }
-tr.adjustment td, tr.correction td { font-style: italic; }
-.payout { font-size: 1.15rem; font-weight: bold; }
-.signature { border: 1px solid #111; padding: .8rem 1rem; margin-top: 1.6rem; page-break-inside: avoid; }
-.signature code { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
-.unsigned { border: 2px solid #b00; color: #b00; }
-.note { color: #444; font-size: .8rem; }
-@media print { body { margin: 0; } thead { display: table-header-group; } tr { page-break-inside: avoid; } }
-"""
-
-_LINE_COLUMNS = (("kind", "Kind", False), ("fill_month", "Fill month", False), ("user_id", "User", False),
-                 ("market_type", "Market", False), ("tier", "Tier", False), ("affiliate_rate", "Affiliate rate", True),
-                 ("effective_rate", "Effective rate", True), ("fills", "Fills", True),
-                 ("volume_usd", "Volume (USD)", True), ("fee_usd", "Fees (USD)", True),
-                 ("fee_base", "Fee base (USD)", True), ("payout_exact", "Payout, exact (USD)", True))
-
-_SUMMARY = (("spot_volume", "Spot volume (USD)"), ("futures_volume", "Futures volume (USD)"),
-            ("api_volume", "API volume (USD)"), ("fee_base", "Fee base (USD)"),
-            ("adjustment_fee_base", "Adjustments and corrections: fee base (USD)"),
-            ("adjustment_payout_exact", "Adjustments and corrections: payout, exact (USD)"),
-            ("payout_exact", "Payout, exact (USD)"),
-            ("carried_in", "Carried in from the previous statement (USD)"),
-            ("carried_out", "Carried out to the next statement (USD)"))
+# What a spreadsheet runs when a cell starts with it (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-_NUMERIC = ' class="n"'
+def spreadsheet_safe(text: str) -> str:
+    """Text from outside (a user id) as a CSV cell no spreadsheet runs: a leading `'` before a
+    formula character. Amounts are bkr's own canonical numbers and are written as they are; the
+    JSON document keeps every value exact."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+def statement_html(statement: BrokerStatement, signature: Signature | None, broker_name: str | None) -> str:
+    """A self-contained printable page (no external assets): the figures, every line, and the
+    signature block that matches a printed copy to its signed statement."""
+    return _templates().get_template("statement_print.html").render(
+        statement=statement, signature=signature, broker_name=broker_name, show=plain)
 
 
-def statement_html(document: Mapping[str, Any], *, signature: Mapping[str, Any] | None = None,
-                   broker_name: str | None = None) -> str:
-    """A self-contained printable page (no external assets): the header figures, every line,
-    and the signature block that matches a printed copy to its signed statement."""
-    broker = f"{_e(document['broker_id'])}" + (f" — {_e(broker_name)}" if broker_name else "")
-    lines = document["lines"]
-    head = "".join(f"<th{_NUMERIC if numeric else ''}>{_e(title)}</th>" for _, title, numeric in _LINE_COLUMNS)
-    rows = "".join(
-        f'<tr class="{_e(line.get("kind"))}">'
-        + "".join(f"<td{_NUMERIC if numeric else ''}>{_e(line.get(key))}</td>" for key, _, numeric in _LINE_COLUMNS)
-        + "</tr>" for line in lines)
-    total_fills = sum(line.get("fills", 0) for line in lines if isinstance(line.get("fills"), int))
-    foot = (f'<tr><td colspan="7">Total ({len(lines)} lines)</td><td class="n">{total_fills}</td><td></td><td></td>'
-            f'<td class="n"></td><td class="n">{_e(document["payout_exact"])}</td></tr>')
-    summary = "".join(f'<tr><th>{_e(title)}</th><td class="n">{_e(document.get(key, "0"))}</td></tr>'
-                      for key, title in _SUMMARY)
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>Statement of broker {_e(document['broker_id'])} for {_e(document['month'])}</title>",
-        f"<style>{_STYLE}</style>", "</head>", "<body>",
-        f"<h1>API Broker Program statement — {_e(document['month'])}</h1>",
-        '<table class="summary"><tbody>',
-        f"<tr><th>Broker</th><td>{broker}</td></tr>",
-        f"<tr><th>Month (UTC)</th><td>{_e(document['month'])}</td></tr>",
-        f"<tr><th>Tier</th><td>{_e(document['tier'])} (tier basis: {_e(document.get('tier_basis'))})</td></tr>",
-        f'<tr><th>Broker rate</th><td class="n">{_e(document["broker_rate"])}</td></tr>',
-        summary,
-        f'<tr class="payout"><th>Payout (USD)</th><td class="n">{_e(document["payout"])}</td></tr>',
-        "</tbody></table>",
-        '<p class="note">The payout is the exact payout with what was carried in, if positive, rounded down once '
-        "to the rounding quantum; what corrections take below zero is carried out to the next statement. Lines of "
-        "kind <em>adjustment</em> are late fills of an earlier, closed month, priced at that month's tier; lines of "
-        "kind <em>correction</em> correct fills an earlier statement paid, priced as those fills were.</p>",
-        "<h2>Lines</h2>",
-        f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody><tfoot>{foot}</tfoot></table>",
-        _signature_block(signature),
-        "</body>", "</html>", "",
-    ]
-    return "\n".join(parts)
-
-
-def _signature_block(signature: Mapping[str, Any] | None) -> str:
-    if signature is None:
-        return ('<div class="signature unsigned"><h2>Not signed</h2><p>This copy carries no signature: ask for the '
-                "signed statement (format <code>signed</code>) to verify it.</p></div>")
-    return (
-        '<div class="signature"><h2>Signature</h2><table class="summary"><tbody>'
-        f"<tr><th>Algorithm</th><td><code>{_e(signature.get('algorithm'))}</code></td></tr>"
-        f"<tr><th>Key id</th><td><code>{_e(signature.get('key_id'))}</code></td></tr>"
-        f"<tr><th>Public key</th><td><code>{_e(signature.get('public_key'))}</code></td></tr>"
-        f"<tr><th>Signature</th><td><code>{_e(signature.get('value'))}</code></td></tr>"
-        "</tbody></table>"
-        '<p class="note">The signature covers the canonical JSON of this statement. A printed copy matches the '
-        "signed statement (format <code>signed</code>) that carries the same key id and signature; check that one "
-        "with <code>bkr statement verify FILE</code> or the script in the exchange's statements guide, against "
-        "the keys it publishes at <code>GET /v1/statement-keys</code>.</p></div>")
+@cache
+def _templates() -> Environment:
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
+                              lstrip_blocks=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    environment.filters.update(FILTERS)
+    return environment

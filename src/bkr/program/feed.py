@@ -60,6 +60,8 @@ def read_batch(body: bytes, batch_format: BatchFormat, max_items: int) -> list[R
     except json.JSONDecodeError as error:
         raise InvalidInput(f"body: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
                            field="body") from None
+    except RecursionError:
+        raise InvalidInput("body: JSON nested too deeply to be a batch of fills", field="body") from None
     if not isinstance(items, list):
         raise InvalidInput(f"body: expected a JSON array of fill objects, not a JSON {_json_kind(items)} "
                            "(or send one object per line as application/x-ndjson)", field="body")

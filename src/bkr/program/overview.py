@@ -1,5 +1,6 @@
 """What an operator looks up beside the registry's own use cases: one user, one referral code
-with its owner, a broker's statements, and the months seen with their statement totals.
+with its owner, a broker's statements, the months seen with their statement totals, and whether
+any fill is stored at all.
 
 Totals are summed here, exactly, rather than with SQL `SUM`: SQLite keeps money as text and
 would sum it as floating point.
@@ -17,7 +18,7 @@ from bkr.domain.money import total
 from bkr.domain.periods import Month
 from bkr.domain.registry import RateTimeline
 from bkr.program.registry import rate_timeline
-from bkr.store.tables import periods, referral_codes, statements, users
+from bkr.store.tables import fills, periods, referral_codes, statements, users
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +131,7 @@ def _periods(connection: Connection, month: Month | None) -> list[PeriodSummary]
     return [PeriodSummary(Month.parse(text), status, closed_at, tuple(by_month.get(text, ())))
             for text, status, closed_at in connection.execute(period_query)]
 
+
+def has_fills(connection: Connection) -> bool:
+    """Whether any fill is stored: `bkr demo` loads its months only into a database without any."""
+    return connection.execute(select(fills.c.fill_id).limit(1)).first() is not None

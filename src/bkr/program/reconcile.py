@@ -5,10 +5,11 @@ one carried out, the paid statements are the ledger's payouts, and the ledger ba
 
 Each check reports what differs (a `Difference` naming the link, the subject and both figures)
 rather than stopping at the first: one run tells finance everything that does not add up. The
-sums are exact: NUMERIC on PostgreSQL, the `dec_sum` aggregate over decimal text on SQLite.
+sums are exact: NUMERIC on PostgreSQL, the `dec_sum` aggregate over decimal text on SQLite. A
+statement's own arithmetic (lines -> totals) is `bkr.domain.statement_checks.check`, the check
+`bkr statement verify` runs on a signed statement.
 """
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,12 +17,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, case, func, literal, select
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import NotFound
 from bkr.domain.fills import Attribution
 from bkr.domain.money import ZERO, canonical, total
 from bkr.domain.periods import Month
-from bkr.domain.statements import carried_out, payable
+from bkr.domain.problems import Problem
+from bkr.domain.statement_checks import check
+from bkr.domain.statement_document import read_statement_text
+from bkr.domain.statements import BrokerStatement
 from bkr.ledger import journal
 from bkr.ledger.postings import REBATE_EXPENSE, broker_account
 from bkr.program.close import carries
@@ -32,8 +35,9 @@ from bkr.store.tables import aggregate_totals, aggregates, fills, ledger_entries
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    # "fills -> aggregates", "aggregates -> merged totals", "aggregates -> lines", "lines -> totals",
-    # "statements -> next statement", "statements -> ledger", "ledger"
+    # "fills -> aggregates", "aggregates -> merged totals", "aggregates -> lines", "stored statement" (a
+    # document that does not read), "lines -> totals", "statements -> next statement", "statements -> ledger",
+    # "ledger"
     link: str
     subject: str  # what was compared, e.g. "broker 1400 volume_usd"
     expected: str
@@ -59,7 +63,7 @@ _FIGURES = ("fills", "volume_usd", "fee_base")
 _NOTHING = dict.fromkeys(_FIGURES, ZERO)
 
 
-def reconcile_month(connection: Connection, config: ProgramConfig, month: Month) -> Reconciliation:
+def reconcile_month(connection: Connection, month: Month) -> Reconciliation:
     if month not in closed_months(connection):
         raise NotFound(f"{month} is not closed; reconcile a closed month (bkr close --month {month})")
     differences: list[Difference] = []
@@ -69,18 +73,35 @@ def reconcile_month(connection: Connection, config: ProgramConfig, month: Month)
     differences += _compare("aggregates -> merged totals", from_aggregates,
                             _aggregates_by_broker(connection, month, aggregate_totals))
     rows = connection.execute(select(statements.c.broker_id, statements.c.document, statements.c.carried_in)
-                              .where(statements.c.month == str(month))).all()
-    documents = {int(broker): json.loads(text) for broker, text, _ in rows}
-    from_lines = {broker: _line_figures(doc) for broker, doc in documents.items()}
+                              .where(statements.c.month == str(month)).order_by(statements.c.broker_id)).all()
+    issued: dict[int, BrokerStatement] = {}
+    unreadable: list[Difference] = []
+    for broker, text, _ in rows:
+        statement, problems = read_statement_text(text)
+        if statement is None:  # reported, and its lines count as missing below
+            unreadable += [_difference("stored statement", broker, problem) for problem in problems]
+        else:
+            issued[int(broker)] = statement
+    from_lines = {broker: _line_figures(statement) for broker, statement in issued.items()}
     differences += _compare("aggregates -> lines", from_aggregates, from_lines)
+    differences += unreadable
     owed = carries(connection, month)  # what each broker's statement before this month carried out
-    for broker, document in sorted(documents.items()):
-        differences += _totals(broker, document, config.rounding_quantum)
-    differences += [difference for broker, _, stored in rows
-                    for difference in _carried(broker, documents[broker], stored, owed.get(broker, ZERO))]
+    for broker, statement in issued.items():
+        differences += [_difference("lines -> totals", broker, problem) for problem in check(statement)]
+    differences += [difference for broker, _, stored in rows if broker in issued
+                    for difference in _carried(broker, issued[broker], stored, owed.get(broker, ZERO))]
     differences += _ledger(connection, month)
-    return Reconciliation(month, len(documents), sum(int(f["fills"]) for f in from_fills.values()),
+    return Reconciliation(month, len(rows), sum(int(f["fills"]) for f in from_fills.values()),
                           tuple(differences))
+
+
+def _difference(link: str, broker: int, problem: Problem) -> Difference:
+    """A problem the reader or `check` found in a statement, as reconcile reports it: a figure
+    that does not follow from the others with both values, anything else with what is wrong."""
+    subject = f"broker {broker} {problem.subject}".rstrip()
+    if problem.expected is not None and problem.found is not None:
+        return Difference(link, subject, canonical(problem.expected), canonical(problem.found))
+    return Difference(link, subject, "nothing wrong", problem.what)
 
 
 def _exact_sum(connection: Connection, column: Any) -> Any:
@@ -113,11 +134,11 @@ def _aggregates_by_broker(connection: Connection, month: Month, table: Table = a
             for broker, count, volume, fee_base in rows}
 
 
-def _line_figures(document: dict[str, Any]) -> dict[str, Decimal]:
-    lines = document["lines"]
-    return {"fills": Decimal(sum(int(line["fills"]) for line in lines)),
-            "volume_usd": total(Decimal(line["volume_usd"]) for line in lines),
-            "fee_base": total(Decimal(line["fee_base"]) for line in lines)}
+def _line_figures(statement: BrokerStatement) -> dict[str, Decimal]:
+    lines = statement.lines
+    return {"fills": Decimal(sum(line.fills for line in lines)),
+            "volume_usd": total(line.volume_usd for line in lines),
+            "fee_base": total(line.fee_base for line in lines)}
 
 
 def _compare(link: str, expected: dict[int, dict[str, Decimal]],
@@ -132,34 +153,12 @@ def _compare(link: str, expected: dict[int, dict[str, Decimal]],
     return differences
 
 
-def _totals(broker: int, document: dict[str, Any], quantum: Decimal) -> list[Difference]:
-    """A statement's totals are its lines' sums; its payout is the exact payout with what it
-    carried in, if positive, rounded down once; what is left below 0 is carried out."""
-    lines = document["lines"]
-    payout_exact = total(Decimal(line["payout_exact"]) for line in lines)
-    regular_fee_base = total(Decimal(line["fee_base"]) for line in lines if line["kind"] == "regular")
-    carried_in = Decimal(document.get("carried_in", "0"))
-    figures = {
-        "payout_exact": (payout_exact, Decimal(document["payout_exact"])),
-        "fee_base": (regular_fee_base, Decimal(document["fee_base"])),
-        "payout": (payable(payout_exact, carried_in, quantum), Decimal(document["payout"])),
-        "carried_out": (carried_out(payout_exact, carried_in), Decimal(document.get("carried_out", "0"))),
-    }
-    for line in lines:
-        exact = Decimal(line["fee_base"]) * Decimal(line["effective_rate"])
-        if exact != Decimal(line["payout_exact"]):
-            figures[f"line {line['user_id']}/{line['market_type']}/{line['fill_month']} payout_exact"] = (
-                exact, Decimal(line["payout_exact"]))
-    return [Difference("lines -> totals", f"broker {broker} {name}", canonical(want), canonical(have))
-            for name, (want, have) in figures.items() if want != have]
-
-
-def _carried(broker: int, document: dict[str, Any], stored: Decimal, expected: Decimal) -> list[Difference]:
+def _carried(broker: int, statement: BrokerStatement, stored: Decimal, expected: Decimal) -> list[Difference]:
     """What a statement carried in, in its document and its row, is what the broker's previous
     statement carried out."""
     return [Difference("statements -> next statement", f"broker {broker} carried_in{where}", canonical(expected),
                        canonical(found))
-            for where, found in (("", Decimal(document.get("carried_in", "0"))), (" (stored row)", stored))
+            for where, found in (("", statement.carried_in), (" (stored row)", stored))
             if found != expected]
 
 

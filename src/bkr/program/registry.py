@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
@@ -22,6 +22,7 @@ from bkr.domain.registry import (
     RateTimeline,
     StatusChange,
     StatusTimeline,
+    as_broker_id,
     check_rate,
 )
 from bkr.program.attribution import reevaluate
@@ -54,8 +55,9 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
     if not account_id:
         raise InvalidInput("account: empty")
     insert_ignoring(connection, accounts, [{"account_id": account_id, "created_at": now}], ["account_id"])
-    existing = connection.execute(
-        select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+    # accounts compare without case (a unique index on lower(account_id) holds it under concurrency)
+    same_account = func.lower(enrollments.c.account_id) == func.lower(account_id)
+    existing = connection.execute(select(enrollments.c.program).where(same_account)).scalar_one_or_none()
     if existing is None:
         try:
             with connection.begin_nested():
@@ -63,16 +65,17 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
                                                               enrolled_at=now))
             return
         except IntegrityError:  # another enrollment of this account won the race
-            existing = connection.execute(
-                select(enrollments.c.program).where(enrollments.c.account_id == account_id)).scalar_one_or_none()
+            existing = connection.execute(select(enrollments.c.program).where(same_account)).scalar_one_or_none()
     raise AlreadyEnrolled(f"account {account_id} is already enrolled in the {existing} program; "
                           "the broker and affiliate programs are mutually exclusive")
 
 
 def enroll_broker(connection: Connection, broker_id: int, account_id: str, name: str, broker_type: str,
                   now: datetime) -> None:
-    if not 1 <= broker_id <= 65535:
-        raise InvalidInput(f"broker id: {broker_id} is outside 1..65535 (X-Broker-Id is an unsigned 16-bit number)")
+    try:
+        as_broker_id(broker_id, "broker id")
+    except InvalidInput as error:
+        raise InvalidInput(f"{error} (X-Broker-Id is an unsigned 16-bit number)") from None
     try:
         kind = BrokerType(broker_type)
     except ValueError:
@@ -117,6 +120,14 @@ def get_broker(connection: Connection, broker_id: int, now: datetime) -> BrokerV
     timeline = status_timeline(connection, broker_id)
     return BrokerView(row.broker_id, row.account_id, row.name, BrokerType(row.type), timeline.status_at(now),
                       timeline)
+
+
+def broker_name(connection: Connection, broker_id: int) -> str:
+    """A broker's name, for what is printed about it (its status does not matter there)."""
+    name = connection.execute(select(brokers.c.name).where(brokers.c.broker_id == broker_id)).scalar()
+    if name is None:
+        raise NotFound(f"no broker with id {broker_id}")
+    return name  # type: ignore[no-any-return]
 
 
 def list_brokers(connection: Connection, now: datetime) -> list[BrokerView]:

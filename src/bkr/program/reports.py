@@ -8,7 +8,6 @@ is summed here, exactly: on SQLite the money columns are text, which SQL `SUM` w
 floating point.
 """
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -20,13 +19,13 @@ from sqlalchemy import Connection, and_, func, select
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import InvalidInput, NotFound
 from bkr.domain.fills import Attribution, MarketType
-from bkr.domain.money import ZERO, D, add, canonical, sub, total
+from bkr.domain.money import ZERO, add, canonical, sub, total
 from bkr.domain.payout import statement_payout
 from bkr.domain.periods import Month
-from bkr.domain.statements import paying_tier
+from bkr.domain.statements import StatementLine, paying_tier
 from bkr.domain.tiers import Tier
 from bkr.program import overview
-from bkr.program.close import api_volume_of, compute_statements, stored_statement, tier_of_closed_month
+from bkr.program.close import api_volume_of, compute_statements, issued_statement, tier_of_closed_month
 from bkr.program.periods import closed_months
 from bkr.program.registry import BrokerView, get_broker
 from bkr.store.tables import daily_volumes, fills
@@ -95,7 +94,8 @@ def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int
     projection = compute_statements(connection, config, month, broker_id, per_user=False)
     if projection:
         statement = projection[0]
-        spot, futures, tier = statement.spot_volume, statement.futures_volume, statement.tier
+        spot, futures = statement.spot_volume, statement.futures_volume
+        tier = config.schedule_for(month).tiers[statement.tier_level]  # the schedule's tier it was priced at
         fee_base, adjustment_fee_base = statement.fee_base, statement.adjustment_fee_base
         payout_exact, payout = statement.payout_exact, statement.payout
     else:  # no counted fill yet: the statement the close would not even write
@@ -270,35 +270,30 @@ def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int
                    limit: int, offset: int) -> UserBreakdown:
     """Per-user figures of a month, largest fee base first: from the stored statement of a closed
     month (none if the broker had no statement), from the projection of an open one."""
-    # (user, regular?, spot?, volume, fee, fee base, payout exact) of every line
-    lines: Iterable[tuple[str, bool, bool, Decimal, Decimal, Decimal, Decimal]]
+    # a closed month's lines from its stored statement, an open one's from the projection: the same objects
+    lines: Iterable[StatementLine]
     if month in closed_months(connection):
         source = "statement"
         try:
-            stored = json.loads(stored_statement(connection, broker_id, month))["lines"]
+            lines = issued_statement(connection, broker_id, month).lines
         except NotFound:  # no volume that month: no statement
-            stored = []
-        lines = ((line["user_id"], line["kind"] == "regular", line["market_type"] == MarketType.SPOT.value,
-                  D(line["volume_usd"]), D(line["fee_usd"]), D(line["fee_base"]), D(line["payout_exact"]))
-                 for line in stored)
+            lines = ()
     else:
-        source = "projection"  # the statement's own lines, as objects: no detour through their text
+        source = "projection"
         projection = compute_statements(connection, config, month, broker_id)
-        lines = ((line.user_id, line.kind == "regular", line.market_type is MarketType.SPOT, line.volume_usd,
-                  line.fee_usd, line.fee_base, line.payout_exact)
-                 for line in (projection[0].lines if projection else ()))
+        lines = projection[0].lines if projection else ()
     # user -> [spot, futures, fee, fee base, adjustment fee base, payout exact]
     by_user: dict[str, list[Decimal]] = {}
-    for user, regular, spot, volume, fee, base, payout in lines:
-        sums = by_user.setdefault(user, [ZERO] * 6)
-        if not regular:
-            sums[4] = add(sums[4], base)
+    for line in lines:
+        sums = by_user.setdefault(line.user_id, [ZERO] * 6)
+        if line.is_adjustment:
+            sums[4] = add(sums[4], line.fee_base)
         else:
-            slot = 0 if spot else 1
-            sums[slot] = add(sums[slot], volume)
-            sums[2] = add(sums[2], fee)
-            sums[3] = add(sums[3], base)
-        sums[5] = add(sums[5], payout)
+            slot = 1 if line.market_type.is_futures else 0
+            sums[slot] = add(sums[slot], line.volume_usd)
+            sums[2] = add(sums[2], line.fee_usd)
+            sums[3] = add(sums[3], line.fee_base)
+        sums[5] = add(sums[5], line.payout_exact)
     figures = sorted((UserFigures(user, *sums) for user, sums in by_user.items()),
                      key=lambda u: (-add(u.fee_base, u.adjustment_fee_base), u.user_id))
     return UserBreakdown(broker_id, month, source, len(figures), limit, offset,

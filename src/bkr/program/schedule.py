@@ -1,6 +1,7 @@
 """The scheduled close: which month is due, and closing it.
 
-On the 1st of each month (UTC), once a grace period has passed, the previous month is closed.
+On the 1st of each month (UTC), once a grace period has passed, the previous month is closed,
+after any earlier month still open with fills in it (months close in order: `close_order`).
 The grace lets the exchange's feed deliver the last fills of the month before its statements
 are computed; a fill later still is paid next month as a prior-period adjustment. Any number
 of service replicas may run the schedule: `close_month` is idempotent and, on PostgreSQL, locks
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from bkr.domain.config import ProgramConfig
 from bkr.domain.periods import Month, as_utc
 from bkr.program.close import CloseResult, close_month
+from bkr.program.close_order import months_due
 from bkr.program.periods import closed_months
 
 
@@ -29,11 +31,15 @@ def month_due(now: datetime, grace: timedelta, closed: Collection[Month]) -> Mon
 
 
 def run_scheduled_close(engine: Engine, config: ProgramConfig, now: datetime, grace: timedelta) -> CloseResult | None:
-    """Close the month that is due, if one is. A replica that lost the race to close it gets the
-    stored result back (`already_closed`)."""
+    """Close the earliest month that is due, if one is: a month left open behind the previous one
+    (its close failed, or the service was down) is caught up first, one month per run, in order.
+    A replica that lost the race to close it gets the stored result back (`already_closed`)."""
+    current = Month.of(now)
+    if as_utc(now) < current.start + grace:
+        return None
     with engine.connect() as connection:
         closed = closed_months(connection)
-    month = month_due(now, grace, closed)
-    if month is None:
+        due = [month for month in months_due(connection, config, current) if month not in closed]
+    if not due:
         return None
-    return close_month(engine, config, month, now=now)
+    return close_month(engine, config, due[0], now=now)

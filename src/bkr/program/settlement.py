@@ -72,6 +72,22 @@ def approve(connection: Connection, config: ProgramConfig, broker_id: int, month
     return Approval(broker_id, month, status, int(count))
 
 
+def draft_broker_ids(connection: Connection, month: Month) -> list[int]:
+    """The brokers whose statement of `month` is still a draft, by id."""
+    return list(connection.execute(select(statements.c.broker_id)
+                                   .where((statements.c.month == str(month)) & (statements.c.status == DRAFT))
+                                   .order_by(statements.c.broker_id)).scalars())
+
+
+def approve_month(connection: Connection, config: ProgramConfig, month: Month, approver: str, now: datetime, *,
+                  broker_id: int | None = None) -> list[Approval]:
+    """Record `approver`'s approval of one broker's statement of `month` or, without `broker_id`, of
+    every draft of the month. A month with no draft left approves nothing: that is not an error,
+    so that approving a month twice is harmless."""
+    brokers = [broker_id] if broker_id is not None else draft_broker_ids(connection, month)
+    return [approve(connection, config, b, month, approver, now) for b in brokers]
+
+
 def finalize_reviewed(connection: Connection, config: ProgramConfig, month: Month, now: datetime) -> int:
     """Make final the drafts of `month` whose review window has passed. Returns how many."""
     if config.review_days == 0:

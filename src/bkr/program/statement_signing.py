@@ -19,17 +19,16 @@ from typing import Any
 from sqlalchemy import Connection, insert, inspect, select, update
 
 from bkr.domain.errors import InvalidInput, NotFound, StatementKeyUnavailable
-from bkr.domain.periods import Month
 from bkr.domain.statement_signing import (
     PublishedKey,
+    Signature,
     StatementKey,
     Verification,
     new_statement_key,
-    sign_statement,
+    sign_stored,
     statement_key_from_seed,
     verify_signed_statement,
 )
-from bkr.program.close import stored_statement
 from bkr.store.tables import statement_keys
 
 HOW_TO_CREATE = ("create one with `bkr statement-key create --out FILE`, then set `[statements] signing_key_file "
@@ -120,10 +119,11 @@ def check_signing_key(connection: Connection, key: StatementKey) -> None:
                                       "the signing key file at the current key", code="statement_key_retired")
 
 
-def signed_statement(connection: Connection, broker_id: int, month: Month, key: StatementKey) -> dict[str, Any]:
-    """The envelope of one stored statement, signed over its stored bytes."""
+def sign_issued(connection: Connection, stored: str, key: StatementKey) -> Signature:
+    """The signature of a stored statement document, over its stored bytes, by a key the exchange
+    has published and not retired."""
     check_signing_key(connection, key)
-    return sign_statement(stored_statement(connection, broker_id, month), key)
+    return sign_stored(stored, key)
 
 
 def read_signed_statement(path: Path) -> Any:

@@ -19,9 +19,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.store.types import Money, UtcTimestamp
 
 metadata = MetaData(naming_convention={
@@ -48,6 +50,8 @@ enrollments = Table(
     CheckConstraint("program IN ('broker', 'affiliate')", name="program"),
     UniqueConstraint("account_id", "program"),
 )
+# One program per account whatever its case: `ACME` and `acme` are one business account.
+Index("uq_enrollments_account_folded", func.lower(enrollments.c.account_id), unique=True)
 
 brokers = Table(
     "brokers", metadata,
@@ -57,7 +61,7 @@ brokers = Table(
     Column("name", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
-    CheckConstraint("broker_id BETWEEN 1 AND 65535", name="broker_id_range"),
+    CheckConstraint(f"broker_id BETWEEN {MIN_BROKER_ID} AND {MAX_BROKER_ID}", name="broker_id_range"),
     CheckConstraint("program = 'broker'", name="program"),
     ForeignKeyConstraint(["account_id", "program"], ["enrollments.account_id", "enrollments.program"]),
 )
@@ -439,4 +443,14 @@ venue_broker_ids_seen = Table(
     Column("rejected", BigInteger, nullable=False),
     Column("first_seen_at", UtcTimestamp, nullable=False),
     Column("last_seen_at", UtcTimestamp, nullable=False),
+)
+
+# Dashboard sessions ended by signing out, until they would have expired anyway: the cookie is
+# signed, not stored, so a copy of it is refused only because its session is listed here. The
+# session is named by the SHA-256 of its CSRF token (fresh at each sign-in), never the token.
+ended_sessions = Table(
+    "ended_sessions", metadata,
+    Column("session_sha256", Text, primary_key=True),
+    Column("expires_at", UtcTimestamp, nullable=False),
+    Index("ix_ended_sessions_expires_at", "expires_at"),
 )

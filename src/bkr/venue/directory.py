@@ -14,7 +14,15 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from bkr.domain.registry import BrokerStatus, StatusChange, StatusTimeline
+from bkr.domain.registry import (
+    BROKER_ID_RANGE,
+    MAX_BROKER_ID,
+    MIN_BROKER_ID,
+    BrokerId,
+    BrokerStatus,
+    StatusChange,
+    StatusTimeline,
+)
 from bkr.store.dialect import insert_for
 from bkr.store.tables import broker_status_changes, brokers, venue_broker_ids_seen
 
@@ -23,7 +31,7 @@ from bkr.store.tables import broker_status_changes, brokers, venue_broker_ids_se
 class BrokerDecision:
     """An order's `X-Broker-Id`, decided at the order's time."""
 
-    broker_id: int | None  # what the order remembers and its fills carry
+    broker_id: BrokerId | None  # what the order remembers and its fills carry
     active: bool | None  # whether `broker_id` was an active broker (None: not enrolled, or no id)
     problem: str | None  # why the header is not an active broker, if it is not
     header: str | None
@@ -56,10 +64,10 @@ class BrokerDirectory:
         if header is None or not header.strip():
             return NO_BROKER
         text = header.strip()[:64]
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            return BrokerDecision(None, None, f"X-Broker-Id {text!r} is not a broker id (a whole number 1..65535)",
-                                  text)
-        broker_id = int(text)
+        if not text.isdigit() or not MIN_BROKER_ID <= int(text) <= MAX_BROKER_ID:
+            return BrokerDecision(None, None,
+                                  f"X-Broker-Id {text!r} is not a broker id (a whole number {BROKER_ID_RANGE})", text)
+        broker_id = BrokerId(int(text))
         timeline = self._timelines.get(broker_id)
         if timeline is None:
             return BrokerDecision(broker_id, None, f"X-Broker-Id {broker_id} is not an enrolled broker", text)

@@ -19,6 +19,7 @@ from bkr.domain.errors import NotFound
 from bkr.domain.fills import USER_FILL, Fill, Side
 from bkr.domain.money import MONEY, ZERO
 from bkr.domain.periods import as_utc
+from bkr.domain.registry import BrokerId
 from bkr.program.writer import DecidedFill
 from bkr.store.tables import venue_accounts, venue_balances, venue_orders, venue_positions
 from bkr.venue.accounts import Balance, Position
@@ -81,7 +82,7 @@ class VenueFill:
     fee_symbol: str
     is_maker: bool
     client_id: int | None
-    broker_id: int | None  # the broker its order was sent with
+    broker_id: BrokerId | None  # the broker its order was sent with
     broker_active: bool | None  # whether that broker was active at the fill's time (None: not enrolled)
     at: datetime
 
@@ -199,12 +200,17 @@ class Entry:
     def set_position(self, user_id: str, position: Position) -> None:
         self.positions[(user_id, position.symbol)] = position
 
-    def brokers_of(self, order_ids: Sequence[int]) -> dict[int, int | None]:
-        """The broker each order was sent with (resting orders' fills carry it too)."""
+    def brokers_of(self, order_ids: Sequence[int]) -> dict[int, BrokerId | None]:
+        """The broker each order was sent with (resting orders' fills carry it too); an order
+        keeps only an id its directory decision made, so it is in the range."""
         if not order_ids:
             return {}
-        found: dict[int, int | None] = {p.view.order_id: p.view.broker_id for p in self.placed}
+        found = {p.view.order_id: _broker_id(p.view.broker_id) for p in self.placed}
         wanted = sorted(set(order_ids) - set(found))
         if wanted:
-            found.update({int(o): b for o, b in self.connection.execute(_MAKER_BROKERS, {"ids": wanted})})
+            found.update({int(o): _broker_id(b) for o, b in self.connection.execute(_MAKER_BROKERS, {"ids": wanted})})
         return found
+
+
+def _broker_id(stored: int | None) -> BrokerId | None:
+    return None if stored is None else BrokerId(stored)

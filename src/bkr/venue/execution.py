@@ -12,6 +12,7 @@ from decimal import ROUND_DOWN, Context, Decimal
 
 from bkr.domain.fills import Side
 from bkr.domain.money import ZERO, canonical
+from bkr.domain.registry import BrokerId
 from bkr.venue.accounts import Position
 from bkr.venue.book import BookError, Execution, OrderBook, OrderRequest, OrderStatus, OrderType, RestingOrder
 from bkr.venue.directory import BrokerDecision
@@ -129,7 +130,7 @@ def _settle(entry: Entry, market: Market, book: OrderBook, fees: FeeRates, user_
 
 def _fill(entry: Entry, market: Market, trade_id: int, order_id: int, user_id: str, side: Side,
           price: Decimal, quantity: Decimal, rate: Decimal, is_maker: bool, client_id: int | None,
-          broker_id: int | None, broker_active: bool | None) -> None:
+          broker_id: BrokerId | None, broker_active: bool | None) -> None:
     """One side of a trade: the user's balances (a maker's come out of what its resting order
     held; a taker's out of its reservation, when the order is done) and the fill."""
     notional = price * quantity

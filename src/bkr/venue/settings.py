@@ -8,6 +8,7 @@ float in the same words.
 from pathlib import Path
 from typing import Any
 
+from bkr.domain.bounds import AMOUNT, FRACTION
 from bkr.domain.errors import InvalidInput
 from bkr.settings import exact_setting, read_toml
 from bkr.venue.markets import FeeRates, VenueConfig, market_from_symbol
@@ -26,18 +27,18 @@ def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
     markets = defaults.markets
     if "markets" in section:
         markets = tuple(market_from_symbol(str(m.get("symbol", "")),
-                                           exact_setting(m.get("tick_size"), f"venue.markets[{i}]"),
-                                           exact_setting(m.get("step_size"), f"venue.markets[{i}]"))
+                                           exact_setting(m.get("tick_size"), f"venue.markets[{i}]", AMOUNT),
+                                           exact_setting(m.get("step_size"), f"venue.markets[{i}]", AMOUNT))
                         for i, m in enumerate(section["markets"]))
     tiers = dict(defaults.fee_tiers)
     for name, rates in section.get("fee_tiers", {}).items():
         where = f"venue.fee_tiers.{name}"
         try:
-            tiers[int(name)] = FeeRates(*(exact_setting(rates[k], f"{where}.{k}")
+            tiers[int(name)] = FeeRates(*(exact_setting(rates[k], f"{where}.{k}", FRACTION)
                                           for k in ("spot_maker", "spot_taker", "futures_maker", "futures_taker")))
         except (KeyError, ValueError) as error:
             raise InvalidInput(f"config: {where}: {error} (a tier number with four rates)") from None
-    balances = {asset.upper(): exact_setting(amount, f"venue.starting_balances.{asset}")
+    balances = {asset.upper(): exact_setting(amount, f"venue.starting_balances.{asset}", AMOUNT)
                 for asset, amount in section.get("starting_balances", defaults.starting_balances).items()}
     default_tier = section.get("default_fee_tier", defaults.default_fee_tier)
     if isinstance(default_tier, bool) or not isinstance(default_tier, int):
@@ -45,4 +46,4 @@ def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
     return VenueConfig(markets=markets, fee_tiers=tiers, default_fee_tier=default_tier,
                        starting_balances=balances,
                        initial_margin=exact_setting(section.get("initial_margin", defaults.initial_margin),
-                                             "venue.initial_margin"))
+                                             "venue.initial_margin", FRACTION))

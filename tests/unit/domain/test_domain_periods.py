@@ -123,3 +123,9 @@ def test_a_month_field_names_the_field_its_text_came_in() -> None:
     with pytest.raises(InvalidInput) as error:
         month_field("2024-13", field="from")
     assert (str(error.value), error.value.field) == ("not a month (YYYY-MM): '2024-13'", "from")
+
+
+@pytest.mark.parametrize("text", ["0000-01", "0001-12", "1969-12", "9999-12"])
+def test_a_month_outside_the_years_a_date_can_hold_is_refused(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^not a month bkr keeps: .* \(years 1970\.\.9998\)$"):
+        Month.parse(text)

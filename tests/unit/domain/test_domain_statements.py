@@ -273,10 +273,10 @@ def test_adjustment_lines_are_priced_at_the_prior_months_tier_and_do_not_count_a
     assert statement.adjustment_fee_base == D("200")
     regular_line, adjustment_line = statement.lines  # regular lines first
     assert not regular_line.is_adjustment
-    assert (regular_line.tier.name, regular_line.effective_rate, regular_line.payout_exact) == (
+    assert (regular_line.tier_name, regular_line.effective_rate, regular_line.payout_exact) == (
         "BKR 0", D("0.20"), D("20"))
     assert adjustment_line.is_adjustment
-    assert (adjustment_line.tier.name, adjustment_line.effective_rate, adjustment_line.payout_exact) == (
+    assert (adjustment_line.tier_name, adjustment_line.effective_rate, adjustment_line.payout_exact) == (
         "BKR 3", D("0.40"), D("80"))
     assert statement.adjustment_payout_exact == D("80")
     assert statement.payout_exact == D("100")

@@ -18,6 +18,7 @@ from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import api_key_of
 from bkr.program import keys
 from bkr.program.registry import get_broker
+from bkr.program.sessions import session_ended
 
 
 def identify_key(connection: Connection, pasted: str, now: datetime) -> tuple[Role, str, int | None]:
@@ -43,10 +44,12 @@ def identify_key(connection: Connection, pasted: str, now: datetime) -> tuple[Ro
 
 
 def check_session(connection: Connection, session: Session, now: datetime) -> None:
-    """Refuse a signed-in session whose key has since been revoked, or whose broker may no longer
-    use its keys."""
+    """Refuse a signed-in session that was signed out of, whose key has since been revoked, or
+    whose broker may no longer use its keys."""
     if session.role is None or session.key_id is None:
         raise Unauthenticated("sign in first")
+    if session_ended(connection, session.csrf):
+        raise Unauthenticated("this session was signed out: sign in again", code="session_ended")
     if session.role is Role.BROKER:
         if session.broker_id is None or keys.broker_for_api_key(connection, session.key_id) != session.broker_id:
             raise Unauthenticated("this broker key was revoked: sign in again", code="unknown_key")

@@ -5,35 +5,31 @@ stored statement and its exports), so a page and `GET /v1/broker/{id}/…` canno
 operator opens the same pages, with the registry and the status actions added.
 """
 
-import json
 from collections import Counter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from bkr.api.dashboard.charts import Bar, Series, progress_fraction, stacked_bars
 from bkr.api.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.api.deps import ServicesDep
-from bkr.domain.errors import InvalidInput
+from bkr.api.schemas import BrokerIdPath
 from bkr.domain.periods import month_field
-from bkr.domain.statement_signing import canonical_json
 from bkr.program import reports
-from bkr.program.close import stored_statement
-from bkr.program.exports import statement_csv, statement_html
-from bkr.program.registry import get_broker
-from bkr.program.statement_signing import signed_statement
+from bkr.program.close import issued_statement
+from bkr.program.exports import StatementFormat, render_statement
+from bkr.program.registry import broker_name
 from bkr.store import db
 
 router = APIRouter(prefix=f"{PREFIX}/brokers/{{broker_id}}", route_class=PageRoute, include_in_schema=False)
 
-BrokerId = Annotated[int, Path(ge=1, le=65535)]
 TOP_USERS = 10
 LINES_PER_PAGE = 100
 VOLUME_SERIES = (Series("Spot", "spot"), Series("Futures", "futures"))
 
 
 @router.get("")
-def broker_page(request: Request, broker_id: BrokerId, session: SignedInDep, services: ServicesDep) -> Response:
+def broker_page(request: Request, broker_id: BrokerIdPath, session: SignedInDep, services: ServicesDep) -> Response:
     """This month so far: tier and progress to the next, daily volume, projected payout, top
     users, orders that carried the id while inactive; then the statements."""
     may_open_broker(session, broker_id)
@@ -59,48 +55,33 @@ def broker_page(request: Request, broker_id: BrokerId, session: SignedInDep, ser
 
 
 @router.get("/statements/{month}")
-def statement_page(request: Request, broker_id: BrokerId, month: str, session: SignedInDep, services: ServicesDep,
+def statement_page(request: Request, broker_id: BrokerIdPath, month: str, session: SignedInDep, services: ServicesDep,
                    offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    """One statement: its figures, its lines (a page at a time) and its downloads."""
+    """One statement: its figures and its lines (a page at a time), drawn with the printable
+    statement's own body, and its downloads."""
     may_open_broker(session, broker_id)
     target = month_field(month)
     with db.snapshot(services.engine) as connection:
-        document: dict[str, Any] = json.loads(stored_statement(connection, broker_id, target))
+        statement = issued_statement(connection, broker_id, target)
         entry = next(e for e in reports.broker_statements(connection, services.config, broker_id)
                      if e.month == target)
-        name = get_broker(connection, broker_id, services.clock()).name
-    lines = document["lines"]
-    return render(request, "statement.html", title=f"Statement {target} — {name}", document=document,
+        name = broker_name(connection, broker_id)
+    lines = statement.lines
+    return render(request, "statement.html", title=f"Statement {target} — {name}", statement=statement,
                   broker_id=broker_id, broker_name=name, month=target, entry=entry,
                   lines=lines[offset:offset + LINES_PER_PAGE], offset=offset, line_count=len(lines),
-                  per_page=LINES_PER_PAGE, kinds=sorted(Counter(line["kind"] for line in lines).items()),
+                  per_page=LINES_PER_PAGE, kinds=sorted(Counter(line.kind.value for line in lines).items()),
                   signed=services.statement_key is not None)
 
 
 @router.get("/statements/{month}/download")
-def download(broker_id: BrokerId, month: str, session: SignedInDep, services: ServicesDep,
+def download(broker_id: BrokerIdPath, month: str, session: SignedInDep, services: ServicesDep,
              output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
              ) -> Response:
-    """The statement as the broker API serves it: the stored JSON, its CSV, the signed envelope,
-    or the printable page."""
+    """The statement exactly as the broker API serves it: the stored JSON, its CSV, the signed
+    envelope, or the printable page."""
     may_open_broker(session, broker_id)
-    target = month_field(month)
     with db.snapshot(services.engine) as connection:
-        text = stored_statement(connection, broker_id, target)
-        key = services.statement_key
-        envelope = None if key is None else signed_statement(connection, broker_id, target, key)
-        name = get_broker(connection, broker_id, services.clock()).name
-    filename = f"statement-{broker_id}-{target}"
-    if output_format == "csv":
-        return Response(statement_csv(json.loads(text)), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
-    if output_format == "json":
-        return Response(text, media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.json"'})
-    if output_format == "signed":
-        if envelope is None:
-            raise InvalidInput("statements are not signed on this server: it has no statement key", field="format")
-        return Response(canonical_json(envelope), media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.signed.json"'})
-    return Response(statement_html(json.loads(text), signature=None if envelope is None else envelope["signature"],
-                                   broker_name=name), media_type="text/html")
+        rendered = render_statement(connection, broker_id, month_field(month), StatementFormat(output_format),
+                                    services.statement_key)
+    return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)

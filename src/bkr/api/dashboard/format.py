@@ -6,10 +6,12 @@ paid is the statement's own `payout`, already rounded once by the close and show
 
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
+from bkr.domain.bounds import PRECISION
+
 _SUFFIXES = ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "k"))
 # Formatting a Decimal rounds in the thread's current context, which a library may have changed
 # (ccxt sets ROUND_HALF_UP on it): the digits shown are decided here, by this context alone.
-_SHOWN = Context(prec=80, rounding=ROUND_HALF_EVEN)
+_SHOWN = Context(prec=PRECISION, rounding=ROUND_HALF_EVEN)
 
 
 def amount(value: Decimal, *, places: int = 2, compact: bool = False) -> str:

@@ -9,9 +9,9 @@ the same use case as its API endpoint, as the same operator key.
 
 from collections import Counter
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Connection
 
 from bkr.api.dashboard.charts import Bar, Series, stacked_bars
@@ -26,6 +26,7 @@ from bkr.api.dashboard.web import (
     render,
 )
 from bkr.api.deps import Services, ServicesDep
+from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
@@ -38,7 +39,6 @@ from bkr.venue import history
 
 router = APIRouter(prefix=f"{PREFIX}/program", route_class=PageRoute, include_in_schema=False)
 
-BrokerId = Annotated[int, Path(ge=1, le=65535)]
 MONTHS_CHARTED = 12
 REVIEW_PAGE = 50
 
@@ -62,7 +62,7 @@ def program_page(request: Request, session: OperatorReaderDep, services: Service
         unknown_ids = history.broker_ids_seen(connection)
     closed = [p for p in reversed(periods) if p.status == "closed"][-MONTHS_CHARTED:]
     tiers = services.config.schedule_for(current).tiers
-    per_tier = Counter(statement.tier.level for statement in projection)
+    per_tier = Counter(statement.tier_level for statement in projection)
     tier_rows = [(tier, per_tier.get(tier.level, 0)) for tier in tiers]
     month_rows = [(str(p.month), p.total_api_volume, p.total_payout, "statements") for p in closed]
     month_rows.append((f"{current} so far", total(s.api_volume for s in projection),
@@ -110,7 +110,7 @@ def brokers_page(request: Request, session: OperatorReaderDep, services: Service
 
 
 @router.post("/brokers/{broker_id}/status")
-def change_status(broker_id: BrokerId, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
+def change_status(broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
     """Suspend, activate or reactivate a broker from now on, as `POST /v1/admin/brokers/{id}/suspend`
     and `…/activate` do."""
     try:
@@ -136,15 +136,15 @@ def _next_close(periods: list[overview.PeriodSummary], now: datetime) -> Month:
     return min(ended_open) if ended_open else current
 
 
-def _preview(services: Services, month: Month) -> tuple[str, list[dict[str, Any]]]:
+def _preview(services: Services, month: Month) -> tuple[str, list[BrokerStatement]]:
     """What closing `month` would issue: the close's dry run for an ended month; for the month in
     progress, which cannot be closed yet, the same computation over its running totals."""
     now = services.clock()
     if month < Month.of(now):
         result = close_month(services.engine, services.config, month, now=now, dry_run=True)
-        return "dry_run", list(result.to_document()["statements"])
+        return "dry_run", list(result.statements)
     with db.snapshot(services.engine) as connection:
-        return "projection", [s.to_document() for s in _projection(connection, services, month)]
+        return "projection", _projection(connection, services, month)
 
 
 @router.get("/months")
@@ -159,7 +159,7 @@ def months_page(request: Request, session: OperatorReaderDep, services: Services
     states = {str(p.month): sorted(Counter(s.status for s in p.statements).items()) for p in periods}
     return render(request, "months.html", title="Months", periods=periods, states=states, upcoming=upcoming,
                   preview_mode=mode, preview=preview, names=names, preview_total=total(
-                      D(s["payout"]) for s in preview))
+                      s.payout for s in preview))
 
 
 @router.get("/months/{month}")
@@ -172,13 +172,13 @@ def month_page(request: Request, month: str, session: OperatorReaderDep, service
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, now)}
     mode, preview = ("", []) if period.status == "closed" else _preview(services, target)
     return render(request, "month.html", title=f"Month {target}", period=period, names=names, preview_mode=mode,
-                  preview=preview, preview_total=total(D(s["payout"]) for s in preview),
+                  preview=preview, preview_total=total(s.payout for s in preview),
                   approvals_required=services.config.approvals_required,
                   payable=any(s.status == settlement.FINAL for s in period.statements))
 
 
 @router.post("/months/{month}/statements/{broker_id}/approve")
-def approve(month: str, broker_id: BrokerId, session: OperatorActorDep, services: ServicesDep,
+def approve(month: str, broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep,
             form: FormDep) -> Response:
     """Approve a draft as this session's operator key: the same approver as the key's API calls,
     so one key approving from both counts once."""

@@ -1,5 +1,6 @@
 """Signing in and out, where `/` and `/dashboard` lead, and the page for a path that leads nowhere."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,6 +12,7 @@ from bkr.api.dashboard.web import PREFIX, FormDep, PageRoute, SessionDep, back_t
 from bkr.api.deps import ServicesDep
 from bkr.api.errors import status_of
 from bkr.domain.errors import BkrError
+from bkr.program.sessions import end_session
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 root = APIRouter(include_in_schema=False)
@@ -64,7 +66,13 @@ def sign_in(request: Request, services: ServicesDep, form: FormDep) -> Response:
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, services: ServicesDep, form: FormDep) -> Response:  # form: the CSRF check
+def sign_out(request: Request, services: ServicesDep, session: SessionDep,
+             form: FormDep) -> Response:  # form: the CSRF check
+    """End the session on the server too: a copy of its cookie is refused from now on."""
+    if session.signed_in:
+        now = services.clock()
+        with services.engine.begin() as connection:
+            end_session(connection, session.csrf, datetime.fromtimestamp(session.expires, UTC), now)
     response = redirect(f"{PREFIX}/sign-in")
     set_session(request, response, sessions.anonymous(services.clock()))
     return response

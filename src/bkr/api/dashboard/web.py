@@ -15,7 +15,7 @@ from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 from bkr.api.dashboard import format as fmt
 from bkr.api.dashboard import session as sessions
@@ -24,8 +24,8 @@ from bkr.api.dashboard.session import COOKIE, Role, Session
 from bkr.api.deps import Services, ServicesDep
 from bkr.api.errors import status_of
 from bkr.domain.errors import BkrError, Forbidden, Unauthenticated
-from bkr.domain.money import D, canonical
 from bkr.domain.registry import BrokerStatus
+from bkr.program import exports
 from bkr.store import db
 
 PACKAGE = Path(__file__).parent
@@ -48,13 +48,14 @@ class Dashboard:
 
 
 def make_templates() -> Environment:
-    environment = Environment(loader=FileSystemLoader(PACKAGE / "templates"), autoescape=select_autoescape(),
-                              trim_blocks=True, lstrip_blocks=True)
+    # the dashboard's own templates, then the statement body it shares with the printable statement
+    loader = ChoiceLoader([FileSystemLoader(PACKAGE / "templates"), FileSystemLoader(exports.TEMPLATES)])
+    environment = Environment(loader=loader, autoescape=select_autoescape(), trim_blocks=True, lstrip_blocks=True)
+    environment.filters.update(exports.FILTERS)  # `exact`: the API's own text of an amount, for data-value
     environment.filters["amount"] = fmt.amount
     environment.filters["rate"] = fmt.rate
-    environment.filters["exact"] = canonical  # the API's own text of an amount, for data-value
-    environment.filters["decimal"] = D  # a statement document's amounts are strings
     environment.globals["actions"] = STATUS_ACTIONS
+    environment.globals["amount"] = fmt.amount  # an amount as a page shows it, for the shared statement body
     return environment
 
 

@@ -6,7 +6,6 @@ Reads need a `viewer` (or `operator`) key; anything that changes the program nee
 shapes the answer; decimals travel as strings.
 """
 
-import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -18,16 +17,16 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.api.schemas import StatementDocument, StatementFigures
+from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, month_field, parse_instant
-from bkr.domain.registry import BrokerStatus, BrokerType, RateTimeline, check_rate
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
 from bkr.ledger import journal
 from bkr.program import keys, overview, registry, review, settlement
-from bkr.program.close import close_month, stored_statement
-from bkr.program.exports import statement_csv
+from bkr.program.close import close_month
+from bkr.program.exports import StatementFormat, render_statement
 from bkr.venue import history
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
@@ -64,7 +63,6 @@ Fraction = Annotated[Decimal, BeforeValidator(_fraction),
 Instant = Annotated[datetime, BeforeValidator(_instant),
                     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
                                     "description": "ISO 8601; without an offset it is UTC."})]
-BrokerIdPath = Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id, 1..65535.")]
 # Names and ids are printable text: control characters (NUL above all, which PostgreSQL cannot
 # store) are refused at the door with the field named.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -82,14 +80,15 @@ MonthPath = Annotated[Month, Depends(_month)]
 # --- brokers -------------------------------------------------------------------------------------
 
 
-class BrokerIn(BaseModel):
-    broker_id: int = Field(ge=1, le=65535, description="The X-Broker-Id the broker sends; never reused.")
+class BrokerIn(RequestModel):
+    broker_id: int = Field(ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
+                           description="The X-Broker-Id the broker sends; never reused.")
     account: Text = Field(description="The broker's business account.")
     name: Text
     type: BrokerType
 
 
-class StatusChangeIn(BaseModel):
+class StatusChangeIn(RequestModel):
     effective_at: Instant | None = Field(None, description="When the change takes effect (default: now). "
                                                            "A time in the past re-applies the rules to open months.")
 
@@ -219,7 +218,7 @@ def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: Serv
 # --- affiliates and referral codes ----------------------------------------------------------------
 
 
-class AffiliateIn(BaseModel):
+class AffiliateIn(RequestModel):
     account: Text = Field(description="The affiliate's business account.")
     name: Text
 
@@ -230,7 +229,7 @@ class AffiliateOut(BaseModel):
     codes: list[str]
 
 
-class ReferralRateIn(BaseModel):
+class ReferralRateIn(RequestModel):
     affiliate: Text = Field(description="The account of the affiliate that owns the code.")
     code: Text
     rate: Fraction = Field(description="The affiliate rebate rate, e.g. \"0.10\".")
@@ -298,7 +297,7 @@ def show_referral_code(code: TextPath, _key: ViewerDep, services: ServicesDep,
 # --- users -----------------------------------------------------------------------------------------
 
 
-class UserIn(BaseModel):
+class UserIn(RequestModel):
     user_id: Text
     referral_code: Text | None = Field(None, description="The code the user signed up with; it never changes.")
 
@@ -508,11 +507,8 @@ def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, co
                   output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """One broker's statement of a closed month, with its lines per user and market type: the
     stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
-    text = stored_statement(connection, broker_id, month)
-    if output_format == "json":
-        return Response(text, media_type="application/json")
-    return Response(statement_csv(json.loads(text)), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="statement-{broker_id}-{month}.csv"'})
+    rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 
 # --- configuration --------------------------------------------------------------------------------------

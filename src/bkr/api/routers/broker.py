@@ -6,7 +6,6 @@ parameters (the path is not signed). A key may read only its own broker: another
 in the path is refused with 403 `not_your_broker`, whether that broker exists or not.
 """
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -15,15 +14,11 @@ from pydantic import BaseModel, Field
 
 from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
 from bkr.api.errors import responses
-from bkr.api.schemas import SignedStatement, StatementDocument
-from bkr.domain.errors import Forbidden, StatementKeyUnavailable
+from bkr.api.schemas import BrokerIdPath, SignedStatement, StatementDocument
+from bkr.domain.errors import Forbidden
 from bkr.domain.periods import Month, month_field
-from bkr.domain.statement_signing import canonical_json
 from bkr.program import reports
-from bkr.program.close import stored_statement
-from bkr.program.exports import statement_csv, statement_html
-from bkr.program.registry import get_broker
-from bkr.program.statement_signing import signed_statement
+from bkr.program.exports import StatementFormat, render_statement
 
 router = APIRouter(prefix="/v1/broker/{broker_id}", tags=["broker"])
 
@@ -44,7 +39,7 @@ def _own_broker(name: str) -> Callable[..., int]:
     the request is signed by a key of that broker."""
     authenticate = signed_by_broker(name)
 
-    def own_broker(broker_id: Annotated[int, Path(ge=1, le=65535, description="The broker's X-Broker-Id.")],
+    def own_broker(broker_id: BrokerIdPath,
                    caller: Annotated[SignedBroker, Depends(authenticate)]) -> int:
         if broker_id != caller.broker_id:
             raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot read broker {broker_id}",
@@ -188,25 +183,9 @@ def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
               connection: SnapshotDep, services: ServicesDep,
               output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
               ) -> Response:
-    target = month_field(month)
-    text = stored_statement(connection, broker_id, target)
-    if output_format == "csv":
-        return Response(statement_csv(json.loads(text)), media_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="statement-{broker_id}-{target}.csv"'})
-    if output_format == "json":
-        return Response(text, media_type="application/json")
-    key = services.statement_key
-    if key is None and output_format == "signed":
-        raise StatementKeyUnavailable("statements are not signed on this server yet: it has no statement key "
-                                      "(the operator makes one with `bkr statement-key create`)",
-                                      code="statement_key_missing")
-    envelope = None if key is None else signed_statement(connection, broker_id, target, key)
-    if output_format == "signed":
-        return Response(canonical_json(envelope), media_type="application/json", headers={
-            "Content-Disposition": f'inline; filename="statement-{broker_id}-{target}.signed.json"'})
-    name = get_broker(connection, broker_id, services.clock()).name
-    return Response(statement_html(json.loads(text), signature=None if envelope is None else envelope["signature"],
-                                   broker_name=name), media_type="text/html")
+    rendered = render_statement(connection, broker_id, month_field(month), StatementFormat(output_format),
+                                services.statement_key)
+    return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 
 # --- users ----------------------------------------------------------------------------------------------

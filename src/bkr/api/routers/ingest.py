@@ -10,15 +10,18 @@ from pydantic import BaseModel, Field
 from bkr.api import observability
 from bkr.api.deps import OperatorDep, ServicesDep
 from bkr.api.errors import ApiError, ErrorBody, responses
+from bkr.api.schemas import RequestModel
+from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.program.feed import BatchFormat, BatchTooLarge, ingest_batch, read_batch, reason_field
 
 router = APIRouter(tags=["ingest"])
+PATH = "/v1/fills"
 
 _JSON_TYPES = {"application/json"}
 _NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 
 
-class FillIn(BaseModel):
+class FillIn(RequestModel):
     """One fill, as in a fill file (docs/fills.md). Documents the request body; items are read
     by the same rules as a file's rows, so a bad item is a rejection in the answer, not a 422."""
 
@@ -38,7 +41,8 @@ class FillIn(BaseModel):
     is_maker: bool
     timestamp: datetime = Field(description="ISO 8601; without an offset it is UTC",
                                 examples=["2026-10-15T12:00:00Z"])
-    broker_id: int | None = Field(None, ge=1, le=65535, description="The `X-Broker-Id` the order carried")
+    broker_id: int | None = Field(None, ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
+                                  description="The `X-Broker-Id` the order carried")
     via_api: bool = Field(True, description="`false` if the order came from the web UI")
     fill_type: str = Field("User", description="`User`, or a system type (`Liquidation`, `Adl`, `Backstop`, …)")
     corrects: str | None = Field(None, description="The `fill_id` of an earlier fill this item corrects: it restates "
@@ -90,7 +94,7 @@ def _batch_format(request: Request) -> BatchFormat:
 
 
 @router.post(
-    "/v1/fills", response_model=BatchResult, summary="Post a batch of fills",
+    PATH, response_model=BatchResult, summary="Post a batch of fills",
     description="The exchange's fill feed: post fills as they happen, with an operator key of the `operator` "
                 "role (`bkr admin-key create --role operator`). The body is a JSON array of fill objects "
                 "(`application/json`) or NDJSON (`application/x-ndjson`, one object per line). Each item is read "

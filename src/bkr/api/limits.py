@@ -1,0 +1,65 @@
+"""The size of a request body, bounded before any endpoint reads it.
+
+Every number that enters bkr has a bound, and so does a body: the fill feed takes up to
+`max_body_bytes` (64 MiB by default, room for `max_batch` fills of any realistic size); every
+other route 1 MiB, far above any form, order or registry request. A larger body is answered 413
+at once, in the route's own error format, whether it announces its length or streams in chunks
+(those are read up to the limit and no further).
+"""
+
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bkr.api.errors import VENUE_PREFIXES
+
+DEFAULT_LIMIT = 1 << 20  # 1 MiB
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, limit_of: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_of = limit_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_of(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await _too_large(scope, send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        # no length given: read the chunks up to the limit, then hand them on as they came
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                await _too_large(scope, send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    message = f"the request body is larger than {limit:,} bytes, the most this route accepts"
+    if str(scope["path"]).startswith(VENUE_PREFIXES):
+        body = f'{{"code":"INVALID_CLIENT_REQUEST","message":"{message}"}}'
+    else:
+        body = f'{{"code":"too_large","message":"body: {message}","field":"body","request_id":null}}'
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body.encode()})

@@ -1,0 +1,120 @@
+"""`bkr broker`: enroll brokers, change their status, show where one stands, and make its API keys.
+
+The key use cases are imported by the command that makes a key: they load `cryptography`, which
+would otherwise add some 30 ms to every `bkr` invocation."""
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bkr.cli.common import AtOption, ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
+from bkr.domain.clock import system_clock
+from bkr.domain.registry import BrokerStatus, BrokerType
+from bkr.program import registry, reports
+from bkr.settings import load_config
+from bkr.store import db
+
+broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
+
+
+@broker_app.command("add")
+def broker_add(
+    broker_id: Annotated[int, typer.Option("--id", help="The X-Broker-Id number, 1..65535.")],
+    account: Annotated[str, typer.Option(help="The broker's business account.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    broker_type: Annotated[str, typer.Option("--type", help=" | ".join(t.value for t in BrokerType))],
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Enroll a business account as a broker (status: pending)."""
+    with transaction(db_url) as connection:
+        registry.enroll_broker(connection, broker_id, account, name, broker_type, system_clock())
+    err.print(f"broker {broker_id} enrolled (pending); activate it with: bkr broker activate {broker_id}")
+
+
+def _change_status(broker_id: int, status: BrokerStatus, at: str | None, db_url: str) -> None:
+    with transaction(db_url) as connection:
+        view = registry.change_broker_status(connection, broker_id, status, moment(at), system_clock())
+    err.print(f"broker {broker_id} {status.value} from {moment(at) if at else 'now'}; status now: {view.status}")
+
+
+@broker_app.command("activate")
+def broker_activate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Make a broker active: its API fills count from --at on."""
+    _change_status(broker_id, BrokerStatus.ACTIVE, at, db_url)
+
+
+@broker_app.command("suspend")
+def broker_suspend(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Suspend a broker: its fills stop counting from --at on."""
+    _change_status(broker_id, BrokerStatus.SUSPENDED, at, db_url)
+
+
+@broker_app.command("terminate")
+def broker_terminate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+    """End a broker's enrollment for good (its id is never reused)."""
+    _change_status(broker_id, BrokerStatus.TERMINATED, at, db_url)
+
+
+@broker_app.command("list")
+def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """All brokers with their current status."""
+    with transaction(db_url) as connection:
+        views = registry.list_brokers(connection, system_clock())
+    if as_json:
+        print_json([{"broker_id": v.broker_id, "account": v.account_id, "name": v.name, "type": v.type.value,
+                      "status": v.status.value} for v in views])
+        return
+    table = Table("id", "name", "type", "account", "status")
+    for v in views:
+        table.add_row(str(v.broker_id), v.name, v.type.value, v.account_id, v.status.value)
+    out.print(table)
+
+
+@broker_app.command("show")
+def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+                as_json: JsonOption = False) -> None:
+    """A broker, its status history, and where it stands this month."""
+    config = load_config(config_path)
+    with transaction(db_url) as connection:
+        summary = reports.broker_summary(connection, config, broker_id, system_clock())
+    view = summary.broker
+    document: dict[str, Any] = {
+        "broker_id": view.broker_id, "account": view.account_id, "name": view.name, "type": view.type.value,
+        "status": view.status.value,
+        "history": [{"status": c.status.value, "effective_at": c.effective_at.isoformat()}
+                    for c in view.timeline.changes],
+        "month_to_date": {k: v for k, v in summary.to_document().items() if k not in ("broker_id", "name", "status")},
+    }
+    if as_json:
+        print_json(document)
+        return
+    out.print(f"[bold]{view.name}[/] (broker {view.broker_id}, {view.type.value}, account {view.account_id}): "
+              f"[bold]{view.status.value}[/]")
+    for change in view.timeline.changes:
+        out.print(f"  {change.effective_at.isoformat()}  {change.status.value}")
+    mtd = document["month_to_date"]
+    out.print(f"{mtd['month']} so far: API volume ${mtd['api_volume']} (spot {mtd['spot_volume']}, futures "
+              f"{mtd['futures_volume']}) → {mtd['tier']} at {mtd['broker_rate']}; payout if the month ended now "
+              f"${mtd['payout']}" + (f"; ${mtd['volume_to_next_tier']} more for {mtd['next_tier']}"
+                                      if mtd["next_tier"] else ""))
+    if mtd["last_closed_month"]:
+        out.print(f"{mtd['last_closed_month']} (last closed): {mtd['last_closed_tier']}")
+
+
+broker_key_app = typer.Typer(no_args_is_help=True, help="A broker's API keys (ED25519, Backpack style).")
+broker_app.add_typer(broker_key_app, name="key")
+
+
+@broker_key_app.command("create")
+def broker_key_create(broker_id: int, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Make a key pair for a broker's API. The secret is shown once; bkr keeps only the public key."""
+    from bkr.program import keys  # lazy: cryptography
+
+    with transaction(db_url) as connection:
+        pair = keys.create_broker_key(connection, broker_id, system_clock())
+    if as_json:
+        print_json({"broker_id": broker_id, "api_key": pair.api_key, "secret": pair.secret})
+        return
+    out.print(f"api key (X-API-Key): {pair.api_key}\nsecret:              {pair.secret}")
+    err.print("The secret is not stored: keep it now. Sign requests as Backpack's API is signed (docs/api.md).")

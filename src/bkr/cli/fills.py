@@ -1,0 +1,85 @@
+"""`bkr fills`: import fill files, and review the rows that were not accepted."""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.domain.clock import system_clock
+from bkr.ingest.readers import read_rows
+from bkr.program import review
+from bkr.program.importer import import_file
+from bkr.program.writer import RowResult, Tally
+from bkr.settings import load_config
+from bkr.store import db
+
+fills_app = typer.Typer(no_args_is_help=True, help="Import fills and review what was not accepted.")
+
+
+@fills_app.command("import")
+def fills_import(
+    file: Path,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="Fills per transaction.")] = 5_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
+    config = load_config(config_path)
+    engine = db.open_engine(db_url)
+    read_rows(file, file_format)  # fail on a missing file or unknown type before any progress bar
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task(f"importing {file.name}", total=None, rate="")
+        started = datetime.now()
+
+        def report(tally: Tally, _results: list[RowResult]) -> None:
+            seen = tally.accepted + tally.duplicates + tally.conflicts + tally.rejected
+            seconds = max((datetime.now() - started).total_seconds(), 1e-9)
+            progress.update(task, completed=seen, rate=f"{seen:,} rows, {seen / seconds:,.0f}/s")
+
+        tally = import_file(engine, config, file, clock=system_clock, batch_size=batch_size,
+                            file_format=file_format, on_batch=report)
+    if as_json:
+        print_json(tally.counts())
+        return
+    out.print(f"{file.name}: {tally.accepted:,} accepted ({tally.counted:,} broker volume, "
+              f"{tally.awaiting_user:,} awaiting their user), {tally.duplicates:,} duplicates, "
+              f"{tally.conflicts:,} conflicts, {tally.rejected:,} rejected")
+    if tally.rejected or tally.conflicts:
+        out.print("See them with: bkr fills rejected")
+
+
+@fills_app.command("rejected")
+def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, typer.Option()] = 50,
+                   as_json: JsonOption = False) -> None:
+    """Rows that were rejected (with their reason), conflicting fills, and fills awaiting their user."""
+    with transaction(db_url) as connection:
+        rejections = review.rejected_rows(connection, limit=limit)
+        conflicts = review.conflict_rows(connection, limit=limit)
+        counts = review.review_counts(connection).to_document()
+    if as_json:
+        print_json({"counts": counts,
+                     "rejected": [{"source": r.source, "line": r.line, "fill_id": r.fill_id, "reason": r.reason,
+                                   "raw": r.raw} for r in rejections],
+                     "conflicts": [{"source": c.source, "line": c.line, "fill_id": c.fill_id, "raw": c.raw}
+                                   for c in conflicts]})
+        return
+    table = Table("source", "line", "fill_id", "reason", title=f"rejected rows ({counts['rejected']:,})")
+    for r in rejections:
+        table.add_row(r.source, str(r.line or ""), r.fill_id or "", r.reason)
+    out.print(table)
+    table = Table("source", "line", "fill_id", "received", title=f"conflicts ({counts['conflicts']:,}): "
+                  "same fill_id, other content; not applied")
+    for c in conflicts:
+        table.add_row(c.source, str(c.line or ""), c.fill_id, c.raw[:80])
+    out.print(table)
+    if counts["awaiting_user"]:
+        out.print(f"{counts['awaiting_user']:,} broker fills wait for their user to be registered "
+                  "(bkr user add / bkr user import); they are paid once it is.")

@@ -1,0 +1,113 @@
+"""A month's end: `bkr close` computes its statements, `bkr approve` approves the drafts,
+`bkr reconcile` checks it link by link, `bkr settle` pays the final statements through the ledger."""
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.domain.clock import system_clock
+from bkr.domain.money import canonical, plain
+from bkr.domain.periods import Month
+from bkr.program import settlement
+from bkr.program.close import close_month
+from bkr.program.reconcile import reconcile_month
+from bkr.settings import load_config
+from bkr.store import db
+
+month_end_app = typer.Typer()  # no name: its commands are bkr's own (`bkr close`, `bkr settle`, ...)
+
+
+@month_end_app.command("close")
+def close(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute everything, write nothing.")] = False,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a month: tiers, payouts, one statement per broker. Idempotent."""
+    config = load_config(config_path)
+    result = close_month(db.open_engine(db_url), config, Month.parse(month), now=system_clock(), dry_run=dry_run)
+    if as_json:
+        document = result.to_document()
+        print_json({"month": document["month"], "dry_run": result.dry_run,
+                     "already_closed": result.already_closed,
+                     "awaiting_user_fills": result.awaiting_user_fills, "statements": document["statements"]})
+        return
+    verb = "preview of" if dry_run else ("already closed:" if result.already_closed else "closed")
+    table = Table("broker", "tier", "rate", "spot volume", "futures volume", "fee base", "adjustments",
+                  "payout (exact)", "payout", title=f"{verb} {month}")
+    for s in result.statements:
+        table.add_row(str(s.broker_id), s.tier_name, canonical(s.broker_rate), canonical(s.spot_volume),
+                      canonical(s.futures_volume), canonical(s.fee_base), canonical(s.adjustment_payout_exact),
+                      canonical(s.payout_exact), plain(s.payout))
+    out.print(table)
+    if result.awaiting_user_fills:
+        err.print(f"warning: {result.awaiting_user_fills:,} broker fills of {month} wait for their user and are "
+                  "not in these statements (bkr fills rejected)")
+
+
+@month_end_app.command("approve")
+def approve(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    by: Annotated[str, typer.Option("--by", help="Who approves (an operator's name): approvals count per "
+                                                 "distinct approver.")],
+    broker: Annotated[int | None, typer.Option(help="One broker's statement (default: every draft of the "
+                                                    "month).")] = None,
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+) -> None:
+    """Approve draft statements; with the approvals the program requires they become final."""
+    config = load_config(config_path)
+    target = Month.parse(month)
+    with transaction(db_url) as connection:
+        done = settlement.approve_month(connection, config, target, by.strip() or "-", system_clock(), broker_id=broker)
+    final = sum(a.status == settlement.FINAL for a in done)
+    err.print(f"{month}: {len(done)} statement(s) approved by {by}; {final} now final "
+              f"({config.approvals_required} distinct approval(s) required)")
+
+
+@month_end_app.command("reconcile")
+def reconcile(
+    month: Annotated[str, typer.Option(help="YYYY-MM (a closed month)")],
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a closed month link by link: fills -> aggregates -> statement lines -> totals, paid
+    statements -> ledger payouts, and that the ledger balances. Exits 1 if anything differs."""
+    # `--config` is taken as by every month-end command; reconcile needs none: the statements carry
+    # their quantum, and the stored rows the rest
+    with db.snapshot(db.open_engine(db_url)) as connection:  # one consistent state, without holding writers up
+        result = reconcile_month(connection, Month.parse(month))
+    if as_json:
+        print_json({"month": str(result.month), "statements": result.statements, "fills": result.fills,
+                     "clean": result.clean, "differences": [
+                         {"link": d.link, "subject": d.subject, "expected": d.expected, "found": d.found}
+                         for d in result.differences]})
+    else:
+        for difference in result.differences:
+            out.print(str(difference), markup=False, highlight=False)
+        err.print(f"{month}: {result.statements} statements, {result.fills:,} counted fills: "
+                  + ("everything reconciles" if result.clean else f"{len(result.differences)} difference(s)"))
+    if not result.clean:
+        raise typer.Exit(1)
+
+
+@month_end_app.command("settle")
+def settle(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    db_url: DbOption = db.DEFAULT_URL,
+    config_path: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pay every final statement of a month through the ledger, each exactly once (safe to rerun)."""
+    config = load_config(config_path)
+    result = settlement.settle_month(db.open_engine(db_url), config, Month.parse(month), system_clock())
+    if as_json:
+        print_json(result.to_document())
+        return
+    err.print(f"{month}: paid {len(result.paid)}, already paid {len(result.already_paid)}, "
+              f"still in review {len(result.not_final)}")

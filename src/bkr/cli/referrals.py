@@ -1,0 +1,114 @@
+"""`bkr affiliate`, `bkr referral` and `bkr user`: affiliates, the referral codes they own with
+their rebate rates, and the users who signed up with those codes (and their venue keys).
+
+`bkr user key create` imports the venue when it runs: its accounts load `cryptography`, which
+would otherwise add some 30 ms to every `bkr` invocation."""
+
+import csv
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
+from bkr.domain.clock import system_clock
+from bkr.domain.errors import InvalidInput
+from bkr.domain.money import D
+from bkr.program import registry
+from bkr.store import db
+
+affiliate_app = typer.Typer(no_args_is_help=True, help="Enroll affiliates.")
+referral_app = typer.Typer(no_args_is_help=True, help="Referral codes and their affiliate rebate rates.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and the referral code they signed up with.")
+
+
+@affiliate_app.command("add")
+def affiliate_add(account: Annotated[str, typer.Option(help="The affiliate's business account.")],
+                  name: Annotated[str, typer.Option(help="Display name.")],
+                  db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Enroll a business account as an affiliate."""
+    with transaction(db_url) as connection:
+        registry.enroll_affiliate(connection, account, name, system_clock())
+    err.print(f"affiliate {account} enrolled")
+
+
+@affiliate_app.command("list")
+def affiliate_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Affiliates and their referral codes."""
+    with transaction(db_url) as connection:
+        rows = registry.list_affiliates(connection)
+    if as_json:
+        print_json([{"account": a, "name": n, "codes": c} for a, n, c in rows])
+        return
+    table = Table("account", "name", "codes")
+    for account, name, codes in rows:
+        table.add_row(account, name, ", ".join(codes))
+    out.print(table)
+
+
+@referral_app.command("add")
+def referral_add(
+    affiliate: Annotated[str, typer.Option(help="The affiliate's account.")],
+    code: Annotated[str, typer.Option(help="The referral code.")],
+    rate: Annotated[str, typer.Option(help="Affiliate rebate rate, a fraction such as 0.10.")],
+    effective_from: Annotated[str | None, typer.Option("--from", help="ISO 8601 (default: now).")] = None,
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Create a referral code, or record a new rate for it from --from on."""
+    with transaction(db_url) as connection:
+        registry.set_referral_rate(connection, affiliate, code, D(rate), moment(effective_from), system_clock())
+    err.print(f"code {code}: rate {rate} from {effective_from or 'now'}")
+
+
+@user_app.command("add")
+def user_add(user_id: Annotated[str, typer.Option("--id", help="The exchange's user id.")],
+             referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
+             db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Register a user (and the referral code it signed up with, if any)."""
+    with transaction(db_url) as connection:
+        registry.add_users(connection, [(user_id, referral_code)], system_clock())
+    err.print(f"user {user_id} registered")
+
+
+user_key_app = typer.Typer(no_args_is_help=True, help="A user's venue API keys (ED25519, Backpack style).")
+user_app.add_typer(user_key_app, name="key")
+
+
+@user_key_app.command("create")
+def user_key_create(user_id: str,
+                    referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
+                    db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+                    as_json: JsonOption = False) -> None:
+    """Make a key pair to trade on the venue as USER (registering the user and opening its
+    account, with the configured play money, if needed). The secret is shown once."""
+    from bkr.venue.accounts import create_user_key  # lazy: cryptography
+    from bkr.venue.settings import load_venue_config
+
+    venue_config = load_venue_config(config_path)
+    with transaction(db_url) as connection:
+        pair = create_user_key(connection, venue_config, user_id, system_clock(), referral_code=referral_code)
+    if as_json:
+        print_json({"user_id": user_id.strip(), "api_key": pair.api_key, "secret": pair.secret})
+        return
+    out.print(f"api key (X-API-Key): {pair.api_key}\nsecret:              {pair.secret}")
+    err.print("The secret is not stored: keep it now. It is the `secret` of ccxt's backpack client (docs/brokers.md).")
+
+
+@user_app.command("import")
+def user_import(file: Path, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Register users from a CSV with columns user_id,referral_code."""
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "user_id" not in reader.fieldnames:
+                raise InvalidInput(f"{file.name}: needs a header with user_id (and referral_code)")
+            entries = [(row["user_id"] or "", row.get("referral_code")) for row in reader]
+    except FileNotFoundError:
+        raise InvalidInput(f"{file}: no such file") from None
+    with transaction(db_url) as connection:
+        new = registry.add_users(connection, entries, system_clock())
+    if as_json:
+        print_json({"users": len(entries), "new": new})
+    else:
+        err.print(f"{len(entries)} users read, {new} new")
