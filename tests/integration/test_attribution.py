@@ -9,7 +9,6 @@ import pytest
 from integration_support import (
     JUNE,
     MAY,
-    NOW,
     add_broker,
     add_code,
     add_users,
@@ -19,12 +18,9 @@ from integration_support import (
     import_rows,
     preview,
 )
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from bkr.domain.fills import parse_fill
-from bkr.domain.money import D
 from bkr.domain.registry import BrokerStatus
-from bkr.program.writer import DecidedFill, write_decided_fills
 from bkr.store.tables import fills
 
 
@@ -174,25 +170,3 @@ def test_a_user_added_after_the_month_closed_is_paid_next_month_at_the_closed_mo
         "effective_rate": "0.3", "payout_exact": "30"}
     assert june["payout"] == "30.00"
     assert ok(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url)).out == statement
-
-
-def test_a_fill_whose_broker_its_order_entry_judged_is_not_judged_again(engine: Engine) -> None:
-    """The venue judges an order's broker when the order comes in; the program takes that as it
-    is (here against what the registry says) and reads only the user and its rate."""
-    add_broker(engine, 1400)
-    add_code(engine, "FRIEND", "0.1")
-    add_users(engine, "alice", code="FRIEND")
-    judged = [("f-active", "alice", True), ("f-inactive", "alice", False), ("f-unknown", "alice", None),
-              ("f-stranger", "stranger", True)]
-    with engine.begin() as connection:
-        results = write_decided_fills(
-            connection, [DecidedFill(parse_fill(fill(fill_id, user=user)), active) for fill_id, user, active in judged],
-            {"USDC": D(1)}, source="venue", now=NOW)
-        stored = dict(connection.execute(select(fills.c.fill_id, fills.c.attribution)).all())
-        rate = connection.execute(select(fills.c.affiliate_rate).where(fills.c.fill_id == "f-active")).scalar()
-    assert [(r.line, r.fill_id, r.outcome.value) for r in results] == [
-        (1, "f-active", "accepted"), (2, "f-inactive", "accepted"), (3, "f-unknown", "accepted"),
-        (4, "f-stranger", "accepted")]
-    assert stored == {"f-active": "counted", "f-inactive": "broker_inactive", "f-unknown": "broker_unknown",
-                      "f-stranger": "awaiting_user"}
-    assert rate == D("0.1")

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
+from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Attribution, Fill, PricedFill, parse_fill, price_in_usd
 from bkr.domain.money import add, canonical, sub
@@ -176,7 +177,7 @@ def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], 
     candidates: list[_Candidate] = []
     for position, item in enumerate(decided):
         try:
-            priced = price_in_usd(item.fill, usd_rates)
+            priced = price_in_usd(_within_bounds(item.fill), usd_rates)
         except InvalidInput as error:
             results[position] = kept.reject(position + 1, item.fill.fill_id, item.fill.fill_id, str(error))
             continue
@@ -184,6 +185,15 @@ def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], 
                                      broker_active=item.broker_active))
     _store(connection, candidates, results, kept)
     return [result for result in results if result is not None]
+
+
+def _within_bounds(fill: Fill) -> Fill:
+    """A typed fill's amounts, held to the bounds `parse_fill` holds a row's to, with the same
+    reasons: every amount that enters the program is bounded, whichever door it came in by."""
+    bounded(fill.price, AMOUNT, "price")
+    bounded(fill.quantity, AMOUNT, "quantity")
+    bounded(fill.fee, AMOUNT, "fee")
+    return fill
 
 
 def _store(connection: Connection, candidates: Sequence[_Candidate], results: list[RowResult | None],
