@@ -92,7 +92,7 @@ def test_the_scheduler_closes_the_month_once_after_its_grace(api: Api, db_url: s
         closes = [scheduler.tick()]
     assert len(closes) == 1 and closes[0] is not None and closes[0].month == OCTOBER
     closed = _statement_rows(api)
-    assert [(row[0], row[1]) for row in closed] == [(1400, "2026-10"), (2200, "2026-10")]
+    assert [(row[0], row[1]) for row in closed] == [(1400, OCTOBER), (2200, OCTOBER)]
 
     api.clock.advance(timedelta(minutes=5))
     assert scheduler.tick() is None

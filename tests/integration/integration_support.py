@@ -193,7 +193,7 @@ def approve_all(engine: Engine, config: ProgramConfig = APPROVE_ONLY, approver: 
     with engine.begin() as connection:
         for broker_id, month in connection.execute(select(statements.c.broker_id, statements.c.month)
                                                    .where(statements.c.status == settlement.DRAFT)).all():
-            settlement.approve(connection, config, broker_id, Month.parse(month), approver, NOW)
+            settlement.approve(connection, config, broker_id, month, approver, NOW)
 
 
 def statement_count(engine: Engine) -> int:

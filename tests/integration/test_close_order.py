@@ -19,7 +19,7 @@ from bkr.store.tables import periods
 
 def statuses(engine: Engine) -> dict[str, str]:
     with engine.connect() as connection:
-        return dict(connection.execute(select(periods.c.month, periods.c.status)).all())  # type: ignore[arg-type]
+        return {str(month): status for month, status in connection.execute(select(periods.c.month, periods.c.status))}
 
 
 def test_a_month_behind_an_open_month_with_fills_is_refused_naming_it(engine: Engine, tmp_path: Path,

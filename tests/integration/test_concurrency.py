@@ -119,7 +119,7 @@ def test_two_concurrent_closes_of_a_month_give_one_result(engines: tuple[Engine,
         rows = connection.execute(select(statements.c.month, statements.c.broker_id, func.count())
                                   .group_by(statements.c.month, statements.c.broker_id)).all()
     assert sorted((month, broker, n) for month, broker, n in rows) == [
-        (str(month), broker, 1) for month in months for broker in (1400, 2200)]
+        (month, broker, 1) for month in months for broker in (1400, 2200)]
 
 
 def test_a_fill_imported_while_its_month_closes_is_paid_exactly_once(engines: tuple[Engine, Engine],
@@ -161,4 +161,4 @@ def test_a_fill_imported_while_its_month_closes_is_paid_exactly_once(engines: tu
     assert paid == volume
     with importer.connect() as connection:
         by_period = dict(connection.execute(select(fills.c.period, func.count()).group_by(fills.c.period)).all())
-    assert by_period == {"2024-05": in_may, "2024-06": 600 - in_may}
+    assert by_period == {MAY: in_may, JUNE: 600 - in_may}

@@ -145,9 +145,9 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
     by_line: dict[tuple[Any, ...], list[Any]] = {}
     by_day: dict[tuple[Any, ...], list[Any]] = {}
     for item in counted:
-        period = str(item.period)
+        period = item.period
         base = item.base
-        line = (item.broker_id, period, str(item.fill_month), item.user_id, item.market_type,
+        line = (item.broker_id, period, item.fill_month, item.user_id, item.market_type,
                 canonical(item.affiliate_rate), item.kind)
         total_row = by_line.get(line)
         if total_row is None:
@@ -195,7 +195,7 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     """
     closed = closed_months(connection)
     open_or_waiting = (fills.c.attribution == Attribution.AWAITING_USER.value) | (
-        fills.c.period.not_in(sorted(str(m) for m in closed)) if closed else fills.c.period.is_not(None))
+        fills.c.period.not_in(sorted(closed)) if closed else fills.c.period.is_not(None))
     rows = connection.execute(
         select(fills.c.fill_id, fills.c.user_id, fills.c.broker_id, fills.c.ts, fills.c.via_api,
                fills.c.fill_type, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period)
@@ -205,12 +205,12 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     view = RegistryView.load(connection, (r.broker_id for r in rows if r.broker_id is not None),
                              (r.user_id for r in rows))
     changes: list[dict[str, Any]] = []
-    touched: set[tuple[int, str]] = set()
+    touched: set[tuple[int, Month]] = set()
     for row in rows:
         attribution, rate = view.attribute(row.broker_id, row.fill_type, row.via_api, row.user_id, row.ts)
         period = row.period
         if row.attribution == Attribution.AWAITING_USER.value:
-            period = str(paying_period(Month.parse(row.fill_month), closed))
+            period = paying_period(row.fill_month, closed)
         if (attribution.value, rate, period) != (row.attribution, row.affiliate_rate, row.period):
             changes.append({"key": row.fill_id, "attribution": attribution.value, "affiliate_rate": rate,
                             "period": period})
@@ -228,7 +228,7 @@ def reevaluate(connection: Connection, condition: Any) -> int:
 
 
 def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
-                      touched: set[tuple[int, str]]) -> list[dict[str, Any]]:
+                      touched: set[tuple[int, Month]]) -> list[dict[str, Any]]:
     """The changes that make the corrections of changed fills agree with them again: a correction
     always has its fill's attribution, rate and (while that is open) period."""
     follow: list[dict[str, Any]] = []
@@ -246,7 +246,7 @@ def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
     return follow
 
 
-def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] | set[tuple[int, str]]) -> None:
+def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]] | set[tuple[int, Month]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
         for table in (aggregates, aggregate_totals, daily_volumes):
@@ -257,7 +257,7 @@ def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, str]] 
             .where(tuple_(fills.c.broker_id, fills.c.period) == (broker_id, period))
             .where(fills.c.attribution == Attribution.COUNTED.value))
         add_to_aggregates(connection, (
-            Counted(broker_id, Month.parse(period), Month.parse(r.fill_month), r.ts.date().isoformat(), r.user_id,
+            Counted(broker_id, period, r.fill_month, r.ts.date().isoformat(), r.user_id,
                     r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd, r.corrects is not None,
                     r.fee_base_usd) for r in rows))
 

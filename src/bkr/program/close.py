@@ -63,8 +63,8 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
                              "a month is closed from the 1st of the next")
     with engine.connect() as connection, connection.begin() as transaction:
         if not dry_run:
-            insert_ignoring(connection, periods, [{"month": str(month)}], ["month"])
-        status = connection.execute(locked(select(periods.c.status).where(periods.c.month == str(month)))).scalar()
+            insert_ignoring(connection, periods, [{"month": month}], ["month"])
+        status = connection.execute(locked(select(periods.c.status).where(periods.c.month == month))).scalar()
         awaiting = _awaiting_user(connection, month)
         if status == "closed":
             return CloseResult(month, True, dry_run, tuple(issued_statements(connection, month)), awaiting)
@@ -75,13 +75,13 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
             return CloseResult(month, False, True, computed, awaiting)
         if computed:
             connection.execute(insert(statements), [
-                {"broker_id": s.broker_id, "month": str(month), "tier_level": s.tier_level,
+                {"broker_id": s.broker_id, "month": month, "tier_level": s.tier_level,
                  "broker_rate": s.broker_rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
                  "carried_in": s.carried_in, "payout": s.payout, "document": canonical_json(s.to_document()),
                  "created_at": now}
                 for s in computed])
         close_empty_months_before(connection, month, now)
-        connection.execute(update(periods).where(periods.c.month == str(month))
+        connection.execute(update(periods).where(periods.c.month == month)
                            .values(status="closed", closed_at=now))
         return CloseResult(month, False, False, computed, awaiting)
 
@@ -120,7 +120,7 @@ def carries(connection: Connection, month: Month, broker_id: int | None = None) 
     """What each broker's latest statement before `month` left to recover, for the brokers whose
     latest statement carried a shortfall out (one query for every broker)."""
     latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
-        statements.c.month < str(month)).group_by(statements.c.broker_id)
+        statements.c.month < month).group_by(statements.c.broker_id)
     if broker_id is not None:
         latest = latest.where(statements.c.broker_id == broker_id)
     last = latest.subquery()
@@ -137,10 +137,10 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
     columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
                aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
                aggregates.c.fee_base_usd, aggregates.c.kind)
-    query = select(*columns).where(aggregates.c.period == str(period))
+    query = select(*columns).where(aggregates.c.period == period)
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
-    return [AggregateLine(broker, period, Month.parse(fill_month), user, _MARKET_TYPES[market], rate, fills, volume,
+    return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
                           fee, base, kind == "correction")
             for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
 
@@ -151,10 +151,10 @@ _MARKET_TYPES = {market.value: market for market in MarketType}
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
     """The period's aggregate lines with users merged (user_id "*"): the running totals kept
     beside the aggregates, a few rows per broker."""
-    query = select(aggregate_totals).where(aggregate_totals.c.period == str(period))
+    query = select(aggregate_totals).where(aggregate_totals.c.period == period)
     if broker_id is not None:
         query = query.where(aggregate_totals.c.broker_id == broker_id)
-    return [AggregateLine(r.broker_id, period, Month.parse(r.fill_month), "*", MarketType(r.market_type),
+    return [AggregateLine(r.broker_id, period, r.fill_month, "*", MarketType(r.market_type),
                           r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction")
             for r in connection.execute(query)]
 
@@ -162,7 +162,7 @@ def _merged_lines(connection: Connection, period: Month, broker_id: int | None) 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """A broker's API volume in a month: from its statement if closed, else the running aggregates."""
     stored = connection.execute(select(statements.c.api_volume).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
     if stored is not None:
         return stored  # type: ignore[no-any-return]
     return total(api_volumes(_merged_lines(connection, month, broker_id)))
@@ -171,19 +171,19 @@ def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decim
 def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
     """The tier a closed month was paid at; a broker without a statement that month was at the base tier."""
     level = connection.execute(select(statements.c.tier_level).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
     schedule = config.schedule_for(month)
     return schedule.tiers[level] if level is not None else schedule.tiers[0]
 
 
 def _awaiting_user(connection: Connection, month: Month) -> int:
     return connection.execute(select(func.count()).select_from(fills).where(
-        (fills.c.attribution == Attribution.AWAITING_USER.value) & (fills.c.fill_month == str(month)))).scalar_one()
+        (fills.c.attribution == Attribution.AWAITING_USER.value) & (fills.c.fill_month == month))).scalar_one()
 
 
 def issued_statements(connection: Connection, month: Month) -> list[BrokerStatement]:
     """The statements a closed month issued, read back from their stored documents, by broker id."""
-    rows = connection.execute(select(statements.c.document).where(statements.c.month == str(month))
+    rows = connection.execute(select(statements.c.document).where(statements.c.month == month)
                               .order_by(statements.c.broker_id)).scalars()
     return [parse_statement(text) for text in rows]
 
@@ -196,9 +196,9 @@ def issued_statement(connection: Connection, broker_id: int, month: Month) -> Br
 def stored_statement(connection: Connection, broker_id: int, month: Month) -> str:
     """The canonical JSON of one stored statement, as stored: what is signed and served."""
     text = connection.execute(select(statements.c.document).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))).scalar()
+        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
     if text is None:
-        closed = connection.execute(select(periods.c.status).where(periods.c.month == str(month))).scalar()
+        closed = connection.execute(select(periods.c.status).where(periods.c.month == month)).scalar()
         hint = "" if closed == "closed" else f" ({month} is open; preview: bkr close --month {month} --dry-run)"
         raise NotFound(f"no statement for broker {broker_id} in {month}{hint}")
     return text  # type: ignore[no-any-return]

@@ -30,7 +30,7 @@ def check_closable(connection: Connection, config: ProgramConfig, month: Month) 
         raise InvalidInput(f"month: {month} is before the program's start ({config.first_month})", field="month")
     config.schedule_for(month)  # refuses a month no tier schedule covers
     connection.execute(locked(select(periods.c.month).where(
-        (periods.c.status != "closed") & (periods.c.month < str(month))).order_by(periods.c.month))).all()
+        (periods.c.status != "closed") & (periods.c.month < month)).order_by(periods.c.month))).all()
     earlier = first_open_month_with_fills(connection, config.first_month, month)
     if earlier is not None:
         raise MonthOutOfOrder(f"close {earlier} first: it is still open and holds fills to pay; months close in "
@@ -41,9 +41,9 @@ def first_open_month_with_fills(connection: Connection, first: Month, before: Mo
     """The earliest open month in [first, before) with aggregates (fills to pay), or None."""
     holds_fills = exists().where(aggregate_totals.c.period == periods.c.month)
     found = connection.execute(select(periods.c.month).where(
-        (periods.c.status != "closed") & (periods.c.month >= str(first)) & (periods.c.month < str(before))
+        (periods.c.status != "closed") & (periods.c.month >= first) & (periods.c.month < before)
         & holds_fills).order_by(periods.c.month).limit(1)).scalar()
-    return None if found is None else Month.parse(found)
+    return found
 
 
 def close_empty_months_before(connection: Connection, month: Month, now: datetime) -> None:
@@ -54,12 +54,12 @@ def close_empty_months_before(connection: Connection, month: Month, now: datetim
     earliest = connection.execute(select(func.min(periods.c.month))).scalar()
     if earliest is not None:
         missing = []
-        gap = Month.parse(earliest)
+        gap = earliest
         while gap < month:
-            missing.append({"month": str(gap), "status": "closed", "closed_at": now})
+            missing.append({"month": gap, "status": "closed", "closed_at": now})
             gap = gap.next()
         insert_ignoring(connection, periods, missing, ["month"])
-    connection.execute(update(periods).where((periods.c.status != "closed") & (periods.c.month < str(month)))
+    connection.execute(update(periods).where((periods.c.status != "closed") & (periods.c.month < month))
                        .values(status="closed", closed_at=now))
 
 

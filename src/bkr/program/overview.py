@@ -95,9 +95,8 @@ _STATEMENT_COLUMNS = (statements.c.broker_id, statements.c.month, statements.c.t
                       statements.c.api_volume, statements.c.payout_exact, statements.c.payout, statements.c.status)
 
 
-def _summary(row: tuple[int, str, int, Decimal, Decimal, Decimal, Decimal, str]) -> StatementSummary:
-    broker_id, month, level, rate, volume, exact, payout, status = row
-    return StatementSummary(broker_id, Month.parse(month), level, rate, volume, exact, payout, status)
+def _summary(row: tuple[int, Month, int, Decimal, Decimal, Decimal, Decimal, str]) -> StatementSummary:
+    return StatementSummary(*row)
 
 
 def broker_statements(connection: Connection, broker_id: int) -> list[StatementSummary]:
@@ -123,13 +122,13 @@ def _periods(connection: Connection, month: Month | None) -> list[PeriodSummary]
     period_query = select(periods.c.month, periods.c.status, periods.c.closed_at).order_by(periods.c.month.desc())
     statement_query = select(*_STATEMENT_COLUMNS).order_by(statements.c.broker_id)
     if month is not None:
-        period_query = period_query.where(periods.c.month == str(month))
-        statement_query = statement_query.where(statements.c.month == str(month))
-    by_month: dict[str, list[StatementSummary]] = defaultdict(list)
+        period_query = period_query.where(periods.c.month == month)
+        statement_query = statement_query.where(statements.c.month == month)
+    by_month: dict[Month, list[StatementSummary]] = defaultdict(list)
     for row in connection.execute(statement_query):
         by_month[row.month].append(_summary(tuple(row)))
-    return [PeriodSummary(Month.parse(text), status, closed_at, tuple(by_month.get(text, ())))
-            for text, status, closed_at in connection.execute(period_query)]
+    return [PeriodSummary(period, status, closed_at, tuple(by_month.get(period, ())))
+            for period, status, closed_at in connection.execute(period_query)]
 
 
 def has_fills(connection: Connection) -> bool:

@@ -11,7 +11,7 @@ from bkr.store.tables import periods
 
 def closed_months(connection: Connection) -> set[Month]:
     rows = connection.execute(select(periods.c.month).where(periods.c.status == "closed"))
-    return {Month.parse(month) for (month,) in rows}
+    return set(rows.scalars())
 
 
 def paying_period(fill_month: Month, closed: set[Month]) -> Month:
@@ -30,10 +30,10 @@ def lock_open_periods(connection: Connection, fill_months: Iterable[Month]) -> d
     while True:
         closed = closed_months(connection)
         targets = {month: paying_period(month, closed) for month in wanted}
-        insert_ignoring(connection, periods, [{"month": str(m)} for m in sorted(set(targets.values()))], ["month"])
+        insert_ignoring(connection, periods, [{"month": m} for m in sorted(set(targets.values()))], ["month"])
         statuses: dict[str, str] = dict(connection.execute(locked(
             select(periods.c.month, periods.c.status)
-            .where(periods.c.month.in_(sorted(str(m) for m in set(targets.values()))))
+            .where(periods.c.month.in_(sorted(set(targets.values()))))
             .order_by(periods.c.month), shared=True)).all())
         if all(status == "open" for status in statuses.values()):
             return targets

@@ -73,7 +73,7 @@ def reconcile_month(connection: Connection, month: Month) -> Reconciliation:
     differences += _compare("aggregates -> merged totals", from_aggregates,
                             _aggregates_by_broker(connection, month, aggregate_totals))
     rows = connection.execute(select(statements.c.broker_id, statements.c.document, statements.c.carried_in)
-                              .where(statements.c.month == str(month)).order_by(statements.c.broker_id)).all()
+                              .where(statements.c.month == month).order_by(statements.c.broker_id)).all()
     issued: dict[int, BrokerStatement] = {}
     unreadable: list[Difference] = []
     for broker, text, _ in rows:
@@ -111,7 +111,7 @@ def _exact_sum(connection: Connection, column: Any) -> Any:
 def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
     """Counted fills paid in `month`, summed per broker by the database in one pass. The fee base
     is the positive fees of the fills and the stored fee-base change of each correction."""
-    counted = (fills.c.period == str(month)) & (fills.c.attribution == Attribution.COUNTED.value)
+    counted = (fills.c.period == month) & (fills.c.attribution == Attribution.COUNTED.value)
     postgresql = connection.dialect.name == "postgresql"
     positive = fills.c.fee_usd > 0 if postgresql else ~fills.c.fee_usd.startswith("-")
     zero = literal(0) if postgresql else literal("0")  # SQLite sums decimal text
@@ -129,7 +129,7 @@ def _aggregates_by_broker(connection: Connection, month: Month, table: Table = a
     rows = connection.execute(
         select(table.c.broker_id, func.sum(table.c.fills), _exact_sum(connection, table.c.volume_usd),
                _exact_sum(connection, table.c.fee_base_usd))
-        .where(table.c.period == str(month)).group_by(table.c.broker_id))
+        .where(table.c.period == month).group_by(table.c.broker_id))
     return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(fee_base)}
             for broker, count, volume, fee_base in rows}
 
@@ -168,7 +168,7 @@ def _ledger(connection: Connection, month: Month) -> list[Difference]:
     differences = []
     paid = {int(b): (payout, key) for b, payout, key in connection.execute(
         select(statements.c.broker_id, statements.c.payout, statements.c.payout_key)
-        .where((statements.c.month == str(month)) & (statements.c.status == PAID)))}
+        .where((statements.c.month == month) & (statements.c.status == PAID)))}
     prefix = "payout/"
     suffix = f"/{month}"
     posted: dict[int, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))

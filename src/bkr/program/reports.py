@@ -322,5 +322,5 @@ def inactive_orders(connection: Connection, broker_id: int, month: Month) -> Ina
     orders, count = connection.execute(
         select(func.count(func.distinct(fills.c.order_id)), func.count())
         .where(and_(fills.c.broker_id == broker_id, fills.c.attribution == Attribution.BROKER_INACTIVE.value,
-                    fills.c.fill_month == str(month), fills.c.corrects.is_(None)))).one()
+                    fills.c.fill_month == month, fills.c.corrects.is_(None)))).one()
     return InactiveOrders(broker_id, month, orders, count)

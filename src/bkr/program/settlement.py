@@ -52,21 +52,21 @@ def approve(connection: Connection, config: ProgramConfig, broker_id: int, month
     """Record `approver`'s approval of a draft; with enough distinct approvers it becomes final.
     Approving twice as the same approver counts once."""
     row = connection.execute(locked(select(statements.c.status).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month))))).first()
+        (statements.c.broker_id == broker_id) & (statements.c.month == month)))).first()
     if row is None:
         raise NotFound(f"no statement for broker {broker_id} in {month} (close the month first)")
     if row.status != DRAFT:
         raise Conflict(f"the statement of broker {broker_id} for {month} is already {row.status}",
                        code=f"statement_{row.status}")
-    insert_ignoring(connection, statement_approvals, [{"broker_id": broker_id, "month": str(month),
+    insert_ignoring(connection, statement_approvals, [{"broker_id": broker_id, "month": month,
                                                        "approver": approver, "approved_at": now}],
                     ["broker_id", "month", "approver"])
     count = connection.execute(select(func.count()).select_from(statement_approvals).where(
-        (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == str(month)))).scalar_one()
+        (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == month))).scalar_one()
     status = DRAFT
     if count >= config.approvals_required:
         connection.execute(update(statements).where(
-            (statements.c.broker_id == broker_id) & (statements.c.month == str(month))
+            (statements.c.broker_id == broker_id) & (statements.c.month == month)
             & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
         status = FINAL
     return Approval(broker_id, month, status, int(count))
@@ -75,7 +75,7 @@ def approve(connection: Connection, config: ProgramConfig, broker_id: int, month
 def draft_broker_ids(connection: Connection, month: Month) -> list[int]:
     """The brokers whose statement of `month` is still a draft, by id."""
     return list(connection.execute(select(statements.c.broker_id)
-                                   .where((statements.c.month == str(month)) & (statements.c.status == DRAFT))
+                                   .where((statements.c.month == month) & (statements.c.status == DRAFT))
                                    .order_by(statements.c.broker_id)).scalars())
 
 
@@ -94,7 +94,7 @@ def finalize_reviewed(connection: Connection, config: ProgramConfig, month: Mont
         return 0
     cutoff = now - timedelta(days=config.review_days)
     return connection.execute(update(statements).where(
-        (statements.c.month == str(month)) & (statements.c.status == DRAFT) & (statements.c.created_at <= cutoff))
+        (statements.c.month == month) & (statements.c.status == DRAFT) & (statements.c.created_at <= cutoff))
         .values(status=FINAL, finalized_at=now)).rowcount
 
 
@@ -106,7 +106,7 @@ def settle_month(engine: Engine, config: ProgramConfig, month: Month, now: datet
             raise NotFound(f"{month} is not closed: close it first (bkr close --month {month})")
         finalize_reviewed(connection, config, month, now)
         rows = connection.execute(select(statements.c.broker_id, statements.c.status)
-                                  .where(statements.c.month == str(month)).order_by(statements.c.broker_id)).all()
+                                  .where(statements.c.month == month).order_by(statements.c.broker_id)).all()
     result = SettleResult(month)
     for broker_id, status in rows:
         if status == DRAFT:
@@ -123,13 +123,13 @@ def settle_month(engine: Engine, config: ProgramConfig, month: Month, now: datet
 
 def _pay(connection: Connection, broker_id: int, month: Month, now: datetime) -> bool:
     row = connection.execute(locked(select(statements.c.status, statements.c.payout).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month))))).one()
+        (statements.c.broker_id == broker_id) & (statements.c.month == month)))).one()
     if row.status == PAID:
         return False
     key = None
     if row.payout > ZERO:  # a statement of nothing is settled without a transfer
         key = journal.post(connection, payout(broker_id, str(month), row.payout), now).key
     connection.execute(update(statements).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == str(month)))
+        (statements.c.broker_id == broker_id) & (statements.c.month == month))
         .values(status=PAID, paid_at=now, payout_key=key))
     return True

@@ -250,7 +250,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
                                                fill.timestamp)
         attributed[fill.fill_id] = (attribution, rate)
         records.append(_fill_record(candidate.priced, candidate.key, attribution, rate, months[fill.fill_id],
-                                    str(targets[months[fill.fill_id]]), kept.import_id))
+                                    targets[months[fill.fill_id]], kept.import_id))
     inserted = insert_new_fills(connection, records)
     stored: dict[str, str] = {}
     missing = [c.priced.fill.fill_id for c in ordered if c.priced.fill.fill_id not in inserted]
@@ -314,7 +314,7 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
                                       .where(fills.c.corrects.in_(sorted(originals)))):
         quantity, fee = state[earlier.corrects]
         state[earlier.corrects] = (add(quantity, earlier.quantity), add(fee, earlier.fee_usd))
-    periods = lock_open_periods(connection, {Month.parse(r.period) for r in originals.values()})
+    periods = lock_open_periods(connection, {r.period for r in originals.values()})
     records: list[dict[str, Any]] = []
     accepted: list[tuple[_Candidate, Attribution, Counted | None]] = []
     for candidate in new:
@@ -331,15 +331,15 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         after = (add(quantity, fill.quantity), add(fee, priced.fee_usd))
         state[original.fill_id] = after
         base_change = sub(fee_base(after[1]), fee_base(fee))
-        period = periods[Month.parse(original.period)]
+        period = periods[original.period]
         attribution = Attribution(original.attribution)
         records.append(_fill_record(priced, candidate.key, attribution, original.affiliate_rate, fill.month,
-                                    str(period), kept.import_id)
+                                    period, kept.import_id)
                        | {"corrects": original.fill_id, "fee_base_usd": base_change})
         counted = None
         if attribution is Attribution.COUNTED:
             assert fill.broker_id is not None
-            counted = Counted(fill.broker_id, period, Month.parse(original.fill_month),
+            counted = Counted(fill.broker_id, period, original.fill_month,
                               fill.timestamp.date().isoformat(), fill.user_id, fill.market_type.value,
                               original.affiliate_rate, priced.volume_usd, priced.fee_usd, True, base_change)
         accepted.append((candidate, attribution, counted))
@@ -385,7 +385,7 @@ def _shown(value: object) -> str:
 
 
 def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: Decimal | None, month: Month,
-                 period: str, import_id: int | None) -> dict[str, Any]:
+                 period: Month, import_id: int | None) -> dict[str, Any]:
     fill = priced.fill
     return {
         "fill_id": fill.fill_id, "order_id": fill.order_id, "user_id": fill.user_id, "symbol": fill.symbol,
@@ -393,7 +393,7 @@ def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: D
         "quantity": fill.quantity, "fee": fill.fee, "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
         "ts": fill.timestamp, "broker_id": fill.broker_id, "via_api": fill.via_api, "fill_type": fill.fill_type,
         "volume_usd": priced.volume_usd, "fee_usd": priced.fee_usd, "content_key": key,
-        "attribution": attribution.value, "affiliate_rate": rate, "fill_month": str(month),
+        "attribution": attribution.value, "affiliate_rate": rate, "fill_month": month,
         "period": period, "import_id": import_id, "corrects": None, "fee_base_usd": None,
     }
 

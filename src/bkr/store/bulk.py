@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from bkr.domain.money import canonical
+from bkr.domain.periods import Month
 from bkr.store.tables import fills
 from bkr.store.types import to_micros
 
@@ -54,6 +55,8 @@ def _insert_sqlite(connection: Connection, records: Sequence[dict[str, Any]]) ->
 def _sqlite_value(name: str, value: Any) -> Any:
     if value is None:
         return None
+    if isinstance(value, Month):
+        return str(value)
     if name in _MONEY:
         return canonical(value)
     if name == "ts":
@@ -72,7 +75,7 @@ def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]
         cursor.execute("TRUNCATE incoming_fills")
         with cursor.copy(f"COPY incoming_fills ({columns}) FROM STDIN") as copy:
             for record in records:
-                copy.write_row(tuple(record[name] for name in COLUMNS))
+                copy.write_row(tuple(_plain(record[name]) for name in COLUMNS))
         cursor.execute(f"INSERT INTO fills ({columns}) SELECT {columns} FROM incoming_fills "
                        "ORDER BY fill_id ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id")
         return {fill_id for (fill_id,) in cursor.fetchall()}
@@ -104,7 +107,8 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * width)}) "
-                               f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}", rows)
+                               f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
+                               [tuple(_plain(value) for value in row) for row in rows])
         finally:
             cursor.close()
         return
@@ -118,4 +122,10 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
 
 
 def _sqlite_key(value: Any) -> Any:
-    return canonical(value) if isinstance(value, Decimal) else value
+    return canonical(value) if isinstance(value, Decimal) else _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """What the driver is handed for a value these raw statements write: a month as its text (the
+    column's own form; `MonthText` does this for statements SQLAlchemy builds)."""
+    return str(value) if isinstance(value, Month) else value

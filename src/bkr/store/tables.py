@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
-from bkr.store.types import Money, UtcTimestamp
+from bkr.store.types import Money, MonthText, UtcTimestamp
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -149,8 +149,8 @@ fills = Table(
     Column("content_key", Text, nullable=False),
     Column("attribution", Text, nullable=False),
     Column("affiliate_rate", Money, nullable=True),
-    Column("fill_month", Text, nullable=False),
-    Column("period", Text, nullable=False),
+    Column("fill_month", MonthText, nullable=False),
+    Column("period", MonthText, nullable=False),
     Column("import_id", Integer, nullable=True),
     Column("corrects", Text, nullable=True),
     Column("fee_base_usd", Money, nullable=True),
@@ -199,8 +199,8 @@ fill_conflicts = Table(
 aggregates = Table(
     "aggregates", metadata,
     Column("broker_id", Integer, nullable=False),
-    Column("period", Text, nullable=False),
-    Column("fill_month", Text, nullable=False),
+    Column("period", MonthText, nullable=False),
+    Column("fill_month", MonthText, nullable=False),
     Column("user_id", Text, nullable=False),
     Column("market_type", Text, nullable=False),
     Column("affiliate_rate", Money, nullable=False),
@@ -219,8 +219,8 @@ aggregates = Table(
 aggregate_totals = Table(
     "aggregate_totals", metadata,
     Column("broker_id", Integer, nullable=False),
-    Column("period", Text, nullable=False),
-    Column("fill_month", Text, nullable=False),
+    Column("period", MonthText, nullable=False),
+    Column("fill_month", MonthText, nullable=False),
     Column("market_type", Text, nullable=False),
     Column("affiliate_rate", Money, nullable=False),
     Column("kind", Text, nullable=False),
@@ -234,7 +234,7 @@ aggregate_totals = Table(
 
 periods = Table(
     "periods", metadata,
-    Column("month", Text, primary_key=True),
+    Column("month", MonthText, primary_key=True),
     Column("status", Text, nullable=False, server_default="open"),
     Column("closed_at", UtcTimestamp, nullable=True),
     CheckConstraint("status IN ('open', 'closed')", name="status"),
@@ -243,7 +243,7 @@ periods = Table(
 statements = Table(
     "statements", metadata,
     Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=False),
-    Column("month", Text, ForeignKey("periods.month"), nullable=False),
+    Column("month", MonthText, ForeignKey("periods.month"), nullable=False),
     Column("tier_level", Integer, nullable=False),
     Column("broker_rate", Money, nullable=False),
     Column("api_volume", Money, nullable=False),
@@ -265,7 +265,7 @@ statements = Table(
 statement_approvals = Table(
     "statement_approvals", metadata,
     Column("broker_id", Integer, nullable=False),
-    Column("month", Text, nullable=False),
+    Column("month", MonthText, nullable=False),
     Column("approver", Text, nullable=False),
     Column("approved_at", UtcTimestamp, nullable=False),
     PrimaryKeyConstraint("broker_id", "month", "approver"),
@@ -311,7 +311,7 @@ statement_keys = Table(
 daily_volumes = Table(
     "daily_volumes", metadata,
     Column("broker_id", Integer, nullable=False),
-    Column("period", Text, nullable=False),
+    Column("period", MonthText, nullable=False),
     Column("day", Text, nullable=False),  # YYYY-MM-DD, UTC
     Column("market_type", Text, nullable=False),
     Column("fills", BigInteger, nullable=False),

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from bkr.domain.money import canonical
+from bkr.domain.periods import Month
 
 
 class Money(TypeDecorator[Decimal]):
@@ -40,6 +41,24 @@ class Money(TypeDecorator[Decimal]):
         # bkr wrote this text itself (`canonical`): exact, finite, no need for `D`'s checks,
         # which cost more than the read on a close of 100,000 lines
         return Decimal(value)
+
+
+class MonthText(TypeDecorator[Month]):
+    """A month, stored as its `YYYY-MM` text on both databases (which sorts as the months do) and
+    read back as a `Month`: code above the store compares and passes months, never their text."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Month | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Month):
+            raise TypeError(f"a month column takes a Month, not {value!r}")
+        return str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Month | None:
+        return None if value is None else Month.parse(value)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
