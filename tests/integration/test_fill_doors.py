@@ -8,6 +8,7 @@ from decimal import Decimal
 from integration_support import NOW, add_broker, add_code, add_users, fill
 from sqlalchemy import Engine, select
 
+from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.fills import parse_fill
 from bkr.domain.money import D
 from bkr.ingest.readers import RawRow
@@ -46,7 +47,8 @@ def test_a_typed_fill_beyond_the_bounds_is_rejected_as_the_same_row_is(engine: E
     row = fill("f-row", fee=tiny)
     typed = replace(parse_fill(fill("f-typed")), fee=Decimal(tiny))  # as a venue could compute it
     with engine.begin() as connection:
-        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, source="file", now=NOW)
+        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=DEFAULT_CONFIG.plausibility,
+                                   source="file", now=NOW)
         from_the_venue = write_decided_fills(connection, [DecidedFill(typed, True)], USD, source="venue", now=NOW)
         kept = connection.execute(select(fill_rejections.c.fill_id, fill_rejections.c.reason)
                                   .order_by(fill_rejections.c.fill_id)).all()

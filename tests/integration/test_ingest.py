@@ -27,7 +27,7 @@ from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.program.importer import import_file
 from bkr.program.overview import has_fills
-from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports
+from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports, periods
 
 
 @pytest.fixture
@@ -335,3 +335,19 @@ def test_a_file_with_a_column_that_is_not_a_fill_field_is_refused_in_one_line(
     assert result.code == 1
     assert result.err == f"error: {path.name}: column brokerid: not a fill field; did you mean broker_id?\n"
     assert count(registry, fills) == 0
+
+
+def test_fills_out_of_time_or_with_a_fee_beyond_their_trade_are_rejected_with_the_reason(
+        registry: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    """Once counted in 2099's month, opening 1970's, or paying a fee 100 times the trade."""
+    path = write_csv(tmp_path / "fills.csv", [
+        fill("f-1"), fill("f-future", at="2099-01-01T00:00:00Z"), fill("f-epoch", at="1970-01-01T00:00:00Z"),
+        fill("f-fee", fee="10000"), fill("f-rebate", fee="-100", is_maker=True)])
+
+    assert import_json(bkr, path, db_url) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 3}
+    assert [(r["fill_id"], r["reason"].split(" (")[0]) for r in rejected_json(bkr, db_url)["rejected"]] == [
+        ("f-future", "timestamp: 2099-01-01T00:00:00+00:00 is in the future"),
+        ("f-epoch", "timestamp: 1970-01-01T00:00:00+00:00 is before the program's start"),
+        ("f-fee", "fee: 10000 USD is more than 1 × the fill's notional of 100 USD"),
+    ]
+    assert count(registry, periods) == 1  # only May: no month was opened for 1970 or 2099

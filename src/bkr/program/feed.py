@@ -88,7 +88,8 @@ def ingest_batch(engine: Engine, config: ProgramConfig, rows: list[RawRow], *, s
         now = clock()
         import_id = connection.execute(
             insert(imports).values(source=source, started_at=now).returning(imports.c.import_id)).scalar_one()
-        results = write_batch(connection, rows, config.usd_rates, source=source, now=now, import_id=import_id)
+        results = write_batch(connection, rows, config.usd_rates, plausibility=config.plausibility, source=source,
+                              now=now, import_id=import_id)
         tally.add(results)
         connection.execute(imports.update().where(imports.c.import_id == import_id).values(
             finished_at=clock(), **tally.counts()))

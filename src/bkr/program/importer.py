@@ -39,8 +39,8 @@ def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *
             insert(imports).values(source=source, started_at=clock()).returning(imports.c.import_id)).scalar_one()
     for batch in chain([first] if first is not None else [], pending):
         with engine.begin() as connection:
-            results = write_batch(connection, batch, config.usd_rates, source=source, now=clock(),
-                                  import_id=import_id)
+            results = write_batch(connection, batch, config.usd_rates, plausibility=config.plausibility,
+                                  source=source, now=clock(), import_id=import_id)
             batch_tally = Tally()
             batch_tally.add(results)
             connection.execute(update(imports).where(imports.c.import_id == import_id).values(

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Row, select
 
 from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
-from bkr.domain.fills import Attribution, Fill, PricedFill, parse_fill, price_in_usd
+from bkr.domain.fills import Attribution, Fill, Plausibility, PricedFill, check_plausible, parse_fill, price_in_usd
 from bkr.domain.money import add, canonical, sub
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
@@ -148,8 +148,10 @@ class _Kept:
 
 
 def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mapping[str, Decimal], *,
-                source: str, now: datetime, import_id: int | None = None) -> list[RowResult]:
-    """Validate, price, deduplicate and store one batch of rows. The caller owns the transaction."""
+                plausibility: Plausibility, source: str, now: datetime,
+                import_id: int | None = None) -> list[RowResult]:
+    """Validate, price, check for plausibility (against `now`), deduplicate and store one batch of
+    rows. The caller owns the transaction. Whatever one row causes is that row's rejection."""
     kept = _Kept(source, now, import_id)
     results: list[RowResult | None] = [None] * len(rows)
     candidates: list[_Candidate] = []
@@ -159,8 +161,13 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
                 raise InvalidInput(row.error)
             assert row.values is not None
             priced = price_in_usd(parse_fill(row.values), usd_rates)
+            check_plausible(priced, now, plausibility)
         except InvalidInput as error:
             results[position] = kept.reject(row.line, _fill_id_of(row), row.raw, str(error))
+            continue
+        except ArithmeticError as error:  # bounded amounts cannot cause one; if one does, it is this row's
+            results[position] = kept.reject(row.line, _fill_id_of(row), row.raw,
+                                            f"record: its amounts cannot be computed exactly ({type(error).__name__})")
             continue
         candidates.append(_Candidate(position, row.line, priced, priced.fill.content_key(), row, decided=False))
     _store(connection, candidates, results, kept)
