@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bkr.cli.common import AtOption, ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
 from bkr.domain.clock import system_clock
-from bkr.domain.registry import BrokerStatus, BrokerType
+from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
 from bkr.program import registry, reports
 from bkr.settings import load_config
 from bkr.store import db
@@ -20,7 +20,7 @@ broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change t
 
 @broker_app.command("add")
 def broker_add(
-    broker_id: Annotated[int, typer.Option("--id", help="The X-Broker-Id number, 1..65535.")],
+    broker_id: Annotated[int, typer.Option("--id", help=f"The X-Broker-Id number, {BROKER_ID_RANGE}.")],
     account: Annotated[str, typer.Option(help="The broker's business account.")],
     name: Annotated[str, typer.Option(help="Display name.")],
     broker_type: Annotated[str, typer.Option("--type", help=" | ".join(t.value for t in BrokerType))],
