@@ -71,13 +71,13 @@ def test_only_fills_made_while_the_broker_was_active_count(engine: Engine, db_ur
     ok(bkr("broker", "activate", "1400", "--at", "2024-05-20T00:00:00Z", "--db", db_url))
 
     import_rows(engine, tmp_path / "may.csv", [
-        fill("f-before", at="2024-05-04T23:59:59Z", fee="1"),
-        fill("f-active", at="2024-05-05T00:00:00Z", fee="10"),  # the activation instant itself counts
-        fill("f-suspended", at="2024-05-15T00:00:00Z", fee="100"),
-        fill("f-again", at="2024-05-25T00:00:00Z", fee="1000"),
+        fill("f-before", at="2024-05-04T23:59:59Z", fee="1", price="10000"),
+        fill("f-active", at="2024-05-05T00:00:00Z", fee="10", price="10000"),  # the activation instant counts
+        fill("f-suspended", at="2024-05-15T00:00:00Z", fee="100", price="10000"),
+        fill("f-again", at="2024-05-25T00:00:00Z", fee="1000", price="10000"),
     ])
 
-    assert figures(preview(engine, MAY)[1400]) == ("200", "1010", "202")
+    assert figures(preview(engine, MAY)[1400]) == ("20000", "1010", "202")
 
 
 def test_activating_a_broker_in_the_past_counts_its_fills_already_imported(engine: Engine, db_url: str, bkr: Any,

@@ -51,7 +51,7 @@ def test_a_shortfall_carried_past_empty_months_reaches_the_next_close_once(engin
                                                fill("f-2", fee="10")])
     may = close(engine, MAY)[1400]
     assert (may["carried_out"], may["payout"]) == ("-18", "0.00")  # −100 × 20% + 10 × 20%
-    import_rows(engine, tmp_path / "july.csv", [fill("f-3", at="2024-07-10T00:00:00Z", fee="200")])
+    import_rows(engine, tmp_path / "july.csv", [fill("f-3", at="2024-07-10T00:00:00Z", fee="200", price="1000")])
     july = close(engine, Month(2024, 7))[1400]
 
     assert (july["carried_in"], july["payout"]) == ("-18", "22.00")  # 200 × 20% − 18

@@ -157,7 +157,7 @@ def test_a_shortfall_is_carried_through_a_quiet_month_to_the_next_payout(engine:
                                                 fill("f-2", at="2024-06-10T12:00:00Z", fee="5")])
     june = close(engine, JUNE)[BROKER]
     july = close(engine, JUNE.next())[BROKER]
-    import_rows(engine, tmp_path / "august.csv", [fill("f-3", at="2024-08-10T12:00:00Z", fee="125")])
+    import_rows(engine, tmp_path / "august.csv", [fill("f-3", at="2024-08-10T12:00:00Z", fee="125", price="1000")])
     august = close(engine, JUNE.next().next())[BROKER]
 
     assert [(s["payout_exact"], s["carried_in"], s["carried_out"], s["payout"]) for s in (june, july, august)] == [

@@ -64,7 +64,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
             fill_id = f"r{run}-f{next(counter)}"
             rows[fill_id] = {
                 "fill_id": fill_id, "order_id": f"o-{fill_id}", "user_id": user, "symbol": "SOL_USDC",
-                "market_type": "SPOT", "side": "Bid", "price": "10", "quantity": "2", "fee": str(fee),
+                "market_type": "SPOT", "side": "Bid", "price": "100", "quantity": "2", "fee": str(fee),
                 "fee_symbol": "USDC", "is_maker": "false", "timestamp": f"{month}-10T12:00:00Z",
                 "broker_id": broker}
             assert send(rows[fill_id]) == 1

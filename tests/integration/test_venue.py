@@ -12,14 +12,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from integration_support import import_rows
+from integration_support import write_fills
 from sqlalchemy import Connection, Engine, Table, delete, select
 
 from bkr.api.app import create_app
+from bkr.domain.clock import system_clock
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.money import D, canonical
 from bkr.domain.registry import BrokerStatus
 from bkr.program import keys, registry
+from bkr.program.importer import import_file
+from bkr.program.writer import Tally
 from bkr.settings import ServiceSettings
 from bkr.store.tables import (
     aggregate_totals,
@@ -38,6 +41,11 @@ from bkr.venue.client import BackpackClient, BackpackError
 from bkr.venue.markets import DEFAULT_MARKETS, VenueConfig, market_from_symbol
 
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def import_now(engine: Engine, path: Path, rows: list[dict[str, Any]]) -> Tally:
+    """Import rows as a file, on the clock the venue trades on (its fills are dated now)."""
+    return import_file(engine, ProgramConfig(), write_fills(path, rows), clock=system_clock)
 
 
 @dataclass
@@ -178,12 +186,12 @@ def test_a_venue_fill_is_stored_as_the_very_row_an_import_of_the_same_fill_store
                         ("seller", "SOL_USDC", "broker_unknown", None),
                         ("taker", "SOL_USDC", "counted", D("0.1")), ("taker", "SOL_USDC_PERP", "counted", D("0.1"))]
 
-    again = import_rows(venue.engine, tmp_path / "again.csv", as_a_file)  # the same content keys: duplicates
+    again = import_now(venue.engine, tmp_path / "again.csv", as_a_file)  # the same content keys: duplicates
     assert (again.accepted, again.duplicates, again.conflicts, again.rejected) == (0, 6, 0, 0)
     with venue.engine.begin() as connection:  # the program forgets them, and imports them from the file
         for table in PROGRAM_HISTORY:
             connection.execute(delete(table))
-    imported = import_rows(venue.engine, tmp_path / "fills.csv", as_a_file)
+    imported = import_now(venue.engine, tmp_path / "fills.csv", as_a_file)
     assert (imported.accepted, imported.counted) == (6, 3)
     with venue.engine.connect() as connection:
         assert _program_history(connection) == from_the_venue
