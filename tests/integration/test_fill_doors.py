@@ -3,8 +3,10 @@ fills of the venue's order entry (`write_decided_fills`). Behind both is one sto
 differs is only how a fill gets in, and these tests hold the typed door to the row door's outcomes."""
 
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from integration_support import NOW, add_broker, add_code, add_users, fill
 from sqlalchemy import Engine, select
 
@@ -16,6 +18,7 @@ from bkr.program.writer import DecidedFill, Outcome, write_batch, write_decided_
 from bkr.store.tables import fill_rejections, fills
 
 USD = {"USDC": D(1)}
+PLAUSIBLE = DEFAULT_CONFIG.plausibility
 
 
 def test_a_fill_whose_broker_its_order_entry_judged_is_not_judged_again(engine: Engine) -> None:
@@ -29,7 +32,7 @@ def test_a_fill_whose_broker_its_order_entry_judged_is_not_judged_again(engine: 
     with engine.begin() as connection:
         results = write_decided_fills(
             connection, [DecidedFill(parse_fill(fill(fill_id, user=user)), active) for fill_id, user, active in judged],
-            USD, source="venue", now=NOW)
+            USD, plausibility=PLAUSIBLE, source="venue", now=NOW)
         stored = dict(connection.execute(select(fills.c.fill_id, fills.c.attribution)).all())
         rate = connection.execute(select(fills.c.affiliate_rate).where(fills.c.fill_id == "f-active")).scalar()
     assert [(r.line, r.fill_id, r.outcome.value) for r in results] == [
@@ -47,9 +50,10 @@ def test_a_typed_fill_beyond_the_bounds_is_rejected_as_the_same_row_is(engine: E
     row = fill("f-row", fee=tiny)
     typed = replace(parse_fill(fill("f-typed")), fee=Decimal(tiny))  # as a venue could compute it
     with engine.begin() as connection:
-        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=DEFAULT_CONFIG.plausibility,
-                                   source="file", now=NOW)
-        from_the_venue = write_decided_fills(connection, [DecidedFill(typed, True)], USD, source="venue", now=NOW)
+        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=PLAUSIBLE, source="file",
+                                   now=NOW)
+        from_the_venue = write_decided_fills(connection, [DecidedFill(typed, True)], USD, plausibility=PLAUSIBLE,
+                                             source="venue", now=NOW)
         kept = connection.execute(select(fill_rejections.c.fill_id, fill_rejections.c.reason)
                                   .order_by(fill_rejections.c.fill_id)).all()
         assert connection.execute(select(fills)).all() == []
@@ -57,3 +61,23 @@ def test_a_typed_fill_beyond_the_bounds_is_rejected_as_the_same_row_is(engine: E
     assert from_the_venue[0].reason == from_the_row[0].reason
     assert from_the_venue[0].reason.startswith("fee: ") and "decimal places" in from_the_venue[0].reason
     assert [fill_id for fill_id, _ in kept] == ["f-row", "f-typed"]
+
+
+IMPLAUSIBLE = {
+    "a fee above the notional": dict(price="100", quantity="1", fee="101"),
+    "a time ahead of the clock": dict(at=(NOW + timedelta(hours=1)).isoformat()),
+    "a time before the program": dict(at="1999-12-31T23:59:59Z"),  # it starts in 2000
+}
+
+
+@pytest.mark.parametrize("case", list(IMPLAUSIBLE))
+def test_an_implausible_typed_fill_is_rejected_as_the_same_row_is(engine: Engine, case: str) -> None:
+    row = fill("f-1", **IMPLAUSIBLE[case])  # type: ignore[arg-type]
+    with engine.begin() as connection:
+        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=PLAUSIBLE, source="file",
+                                   now=NOW)
+        from_the_venue = write_decided_fills(connection, [DecidedFill(parse_fill(row), True)], USD,
+                                             plausibility=PLAUSIBLE, source="venue", now=NOW)
+        assert connection.execute(select(fills)).all() == []
+    assert [r.outcome for r in from_the_row + from_the_venue] == [Outcome.REJECTED, Outcome.REJECTED]
+    assert from_the_venue[0].reason == from_the_row[0].reason

@@ -102,16 +102,28 @@ def test_an_order_s_fills_are_in_the_venue_and_in_the_broker_program_together(ve
     assert (maker_fill.fee, maker_fill.fee_symbol) == (D("0.3606"), "USDC")  # 0.08% of 450.75
 
 
-def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine) -> None:
-    eur = market_from_symbol("SOL_EUR", D("0.01"), D("0.01"))  # no USD rate for EUR is configured
-    config = VenueConfig(markets=(*DEFAULT_MARKETS, eur), starting_balances={"EUR": D(10_000), "SOL": D(100)})
-    for venue in _venue(engine, config, ProgramConfig()):
+EUR = market_from_symbol("SOL_EUR", D("0.01"), D("0.01"))  # no USD rate for EUR is configured
+REFUSALS = {
+    # the market's quote has no USD rate: the program cannot price the fill
+    "no USD rate": (VenueConfig(markets=(*DEFAULT_MARKETS, EUR), starting_balances={"EUR": D(10_000),
+                                                                                     "SOL": D(100)}),
+                    ProgramConfig(), "SOL_EUR", "EUR", "EUR"),
+    # the venue charges 0.10% and the program takes no fee above 0.05% of the notional as plausible
+    "implausible fee": (VenueConfig(starting_balances={"USDC": D(10_000), "SOL": D(100)}),
+                        ProgramConfig(max_fee_share=D("0.0005")), "SOL_USDC", "USDC", "fee: "),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine, case: str) -> None:
+    config, program, symbol, quote, reason = REFUSALS[case]
+    for venue in _venue(engine, config, program):
         maker, taker = venue.user("maker"), venue.user("taker")
-        maker.order(symbol="SOL_EUR", side="Ask", orderType="Limit", price="100", quantity="1")
+        maker.order(symbol=symbol, side="Ask", orderType="Limit", price="100", quantity="1")
         with pytest.raises(BackpackError) as refused:
-            taker.order(symbol="SOL_EUR", side="Bid", orderType="Limit", price="100", quantity="1")
+            taker.order(symbol=symbol, side="Bid", orderType="Limit", price="100", quantity="1")
         assert refused.value.status == 500 and refused.value.code == "SERVER_ERROR"
-        assert "EUR" in str(refused.value)
+        assert reason in str(refused.value)
         with engine.connect() as connection:
             assert connection.execute(select(venue_fills)).all() == []
             assert connection.execute(select(fills)).all() == []
@@ -119,9 +131,9 @@ def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine) -> 
             for kept in (fill_rejections, fill_conflicts, aggregates, aggregate_totals, daily_volumes):
                 assert connection.execute(select(kept)).all() == []  # the program's record of it went too
         assert orders == [("maker", "New")]
-        assert venue.balance("taker", "EUR") == (D(10_000), D(0))
+        assert venue.balance("taker", quote) == (D(10_000), D(0))
         assert venue.balance("maker", "SOL") == (D(99), D(1))
-        depth = maker.depth("SOL_EUR")  # the book was rebuilt from the database: the ask still rests
+        depth = maker.depth(symbol)  # the book was rebuilt from the database: the ask still rests
         assert depth["asks"] == [["100", "1"]]
 
 

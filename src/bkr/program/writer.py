@@ -1,11 +1,12 @@
 """The idempotent write of one batch of fills, in one transaction.
 
 Fills come in through two doors. `write_batch` takes the rows of a file or of a request body
-(`RawRow`s): each is validated and priced, and a row that fails is rejected with its reason.
-`write_decided_fills` takes the typed fills of the venue's order entry, which judged each fill's
-broker when its order came in: they are priced, never parsed, and their broker is not judged
-again. Behind both doors is `_store`, the one implementation of what follows: deduplication,
-conflicts, attribution, the fills' rows, corrections and the running aggregates.
+(`RawRow`s), each parsed by `parse_fill`. `write_decided_fills` takes the typed fills of the
+venue's order entry, which judged each fill's broker when its order came in: they are never
+parsed, only held to the same bounds, and their broker is not judged again. From there both
+doors share every step: `_admit` prices a fill and checks it is plausible (a fill that fails is
+rejected with its reason), and `_store` is the one implementation of what follows:
+deduplication, conflicts, attribution, the fills' rows, corrections and the running aggregates.
 
 Each fill ends as exactly one of: accepted (stored, and counted if it is broker volume),
 duplicate (the same fill is already stored: nothing changes), conflict (the same `fill_id`
@@ -15,12 +16,12 @@ retry applies nothing twice: rows that made it in are duplicates the second time
 """
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, select
 
@@ -36,6 +37,8 @@ from bkr.program.periods import lock_open_periods
 from bkr.store.bulk import insert_new_fills
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
+
+Received = TypeVar("Received", RawRow, Fill)  # what a door receives: a row, or a typed fill
 
 
 class Outcome(StrEnum):
@@ -156,42 +159,55 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
     results: list[RowResult | None] = [None] * len(rows)
     candidates: list[_Candidate] = []
     for position, row in enumerate(rows):
-        try:
-            if row.error is not None:
-                raise InvalidInput(row.error)
-            assert row.values is not None
-            priced = price_in_usd(parse_fill(row.values), usd_rates)
-            check_plausible(priced, now, plausibility)
-        except InvalidInput as error:
-            results[position] = kept.reject(row.line, _fill_id_of(row), row.raw, str(error))
+        admitted = _admit(_parsed, row, usd_rates, plausibility, now)
+        if isinstance(admitted, str):
+            results[position] = kept.reject(row.line, _fill_id_of(row), row.raw, admitted)
             continue
-        except ArithmeticError as error:  # bounded amounts cannot cause one; if one does, it is this row's
-            results[position] = kept.reject(row.line, _fill_id_of(row), row.raw,
-                                            f"record: its amounts cannot be computed exactly ({type(error).__name__})")
-            continue
-        candidates.append(_Candidate(position, row.line, priced, priced.fill.content_key(), row, decided=False))
+        candidates.append(_Candidate(position, row.line, admitted, admitted.fill.content_key(), row, decided=False))
     _store(connection, candidates, results, kept)
     return [result for result in results if result is not None]
 
 
 def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], usd_rates: Mapping[str, Decimal],
-                        *, source: str, now: datetime) -> list[RowResult]:
-    """Price, deduplicate and store typed fills whose broker their order entry judged (the
-    venue's), with the same outcomes a file of the same fills would have. A fill's `line` in
-    its result is its place in `decided`, from 1. The caller owns the transaction."""
+                        *, plausibility: Plausibility, source: str, now: datetime) -> list[RowResult]:
+    """Check, price, deduplicate and store typed fills whose broker their order entry judged (the
+    venue's), with the outcomes a file of the same fills would have: the same bounds, plausibility
+    and rejections. A fill's `line` in its result is its place in `decided`, from 1. The caller
+    owns the transaction."""
     kept = _Kept(source, now, None)
     results: list[RowResult | None] = [None] * len(decided)
     candidates: list[_Candidate] = []
     for position, item in enumerate(decided):
-        try:
-            priced = price_in_usd(_within_bounds(item.fill), usd_rates)
-        except InvalidInput as error:
-            results[position] = kept.reject(position + 1, item.fill.fill_id, item.fill.fill_id, str(error))
+        admitted = _admit(_within_bounds, item.fill, usd_rates, plausibility, now)
+        if isinstance(admitted, str):
+            results[position] = kept.reject(position + 1, item.fill.fill_id, item.fill.fill_id, admitted)
             continue
-        candidates.append(_Candidate(position, position + 1, priced, item.fill.content_key(), None, decided=True,
+        candidates.append(_Candidate(position, position + 1, admitted, item.fill.content_key(), None, decided=True,
                                      broker_active=item.broker_active))
     _store(connection, candidates, results, kept)
     return [result for result in results if result is not None]
+
+
+def _admit(door_check: Callable[[Received], Fill], received: Received, usd_rates: Mapping[str, Decimal],
+           plausibility: Plausibility, now: datetime) -> PricedFill | str:
+    """What both doors do to a fill before storing it: check it as its door does (a row parsed,
+    a typed fill bounded), price it in USD and check it is plausible. The priced fill, or the
+    reason it is rejected."""
+    try:
+        priced = price_in_usd(door_check(received), usd_rates)
+        check_plausible(priced, now, plausibility)
+        return priced
+    except InvalidInput as error:
+        return str(error)
+    except ArithmeticError as error:  # bounded amounts cannot cause one; if one does, it is this fill's
+        return f"record: its amounts cannot be computed exactly ({type(error).__name__})"
+
+
+def _parsed(row: RawRow) -> Fill:
+    if row.error is not None:
+        raise InvalidInput(row.error)
+    assert row.values is not None
+    return parse_fill(row.values)
 
 
 def _within_bounds(fill: Fill) -> Fill:

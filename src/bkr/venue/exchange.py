@@ -135,7 +135,7 @@ class Venue:
                     entry = Entry(connection, self.config, self.directory, self.clock(), state.sequence,
                                   state.last_order_id, state.last_trade_id)
                     yield entry
-                    persistence.write_entry(entry, state.sequence, self.program.usd_rates)
+                    persistence.write_entry(entry, state.sequence, self.program)
                 self._sequence = entry.sequence
             except BaseException:
                 if entry is None or entry.touched_books:

@@ -8,14 +8,14 @@ caller's transaction. If the program refuses a fill the whole order is undone: a
 both histories or in neither.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import Side
 from bkr.domain.money import ZERO
 from bkr.program.writer import Outcome, write_decided_fills
@@ -122,7 +122,7 @@ def orders_by_id(connection: Connection, order_ids: Sequence[int]) -> list[Order
     return [order_view(rows[i]) for i in order_ids]
 
 
-def write_entry(entry: Entry, previous: int, usd_rates: Mapping[str, Decimal]) -> None:
+def write_entry(entry: Entry, previous: int, program: ProgramConfig) -> None:
     """Write what one transaction changed, hand its fills to the broker program and advance the
     stream past `previous` (the sequence the lock found)."""
     if entry.sequence == previous and not entry.order_changes and not entry.placed:
@@ -137,14 +137,14 @@ def write_entry(entry: Entry, previous: int, usd_rates: Mapping[str, Decimal]) -
     _write_balances(entry)
     _write_positions(entry)
     if entry.fills:
-        _hand_to_program(connection, entry.fills, usd_rates, entry.now)
+        _hand_to_program(connection, entry.fills, program, entry.now)
     connection.execute(_UPDATE_STATE, {"s": changed_at, "o": entry.last_order_id, "t": entry.last_trade_id})
 
 
-def _hand_to_program(connection: Connection, fills: Sequence[VenueFill], usd_rates: Mapping[str, Decimal],
+def _hand_to_program(connection: Connection, fills: Sequence[VenueFill], program: ProgramConfig,
                      now: datetime) -> None:
-    results = write_decided_fills(connection, [f.for_program() for f in fills], usd_rates, source=FILL_SOURCE,
-                                  now=now)
+    results = write_decided_fills(connection, [f.for_program() for f in fills], program.usd_rates,
+                                  plausibility=program.plausibility, source=FILL_SOURCE, now=now)
     refused = [r for r in results if r.outcome is not Outcome.ACCEPTED]
     if refused:  # the whole order is undone: a fill is in both histories or in neither
         raise FillNotIngested(f"the broker program refused fill {refused[0].fill_id}: {refused[0].reason}; "
