@@ -40,10 +40,9 @@ def check_closable(connection: Connection, config: ProgramConfig, month: Month) 
 def first_open_month_with_fills(connection: Connection, first: Month, before: Month) -> Month | None:
     """The earliest open month in [first, before) with aggregates (fills to pay), or None."""
     holds_fills = exists().where(aggregate_totals.c.period == periods.c.month)
-    found = connection.execute(select(periods.c.month).where(
+    return connection.execute(select(periods.c.month).where(
         (periods.c.status != "closed") & (periods.c.month >= first) & (periods.c.month < before)
         & holds_fills).order_by(periods.c.month).limit(1)).scalar()
-    return found
 
 
 def close_empty_months_before(connection: Connection, month: Month, now: datetime) -> None:
