@@ -235,6 +235,21 @@ def test_rejected_rows_and_conflicts_are_listed_page_by_page_with_the_waiting_fi
         ("invalid_input", "limit")
 
 
+def test_the_users_that_fills_wait_for_are_listed_with_their_fills_and_brokers(api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    ingest(api, fill("f-1", user="zed", fee="0.25"), fill("f-2", user="zed", price="10.5"), fill("f-3", user="amy"))
+
+    first = ok(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"limit": 1}))
+    rest = ok(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"after": first["next_after"]}))
+
+    assert [(u["user_id"], u["fills"], u["brokers"]) for u in first["items"] + rest["items"]] == [
+        ("amy", 1, [BROKER]), ("zed", 2, [BROKER])]
+    assert (first["awaiting_user_fills"], rest["next_after"]) == (3, None)
+    zed = rest["items"][0]
+    assert (zed["volume_usd"], zed["fee_usd"]) == ("110500", "10.25")  # 100 × 1000 + 10.5 × 1000; 0.25 + 10
+    assert error(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"after": ""}), 422)[1] == "after"
+
+
 # --- periods, closes, statements ----------------------------------------------------------------------------
 
 @pytest.fixture

@@ -404,6 +404,38 @@ def conflicting_fills(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 1
     return _page(review.conflict_rows(connection, limit=limit, after=after), limit, review.review_counts(connection))
 
 
+class AwaitingUserOut(BaseModel):
+    user_id: str = Field(description="A user id that broker fills carry and the registry does not know.")
+    fills: int
+    volume_usd: str = Field(description="Exact USD volume of its waiting fills, a decimal string.")
+    fee_usd: str = Field(description="Exact USD fees of its waiting fills, a decimal string.")
+    brokers: list[int] = Field(description="The brokers whose orders these fills are.")
+    first_month: str = Field(description="The month of its earliest waiting fill, YYYY-MM.")
+    last_seen: datetime = Field(description="The time of its latest waiting fill.")
+
+
+class AwaitingPageOut(BaseModel):
+    items: list[AwaitingUserOut]
+    next_after: str | None = Field(description="The `after` of the next page; null on the last page.")
+    awaiting_user_fills: int = Field(description="Broker fills waiting for any user.")
+
+
+@router.get("/fills/awaiting", response_model=AwaitingPageOut, summary="Users that fills wait for", responses=READ)
+def awaiting_users(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 100,
+                   after: Annotated[str | None, Query(min_length=1, max_length=256,
+                                                      description="Return users after this user id.")] = None,
+                   ) -> AwaitingPageOut:
+    """The user ids of accepted broker fills that bkr does not know, by user id: what registering
+    each (with its referral code) would make payable."""
+    users = review.awaiting_users(connection, limit=limit, after=after)
+    items = [AwaitingUserOut(user_id=u.user_id, fills=u.fills, volume_usd=canonical(u.volume_usd),
+                             fee_usd=canonical(u.fee_usd),
+                             brokers=list(u.brokers), first_month=str(u.first_month), last_seen=u.last_seen)
+             for u in users]
+    return AwaitingPageOut(items=items, next_after=users[-1].user_id if len(users) == limit else None,
+                           awaiting_user_fills=review.review_counts(connection).awaiting_user)
+
+
 # --- periods, closes and statements -------------------------------------------------------------------
 
 
