@@ -293,16 +293,39 @@ def test_preview_and_close_give_the_same_statements_and_a_second_close_changes_n
 
 
 def test_closing_a_month_not_yet_ended_is_409_period_not_ended(api: Api, op: dict[str, str]) -> None:
-    for action in ("close", "preview"):
-        assert error(api.client.post(f"/v1/admin/periods/2026-10/{action}", headers=op), 409)[0] == \
+    for action, month in (("close", "2026-10"), ("close", "2026-11"), ("preview", "2026-11")):
+        assert error(api.client.post(f"/v1/admin/periods/{month}/{action}", headers=op), 409)[0] == \
             "period_not_ended"
     assert error(api.client.get("/v1/admin/periods/2026-10", headers=op), 404)[0] == "not_found"
+
+
+def test_the_month_in_progress_previews_as_a_projection_of_what_it_would_issue_now(
+        api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    with api.engine.begin() as connection:
+        registry.add_users(connection, [("alice", None)], api.clock())
+    ingest(api, fill("f-1", at="2026-10-02T00:00:00Z"), fill("f-2", fee="0.5", at="2026-10-14T00:00:00Z"))
+
+    preview = ok(api.client.post("/v1/admin/periods/2026-10/preview", headers=op))
+
+    assert (preview["month"], preview["dry_run"], preview["projection"]) == ("2026-10", True, True)
+    [statement] = preview["statements"]
+    assert (statement["api_volume"], statement["payout_exact"]) == ("200000", "2.1")  # 10.5 × 20%
+    assert [(p["month"], p["status"], p["statement_count"]) for p in ok(api.client.get(
+        "/v1/admin/periods", headers=op))] == [("2026-10", "open", 0)]  # nothing written
+    ingest(api, fill("f-3", fee="1", at="2026-10-14T01:00:00Z"))
+    moved = ok(api.client.post("/v1/admin/periods/2026-10/preview", headers=op))["statements"][0]
+    assert moved["payout_exact"] == "2.3"
 
 
 def test_a_statement_is_served_as_its_stored_json_and_as_csv(september: Api, op: dict[str, str]) -> None:
     api = september
     path = f"/v1/admin/periods/{SEPTEMBER}/statements/{BROKER}"
-    assert error(api.client.get(path, headers=op), 404)[0] == "not_found"  # not closed yet
+    missing = api.client.get(path, headers=op)  # not closed yet
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    assert missing.json()["message"] == (f"no statement for broker {BROKER} in {SEPTEMBER} ({SEPTEMBER} is open: "
+                                         "its statements are issued when it closes); preview: "
+                                         f"POST /v1/admin/periods/{SEPTEMBER}/preview")
     ok(api.client.post(f"/v1/admin/periods/{SEPTEMBER}/close", headers=op))
 
     as_json = api.client.get(path, headers=op)

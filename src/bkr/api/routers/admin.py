@@ -19,7 +19,7 @@ from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, V
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
-from bkr.domain.errors import BkrError, InvalidInput
+from bkr.domain.errors import BkrError, InvalidInput, StatementNotIssued
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, month_field, parse_instant
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
@@ -470,6 +470,8 @@ class CloseOut(BaseModel):
     month: str
     already_closed: bool
     dry_run: bool
+    projection: bool = Field(description="True for the month in progress: the statements it would issue if it "
+                                         "ended now, which change as fills arrive.")
     awaiting_user_fills: int = Field(description="Broker fills of the month not in these statements: "
                                                  "their user is not registered yet.")
     statements: list[CloseStatementOut]
@@ -506,7 +508,8 @@ def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
     except BkrError:
         observability.CLOSES.labels(trigger="api", result="error").inc()
         raise
-    outcome = "preview" if dry_run else ("already_closed" if result.already_closed else "closed")
+    outcome = ("projection" if result.projection else "preview" if dry_run
+               else "already_closed" if result.already_closed else "closed")
     observability.CLOSES.labels(trigger="api", result=outcome).inc()
     return CloseOut.model_validate(result.to_document())
 
@@ -517,8 +520,8 @@ def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
              responses=responses(401, 403, 409, 422, 503))
 def preview_close(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
     """Run the month's close to the end and write nothing: the statements a close would issue
-    now. On a closed month, the statements it issued. A month not yet ended is a 409
-    `period_not_ended`."""
+    now. On a closed month, the statements it issued. On the month in progress, the statements
+    it would issue if it ended now, marked `projection`; a later month is a 409 `period_not_ended`."""
     return _close(services, month, dry_run=True)
 
 
@@ -539,7 +542,13 @@ def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, co
                   output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """One broker's statement of a closed month, with its lines per user and market type: the
     stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
-    rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    try:
+        rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    except StatementNotIssued as error:
+        if not error.month_open:
+            raise
+        raise StatementNotIssued(f"{error}; preview: POST /v1/admin/periods/{month}/preview",
+                                 month_open=True) from None
     return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 
