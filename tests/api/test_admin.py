@@ -97,6 +97,24 @@ def test_a_broker_is_enrolled_listed_activated_and_suspended_with_its_history(ap
     assert len(ok(api.client.get("/v1/admin/brokers", headers=op, params={"status": "suspended"}))) == 1
 
 
+def test_a_scheduled_suspension_is_cancelled_before_it_takes_effect_and_not_after(
+        api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    ok(api.client.post(f"/v1/admin/brokers/{BROKER}/suspend", headers=op,
+                       json={"effective_at": "2026-10-20T00:00:00Z"}))
+
+    cancelled = ok(api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op,
+                                   json={"effective_at": "2026-10-20T00:00:00Z"}))
+    assert cancelled["status"] == "active"
+    api.clock.set(datetime(2026, 10, 21, tzinfo=UTC))
+    assert ok(api.client.get(f"/v1/admin/brokers/{BROKER}", headers=op))["status"] == "active"
+    in_effect = api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op,
+                                json={"effective_at": "2026-01-01T00:00:00Z"})
+    assert (in_effect.status_code, in_effect.json()["code"]) == (409, "conflict")
+    assert error(api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op, json={}), 422) == (
+        "invalid_input", "effective_at")
+
+
 def test_a_forbidden_transition_and_an_unknown_broker_are_409_and_404(api: Api, op: dict[str, str]) -> None:
     api.broker(BROKER)
     ok(api.client.post(f"/v1/admin/brokers/{BROKER}/terminate", headers=op))

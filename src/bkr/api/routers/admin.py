@@ -205,6 +205,19 @@ def terminate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: Servi
     return _change_status(connection, services, broker_id, BrokerStatus.TERMINATED, body)
 
 
+class ScheduledChangeIn(RequestModel):
+    effective_at: Instant = Field(description="The effective time of the scheduled change to cancel.")
+
+
+@router.post("/brokers/{broker_id}/cancel-change", response_model=BrokerOut, summary="Cancel a scheduled change",
+             responses=_STATUS_ERRORS)
+def cancel_status_change(broker_id: BrokerIdPath, body: ScheduledChangeIn, _key: OperatorDep,
+                         services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
+    """Take back a status change that has not taken effect yet. One already in effect is a 409;
+    so is a cancellation that would leave the lifecycle broken (an activation a suspension follows)."""
+    return _broker_out(registry.cancel_status_change(connection, broker_id, body.effective_at, services.clock()))
+
+
 @router.post("/brokers/{broker_id}/keys", status_code=201, response_model=BrokerKeyOut,
              summary="Create a broker key pair", responses=responses(401, 403, 404, 422, 503))
 def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep,
@@ -283,6 +296,21 @@ def set_referral_rate(body: ReferralRateIn, _key: OperatorDep, services: Service
     effective_from = body.effective_from or now
     timeline = registry.set_referral_rate(connection, body.affiliate, body.code, body.rate, effective_from, now)
     return _code_out(body.code.strip(), body.affiliate, timeline, now)
+
+
+class ScheduledRateIn(RequestModel):
+    effective_from: Instant = Field(description="The start of the scheduled rate to cancel.")
+
+
+@router.post("/referral-codes/{code}/cancel-rate", response_model=ReferralCodeOut, summary="Cancel a scheduled rate",
+             responses=responses(401, 403, 404, 409, 422, 503))
+def cancel_referral_rate(code: TextPath, body: ScheduledRateIn, _key: OperatorDep, services: ServicesDep,
+                         connection: ConnectionDep) -> ReferralCodeOut:
+    """Take back a referral rate that has not taken effect yet; one in effect is a 409."""
+    now = services.clock()
+    registry.cancel_rate_change(connection, code, body.effective_from, now)
+    view = overview.get_referral_code(connection, code)
+    return _code_out(view.code, view.affiliate_account_id, view.timeline, now)
 
 
 @router.get("/referral-codes/{code}", response_model=ReferralCodeOut, summary="Show a referral code",
