@@ -141,6 +141,21 @@ def test_a_resting_order_that_would_take_its_balance_below_zero_is_cancelled_whe
     assert venue.balance("trader", "USDC") == (D(995_050), D(0)) and position(trader) == "99000"
 
 
+def test_a_refused_order_changes_nothing_in_a_batch_either_the_orders_cancelled_on_its_way_rest_again(
+        venue: Venue) -> None:
+    buyer = long_near_the_limit(venue)
+    order(venue.user("maker-2"), "Ask", "99000", "100")
+    order(venue.user("trader-2"), "Bid", "99000")  # a second account near its limit
+    stop = order(venue.user("trader-2"), "Ask", "99000", "89")  # cannot be honoured (a loss of 1,089,000)
+    other = order(venue.user("other"), "Ask", "10", "89.5")
+    # the stop is cancelled on the way; then buying 10 at 89.5 marks the buyer's 99,010 at 89.5
+    [answer] = buyer.orders([{"symbol": PERP, "side": "Bid", "orderType": "Market", "quantity": "99010"}])
+    assert (answer["operation"], answer["code"]) == ("Err", "INSUFFICIENT_MARGIN")
+    assert _status(venue, stop["id"]) == ("New", None) and _status(venue, other["id"]) == ("New", None)
+    assert buyer.depth(PERP)["asks"] == [["89", "99000"], ["89.5", "10"]]
+    assert venue.balance("trader", "USDC") == (D(995_050), D(0)) and position(buyer) == "99000"
+
+
 def test_a_resting_order_that_would_grow_a_position_below_maintenance_is_cancelled_when_reached(
         venue: Venue) -> None:
     trader = long_near_the_limit(venue)

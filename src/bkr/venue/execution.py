@@ -13,7 +13,8 @@ take it, the book and the entry are put back as they were before the order:
 - No balance goes below zero, by a fill, a fee or a realized loss.
 - A maker that cannot take its fill (its balance would go below zero, or the fill would open or
   increase a position of an account below its maintenance margin) has that resting order
-  cancelled (`InsufficientFunds`, `InsufficientMargin`), and the order is matched again without it.
+  cancelled (`InsufficientFunds`, `InsufficientMargin`), and the order is matched again without it
+  (if the order is refused in the end, those orders rest again: a refusal changes nothing).
 - The taker's account, after the order, covers the initial margin of its positions and of its
   resting orders that would increase them. An order that only reduces a position (and a spot
   order that spends no collateral) needs no new margin: it must leave the account at or above its
@@ -32,7 +33,7 @@ from bkr.domain.registry import BrokerId
 from bkr.venue.accounts import Balance, Position
 from bkr.venue.book import BookError, Execution, OrderBook, OrderRequest, OrderStatus, OrderType, RestingOrder
 from bkr.venue.directory import BrokerDecision
-from bkr.venue.entry import Entry, OrderChange, PlacedOrder, VenueFill
+from bkr.venue.entry import Checkpoint, Entry, OrderChange, PlacedOrder, VenueFill
 from bkr.venue.errors import InsufficientFunds, InsufficientMargin, InvalidOrder
 from bkr.venue.margin import AccountMargin, MarketExposure, account_margin
 from bkr.venue.markets import FeeRates, Market
@@ -48,8 +49,8 @@ MARGIN_REASON = "InsufficientMargin"
 
 def execute_order(entry: Entry, market: Market, book: OrderBook, user_id: str, order: OrderInput,
                   decision: BrokerDecision) -> OrderView:
-    """Hold, match and settle one order of `user_id`, sent with the broker of `decision`; refused
-    (with nothing changed but the makers cancelled on the way) if its account cannot take it."""
+    """Hold, match and settle one order of `user_id`, sent with the broker of `decision`; refused,
+    with nothing changed, if its account cannot take what it did."""
     entry.prefetch([user_id], [market.base, market.quote])
     fees = entry.config.fees(entry.fee_tier(user_id))
     asset, reserve = _reservation(entry, book, market, user_id, order)
@@ -63,18 +64,17 @@ def execute_order(entry: Entry, market: Market, book: OrderBook, user_id: str, o
                            order.self_trade_prevention, entry.next_sequence())
     untouched = market.symbol not in entry.touched_books
     entry.touched_books.add(market.symbol)  # from here a failure must drop the books
-    makers_cancelled = False
+    start = entry.checkpoint()
+    cancelled: list[RestingOrder] = []  # makers that could not take their fills
     while True:
         checkpoint = entry.checkpoint()
         try:
             execution = book.submit(request)
         except BookError as error:  # the book validates before it changes anything
-            if untouched and not makers_cancelled:
-                entry.touched_books.discard(market.symbol)
+            _refuse(entry, market, book, start, cancelled, untouched)
             raise InvalidOrder(str(error)) from None
         if order.post_only and not execution.matches and execution.resting is None:
-            if untouched and not makers_cancelled:  # refused without touching the book
-                entry.touched_books.discard(market.symbol)
+            _refuse(entry, market, book, start, cancelled, untouched)  # nothing matched, nothing changed
             raise InvalidOrder("Order would immediately match and take")
         makers_before = _positions_before(entry, market, execution)
         held = _apply(entry, market, book, fees, user_id, order, order_id, decision, execution, asset, reserve)
@@ -83,15 +83,15 @@ def execute_order(entry: Entry, market: Market, book: OrderBook, user_id: str, o
             entry.restore(checkpoint)
             book.revert()
             for maker_order_id, reason in unable:
-                cancel_resting(entry, market, book, maker_order_id, reason)
-            makers_cancelled = True
+                resting = book.get(maker_order_id)
+                if resting is not None:
+                    cancelled.append(resting)
+                    cancel_resting(entry, market, book, maker_order_id, reason)
             continue
         refusal = _taker_refusal(entry, market, user_id, order, execution, before)
         if refusal is not None:
-            entry.restore(checkpoint)
             book.revert()
-            if untouched and not makers_cancelled:
-                entry.touched_books.discard(market.symbol)
+            _refuse(entry, market, book, start, cancelled, untouched)
             raise refusal
         break
     view = OrderView(
@@ -102,6 +102,17 @@ def execute_order(entry: Entry, market: Market, book: OrderBook, user_id: str, o
     remaining = execution.resting.remaining if execution.resting is not None else ZERO
     entry.placed.append(PlacedOrder(view, remaining, held, request.sequence))
     return view
+
+
+def _refuse(entry: Entry, market: Market, book: OrderBook, start: Checkpoint, cancelled: list[RestingOrder],
+            untouched: bool) -> None:
+    """A refused order changes nothing: the makers cancelled on its way rest again, in their
+    places (their sequence), and the entry is as it was before the order."""
+    for resting in cancelled:
+        book.rest(resting)
+    entry.restore(start)
+    if untouched:
+        entry.touched_books.discard(market.symbol)
 
 
 def _apply(entry: Entry, market: Market, book: OrderBook, fees: FeeRates, user_id: str, order: OrderInput,
