@@ -37,7 +37,8 @@ and bkr refuses them rather than guess. Example:
 
     [venue]                            # the sandbox exchange (read by bkr.venue.settings)
     default_fee_tier = 1
-    initial_margin = "0.1"             # a perpetual order needs 10% of its notional free
+    initial_margin = "0.1"             # equity must cover 10% of the perpetual notional (10x)
+    maintenance_margin = "0.05"        # below 5%, an account may only reduce (default: half)
     starting_balances = { USDC = "1000000", SOL = "10000" }
     markets = [{ symbol = "SOL_USDC", tick_size = "0.01", step_size = "0.01" }]
     [venue.fee_tiers.1]                # fractions: 0.001 = 0.10% = 10 bps

@@ -15,6 +15,13 @@ def test_an_empty_section_is_backpacks_defaults() -> None:
     assert config.markets == DEFAULT_MARKETS
     assert config.fees(1) == TIER_1
     assert config.initial_margin == D("0.1")
+    assert config.maintenance_margin == D("0.05")
+
+
+def test_the_maintenance_margin_is_half_the_initial_unless_it_is_set() -> None:
+    assert parse_venue_config({"initial_margin": "0.2"}).maintenance_margin == D("0.1")
+    config = parse_venue_config({"initial_margin": "0.2", "maintenance_margin": "0.02"})
+    assert (config.initial_margin, config.maintenance_margin) == (D("0.2"), D("0.02"))
 
 
 def test_markets_fee_tiers_and_balances_are_read_exactly() -> None:
@@ -37,6 +44,12 @@ def test_markets_fee_tiers_and_balances_are_read_exactly() -> None:
     ({"markets": [{"symbol": "SOL", "tick_size": "1", "step_size": "1"}]}, "'SOL' is not BASE_QUOTE"),
     ({"markets": [{"symbol": "SOL_USDC", "tick_size": "0", "step_size": "1"}]}, "must be positive"),
     ({"initial_margin": 0.1}, "floats are not exact"),
+    ({"initial_margin": "0"}, "venue.initial_margin: 0 is not above 0"),
+    ({"initial_margin": "1.5"}, "venue.initial_margin: 1.5 is not above 0 and at most 1"),
+    ({"maintenance_margin": "0.2"}, r"venue.maintenance_margin: 0.2 is not above 0 and at most venue.initial_margin"),
+    ({"maintenance_margin": "0"}, "venue.maintenance_margin: 0 is not above 0"),
+    ({"maintenance_margin": "-0.01"}, "venue.maintenance_margin"),
+    ({"initial_margin": "0.000000000000000001"}, r"venue.maintenance_margin \(half venue.initial_margin\)"),
     ({"fee_tiers": {"2": {"spot_maker": "0"}}}, "venue.fee_tiers.2"),
     ({"colour": "blue"}, "venue.colour"),
 ])

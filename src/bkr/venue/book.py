@@ -7,7 +7,12 @@ and the book never reads a clock. Storage rebuilds a book with `rest`, in priori
 Layout, chosen for speed in CPython: each side keeps a sorted list of level keys (`bisect`) and a
 FIFO `deque` per price level, so taking the best order is O(1) and adding a level is one C-level
 insertion; the keys are the prices for bids and the negated prices for asks, which puts the best
-level at the end of the list on both sides. An order id index makes `get` and `cancel` direct.
+level at the end of the list on both sides. An order id index makes `get` and `cancel` direct, and
+an index by user gives one account's resting orders (`orders_of`) without a scan of the book.
+
+`revert` undoes the last `submit` exactly (fills, self-trade cancels, the rested remainder, each
+order back in its place in its queue): the venue matches first and checks the accounts after, on
+what really happened, and puts the book back when an account cannot take the result.
 
 Conventions (what `Execution.status` and `reason` say):
 - `Filled`: the whole quantity executed. A market order by quote quantity is `Filled` once the quote
@@ -36,6 +41,10 @@ NO_LIQUIDITY = "no liquidity"
 SELF_TRADE = "self-trade prevention"
 FOK_UNFILLABLE = "FOK order cannot be filled in full"
 POST_ONLY_WOULD_TAKE = "post-only order would take liquidity"
+
+# what `submit` changed, for `revert`: a maker's remaining lowered, a maker taken off the book,
+# the taker's remainder rested
+_FILLED, _TAKEN, _RESTED = 0, 1, 2
 
 
 class OrderType(StrEnum):
@@ -170,6 +179,16 @@ class _BookSide:
             position = next(i for i, queued in enumerate(level) if queued.sequence > order.sequence)
             level.insert(position, order)
 
+    def put_first(self, order: RestingOrder) -> None:
+        """Put back an order taken from the front of its level (undoing a fill or a cancel)."""
+        key = self.key(order.price)
+        level = self.levels.get(key)
+        if level is None:
+            self.levels[key] = deque((order,))
+            insort(self.keys, key)
+        else:
+            level.appendleft(order)
+
     def remove(self, order: RestingOrder) -> None:
         key = self.key(order.price)
         level = self.levels[key]
@@ -196,7 +215,7 @@ def _level_total(level: deque[RestingOrder]) -> Decimal:
 class OrderBook:
     """A single market's order book. `submit` matches and may rest; nothing else matches."""
 
-    __slots__ = ("_asks", "_bids", "_orders", "step_size", "symbol", "tick_size")
+    __slots__ = ("_asks", "_bids", "_by_user", "_orders", "_undo", "step_size", "symbol", "tick_size")
 
     def __init__(self, symbol: str, *, tick_size: Decimal, step_size: Decimal) -> None:
         for name, value in (("tick_size", tick_size), ("step_size", step_size)):
@@ -208,6 +227,10 @@ class OrderBook:
         self._bids = _BookSide(Side.BID)
         self._asks = _BookSide(Side.ASK)
         self._orders: dict[int, RestingOrder] = {}
+        self._by_user: dict[str, dict[int, RestingOrder]] = {}
+        # what the last `submit` changed, in order: (_FILLED, maker, remaining before), (_TAKEN,
+        # maker, remaining when taken off the book), (_RESTED, the taker's remainder, ...)
+        self._undo: list[tuple[int, RestingOrder, Decimal]] = []
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -220,6 +243,11 @@ class OrderBook:
 
     def orders(self) -> list[RestingOrder]:
         return [_copy(order) for order in self._orders.values()]
+
+    def orders_of(self, user_id: str) -> list[RestingOrder]:
+        """One user's resting orders (copies), in no particular order."""
+        mine = self._by_user.get(user_id)
+        return [] if mine is None else [_copy(order) for order in mine.values()]
 
     def best_bid(self) -> Decimal | None:
         return self._bids.best_price()
@@ -247,14 +275,15 @@ class OrderBook:
             raise BookError(f"order {order.order_id} at {order.price} would cross the book", field="price")
         stored = _copy(order)
         self._side(order.side).add(stored)
-        self._orders[order.order_id] = stored
+        self._index(stored)
 
     def cancel(self, order_id: int) -> RestingOrder | None:
         """Remove an order; returns it as it was, or None if it is not on the book."""
-        order = self._orders.pop(order_id, None)
+        order = self._orders.get(order_id)
         if order is None:
             return None
         self._side(order.side).remove(order)
+        self._unindex(order)
         return order
 
     def reduce(self, order_id: int, remaining: Decimal) -> None:
@@ -271,6 +300,7 @@ class OrderBook:
 
     def submit(self, order: OrderRequest) -> Execution:
         """Match an order against the book, then rest a GTC limit remainder. Raises BookError if invalid."""
+        self._undo.clear()
         self._validate(order)
         opposite = self._asks if order.side is Side.BID else self._bids
         limit = order.price if order.order_type is OrderType.LIMIT else None
@@ -287,6 +317,22 @@ class OrderBook:
         assert order.quantity is not None
         return self._match_base(order, opposite, limit, order.quantity)
 
+    def revert(self) -> None:
+        """Undo the last `submit`, exactly: every maker back at its place in its queue with what it
+        had left, the taker's remainder off the book. Only right after that submit: a `cancel`,
+        `rest` or `reduce` in between is not undone, and the next `submit` forgets it."""
+        for kind, order, remaining in reversed(self._undo):
+            if kind == _RESTED:
+                self._side(order.side).remove(order)
+                self._unindex(order)
+            elif kind == _TAKEN:
+                order.remaining = remaining
+                self._side(order.side).put_first(order)
+                self._index(order)
+            else:
+                order.remaining = remaining
+        self._undo.clear()
+
     def _match_base(self, order: OrderRequest, opposite: _BookSide, limit: Decimal | None,
                     quantity: Decimal) -> Execution:
         matches: list[Match] = []
@@ -294,7 +340,7 @@ class OrderBook:
         remaining = quantity
         quote = ZERO
         stopped_by_stp = False
-        keys, levels, is_bid = opposite.keys, opposite.levels, order.side is Side.BID
+        keys, levels, is_bid, undo = opposite.keys, opposite.levels, order.side is Side.BID, self._undo
         while remaining and keys and not stopped_by_stp:
             key = keys[-1]
             level = levels[key]
@@ -313,10 +359,10 @@ class OrderBook:
                                      maker.price, filled))
                 remaining = sub(remaining, filled)
                 quote = add(quote, mul(maker.price, filled))
+                undo.append((_FILLED, maker, maker.remaining))
                 maker.remaining = sub(maker.remaining, filled)
                 if not maker.remaining:
-                    level.popleft()
-                    del self._orders[maker.order_id]
+                    self._take_first(level, maker)
             if not level:
                 opposite.drop_level(key)
         executed = sub(quantity, remaining)
@@ -328,7 +374,8 @@ class OrderBook:
             resting = RestingOrder(order.order_id, order.user_id, order.side, limit, remaining, order.sequence,
                                    order.self_trade_prevention)
             self._side(order.side).add(resting)
-            self._orders[order.order_id] = resting
+            self._index(resting)
+            self._undo.append((_RESTED, resting, remaining))
             status = OrderStatus.PARTIALLY_FILLED if matches else OrderStatus.NEW
             return Execution(tuple(matches), status, executed, quote, _copy(resting), tuple(cancelled), None)
         return Execution(tuple(matches), OrderStatus.EXPIRED, executed, quote, None, tuple(cancelled), NO_LIQUIDITY)
@@ -341,7 +388,7 @@ class OrderBook:
         executed = ZERO
         stopped_by_stp = False
         dust = False  # the quote left cannot pay for one step at the best price: as filled as it can be
-        keys, levels, step = opposite.keys, opposite.levels, self.step_size
+        keys, levels, step, undo = opposite.keys, opposite.levels, self.step_size, self._undo
         while keys and not stopped_by_stp and not dust:
             key = keys[-1]
             level = levels[key]
@@ -362,10 +409,10 @@ class OrderBook:
                                      maker.price, filled))
                 executed = add(executed, filled)
                 left = sub(left, mul(maker.price, filled))
+                undo.append((_FILLED, maker, maker.remaining))
                 maker.remaining = sub(maker.remaining, filled)
                 if not maker.remaining:
-                    level.popleft()
-                    del self._orders[maker.order_id]
+                    self._take_first(level, maker)
             if not level:
                 opposite.drop_level(key)
         spent = sub(budget, left)
@@ -379,9 +426,9 @@ class OrderBook:
         """Apply the taker's mode to the maker at the front of `level`; True when the taker must stop."""
         mode = order.self_trade_prevention
         if mode is not SelfTradePrevention.REJECT_TAKER:  # RejectMaker and RejectBoth remove the maker
-            maker = level.popleft()
-            del self._orders[maker.order_id]
-            cancelled.append(maker)
+            maker = level[0]
+            self._take_first(level, maker)
+            cancelled.append(_copy(maker))
         return mode is not SelfTradePrevention.REJECT_MAKER
 
     def _fillable(self, order: OrderRequest, opposite: _BookSide, limit: Decimal | None) -> Decimal:
@@ -452,6 +499,29 @@ class OrderBook:
 
     def _side(self, side: Side) -> _BookSide:
         return self._bids if side is Side.BID else self._asks
+
+    def _take_first(self, level: deque[RestingOrder], maker: RestingOrder) -> None:
+        """Take the maker at the front of `level` off the book (filled, or cancelled by the
+        taker's self-trade prevention); `revert` puts it back. An emptied level is dropped by the
+        caller's loop."""
+        level.popleft()
+        self._unindex(maker)
+        self._undo.append((_TAKEN, maker, maker.remaining))
+
+    def _index(self, order: RestingOrder) -> None:
+        self._orders[order.order_id] = order
+        mine = self._by_user.get(order.user_id)
+        if mine is None:
+            self._by_user[order.user_id] = {order.order_id: order}
+        else:
+            mine[order.order_id] = order
+
+    def _unindex(self, order: RestingOrder) -> None:
+        del self._orders[order.order_id]
+        mine = self._by_user[order.user_id]
+        del mine[order.order_id]
+        if not mine:
+            del self._by_user[order.user_id]
 
     @staticmethod
     def _crosses(taker_side: Side, maker_price: Decimal, limit: Decimal) -> bool:

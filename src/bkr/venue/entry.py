@@ -8,10 +8,11 @@ the same records the read side returns) while the orders execute; it collects th
 is also what the broker program receives, as a typed `DecidedFill`: nothing is turned into text.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 
 from sqlalchemy import Connection, bindparam, select
 
@@ -21,9 +22,9 @@ from bkr.domain.money import MONEY, ZERO
 from bkr.domain.periods import as_utc
 from bkr.domain.registry import BrokerId
 from bkr.program.writer import DecidedFill
-from bkr.store.tables import venue_accounts, venue_balances, venue_orders, venue_positions
+from bkr.store.tables import venue_accounts, venue_balances, venue_fills, venue_orders, venue_positions
 from bkr.venue.accounts import Balance, Position
-from bkr.venue.book import OrderStatus
+from bkr.venue.book import OrderBook, OrderStatus
 from bkr.venue.directory import BrokerDirectory
 from bkr.venue.markets import Market, VenueConfig
 from bkr.venue.orders import OrderView
@@ -41,6 +42,10 @@ _BALANCE = select(venue_balances.c.available, venue_balances.c.locked).where(
     (venue_balances.c.user_id == bindparam("u")) & (venue_balances.c.asset == bindparam("a")))
 _POSITION = select(venue_positions.c.net_quantity, venue_positions.c.net_cost, venue_positions.c.realized_pnl).where(
     (venue_positions.c.user_id == bindparam("u")) & (venue_positions.c.symbol == bindparam("s")))
+_POSITIONS = select(venue_positions.c.symbol, venue_positions.c.net_quantity, venue_positions.c.net_cost,
+                    venue_positions.c.realized_pnl).where(venue_positions.c.user_id == bindparam("u"))
+_LAST_PRICE = (select(venue_fills.c.price).where(venue_fills.c.symbol == bindparam("s"))
+               .order_by(venue_fills.c.trade_id.desc()).limit(1))
 _FEE_TIER = select(venue_accounts.c.fee_tier).where(venue_accounts.c.user_id == bindparam("u"))
 
 
@@ -109,6 +114,20 @@ def _canonical_value(amount: Decimal) -> Decimal:
     return normal.quantize(Decimal(1), context=MONEY) if exponent > 0 else normal  # 1E+2 is 100
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """An `Entry` as it was before one order's matching, to go back to if an account cannot
+    take what the order did (see `Entry.checkpoint`)."""
+
+    balances: dict[tuple[str, str], Balance]
+    positions: dict[tuple[str, str], Position]
+    order_changes: dict[int, OrderChange]
+    fills: int
+    placed: int
+    marks: dict[str, Decimal | None]
+    last_trade_id: int
+
+
 @dataclass
 class Entry:
     """What one order-entry transaction changes, kept until its end and written at once."""
@@ -126,9 +145,14 @@ class Entry:
     placed: list[PlacedOrder] = field(default_factory=list)
     order_changes: dict[int, OrderChange] = field(default_factory=dict)
     fills: list[VenueFill] = field(default_factory=list)
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)  # (user, symbol)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)  # (user, symbol), as changed
     stored_positions: set[tuple[str, str]] = field(default_factory=set)
     touched_books: set[str] = field(default_factory=set)
+    # every market's book (an account's margin counts its resting orders in all of them)
+    books: Mapping[str, OrderBook] = field(default_factory=lambda: MappingProxyType({}))
+    marks: dict[str, Decimal | None] = field(default_factory=dict)  # symbol -> last trade price
+    read_positions: dict[tuple[str, str], Position] = field(default_factory=dict)  # as stored
+    position_users: set[str] = field(default_factory=set)  # users all of whose positions were read
 
     def next_order_id(self) -> int:
         self.last_order_id += 1
@@ -185,20 +209,54 @@ class Entry:
         return tier
 
     def position(self, user_id: str, symbol: str) -> Position:
+        """A user's position in a market as this transaction left it (flat if it has none).
+        Reading it changes nothing: only `set_position` is written."""
         key = (user_id, symbol)
-        position = self.positions.get(key)
+        position = self.positions.get(key) or self.read_positions.get(key)
         if position is None:
-            row = self.connection.execute(_POSITION, {"u": user_id, "s": symbol}).first()
-            if row is not None:
-                self.stored_positions.add(key)
-                position = Position(symbol, row.net_quantity, row.net_cost, row.realized_pnl)
-            else:
-                position = Position(symbol, ZERO, ZERO, ZERO)
-            self.positions[key] = position
+            position = Position(symbol, ZERO, ZERO, ZERO)
+            if user_id not in self.position_users:
+                row = self.connection.execute(_POSITION, {"u": user_id, "s": symbol}).first()
+                if row is not None:
+                    self.stored_positions.add(key)
+                    position = Position(symbol, row.net_quantity, row.net_cost, row.realized_pnl)
+            self.read_positions[key] = position
         return position
+
+    def read_all_positions(self, user_id: str) -> None:
+        """Read all of a user's positions in one statement (its margin needs every market)."""
+        if user_id in self.position_users:
+            return
+        for row in self.connection.execute(_POSITIONS, {"u": user_id}):
+            key = (user_id, row.symbol)
+            self.stored_positions.add(key)
+            self.read_positions.setdefault(key, Position(row.symbol, row.net_quantity, row.net_cost,
+                                                         row.realized_pnl))
+        self.position_users.add(user_id)
 
     def set_position(self, user_id: str, position: Position) -> None:
         self.positions[(user_id, position.symbol)] = position
+
+    def mark(self, symbol: str) -> Decimal | None:
+        """A market's last trade price, this transaction's trades included (None: never traded)."""
+        if symbol not in self.marks:
+            self.marks[symbol] = self.connection.execute(_LAST_PRICE, {"s": symbol}).scalar()
+        return self.marks[symbol]
+
+    def checkpoint(self) -> Checkpoint:
+        """What an order's matching may change here, to `restore` if it must be undone."""
+        return Checkpoint(dict(self.balances), dict(self.positions),
+                          {k: replace(v) for k, v in self.order_changes.items()}, len(self.fills),
+                          len(self.placed), dict(self.marks), self.last_trade_id)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.balances = checkpoint.balances
+        self.positions = checkpoint.positions
+        self.order_changes = checkpoint.order_changes
+        del self.fills[checkpoint.fills:]
+        del self.placed[checkpoint.placed:]
+        self.marks = checkpoint.marks
+        self.last_trade_id = checkpoint.last_trade_id
 
     def brokers_of(self, order_ids: Sequence[int]) -> dict[int, BrokerId | None]:
         """The broker each order was sent with (resting orders' fills carry it too); an order

@@ -11,6 +11,12 @@ class InsufficientFunds(InvalidInput):
     code = "INSUFFICIENT_FUNDS"
 
 
+class InsufficientMargin(InvalidInput):
+    """The account's equity would not cover the margin its positions and orders need."""
+
+    code = "INSUFFICIENT_MARGIN"
+
+
 class InvalidMarket(InvalidInput):
     code = "INVALID_MARKET"
 

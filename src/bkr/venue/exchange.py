@@ -133,7 +133,7 @@ class Venue:
                     self._catch_up(connection, state.sequence)
                     self.directory.refresh(connection, state.registry_version)
                     entry = Entry(connection, self.config, self.directory, self.clock(), state.sequence,
-                                  state.last_order_id, state.last_trade_id)
+                                  state.last_order_id, state.last_trade_id, books=self._books or {})
                     yield entry
                     persistence.write_entry(entry, state.sequence, self.program)
                 self._sequence = entry.sequence

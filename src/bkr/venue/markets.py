@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import MarketType
-from bkr.domain.money import D
+from bkr.domain.money import ZERO, D
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,8 @@ DEFAULT_MARKETS: tuple[Market, ...] = (
     _market("ETH_USDC_PERP", "0.01", "0.001"),
 )
 
-INITIAL_MARGIN = D("0.1")
+INITIAL_MARGIN = D("0.1")  # 10x leverage
+MAINTENANCE_MARGIN = D("0.05")  # half the initial margin
 TIER_1 = FeeRates(D("0.0008"), D("0.001"), D("0.0002"), D("0.0005"))
 
 DEFAULT_STARTING_BALANCES: Mapping[str, Decimal] = MappingProxyType({
@@ -83,10 +84,18 @@ class VenueConfig:
     fee_tiers: Mapping[int, FeeRates] = field(default_factory=lambda: MappingProxyType({1: TIER_1}))
     default_fee_tier: int = 1
     starting_balances: Mapping[str, Decimal] = field(default_factory=lambda: DEFAULT_STARTING_BALANCES)
-    # a perpetual order needs this fraction of its notional free in the quote asset (10x leverage)
+    # fractions of a perpetual position's notional (see bkr.venue.margin): what an account needs
+    # to open or increase exposure, and below what it may only reduce
     initial_margin: Decimal = INITIAL_MARGIN
+    maintenance_margin: Decimal = MAINTENANCE_MARGIN
 
     def __post_init__(self) -> None:
+        if not ZERO < self.initial_margin <= 1:
+            raise InvalidInput(f"venue.initial_margin: {self.initial_margin} is not above 0 and at most 1 "
+                               "(0.1 is 10x leverage)")
+        if not ZERO < self.maintenance_margin <= self.initial_margin:
+            raise InvalidInput(f"venue.maintenance_margin: {self.maintenance_margin} is not above 0 and at most "
+                               f"venue.initial_margin ({self.initial_margin})")
         if self.default_fee_tier not in self.fee_tiers:
             raise InvalidInput(f"venue.default_fee_tier: no fee tier {self.default_fee_tier} is configured")
         symbols = [m.symbol for m in self.markets]
@@ -106,3 +115,12 @@ class VenueConfig:
 
     def fees(self, tier: int) -> FeeRates:
         return self.fee_tiers.get(tier, self.fee_tiers[self.default_fee_tier])
+
+    def perpetuals(self, collateral: str) -> tuple[Market, ...]:
+        """The perpetual markets margined in `collateral` (their quote asset)."""
+        return tuple(m for m in self.markets if m.is_futures and m.quote == collateral)
+
+    @property
+    def collaterals(self) -> frozenset[str]:
+        """The assets that margin perpetual markets: what a spot order may not spend freely."""
+        return frozenset(m.quote for m in self.markets if m.is_futures)

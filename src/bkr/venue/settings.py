@@ -8,10 +8,13 @@ float in the same words.
 from pathlib import Path
 from typing import Any
 
-from bkr.domain.bounds import AMOUNT, FRACTION
+from bkr.domain.bounds import AMOUNT, FRACTION, bounded
 from bkr.domain.errors import InvalidInput
+from bkr.domain.money import D, mul
 from bkr.settings import exact_setting, read_toml
 from bkr.venue.markets import FeeRates, VenueConfig, market_from_symbol
+
+HALF = D("0.5")
 
 
 def load_venue_config(path: Path | None) -> VenueConfig:
@@ -19,7 +22,8 @@ def load_venue_config(path: Path | None) -> VenueConfig:
 
 
 def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
-    known = {"markets", "fee_tiers", "default_fee_tier", "starting_balances", "initial_margin"}
+    known = {"markets", "fee_tiers", "default_fee_tier", "starting_balances", "initial_margin",
+             "maintenance_margin"}
     unknown = set(section) - known
     if unknown:
         raise InvalidInput(f"config: unknown setting(s) venue.{', venue.'.join(sorted(unknown))}")
@@ -43,7 +47,10 @@ def parse_venue_config(section: dict[str, Any]) -> VenueConfig:
     default_tier = section.get("default_fee_tier", defaults.default_fee_tier)
     if isinstance(default_tier, bool) or not isinstance(default_tier, int):
         raise InvalidInput(f"config: venue.default_fee_tier: {default_tier!r} is not a tier number")
+    initial = exact_setting(section.get("initial_margin", defaults.initial_margin), "venue.initial_margin", FRACTION)
+    if "maintenance_margin" in section:
+        maintenance = exact_setting(section["maintenance_margin"], "venue.maintenance_margin", FRACTION)
+    else:  # half the initial margin, whatever that is
+        maintenance = bounded(mul(initial, HALF), FRACTION, "venue.maintenance_margin (half venue.initial_margin)")
     return VenueConfig(markets=markets, fee_tiers=tiers, default_fee_tier=default_tier,
-                       starting_balances=balances,
-                       initial_margin=exact_setting(section.get("initial_margin", defaults.initial_margin),
-                                             "venue.initial_margin", FRACTION))
+                       starting_balances=balances, initial_margin=initial, maintenance_margin=maintenance)

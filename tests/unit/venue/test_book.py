@@ -433,6 +433,47 @@ def test_orders_handed_out_are_copies_that_cannot_change_the_book() -> None:
     assert book.depth() == ([], [(D("10"), D("2"))])
 
 
+# --- one user's orders, and undoing a submit -------------------------------------------------------
+
+def test_orders_of_a_user_follow_rests_fills_and_cancels() -> None:
+    book = book_with(limit(1, ASK, "10", "2"), limit(2, ASK, "10.5", "1", user="carol"), limit(3, BID, "9", "1"))
+    assert sorted(o.order_id for o in book.orders_of("alice")) == [1, 3]
+    book.submit(market(4, BID, quantity="2"))  # takes alice's ask 1 whole
+    assert [o.order_id for o in book.orders_of("alice")] == [3]
+    book.cancel(3)
+    assert book.orders_of("alice") == [] and [o.order_id for o in book.orders_of("carol")] == [2]
+    mine = book.orders_of("carol")[0]
+    mine.remaining = D("100")  # a copy
+    assert book.depth() == ([], [(D("10.5"), D("1"))])
+
+
+def test_revert_puts_every_maker_back_in_its_place_and_takes_the_remainder_off() -> None:
+    book = book_with(limit(1, ASK, "10", "1"), limit(2, ASK, "10", "2", user="carol"), limit(3, ASK, "10.5", "1"),
+                     limit(4, ASK, "11", "3", user="carol"))
+    before = snapshot(book)
+    # alice's own asks 1 and 3 are cancelled (RejectMaker), carol's 2 fills, and 2 rest at 10.5
+    execution = book.submit(limit(5, BID, "10.5", "4", stp=STP.REJECT_MAKER))
+    assert fills(execution) == [(2, D("10"), D("2"))]
+    assert [o.order_id for o in execution.cancelled_makers] == [1, 3]
+    assert execution.resting is not None and execution.resting.remaining == D("2")
+    book.revert()
+    assert snapshot(book) == before and book.depth() == ([], [(D("10"), D("3")), (D("10.5"), D("1")),
+                                                               (D("11"), D("3"))])
+    assert sorted(o.order_id for o in book.orders_of("alice")) == [1, 3]
+    # priority is back too: alice's 1 is still ahead of carol's 2 at 10
+    assert fills(book.submit(market(6, BID, quantity="2", user="bob"))) == [(1, D("10"), D("1")),
+                                                                           (2, D("10"), D("1"))]
+
+
+def test_revert_after_a_partial_fill_gives_the_maker_its_quantity_back() -> None:
+    book = book_with(limit(1, BID, "10", "5"))
+    book.submit(market(2, ASK, quantity="1.5"))
+    book.revert()
+    assert book.get(1) is not None and book.get(1).remaining == D("5")  # type: ignore[union-attr]
+    book.revert()  # a second revert has nothing left to undo
+    assert book.depth() == ([(D("10"), D("5"))], [])
+
+
 # --- properties: random order flow against a plain model -----------------------------------------
 
 @dataclass
@@ -517,6 +558,9 @@ def model_state(model: dict[int, Ref]) -> list[tuple[int, str, Side, Decimal, De
 def check_book_matches_model(book: OrderBook, model: dict[int, Ref]) -> None:
     assert snapshot(book) == model_state(model)
     assert len(book) == len(model)
+    for user in {*USERS, "sweeper"}:
+        assert sorted(o.order_id for o in book.orders_of(user)) == sorted(r.order_id for r in model.values()
+                                                                           if r.user == user)
     bids = [r.price for r in model.values() if r.side is BID]
     asks = [r.price for r in model.values() if r.side is ASK]
     assert book.best_bid() == (max(bids) if bids else None)
@@ -656,3 +700,33 @@ def test_random_order_flow_keeps_every_rule(seeds: list[Action], actions: list[A
         sweep = OrderRequest(10**6, "sweeper", side, OrderType.MARKET, None, D("10000"), None, IOC, False, STP.ALLOW,
                              10**6)
         assert book.submit(sweep).matches == rebuilt.submit(sweep).matches
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SEEDS, min_size=1, max_size=20), st.lists(ACTIONS, min_size=0, max_size=20),
+       st.one_of(LIMITS, MARKETS, QUOTE_MARKETS))
+def test_a_reverted_submit_leaves_the_book_as_if_it_never_came(seeds: list[Action], actions: list[Action],
+                                                                 taker: Action) -> None:
+    books = new_book(), new_book()
+    for book in books:
+        for order_id, action in enumerate(seeds + actions, start=1):
+            if action[0] == "cancel":
+                ids = sorted(o.order_id for o in book.orders())
+                if ids:
+                    book.cancel(ids[int(action[1]) % len(ids)])  # type: ignore[call-overload]
+            else:
+                book.submit(request_for(action, order_id))
+    tried, untouched = books
+    tried.submit(request_for(taker, 1000))
+    tried.revert()
+    assert snapshot(tried) == snapshot(untouched) and tried.depth() == untouched.depth()
+    for user in {*USERS}:
+        assert snapshot_of(tried.orders_of(user)) == snapshot_of(untouched.orders_of(user))
+    for n, side in enumerate(Side):  # and in the same priority: a sweep matches the same orders, in order
+        sweep = OrderRequest(10**6 + n, "sweeper", side, OrderType.MARKET, None, D("10000"), None, IOC, False,
+                             STP.ALLOW, 10**6 + n)
+        assert tried.submit(sweep).matches == untouched.submit(sweep).matches
+
+
+def snapshot_of(orders: list[RestingOrder]) -> list[tuple[int, str, Side, Decimal, Decimal, int]]:
+    return sorted((o.order_id, o.user_id, o.side, o.price, o.remaining, o.sequence) for o in orders)
