@@ -1,10 +1,11 @@
 """The size of a request body, bounded before any endpoint reads it.
 
 Every number that enters bkr has a bound, and so does a body: the fill feed takes up to
-`max_body_bytes` (64 MiB by default, room for `max_batch` fills of any realistic size); every
-other route 1 MiB, far above any form, order or registry request. A larger body is answered 413
+`max_body_bytes` (64 MiB by default, room for `max_batch` fills of any realistic size); the
+venue's routes 64 KiB (an order is a few hundred bytes: a batch of some two hundred orders fits);
+every other route 1 MiB, far above any form or registry request. A larger body is answered 413
 at once, in the route's own error format, whether it announces its length or streams in chunks
-(those are read up to the limit and no further).
+(those are read up to the limit and no further), and before its sender's credentials are checked.
 """
 
 from collections.abc import Callable
@@ -14,6 +15,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bkr.api.errors import VENUE_PREFIXES
 
 DEFAULT_LIMIT = 1 << 20  # 1 MiB
+VENUE_LIMIT = 64 << 10  # 64 KiB
+_LENGTH_DIGITS = 18  # a Content-Length of more digits is over every limit (and need not be converted)
+
+
+def route_limits(ingest_path: str, ingest_limit: int) -> Callable[[str], int]:
+    """The limit of each path: the fill feed's own, the venue's, or the default."""
+
+    def limit_of(path: str) -> int:
+        if path == ingest_path:
+            return ingest_limit
+        return VENUE_LIMIT if path.startswith(VENUE_PREFIXES) else DEFAULT_LIMIT
+
+    return limit_of
 
 
 class BodyLimit:
@@ -28,7 +42,7 @@ class BodyLimit:
         limit = self.limit_of(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > limit:
+            if not declared.isdigit() or len(declared) > _LENGTH_DIGITS or int(declared) > limit:
                 await _too_large(scope, send, limit)
                 return
             await self.app(scope, receive, send)
