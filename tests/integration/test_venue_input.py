@@ -135,7 +135,13 @@ def test_a_body_over_the_venue_s_limit_is_413_before_its_credentials_are_looked_
     for headers in ([JSON], [JSON, *signed_headers(sandbox.key, "orderExecute", ORDER)]):
         answer = send(sandbox.app, "POST", "/api/v1/order", body=body, headers=headers)
         message = refused(answer, 413, "INVALID_CLIENT_REQUEST")
-        assert message == "the request body is larger than 65,536 bytes, the most this route accepts"
+        assert message == "body: the request body is larger than 65,536 bytes, the most this route accepts"
+
+
+def test_a_content_length_that_is_not_a_number_is_a_400_not_a_413(sandbox: Sandbox) -> None:
+    answer = send(sandbox.app, "POST", "/api/v1/order", headers=[(b"content-length", b"abc")])
+
+    assert refused(answer, 400, "INVALID_CLIENT_REQUEST") == "Content-Length: not a number of bytes"
 
 
 # --- amounts, integers and X-Broker-Id ----------------------------------------------------------------
@@ -241,6 +247,9 @@ class Hostile:
 
 
 HOSTILE: dict[str, tuple[Hostile, int, str]] = {
+    # routes and methods the venue does not have
+    "an unknown route": (Hostile("GET", "/api/v1/nope", signed=False), 404, "RESOURCE_NOT_FOUND"),
+    "PUT on an order": (Hostile("PUT", "/api/v1/order", body=ORDER, signed=False), 405, "INVALID_CLIENT_REQUEST"),
     # public routes
     "market without a symbol": (Hostile("GET", "/api/v1/market", signed=False), 400, "INVALID_MARKET"),
     "market of a 50,000-character symbol": (Hostile("GET", "/api/v1/market", {"symbol": LONG}, signed=False), 400,
@@ -390,8 +399,8 @@ SEARCH = settings(max_examples=200, deadline=None, database=None,
 
 
 @SEARCH
-@given(route=st.sampled_from(ROUTES), query=queries, body=bodies, sign=st.integers(0, 4).map(bool), broker=broker_headers,
-       content_type=content_types)
+@given(route=st.sampled_from(ROUTES), query=queries, body=bodies, sign=st.integers(0, 4).map(bool),
+       broker=broker_headers, content_type=content_types)
 def test_no_request_to_any_route_gets_a_5xx_or_an_unbounded_answer(
         sandbox: Sandbox, route: tuple[str, str], query: dict[str, str], body: bytes, sign: bool,
         broker: bytes | None, content_type: bytes | None) -> None:
