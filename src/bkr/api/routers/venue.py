@@ -252,7 +252,9 @@ def trades(venue: VenueDep, services: ServicesDep, request: Request) -> list[dic
 def trades_history(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
     params = request.query_params
     chosen = _market(venue, params)
-    limit, offset, _ = page(params)
+    limit = whole_number(params, "limit", 1, history.MAX_PAGE, 100)
+    offset = whole_number(params, "offset", 0, MAX_ID, 0)
+    assert limit is not None and offset is not None
     with db.snapshot(services.engine) as connection:
         found = history.recent_trades(connection, chosen.symbol, limit, offset)
     return [_public_trade(f) for f in found]
