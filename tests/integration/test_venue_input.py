@@ -91,7 +91,7 @@ def test_a_body_from_an_unknown_key_is_refused_unread(sandbox: Sandbox) -> None:
 ], ids=["none", "malformed key", "expired"])
 def test_deep_nesting_without_valid_credentials_is_a_401(sandbox: Sandbox, headers: Any) -> None:
     if headers == "expired":
-        headers = signed_headers(sandbox.key, "orderExecute", {}, now_ms=int(time.time() * 1000) - 60_000)
+        headers = signed_headers(sandbox.key, "orderExecute", {}, now_ms=int(time.time() * 1000) - 120_000)
 
     answer = send(sandbox.app, "POST", "/api/v1/order", body=NESTED, headers=[JSON, *headers])
 
@@ -111,7 +111,7 @@ def test_a_refused_signature_quotes_at_most_a_thousand_characters_of_what_was_ex
 
     answer = send(sandbox.app, "POST", "/api/v1/order", body=json.dumps(sent).encode(), headers=[JSON, *headers])
 
-    expected = signing_string("orderExecute", sent, stamp, 5_000)
+    expected = signing_string("orderExecute", sent, stamp, 60_000)
     message = refused(answer, 401, "INVALID_SIGNATURE")
     assert message == (f"signature does not verify; sign {expected[:1_000]!r}… "
                        f"(the first 1,000 of {len(expected):,} characters)")
@@ -126,7 +126,7 @@ def test_a_short_refused_signature_still_quotes_the_whole_string_to_sign(sandbox
     stamp = dict(headers)[b"x-timestamp"].decode()
     assert refused(answer, 401, "INVALID_SIGNATURE") == (
         "signature does not verify; sign 'instruction=orderExecute&orderType=Limit&price=10&quantity=1&side=Bid"
-        f"&symbol=SOL_USDC&timestamp={stamp}&window=5000'")
+        f"&symbol=SOL_USDC&timestamp={stamp}&window=60000'")
 
 
 def test_a_body_over_the_venue_s_limit_is_413_before_its_credentials_are_looked_at(sandbox: Sandbox) -> None:
