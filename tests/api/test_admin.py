@@ -97,6 +97,24 @@ def test_a_broker_is_enrolled_listed_activated_and_suspended_with_its_history(ap
     assert len(ok(api.client.get("/v1/admin/brokers", headers=op, params={"status": "suspended"}))) == 1
 
 
+def test_a_scheduled_suspension_is_cancelled_before_it_takes_effect_and_not_after(
+        api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    ok(api.client.post(f"/v1/admin/brokers/{BROKER}/suspend", headers=op,
+                       json={"effective_at": "2026-10-20T00:00:00Z"}))
+
+    cancelled = ok(api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op,
+                                   json={"effective_at": "2026-10-20T00:00:00Z"}))
+    assert cancelled["status"] == "active"
+    api.clock.set(datetime(2026, 10, 21, tzinfo=UTC))
+    assert ok(api.client.get(f"/v1/admin/brokers/{BROKER}", headers=op))["status"] == "active"
+    in_effect = api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op,
+                                json={"effective_at": "2026-01-01T00:00:00Z"})
+    assert (in_effect.status_code, in_effect.json()["code"]) == (409, "conflict")
+    assert error(api.client.post(f"/v1/admin/brokers/{BROKER}/cancel-change", headers=op, json={}), 422) == (
+        "invalid_input", "effective_at")
+
+
 def test_a_forbidden_transition_and_an_unknown_broker_are_409_and_404(api: Api, op: dict[str, str]) -> None:
     api.broker(BROKER)
     ok(api.client.post(f"/v1/admin/brokers/{BROKER}/terminate", headers=op))
@@ -235,6 +253,21 @@ def test_rejected_rows_and_conflicts_are_listed_page_by_page_with_the_waiting_fi
         ("invalid_input", "limit")
 
 
+def test_the_users_that_fills_wait_for_are_listed_with_their_fills_and_brokers(api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    ingest(api, fill("f-1", user="zed", fee="0.25"), fill("f-2", user="zed", price="10.5"), fill("f-3", user="amy"))
+
+    first = ok(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"limit": 1}))
+    rest = ok(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"after": first["next_after"]}))
+
+    assert [(u["user_id"], u["fills"], u["brokers"]) for u in first["items"] + rest["items"]] == [
+        ("amy", 1, [BROKER]), ("zed", 2, [BROKER])]
+    assert (first["awaiting_user_fills"], rest["next_after"]) == (3, None)
+    zed = rest["items"][0]
+    assert (zed["volume_usd"], zed["fee_usd"]) == ("110500", "10.25")  # 100 × 1000 + 10.5 × 1000; 0.25 + 10
+    assert error(api.client.get("/v1/admin/fills/awaiting", headers=op, params={"after": ""}), 422)[1] == "after"
+
+
 # --- periods, closes, statements ----------------------------------------------------------------------------
 
 @pytest.fixture
@@ -278,16 +311,39 @@ def test_preview_and_close_give_the_same_statements_and_a_second_close_changes_n
 
 
 def test_closing_a_month_not_yet_ended_is_409_period_not_ended(api: Api, op: dict[str, str]) -> None:
-    for action in ("close", "preview"):
-        assert error(api.client.post(f"/v1/admin/periods/2026-10/{action}", headers=op), 409)[0] == \
+    for action, month in (("close", "2026-10"), ("close", "2026-11"), ("preview", "2026-11")):
+        assert error(api.client.post(f"/v1/admin/periods/{month}/{action}", headers=op), 409)[0] == \
             "period_not_ended"
     assert error(api.client.get("/v1/admin/periods/2026-10", headers=op), 404)[0] == "not_found"
+
+
+def test_the_month_in_progress_previews_as_a_projection_of_what_it_would_issue_now(
+        api: Api, op: dict[str, str]) -> None:
+    api.broker(BROKER)
+    with api.engine.begin() as connection:
+        registry.add_users(connection, [("alice", None)], api.clock())
+    ingest(api, fill("f-1", at="2026-10-02T00:00:00Z"), fill("f-2", fee="0.5", at="2026-10-14T00:00:00Z"))
+
+    preview = ok(api.client.post("/v1/admin/periods/2026-10/preview", headers=op))
+
+    assert (preview["month"], preview["dry_run"], preview["projection"]) == ("2026-10", True, True)
+    [statement] = preview["statements"]
+    assert (statement["api_volume"], statement["payout_exact"]) == ("200000", "2.1")  # 10.5 × 20%
+    assert [(p["month"], p["status"], p["statement_count"]) for p in ok(api.client.get(
+        "/v1/admin/periods", headers=op))] == [("2026-10", "open", 0)]  # nothing written
+    ingest(api, fill("f-3", fee="1", at="2026-10-14T01:00:00Z"))
+    moved = ok(api.client.post("/v1/admin/periods/2026-10/preview", headers=op))["statements"][0]
+    assert moved["payout_exact"] == "2.3"
 
 
 def test_a_statement_is_served_as_its_stored_json_and_as_csv(september: Api, op: dict[str, str]) -> None:
     api = september
     path = f"/v1/admin/periods/{SEPTEMBER}/statements/{BROKER}"
-    assert error(api.client.get(path, headers=op), 404)[0] == "not_found"  # not closed yet
+    missing = api.client.get(path, headers=op)  # not closed yet
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    assert missing.json()["message"] == (f"no statement for broker {BROKER} in {SEPTEMBER} ({SEPTEMBER} is open: "
+                                         "its statements are issued when it closes); preview: "
+                                         f"POST /v1/admin/periods/{SEPTEMBER}/preview")
     ok(api.client.post(f"/v1/admin/periods/{SEPTEMBER}/close", headers=op))
 
     as_json = api.client.get(path, headers=op)

@@ -411,9 +411,15 @@ def test_a_statement_that_does_not_exist_is_not_found(api: Api) -> None:
     pair = api.broker(BROKER)
     close_august_and_september(api)
 
+    messages = {}
     for month in ("2026-07", "2026-10"):
         response = get(api, pair, f"/statements/{month}")
         assert (response.status_code, response.json()["code"]) == (404, "not_found"), month
+        messages[month] = response.json()["message"]
+    assert messages == {  # July closed along with August, without volume; October is in progress
+        "2026-07": f"no statement for broker {BROKER} in 2026-07",
+        "2026-10": f"no statement for broker {BROKER} in 2026-10 (2026-10 is open: its statements are issued when "
+                   f"it closes); the month so far: GET /v1/broker/{BROKER}/summary"}
     malformed = get(api, pair, "/statements/2026-9x")
     assert (malformed.status_code, malformed.json()["field"]) == (422, "month")
     bad_format = get(api, pair, "/statements/2026-09", {"format": "xml"})

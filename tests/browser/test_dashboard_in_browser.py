@@ -119,6 +119,10 @@ def test_the_operator_overview_matches_the_operator_api(page: Page, program: Pro
     rejected = program.admin("/v1/admin/fills/rejected?limit=50")["items"]
     assert page.locator("#rejected-table tbody tr").count() == len(rejected)
     expect(page.locator("#rejected-table tbody tr").first).to_contain_text(rejected[0]["reason"])
+    awaiting = program.admin("/v1/admin/fills/awaiting?limit=50")["items"]
+    assert awaiting, "the demo month has fills of users bkr does not know"
+    assert page.locator("#awaiting-table tbody tr").count() == len(awaiting)
+    expect(page.locator("#awaiting-table tbody tr").first).to_contain_text(awaiting[0]["user_id"])
     screenshot(page, "operator-review")
 
     page.get_by_role("link", name="Months").click()

@@ -145,6 +145,40 @@ def test_a_fill_of_an_unknown_user_is_kept_unpaid_until_the_user_is_added(engine
     assert review["counts"]["awaiting_user"] == 0
 
 
+def test_the_users_that_fills_wait_for_are_named_with_what_registering_them_makes_payable(
+        engine: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    add_broker(engine)
+    add_broker(engine, 2200)
+    add_users(engine, "alice")
+    import_rows(engine, tmp_path / "may.csv", [
+        fill("f-1", fee="1"),
+        fill("f-2", user="zed", price="100.5", quantity="2", fee="0.000001"),
+        fill("f-3", user="zed", price="3", quantity="0.1", fee="0.3", broker=2200, at="2024-05-20T08:30:00Z"),
+        fill("f-4", user="=cmd", fee="2"),
+        fill("f-5", user="yan", broker=None, fee="9"),  # no broker: not waiting for anyone
+    ])
+
+    listed = json.loads(ok(bkr("fills", "awaiting", "--db", db_url, "--json")).out)
+    assert listed["awaiting_user_fills"] == 3
+    assert listed["users"] == [
+        {"user_id": "=cmd", "fills": 1, "volume_usd": "100", "fee_usd": "2", "brokers": [1400],
+         "first_month": "2024-05", "last_seen": "2024-05-10T12:00:00+00:00"},
+        {"user_id": "zed", "fills": 2, "volume_usd": "201.3", "fee_usd": "0.300001", "brokers": [1400, 2200],
+         "first_month": "2024-05", "last_seen": "2024-05-20T08:30:00+00:00"},
+    ]
+    assert listed["next_after"] is None
+    first = json.loads(ok(bkr("fills", "awaiting", "--limit", "1", "--db", db_url, "--json")).out)
+    assert ([u["user_id"] for u in first["users"]], first["next_after"]) == (["=cmd"], "=cmd")
+    rest = json.loads(ok(bkr("fills", "awaiting", "--after", "=cmd", "--db", db_url, "--json")).out)
+    assert [u["user_id"] for u in rest["users"]] == ["zed"]
+    assert "zed" in ok(bkr("fills", "awaiting", "--db", db_url)).out
+
+    ok(bkr("user", "add", "--id", "zed", "--db", db_url))
+
+    after = json.loads(ok(bkr("fills", "awaiting", "--db", db_url, "--json")).out)
+    assert ([u["user_id"] for u in after["users"]], after["awaiting_user_fills"]) == (["=cmd"], 1)
+
+
 def test_a_user_added_after_the_month_closed_is_paid_next_month_at_the_closed_months_tier(
         engine: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
     add_broker(engine)

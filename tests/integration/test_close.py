@@ -23,6 +23,7 @@ from integration_support import (
     fill,
     import_rows,
     statement_count,
+    write_fills,
 )
 from sqlalchemy import Engine
 
@@ -103,8 +104,9 @@ def test_a_dry_run_gives_the_statements_of_the_real_close_and_writes_nothing(
     assert statement_count(may_of_broker_1400) == 0
     assert count(may_of_broker_1400, periods) == periods_before
     missing = bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url)
-    assert (missing.code, missing.err) == (1, "error: no statement for broker 1400 in 2024-05 (2024-05 is open; "
-                                              "preview: bkr close --month 2024-05 --dry-run)\n")
+    assert (missing.code, missing.err) == (1, "error: no statement for broker 1400 in 2024-05 (2024-05 is open: its "
+                                              "statements are issued when it closes); preview: "
+                                              "bkr close --month 2024-05 --dry-run\n")
     # May is still open: a fill arriving now is paid in May, not as a June adjustment
     import_rows(may_of_broker_1400, tmp_path / "more.csv", [fill("f-5", user="alice", fee="1")])
     dry = close_json(bkr, db_url, "2024-05", "--dry-run").out
@@ -125,9 +127,31 @@ def test_closing_a_month_that_has_not_ended_fails_with_a_one_line_reason(
 
     assert result.code == 1
     assert result.err.startswith(f"error: {month} has not ended yet (it is ")
-    assert result.err.endswith("UTC); a month is closed from the 1st of the next\n")
+    hint = "; preview it with a dry run" if offset == 0 else ""
+    assert result.err.endswith(f"UTC); a month is closed from the 1st of the next{hint}\n")
     assert result.err.count("\n") == 1
     assert statement_count(engine) == 0
+
+
+def test_a_dry_run_of_the_month_in_progress_is_its_projection_and_writes_nothing(
+        engine: Engine, db_url: str, bkr: Any, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    month = Month.of(now)
+    add_broker(engine)
+    add_users(engine, "alice")
+    path = write_fills(tmp_path / "now.csv", [fill("f-1", at=f"{month}-01T00:00:00Z", fee="2.5")])
+    assert bkr("fills", "import", str(path), "--db", db_url).code == 0  # on today's clock
+
+    dry = json.loads(close_json(bkr, db_url, str(month), "--dry-run").out)
+
+    assert (dry["month"], dry["dry_run"], dry["projection"]) == (str(month), True, True)
+    assert [(s["broker_id"], s["api_volume"], s["payout_exact"]) for s in dry["statements"]] == [(1400, "100", "0.5")]
+    with engine.connect() as connection:
+        assert [s.payout_exact for s in compute_statements(connection, ProgramConfig(), month)] == [Decimal("0.5")]
+    assert statement_count(engine) == 0
+    assert count(engine, periods) == 1  # the fill's own month, opened by the import; nothing closed
+    table = bkr("close", "--month", str(month), "--dry-run", "--db", db_url)
+    assert f"projection, if it ended now, of {month}" in table.out.replace("\n", " ")
 
 
 def test_a_volume_exactly_at_a_threshold_reaches_the_tier_and_one_cent_below_does_not(

@@ -2,7 +2,8 @@
 transitions and signup codes, each refused with exit status 1 and a one-line reason."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -162,3 +163,46 @@ def test_the_broker_list_tells_each_brokers_history_as_showing_it_alone_does(eng
     assert listed == alone
     assert [view.status for view in listed] == [BrokerStatus.SUSPENDED, BrokerStatus.PENDING,
                                                 BrokerStatus.TERMINATED]
+
+
+def test_a_scheduled_status_change_can_be_cancelled_and_one_in_effect_cannot(engine: Engine, db_url: str,
+                                                                              bkr: Any) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    later, much_later = now + timedelta(days=10), now + timedelta(days=20)
+    assert add_broker_cli(bkr, db_url).code == 0
+    assert bkr("broker", "activate", "1400", "--at", (now - timedelta(days=1)).isoformat(), "--db", db_url).code == 0
+    assert bkr("broker", "suspend", "1400", "--at", later.isoformat(), "--db", db_url).code == 0
+    assert bkr("broker", "activate", "1400", "--at", much_later.isoformat(), "--db", db_url).code == 0
+
+    refused = bkr("broker", "cancel", "1400", "--at", later.isoformat(), "--db", db_url)
+    assert refused.code == 1
+    assert refused.err == (f"error: cancelling it would leave active followed by active at {much_later.isoformat()}; "
+                           "cancel that change first\n")
+    assert bkr("broker", "cancel", "1400", "--at", much_later.isoformat(), "--db", db_url).code == 0
+    assert bkr("broker", "cancel", "1400", "--at", later.isoformat(), "--db", db_url).code == 0
+
+    with engine.connect() as connection:
+        timeline = registry.get_broker(connection, 1400, now).timeline
+    assert [(c.status, c.effective_at) for c in timeline.changes] == [(BrokerStatus.ACTIVE, now - timedelta(days=1))]
+    in_effect = bkr("broker", "cancel", "1400", "--at", (now - timedelta(days=1)).isoformat(), "--db", db_url)
+    assert (in_effect.code, in_effect.err.startswith("error: the status change at ")) == (1, True)
+    assert "is already in effect; record a new change instead" in in_effect.err
+    missing = bkr("broker", "cancel", "1400", "--at", later.isoformat(), "--db", db_url)
+    assert (missing.code, missing.err) == (1, f"error: no status change at {later.isoformat()}\n")
+
+
+def test_a_scheduled_rate_can_be_cancelled(engine: Engine, db_url: str, bkr: Any) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert add_affiliate_cli(bkr, db_url).code == 0
+    for rate, start in (("0.1", now - timedelta(days=3)), ("0.3", now + timedelta(days=5))):
+        assert bkr("referral", "add", "--affiliate", "acct-1", "--code", "CW", "--rate", rate,
+                   "--from", start.isoformat(), "--db", db_url).code == 0
+
+    assert bkr("referral", "cancel", "--code", "CW", "--from", (now + timedelta(days=5)).isoformat(),
+               "--db", db_url).code == 0
+
+    with engine.connect() as connection:
+        assert [(c.rate, c.effective_from) for c in registry.rate_timeline(connection, "CW").changes] == [
+            (Decimal("0.1"), now - timedelta(days=3))]
+    past = bkr("referral", "cancel", "--code", "CW", "--from", (now - timedelta(days=3)).isoformat(), "--db", db_url)
+    assert past.code == 1 and "is already in effect" in past.err

@@ -12,7 +12,7 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, broker, ingest, ops, statement_keys, venue
+from bkr.api.routers import admin, audit, broker, ingest, ops, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey
@@ -65,7 +65,7 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, audit, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

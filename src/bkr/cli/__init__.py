@@ -10,6 +10,7 @@ import sys
 import typer
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from bkr.cli.audit import audit_app
 from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
 from bkr.cli.month_end import month_end_app
@@ -40,6 +41,7 @@ app.add_typer(fills_app, name="fills")
 app.add_typer(db_app, name="db")
 app.add_typer(statement_app, name="statement")
 app.add_typer(statement_key_app, name="statement-key")
+app.add_typer(audit_app, name="audit")
 
 
 def _fail(message: str) -> int:

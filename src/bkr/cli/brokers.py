@@ -56,6 +56,17 @@ def broker_terminate(broker_id: int, at: AtOption = None, db_url: DbOption = db.
     _change_status(broker_id, BrokerStatus.TERMINATED, at, db_url)
 
 
+@broker_app.command("cancel")
+def broker_cancel(broker_id: int, at: Annotated[str, typer.Option("--at", help="The scheduled change's effective "
+                                                                               "time (ISO 8601).")],
+                  db_url: DbOption = db.DEFAULT_URL) -> None:
+    """Cancel a status change scheduled for later (`bkr broker show N` lists them)."""
+    when = moment(at)
+    with transaction(db_url) as connection:
+        view = registry.cancel_status_change(connection, broker_id, when, system_clock())
+    err.print(f"broker {broker_id}: the change at {when.isoformat()} is cancelled; status now: {view.status}")
+
+
 @broker_app.command("list")
 def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
     """All brokers with their current status."""

@@ -5,11 +5,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
 from bkr.domain.clock import system_clock
+from bkr.domain.money import canonical
 from bkr.ingest.readers import read_rows
 from bkr.program import review
 from bkr.program.importer import import_file
@@ -82,4 +84,34 @@ def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, type
     out.print(table)
     if counts["awaiting_user"]:
         out.print(f"{counts['awaiting_user']:,} broker fills wait for their user to be registered "
-                  "(bkr user add / bkr user import); they are paid once it is.")
+                  "(bkr user add / bkr user import); they are paid once it is. Which users: bkr fills awaiting")
+
+
+@fills_app.command("awaiting")
+def fills_awaiting(db_url: DbOption = db.DEFAULT_URL,
+                   limit: Annotated[int, typer.Option(min=1, max=100_000, help="Users per page.")] = 50,
+                   after: Annotated[str | None, typer.Option(help="Users after this user id (the next page).")] = None,
+                   as_json: JsonOption = False) -> None:
+    """The user ids broker fills carry that bkr does not know: each with its fills, their volume
+    and fees, and the brokers they came through. Registering the user makes its fills payable."""
+    with transaction(db_url) as connection:
+        users = review.awaiting_users(connection, limit=limit, after=after)
+        counts = review.review_counts(connection)
+    if as_json:
+        print_json({"awaiting_user_fills": counts.awaiting_user,
+                    "users": [{"user_id": u.user_id, "fills": u.fills, "volume_usd": canonical(u.volume_usd),
+                               "fee_usd": canonical(u.fee_usd), "brokers": list(u.brokers),
+                               "first_month": str(u.first_month), "last_seen": u.last_seen.isoformat()}
+                              for u in users],
+                    "next_after": users[-1].user_id if len(users) == limit else None})
+        return
+    table = Table("user_id", "fills", "volume USD", "fees USD", "brokers", "since", "last fill (UTC)",
+                  title=f"users bkr does not know ({counts.awaiting_user:,} broker fills wait for them)")
+    for u in users:
+        table.add_row(escape(u.user_id), f"{u.fills:,}", canonical(u.volume_usd), canonical(u.fee_usd),
+                      ", ".join(map(str, u.brokers)), str(u.first_month), f"{u.last_seen:%Y-%m-%d %H:%M}")
+    out.print(table)
+    if len(users) == limit:
+        out.print(f"More: bkr fills awaiting --after {users[-1].user_id}", markup=False, highlight=False)
+    if users:
+        out.print("Register them with their referral code (bkr user add / bkr user import); their fills are then paid.")

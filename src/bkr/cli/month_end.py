@@ -32,11 +32,12 @@ def close(
     result = close_month(db.open_engine(db_url), config, Month.parse(month), now=system_clock(), dry_run=dry_run)
     if as_json:
         document = result.to_document()
-        print_json({"month": document["month"], "dry_run": result.dry_run,
+        print_json({"month": document["month"], "dry_run": result.dry_run, "projection": result.projection,
                      "already_closed": result.already_closed,
                      "awaiting_user_fills": result.awaiting_user_fills, "statements": document["statements"]})
         return
-    verb = "preview of" if dry_run else ("already closed:" if result.already_closed else "closed")
+    verb = ("projection, if it ended now, of" if result.projection else "preview of" if dry_run
+            else "already closed:" if result.already_closed else "closed")
     table = Table("broker", "tier", "rate", "spot volume", "futures volume", "fee base", "adjustments",
                   "payout (exact)", "payout", title=f"{verb} {month}")
     for s in result.statements:

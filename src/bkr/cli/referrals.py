@@ -61,6 +61,19 @@ def referral_add(
     err.print(f"code {code}: rate {rate} from {effective_from or 'now'}")
 
 
+@referral_app.command("cancel")
+def referral_cancel(
+    code: Annotated[str, typer.Option(help="The referral code.")],
+    effective_from: Annotated[str, typer.Option("--from", help="The scheduled rate's start (ISO 8601).")],
+    db_url: DbOption = db.DEFAULT_URL,
+) -> None:
+    """Cancel a rate scheduled for later."""
+    when = moment(effective_from)
+    with transaction(db_url) as connection:
+        registry.cancel_rate_change(connection, code, when, system_clock())
+    err.print(f"code {code}: the rate from {when.isoformat()} is cancelled")
+
+
 @user_app.command("add")
 def user_add(user_id: Annotated[str, typer.Option("--id", help="The exchange's user id.")],
              referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,

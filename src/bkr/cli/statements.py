@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, say, transaction
 from bkr.domain.clock import system_clock
-from bkr.domain.errors import InvalidInput
+from bkr.domain.errors import InvalidInput, StatementNotIssued
 from bkr.domain.money import canonical, plain, total
 from bkr.domain.periods import Month
 from bkr.domain.statements import BrokerStatement
@@ -67,8 +67,13 @@ def statement(
         key_file = statement_key_file(config_path, os.environ)
         if output_format == "signed" or key_file is not None:  # an unsigned printout is allowed, said so
             key = load_signing_key(key_file)
-    with transaction(db_url) as connection:
-        rendered = render_statement(connection, broker, target, StatementFormat(output_format), key)
+    try:
+        with transaction(db_url) as connection:
+            rendered = render_statement(connection, broker, target, StatementFormat(output_format), key)
+    except StatementNotIssued as error:
+        if not error.month_open:
+            raise
+        raise StatementNotIssued(f"{error}; preview: bkr close --month {target} --dry-run", month_open=True) from None
     sys.stdout.write(rendered.body)
     if not rendered.body.endswith("\n") and sys.stdout.isatty():  # JSON ends without one; a prompt should not
         sys.stdout.write("\n")

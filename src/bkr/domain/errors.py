@@ -28,6 +28,15 @@ class NotFound(BkrError):
     code = "not_found"
 
 
+class StatementNotIssued(NotFound):
+    """A broker has no statement for a month: the month is still open, or the broker had nothing
+    to be paid in it. Each door says where to look instead, so the month travels with it."""
+
+    def __init__(self, message: str, *, month_open: bool) -> None:
+        super().__init__(message)
+        self.month_open = month_open
+
+
 class Conflict(BkrError):
     """The request contradicts what is already recorded."""
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import NewType
 
 from bkr.domain.bounds import FRACTION, bounded
-from bkr.domain.errors import Conflict, InvalidInput
+from bkr.domain.errors import Conflict, InvalidInput, NotFound
 
 BrokerId = NewType("BrokerId", int)
 """The number a broker's orders carry as `X-Broker-Id`: an unsigned 16-bit integer other than 0, as
@@ -91,6 +91,20 @@ class StatusTimeline:
                     f"cannot go from {current} to {step.status} at {step.effective_at.isoformat()}")
             current = step.status
         return StatusTimeline(tuple(ordered))
+
+    def without_change(self, effective_at: datetime) -> "StatusTimeline":
+        """The timeline with the change at `effective_at` taken out, checked as `with_change`
+        checks: cancelling an activation that a scheduled suspension follows is refused."""
+        remaining = tuple(c for c in self.changes if c.effective_at != effective_at)
+        if len(remaining) == len(self.changes):
+            raise NotFound(f"no status change at {effective_at.isoformat()}")
+        current = BrokerStatus.PENDING
+        for step in remaining:
+            if step.status not in _ALLOWED[current]:
+                raise Conflict(f"cancelling it would leave {current} followed by {step.status} at "
+                               f"{step.effective_at.isoformat()}; cancel that change first")
+            current = step.status
+        return StatusTimeline(remaining)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from bkr.domain.config import ProgramConfig, TierBasis
-from bkr.domain.errors import NotFound, PeriodNotEnded
+from bkr.domain.errors import PeriodNotEnded, StatementNotIssued
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, total
 from bkr.domain.periods import Month
@@ -44,12 +44,15 @@ class CloseResult:
     dry_run: bool
     statements: tuple[BrokerStatement, ...]  # one per broker, by broker id: computed, or read back if closed
     awaiting_user_fills: int  # broker fills of the month that cannot be paid until their user is known
+    # the month is in progress: the statements it would issue if it ended now (a dry run only)
+    projection: bool = False
 
     def to_document(self, *, with_lines: bool = False) -> dict[str, Any]:
         return {
             "month": str(self.month),
             "already_closed": self.already_closed,
             "dry_run": self.dry_run,
+            "projection": self.projection,
             "awaiting_user_fills": self.awaiting_user_fills,
             "statements": [s.to_document() if with_lines else s.to_document(with_lines=False)
                            | {"line_count": len(s.lines)} for s in self.statements],
@@ -58,9 +61,13 @@ class CloseResult:
 
 def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: datetime,
                 dry_run: bool = False) -> CloseResult:
-    if month >= Month.of(now):
+    current = Month.of(now)
+    if month == current and dry_run:
+        return _projection(engine, config, month)
+    if month >= current:
+        hint = "; preview it with a dry run" if month == current else ""
         raise PeriodNotEnded(f"{month} has not ended yet (it is {now:%Y-%m-%d %H:%M} UTC); "
-                             "a month is closed from the 1st of the next")
+                             f"a month is closed from the 1st of the next{hint}")
     with engine.connect() as connection, connection.begin() as transaction:
         if not dry_run:
             insert_ignoring(connection, periods, [{"month": month}], ["month"])
@@ -84,6 +91,15 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
         connection.execute(update(periods).where(periods.c.month == month)
                            .values(status="closed", closed_at=now))
         return CloseResult(month, False, False, computed, awaiting)
+
+
+def _projection(engine: Engine, config: ProgramConfig, month: Month) -> CloseResult:
+    """The month in progress as the close would issue it if it ended now: the close's own
+    computation over the running totals, read in one snapshot and writing nothing. Earlier months
+    still open do not stop it (they stop the real close); their carries are not in it yet."""
+    with engine.connect() as connection, connection.begin():
+        computed = tuple(compute_statements(connection, config, month))
+        return CloseResult(month, False, True, computed, _awaiting_user(connection, month), projection=True)
 
 
 def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
@@ -198,7 +214,9 @@ def stored_statement(connection: Connection, broker_id: int, month: Month) -> st
     text = connection.execute(select(statements.c.document).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
     if text is None:
-        closed = connection.execute(select(periods.c.status).where(periods.c.month == month)).scalar()
-        hint = "" if closed == "closed" else f" ({month} is open; preview: bkr close --month {month} --dry-run)"
-        raise NotFound(f"no statement for broker {broker_id} in {month}{hint}")
+        # months close in order: a month with no period of its own before a closed one is closed too
+        closed = connection.execute(select(func.count()).select_from(periods).where(
+            (periods.c.status == "closed") & (periods.c.month >= month))).scalar_one() > 0
+        hint = "" if closed else f" ({month} is open: its statements are issued when it closes)"
+        raise StatementNotIssued(f"no statement for broker {broker_id} in {month}{hint}", month_open=not closed)
     return text  # type: ignore[no-any-return]

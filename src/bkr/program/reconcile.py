@@ -13,7 +13,6 @@ statement's own arithmetic (lines -> totals) is `bkr.domain.statement_checks.che
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Connection, Table, case, func, literal, select
 
@@ -30,6 +29,7 @@ from bkr.ledger.postings import REBATE_EXPENSE, broker_account
 from bkr.program.close import carries
 from bkr.program.periods import closed_months
 from bkr.program.settlement import PAID
+from bkr.store.dialect import exact_sum
 from bkr.store.tables import aggregate_totals, aggregates, fills, ledger_entries, ledger_groups, statements
 
 
@@ -104,10 +104,6 @@ def _difference(link: str, broker: int, problem: Problem) -> Difference:
     return Difference(link, subject, "nothing wrong", problem.what)
 
 
-def _exact_sum(connection: Connection, column: Any) -> Any:
-    return (func.sum if connection.dialect.name == "postgresql" else func.dec_sum)(column)
-
-
 def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
     """Counted fills paid in `month`, summed per broker by the database in one pass. The fee base
     is the positive fees of the fills and the stored fee-base change of each correction."""
@@ -117,8 +113,8 @@ def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str
     zero = literal(0) if postgresql else literal("0")  # SQLite sums decimal text
     fee_base = case((fills.c.corrects.is_not(None), fills.c.fee_base_usd), (positive, fills.c.fee_usd), else_=zero)
     rows = connection.execute(
-        select(fills.c.broker_id, func.count(), _exact_sum(connection, fills.c.volume_usd),
-               _exact_sum(connection, fee_base)).where(counted).group_by(fills.c.broker_id))
+        select(fills.c.broker_id, func.count(), exact_sum(connection, fills.c.volume_usd),
+               exact_sum(connection, fee_base)).where(counted).group_by(fills.c.broker_id))
     return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(base)}
             for broker, count, volume, base in rows}
 
@@ -127,8 +123,8 @@ def _aggregates_by_broker(connection: Connection, month: Month, table: Table = a
                           ) -> dict[int, dict[str, Decimal]]:
     """The month's aggregates per broker, or the same of their users-merged totals."""
     rows = connection.execute(
-        select(table.c.broker_id, func.sum(table.c.fills), _exact_sum(connection, table.c.volume_usd),
-               _exact_sum(connection, table.c.fee_base_usd))
+        select(table.c.broker_id, func.sum(table.c.fills), exact_sum(connection, table.c.volume_usd),
+               exact_sum(connection, table.c.fee_base_usd))
         .where(table.c.period == month).group_by(table.c.broker_id))
     return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(fee_base)}
             for broker, count, volume, fee_base in rows}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
@@ -113,6 +113,24 @@ def change_broker_status(connection: Connection, broker_id: int, status: BrokerS
     return get_broker(connection, broker_id, now)
 
 
+def _scheduled(effective_at: datetime, now: datetime, what: str) -> None:
+    if effective_at <= now:
+        raise Conflict(f"the {what} at {effective_at.isoformat()} is already in effect; record a new change instead")
+
+
+def cancel_status_change(connection: Connection, broker_id: int, effective_at: datetime,
+                         now: datetime) -> BrokerView:
+    """Take back a status change that has not taken effect yet. One in effect stays: the fills
+    it judged are history, and a new change (which may be retroactive) is how it is undone."""
+    broker = get_broker(connection, broker_id, now)
+    _scheduled(effective_at, now, "status change")
+    broker.timeline.without_change(effective_at)
+    connection.execute(delete(broker_status_changes).where(
+        (broker_status_changes.c.broker_id == broker_id) & (broker_status_changes.c.effective_at == effective_at)))
+    reevaluate(connection, fills.c.broker_id == broker_id)  # a fill may be stamped a little ahead of the clock
+    return get_broker(connection, broker_id, now)
+
+
 def get_broker(connection: Connection, broker_id: int, now: datetime) -> BrokerView:
     row = connection.execute(select(brokers).where(brokers.c.broker_id == broker_id)).first()
     if row is None:
@@ -187,6 +205,17 @@ def set_referral_rate(connection: Connection, affiliate_account_id: str, code: s
         raise Conflict(f"code {code} already has rate {exists} from {effective_from.isoformat()}")
     connection.execute(insert(referral_rates).values(code=code, rate=rate, effective_from=effective_from,
                                                      recorded_at=now))
+    reevaluate(connection, fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code)))
+    return rate_timeline(connection, code)
+
+
+def cancel_rate_change(connection: Connection, code: str, effective_from: datetime, now: datetime) -> RateTimeline:
+    """Take back a referral rate that has not taken effect yet."""
+    _scheduled(effective_from, now, "rate")
+    found = connection.execute(delete(referral_rates).where(
+        (referral_rates.c.code == code) & (referral_rates.c.effective_from == effective_from)))
+    if found.rowcount != 1:
+        raise NotFound(f"no rate of code {code} from {effective_from.isoformat()}")
     reevaluate(connection, fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code)))
     return rate_timeline(connection, code)
 

@@ -1,6 +1,6 @@
 """What an operator reviews after ingestion: rows rejected with their reason, conflicting fills
-(a known `fill_id` with other content, never applied), and how many broker fills wait for their
-user to be registered.
+(a known `fill_id` with other content, never applied), and the users bkr does not know yet whose
+broker fills wait for them to be registered.
 
 Pages are keyed on the row id (`after`), not on an offset, so that rows arriving while an
 operator pages through are neither skipped nor shown twice.
@@ -8,11 +8,14 @@ operator pages through are neither skipped nor shown twice.
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Attribution
+from bkr.domain.periods import Month
+from bkr.store.dialect import exact_sum
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
 
 CONFLICT_REASON = "fill_id already stored with other content; this version was not applied"
@@ -42,6 +45,20 @@ class ConflictRow:
     @property
     def reason(self) -> str:
         return CONFLICT_REASON
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingUser:
+    """A user id that broker fills carry but the registry does not know: what registering it
+    (with its referral code) would make payable."""
+
+    user_id: str
+    fills: int
+    volume_usd: Decimal
+    fee_usd: Decimal
+    brokers: tuple[int, ...]  # the brokers whose orders these are
+    first_month: Month
+    last_seen: datetime  # the latest of its fills' times
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,29 @@ def conflict_rows(connection: Connection, *, limit: int = 50, after: int | None 
         query = query.where(t.conflict_id > after)
     rows = connection.execute(query.order_by(t.conflict_id).limit(limit))
     return [ConflictRow(*row) for row in rows]
+
+
+def awaiting_users(connection: Connection, *, limit: int = 50, after: str | None = None) -> list[AwaitingUser]:
+    """The unknown users that broker fills wait for, by user id, from just after `after`; summed
+    exactly by the database over the fills of each user on the page."""
+    if limit < 1:
+        raise InvalidInput(f"limit: must be at least 1, got {limit}", field="limit")
+    waiting = fills.c.attribution == Attribution.AWAITING_USER.value
+    query = (select(fills.c.user_id, func.count(), exact_sum(connection, fills.c.volume_usd),
+                    exact_sum(connection, fills.c.fee_usd), func.min(fills.c.fill_month), func.max(fills.c.ts))
+             .where(waiting).group_by(fills.c.user_id).order_by(fills.c.user_id).limit(limit))
+    if after is not None:
+        query = query.where(fills.c.user_id > after)
+    rows = connection.execute(query).all()
+    brokers: dict[str, set[int]] = {row[0]: set() for row in rows}
+    if rows:
+        pairs = connection.execute(select(fills.c.user_id, fills.c.broker_id).distinct()
+                                   .where(waiting & fills.c.user_id.in_(list(brokers))))
+        for user_id, broker_id in pairs:
+            brokers[user_id].add(int(broker_id))
+    return [AwaitingUser(user_id, count, Decimal(volume), Decimal(fee), tuple(sorted(brokers[user_id])),
+                         first, last)
+            for user_id, count, volume, fee, first, last in rows]
 
 
 def review_counts(connection: Connection) -> ReviewCounts:

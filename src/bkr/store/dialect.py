@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
@@ -26,4 +26,10 @@ def locked(query: Select[Any], *, shared: bool = False) -> Select[Any]:
     return query.with_for_update(read=shared)
 
 
-__all__ = ["insert_for", "insert_ignoring", "locked", "select"]
+def exact_sum(connection: Connection, column: Any) -> Any:
+    """SUM of a money column, exact on both databases: NUMERIC on PostgreSQL, bkr's `dec_sum`
+    aggregate over decimal text on SQLite (whose own SUM goes through floats)."""
+    return (func.sum if connection.dialect.name == "postgresql" else func.dec_sum)(column)
+
+
+__all__ = ["exact_sum", "insert_for", "insert_ignoring", "locked", "select"]

@@ -454,3 +454,21 @@ ended_sessions = Table(
     Column("expires_at", UtcTimestamp, nullable=False),
     Index("ix_ended_sessions_expires_at", "expires_at"),
 )
+
+# The audit trail: one row per change to what decides money, by whom (bkr.domain.audit). Rows
+# are chained by hash and append-only: the database refuses UPDATE and DELETE, as for the ledger.
+audit_entries = Table(
+    "audit_entries", metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3, … without gaps
+    Column("at", UtcTimestamp, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("before", Text, nullable=True),  # canonical JSON
+    Column("after", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("previous_hash", Text, nullable=False, unique=True),  # no two entries follow the same one
+    Column("hash", Text, nullable=False),
+    Index("ix_audit_entries_actor", "actor", "entry_id"),
+    Index("ix_audit_entries_at", "at"),
+)

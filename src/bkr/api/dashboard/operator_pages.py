@@ -32,7 +32,7 @@ from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
-from bkr.program import overview, registry, review, settlement
+from bkr.program import audit, overview, registry, review, settlement
 from bkr.program.close import close_month, compute_statements
 from bkr.store import db
 from bkr.venue import history
@@ -203,13 +203,33 @@ def settle(month: str, session: OperatorActorDep, services: ServicesDep, form: F
 @router.get("/review")
 def review_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
                 rejected_after: Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID)] = None,
-                conflicts_after: Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID)] = None) -> Response:
-    """Rejected rows and conflicting fills, a page at a time, and the broker ids the venue could not count."""
+                conflicts_after: Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID)] = None,
+                awaiting_after: Annotated[str | None, Query(min_length=1, max_length=256)] = None) -> Response:
+    """Rejected rows, conflicting fills and the users fills wait for, a page at a time, and the
+    broker ids the venue could not count."""
     with db.snapshot(services.engine) as connection:
         counts = review.review_counts(connection)
         rejected = review.rejected_rows(connection, limit=REVIEW_PAGE, after=rejected_after)
         conflicts = review.conflict_rows(connection, limit=REVIEW_PAGE, after=conflicts_after)
+        awaiting = review.awaiting_users(connection, limit=REVIEW_PAGE, after=awaiting_after)
         unknown_ids = history.broker_ids_seen(connection)
     return render(request, "review.html", title="Review", counts=counts, rejected=rejected, conflicts=conflicts,
-                  unknown_ids=unknown_ids, page=REVIEW_PAGE, rejected_after=rejected_after,
-                  conflicts_after=conflicts_after)
+                  awaiting=awaiting, unknown_ids=unknown_ids, page=REVIEW_PAGE, rejected_after=rejected_after,
+                  conflicts_after=conflicts_after, awaiting_after=awaiting_after)
+
+
+# --- audit trail --------------------------------------------------------------------------------------
+
+
+@router.get("/audit")
+def audit_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
+               actor: Annotated[str | None, Query(max_length=256)] = None,  # empty: every actor
+               action: Annotated[str | None, Query(max_length=256)] = None,
+               after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
+    """The audit trail, newest changes last, a page at a time, with whether its chain holds."""
+    with db.snapshot(services.engine) as connection:
+        entries = audit.entries(connection, audit.AuditQuery(actor=actor or None, action=action or None, after=after,
+                                                             limit=REVIEW_PAGE))
+        head, problems = audit.verify(connection)
+    return render(request, "audit.html", title="Audit trail", entries=entries, head=head, problems=problems,
+                  page=REVIEW_PAGE, actor=actor or "", action=action or "", after=after)

@@ -19,7 +19,7 @@ from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, V
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
-from bkr.domain.errors import BkrError, InvalidInput
+from bkr.domain.errors import BkrError, InvalidInput, StatementNotIssued
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, month_field, parse_instant
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
@@ -205,6 +205,19 @@ def terminate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: Servi
     return _change_status(connection, services, broker_id, BrokerStatus.TERMINATED, body)
 
 
+class ScheduledChangeIn(RequestModel):
+    effective_at: Instant = Field(description="The effective time of the scheduled change to cancel.")
+
+
+@router.post("/brokers/{broker_id}/cancel-change", response_model=BrokerOut, summary="Cancel a scheduled change",
+             responses=_STATUS_ERRORS)
+def cancel_status_change(broker_id: BrokerIdPath, body: ScheduledChangeIn, _key: OperatorDep,
+                         services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
+    """Take back a status change that has not taken effect yet. One already in effect is a 409;
+    so is a cancellation that would leave the lifecycle broken (an activation a suspension follows)."""
+    return _broker_out(registry.cancel_status_change(connection, broker_id, body.effective_at, services.clock()))
+
+
 @router.post("/brokers/{broker_id}/keys", status_code=201, response_model=BrokerKeyOut,
              summary="Create a broker key pair", responses=responses(401, 403, 404, 422, 503))
 def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep,
@@ -283,6 +296,21 @@ def set_referral_rate(body: ReferralRateIn, _key: OperatorDep, services: Service
     effective_from = body.effective_from or now
     timeline = registry.set_referral_rate(connection, body.affiliate, body.code, body.rate, effective_from, now)
     return _code_out(body.code.strip(), body.affiliate, timeline, now)
+
+
+class ScheduledRateIn(RequestModel):
+    effective_from: Instant = Field(description="The start of the scheduled rate to cancel.")
+
+
+@router.post("/referral-codes/{code}/cancel-rate", response_model=ReferralCodeOut, summary="Cancel a scheduled rate",
+             responses=responses(401, 403, 404, 409, 422, 503))
+def cancel_referral_rate(code: TextPath, body: ScheduledRateIn, _key: OperatorDep, services: ServicesDep,
+                         connection: ConnectionDep) -> ReferralCodeOut:
+    """Take back a referral rate that has not taken effect yet; one in effect is a 409."""
+    now = services.clock()
+    registry.cancel_rate_change(connection, code, body.effective_from, now)
+    view = overview.get_referral_code(connection, code)
+    return _code_out(view.code, view.affiliate_account_id, view.timeline, now)
 
 
 @router.get("/referral-codes/{code}", response_model=ReferralCodeOut, summary="Show a referral code",
@@ -404,6 +432,38 @@ def conflicting_fills(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 1
     return _page(review.conflict_rows(connection, limit=limit, after=after), limit, review.review_counts(connection))
 
 
+class AwaitingUserOut(BaseModel):
+    user_id: str = Field(description="A user id that broker fills carry and the registry does not know.")
+    fills: int
+    volume_usd: str = Field(description="Exact USD volume of its waiting fills, a decimal string.")
+    fee_usd: str = Field(description="Exact USD fees of its waiting fills, a decimal string.")
+    brokers: list[int] = Field(description="The brokers whose orders these fills are.")
+    first_month: str = Field(description="The month of its earliest waiting fill, YYYY-MM.")
+    last_seen: datetime = Field(description="The time of its latest waiting fill.")
+
+
+class AwaitingPageOut(BaseModel):
+    items: list[AwaitingUserOut]
+    next_after: str | None = Field(description="The `after` of the next page; null on the last page.")
+    awaiting_user_fills: int = Field(description="Broker fills waiting for any user.")
+
+
+@router.get("/fills/awaiting", response_model=AwaitingPageOut, summary="Users that fills wait for", responses=READ)
+def awaiting_users(_key: ViewerDep, connection: SnapshotDep, limit: Limit = 100,
+                   after: Annotated[str | None, Query(min_length=1, max_length=256,
+                                                      description="Return users after this user id.")] = None,
+                   ) -> AwaitingPageOut:
+    """The user ids of accepted broker fills that bkr does not know, by user id: what registering
+    each (with its referral code) would make payable."""
+    users = review.awaiting_users(connection, limit=limit, after=after)
+    items = [AwaitingUserOut(user_id=u.user_id, fills=u.fills, volume_usd=canonical(u.volume_usd),
+                             fee_usd=canonical(u.fee_usd),
+                             brokers=list(u.brokers), first_month=str(u.first_month), last_seen=u.last_seen)
+             for u in users]
+    return AwaitingPageOut(items=items, next_after=users[-1].user_id if len(users) == limit else None,
+                           awaiting_user_fills=review.review_counts(connection).awaiting_user)
+
+
 # --- periods, closes and statements -------------------------------------------------------------------
 
 
@@ -438,6 +498,8 @@ class CloseOut(BaseModel):
     month: str
     already_closed: bool
     dry_run: bool
+    projection: bool = Field(description="True for the month in progress: the statements it would issue if it "
+                                         "ended now, which change as fills arrive.")
     awaiting_user_fills: int = Field(description="Broker fills of the month not in these statements: "
                                                  "their user is not registered yet.")
     statements: list[CloseStatementOut]
@@ -474,7 +536,8 @@ def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
     except BkrError:
         observability.CLOSES.labels(trigger="api", result="error").inc()
         raise
-    outcome = "preview" if dry_run else ("already_closed" if result.already_closed else "closed")
+    outcome = ("projection" if result.projection else "preview" if dry_run
+               else "already_closed" if result.already_closed else "closed")
     observability.CLOSES.labels(trigger="api", result=outcome).inc()
     return CloseOut.model_validate(result.to_document())
 
@@ -485,8 +548,8 @@ def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
              responses=responses(401, 403, 409, 422, 503))
 def preview_close(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
     """Run the month's close to the end and write nothing: the statements a close would issue
-    now. On a closed month, the statements it issued. A month not yet ended is a 409
-    `period_not_ended`."""
+    now. On a closed month, the statements it issued. On the month in progress, the statements
+    it would issue if it ended now, marked `projection`; a later month is a 409 `period_not_ended`."""
     return _close(services, month, dry_run=True)
 
 
@@ -507,7 +570,13 @@ def get_statement(month: MonthPath, broker_id: BrokerIdPath, _key: ViewerDep, co
                   output_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """One broker's statement of a closed month, with its lines per user and market type: the
     stored canonical JSON byte for byte, or CSV (the lines and a total row)."""
-    rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    try:
+        rendered = render_statement(connection, broker_id, month, StatementFormat(output_format), None)
+    except StatementNotIssued as error:
+        if not error.month_open:
+            raise
+        raise StatementNotIssued(f"{error}; preview: POST /v1/admin/periods/{month}/preview",
+                                 month_open=True) from None
     return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, SignedStatement, StatementDocument
-from bkr.domain.errors import Forbidden
+from bkr.domain.errors import Forbidden, StatementNotIssued
 from bkr.domain.periods import Month, month_field
 from bkr.program import reports
 from bkr.program.exports import StatementFormat, render_statement
@@ -183,8 +183,16 @@ def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
               connection: SnapshotDep, services: ServicesDep,
               output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
               ) -> Response:
-    rendered = render_statement(connection, broker_id, month_field(month), StatementFormat(output_format),
-                                services.statement_key)
+    target = month_field(month)
+    try:
+        rendered = render_statement(connection, broker_id, target, StatementFormat(output_format),
+                                    services.statement_key)
+    except StatementNotIssued as error:
+        if not error.month_open:
+            raise
+        where = (f"the month so far: GET /v1/broker/{broker_id}/summary" if target == Month.of(services.clock())
+                 else "it closes after its end, from the 1st of the next month")
+        raise StatementNotIssued(f"{error}; {where}", month_open=True) from None
     return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
 
 
