@@ -11,7 +11,7 @@ from bkr import __version__
 from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
-from bkr.api.limits import DEFAULT_LIMIT, BodyLimit
+from bkr.api.limits import BodyLimit, route_limits
 from bkr.api.routers import admin, audit, broker, ingest, ops, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
@@ -64,8 +64,7 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
     app.state.venue = Venue(engine, config, venue_config or VenueConfig(), clock)
     install_error_handlers(app)
     observability.install(app)
-    ingest_limit = services.settings.max_body_bytes
-    app.add_middleware(BodyLimit, limit_of=lambda path: ingest_limit if path == ingest.PATH else DEFAULT_LIMIT)
+    app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
     for module in (ops, ingest, admin, audit, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)

@@ -1,12 +1,14 @@
 """The size of a request body, bounded before any endpoint reads it.
 
 Every number that enters bkr has a bound, and so does a body: the fill feed takes up to
-`max_body_bytes` (64 MiB by default, room for `max_batch` fills of any realistic size); every
-other route 1 MiB, far above any form, order or registry request. A larger body is answered 413
+`max_body_bytes` (64 MiB by default, room for `max_batch` fills of any realistic size); the
+venue's routes 64 KiB (an order is a few hundred bytes: a batch of some two hundred orders fits);
+every other route 1 MiB, far above any form or registry request. A larger body is answered 413
 at once, in the route's own error format, whether it announces its length or streams in chunks
-(those are read up to the limit and no further).
+(those are read up to the limit and no further), and before its sender's credentials are checked.
 """
 
+import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +16,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bkr.api.errors import VENUE_PREFIXES
 
 DEFAULT_LIMIT = 1 << 20  # 1 MiB
+VENUE_LIMIT = 64 << 10  # 64 KiB
+_LENGTH_DIGITS = 18  # a Content-Length of more digits is over every limit (and need not be converted)
+
+
+def route_limits(ingest_path: str, ingest_limit: int) -> Callable[[str], int]:
+    """The limit of each path: the fill feed's own, the venue's, or the default."""
+
+    def limit_of(path: str) -> int:
+        if path == ingest_path:
+            return ingest_limit
+        return VENUE_LIMIT if path.startswith(VENUE_PREFIXES) else DEFAULT_LIMIT
+
+    return limit_of
 
 
 class BodyLimit:
@@ -28,7 +43,10 @@ class BodyLimit:
         limit = self.limit_of(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > limit:
+            if not declared.isdigit():
+                await _refuse(scope, send, 400, "Content-Length", "not a number of bytes")
+                return
+            if len(declared) > _LENGTH_DIGITS or int(declared) > limit:
                 await _too_large(scope, send, limit)
                 return
             await self.app(scope, receive, send)
@@ -55,11 +73,18 @@ class BodyLimit:
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    message = f"the request body is larger than {limit:,} bytes, the most this route accepts"
+    await _refuse(scope, send, 413, "body", f"the request body is larger than {limit:,} bytes, the most this route "
+                                            "accepts")
+
+
+async def _refuse(scope: Scope, send: Send, status: int, field: str, message: str) -> None:
+    """The route's own error format: Backpack's on the venue, bkr's elsewhere."""
+    body: dict[str, str | None]
     if str(scope["path"]).startswith(VENUE_PREFIXES):
-        body = f'{{"code":"INVALID_CLIENT_REQUEST","message":"{message}"}}'
+        body = {"code": "INVALID_CLIENT_REQUEST", "message": f"{field}: {message}"}
     else:
-        body = f'{{"code":"too_large","message":"body: {message}","field":"body","request_id":null}}'
-    await send({"type": "http.response.start", "status": 413,
+        code = "too_large" if status == 413 else "bad_request"
+        body = {"code": code, "message": f"{field}: {message}", "field": field, "request_id": None}
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})

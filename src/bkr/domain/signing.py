@@ -25,6 +25,7 @@ from bkr.domain.errors import Unauthenticated
 DEFAULT_WINDOW_MS = 5_000
 MAX_WINDOW_MS = 60_000
 FUTURE_SKEW_MS = 5_000  # a client clock this far ahead is still accepted
+MAX_DIGITS = 19  # of X-Timestamp and X-Window, as many as a signed 64-bit number has
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,22 +101,31 @@ def verifies(key: Ed25519PublicKey, signature: str, message: str) -> bool:
     return True
 
 
+def _millis(value: str) -> int | None:
+    """ASCII digits, at most `MAX_DIGITS` of them (`int` would also take ` 12`, `+1`, `1_0`, `١٢`)."""
+    if not 0 < len(value) <= MAX_DIGITS or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _quoted(value: str) -> str:
+    return repr(value) if len(value) <= MAX_DIGITS else f"{value[:MAX_DIGITS]!r}… ({len(value):,} characters)"
+
+
 def parse_timing(timestamp: str | None, window: str | None) -> tuple[int, int]:
     """X-Timestamp and X-Window as integers, with the reason when they are missing or malformed."""
     if not timestamp:
         raise Unauthenticated("X-Timestamp is missing", code="timestamp_missing", field="X-Timestamp")
-    try:
-        stamp = int(timestamp)
-    except ValueError:
-        raise Unauthenticated(f"X-Timestamp {timestamp!r} is not milliseconds since the epoch",
-                              code="timestamp_malformed", field="X-Timestamp") from None
+    stamp = _millis(timestamp)
+    if stamp is None:
+        raise Unauthenticated(f"X-Timestamp {_quoted(timestamp)} is not milliseconds since the epoch",
+                              code="timestamp_malformed", field="X-Timestamp")
     if window is None or window == "":
         return stamp, DEFAULT_WINDOW_MS
-    try:
-        span = int(window)
-    except ValueError:
-        raise Unauthenticated(f"X-Window {window!r} is not a number of milliseconds", code="window_malformed",
-                              field="X-Window") from None
+    span = _millis(window)
+    if span is None:
+        raise Unauthenticated(f"X-Window {_quoted(window)} is not a number of milliseconds", code="window_malformed",
+                              field="X-Window")
     return stamp, span
 
 

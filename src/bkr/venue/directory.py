@@ -9,22 +9,38 @@ with no round trip of its own. Headers that name no active broker are counted fo
 (`count_header`).
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from bkr.domain.errors import InvalidInput
 from bkr.domain.registry import (
     BROKER_ID_RANGE,
-    MAX_BROKER_ID,
-    MIN_BROKER_ID,
     BrokerId,
     BrokerStatus,
     StatusChange,
     StatusTimeline,
+    as_broker_id,
 )
 from bkr.store.dialect import insert_for
 from bkr.store.tables import broker_status_changes, brokers, venue_broker_ids_seen
+
+HTTP_WHITESPACE = " \t"  # what HTTP allows around a header's value; nothing else is trimmed
+MAX_HEADER_KEPT = 64  # characters of a header value kept and counted; longer is not an id anyway
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def _broker_id(text: str) -> BrokerId | None:
+    """The id a header names: ASCII digits only (`str.isdigit` would also take `²`, `٣` or `１`,
+    which no client sends as an id), within the registry's range."""
+    if not _ASCII_DIGITS.fullmatch(text):
+        return None
+    try:
+        return as_broker_id(int(text), "X-Broker-Id")
+    except InvalidInput:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +77,14 @@ class BrokerDirectory:
 
     def decide(self, header: str | None, moment: datetime) -> BrokerDecision:
         """The decision for an order that arrived at `moment` with this header."""
-        if header is None or not header.strip():
+        if header is None or not header.strip(HTTP_WHITESPACE):
             return NO_BROKER
-        text = header.strip()[:64]
-        if not text.isdigit() or not MIN_BROKER_ID <= int(text) <= MAX_BROKER_ID:
+        text = header.strip(HTTP_WHITESPACE)[:MAX_HEADER_KEPT]
+        broker_id = _broker_id(text)
+        if broker_id is None:
             return BrokerDecision(None, None,
-                                  f"X-Broker-Id {text!r} is not a broker id (a whole number {BROKER_ID_RANGE})", text)
-        broker_id = BrokerId(int(text))
+                                  f"X-Broker-Id {text!r} is not a broker id (a whole number {BROKER_ID_RANGE} "
+                                  "in the digits 0-9)", text)
         timeline = self._timelines.get(broker_id)
         if timeline is None:
             return BrokerDecision(broker_id, None, f"X-Broker-Id {broker_id} is not an enrolled broker", text)

@@ -6,6 +6,7 @@ from bkr.domain.errors import Unauthenticated
 from bkr.domain.signing import (
     check_timing,
     new_key_pair,
+    parse_timing,
     public_key,
     sign,
     signing_string,
@@ -84,3 +85,30 @@ def test_timing_outside_the_window_is_refused(window: int, now: int, code: str) 
 
 def test_timing_inside_the_window_is_accepted() -> None:
     check_timing(TIMESTAMP, 60_000, TIMESTAMP + 59_999)
+
+
+@pytest.mark.parametrize(("timestamp", "window", "code"), [
+    ("１７００００００００００", "5000", "timestamp_malformed"),  # full-width digits: int() reads them
+    ("١٧٠٠٠٠٠٠٠٠٠٠٠", "5000", "timestamp_malformed"),
+    (" 1700000000000", "5000", "timestamp_malformed"),
+    ("+1700000000000", "5000", "timestamp_malformed"),
+    ("1_700_000_000_000", "5000", "timestamp_malformed"),
+    ("-1", "5000", "timestamp_malformed"),
+    ("9" * 20, "5000", "timestamp_malformed"),
+    ("9" * 100_000, "5000", "timestamp_malformed"),
+    ("1700000000000", "5_000", "window_malformed"),
+    ("1700000000000", "５０００", "window_malformed"),
+    ("1700000000000", "-5000", "window_malformed"),
+    ("1700000000000", "5" * 100_000, "window_malformed"),
+])
+def test_timing_headers_are_ascii_digits_and_are_not_echoed_whole(timestamp: str, window: str, code: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        parse_timing(timestamp, window)
+
+    assert refused.value.code == code
+    assert len(str(refused.value)) < 120
+
+
+def test_timing_headers_in_ascii_digits_are_read() -> None:
+    assert parse_timing("1700000000000", "60000") == (1_700_000_000_000, 60_000)
+    assert parse_timing("1700000000000", None) == (1_700_000_000_000, 5_000)

@@ -5,7 +5,6 @@ parameters>&timestamp=…&window=…`). Errors are Backpack's `{"code", "message
 These routes follow Backpack's API document, not bkr's: they are left out of bkr's OpenAPI.
 """
 
-import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +35,28 @@ from bkr.venue.errors import InvalidMarket
 from bkr.venue.exchange import Venue
 from bkr.venue.history import FillView
 from bkr.venue.markets import Market
-from bkr.venue.wire import market_json, millis, naive_iso, order_json, parse_order, text
+from bkr.venue.wire import (
+    MAX_ID,
+    batch_of,
+    instant,
+    market_json,
+    millis,
+    naive_iso,
+    order_json,
+    order_target,
+    page,
+    params_of,
+    parse_order,
+    read_body,
+    shown,
+    symbol_of,
+    text,
+    whole_number,
+)
 
 router = APIRouter(include_in_schema=False)
 LISTED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # the markets' `createdAt`
+MAX_DEPTH_LEVELS = 5000  # price levels GET /api/v1/depth lists at most
 
 
 def get_venue(request: Request) -> Venue:
@@ -54,16 +71,10 @@ VenueDep = Annotated[Venue, Depends(get_venue)]
 @dataclass(frozen=True, slots=True)
 class SignedUser:
     user_id: str
-    body: Any  # the parsed JSON body (POST and DELETE), else None
+    body: Any  # the signed parameters: a JSON object (a list of them for a batch) for POST and DELETE
 
 
-def _read_json(raw: bytes) -> Any:
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw, parse_float=Decimal)  # decimals stay exact, and keep their text
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput(f"body: not valid JSON ({error})", field="body") from None
+QUOTED = 1_000  # characters of the expected signing string a refusal quotes at most
 
 
 def _urlencoded(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,66 +83,76 @@ def _urlencoded(params: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in params.items()}
 
 
+def _expected(message: str) -> str:
+    if len(message) <= QUOTED:
+        return repr(message)
+    return f"{message[:QUOTED]!r}… (the first {QUOTED:,} of {len(message):,} characters)"
+
+
 def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., Any]:
+    """Backpack's request signing, checked in the order that reads least of what a stranger
+    sends: the headers first (key, signature, timing), then whether the key is one of ours; only
+    then is the body read (its size is bounded by `bkr.api.limits` before any of this runs), and
+    parsed as far as Backpack's bodies go (`wire.read_body`), to build the string that was signed."""
+
     async def authenticate(request: Request, services: ServicesDep) -> SignedUser:
         headers = request.headers
         api_key = headers.get("x-api-key")
         if not api_key:
             raise Unauthenticated("X-API-Key is missing", code="UNAUTHORIZED", field="X-API-Key")
+        key = public_key(api_key)
+        signature = headers.get("x-signature")
+        if not signature:
+            raise Unauthenticated("X-Signature is missing", code="INVALID_SIGNATURE", field="X-Signature")
         timestamp, window = parse_timing(headers.get("x-timestamp"), headers.get("x-window"))
         check_timing(timestamp, window, int(services.clock().timestamp() * 1000))
-        body = _read_json(await request.body()) if request.method in ("POST", "DELETE") else None
-        signature = headers.get("x-signature") or ""
-        if batch:
-            if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
-                raise InvalidInput("body: a batch is a JSON array of orders", field="body")
-            candidates = [batch_signing_string(instruction, body, timestamp, window),
-                          batch_signing_string(instruction, [_urlencoded(i) for i in body], timestamp, window)]
-        else:
-            params = body if body is not None else dict(request.query_params)
-            if not isinstance(params, dict):
-                raise InvalidInput("body: expected a JSON object", field="body")
-            candidates = [signing_string(instruction, params, timestamp, window),
-                          signing_string(instruction, _urlencoded(params), timestamp, window)]
-        key = public_key(api_key)
-        if not any(verifies(key, signature, message) for message in candidates):
-            raise Unauthenticated(f"signature does not verify; sign {candidates[0]!r}", code="INVALID_SIGNATURE",
-                                  field="X-Signature")
         with db.snapshot(services.engine) as connection:
             user_id = keys.user_for_api_key(connection, api_key)
         if user_id is None:
             raise Unauthenticated("unknown or revoked API key", code="UNAUTHORIZED", field="X-API-Key")
+        body = await _json_body(request) if request.method in ("POST", "DELETE") else None
+        if batch:
+            items = batch_of(body)
+            candidates = [batch_signing_string(instruction, items, timestamp, window),
+                          batch_signing_string(instruction, [_urlencoded(i) for i in items], timestamp, window)]
+        else:
+            params = params_of(dict(request.query_params) if body is None else body)
+            candidates = [signing_string(instruction, params, timestamp, window),
+                          signing_string(instruction, _urlencoded(params), timestamp, window)]
+        if not any(verifies(key, signature, message) for message in candidates):
+            raise Unauthenticated(f"signature does not verify; sign {_expected(candidates[0])}",
+                                  code="INVALID_SIGNATURE", field="X-Signature")
         identify(request, user_id=user_id)
         return SignedUser(user_id, body)
 
     return authenticate
 
 
+async def _json_body(request: Request) -> Any:
+    """The body as JSON, unless it says it is something else (an empty body is `{}`)."""
+    declared = request.headers.get("content-type")
+    raw = await request.body()
+    if raw.strip() and declared is not None and declared.split(";")[0].strip().lower() != "application/json":
+        raise InvalidInput(f"Content-Type: {shown(declared)} is not JSON; send the body as application/json",
+                           field="Content-Type")
+    return read_body(raw)
+
+
 def _broker_header(request: Request) -> str | None:
     return request.headers.get("x-broker-id")  # Starlette's headers are case-insensitive
 
 
-def _market(venue: Venue, symbol: str | None) -> Market:
+def _market(venue: Venue, params: Mapping[str, Any]) -> Market:
+    symbol = symbol_of(params)
     market = venue.config.market(symbol or "")
     if market is None:
-        raise InvalidMarket(f"Invalid market: {symbol!r}", field="symbol")
+        raise InvalidMarket(f"Invalid market: {shown(symbol)}", field="symbol")
     return market
 
 
-def _int(params: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(str(value))
-    except ValueError:
-        raise InvalidInput(f"{name}: {value!r} is not a whole number", field=name) from None
-
-
 def _symbols(venue: Venue, params: Mapping[str, Any], market_types: Sequence[str] = ()) -> list[str] | None:
-    symbol = params.get("symbol")
-    if symbol:
-        return [_market(venue, symbol).symbol]
+    if symbol_of(params):
+        return [_market(venue, params).symbol]
     if market_types:
         return [m.symbol for m in venue.config.markets if m.market_type.value in market_types]
     return None
@@ -173,8 +194,8 @@ def markets(venue: VenueDep, request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/api/v1/market")
-def market(venue: VenueDep, symbol: str | None = None) -> dict[str, Any]:
-    return market_json(_market(venue, symbol), LISTED_AT)
+def market(venue: VenueDep, request: Request) -> dict[str, Any]:
+    return market_json(_market(venue, request.query_params), LISTED_AT)
 
 
 def _ticker_json(t: history.Ticker) -> dict[str, Any]:
@@ -187,8 +208,8 @@ def _ticker_json(t: history.Ticker) -> dict[str, Any]:
 
 
 @router.get("/api/v1/ticker")
-def ticker(venue: VenueDep, services: ServicesDep, symbol: str | None = None) -> dict[str, Any]:
-    chosen = _market(venue, symbol)
+def ticker(venue: VenueDep, services: ServicesDep, request: Request) -> dict[str, Any]:
+    chosen = _market(venue, request.query_params)
     with db.snapshot(services.engine) as connection:
         return _ticker_json(history.ticker(connection, chosen, services.clock()))
 
@@ -201,12 +222,9 @@ def tickers(venue: VenueDep, services: ServicesDep) -> list[dict[str, Any]]:
 
 
 @router.get("/api/v1/depth")
-def depth(venue: VenueDep, services: ServicesDep, symbol: str | None = None,
-          limit: str | None = None) -> dict[str, Any]:
-    chosen = _market(venue, symbol)
-    levels = _int({"limit": limit}, "limit", 1000) or 1000
-    if not 1 <= levels <= 5000:
-        raise InvalidInput(f"limit: {levels} is outside 1..5000", field="limit")
+def depth(venue: VenueDep, services: ServicesDep, request: Request) -> dict[str, Any]:
+    chosen = _market(venue, request.query_params)
+    levels = whole_number(request.query_params, "limit", 1, MAX_DEPTH_LEVELS, 1000)
     bids, asks, sequence = venue.depth(chosen.symbol, levels)
     return {"asks": [[canonical(p), canonical(q)] for p, q in asks],
             "bids": [[canonical(p), canonical(q)] for p, q in reversed(bids)],  # ascending, as Backpack lists them
@@ -222,19 +240,23 @@ def _public_trade(fill: FillView) -> dict[str, Any]:
 @router.get("/api/v1/trades")
 def trades(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
     params = request.query_params
-    chosen = _market(venue, params.get("symbol"))
+    chosen = _market(venue, params)
+    limit = whole_number(params, "limit", 1, history.MAX_PAGE, 100)
+    assert limit is not None
     with db.snapshot(services.engine) as connection:
-        found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100)
+        found = history.recent_trades(connection, chosen.symbol, limit)
     return [_public_trade(f) for f in found]
 
 
 @router.get("/api/v1/trades/history")
 def trades_history(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
     params = request.query_params
-    chosen = _market(venue, params.get("symbol"))
+    chosen = _market(venue, params)
+    limit = whole_number(params, "limit", 1, history.MAX_PAGE, 100)
+    offset = whole_number(params, "offset", 0, MAX_ID, 0)
+    assert limit is not None and offset is not None
     with db.snapshot(services.engine) as connection:
-        found = history.recent_trades(connection, chosen.symbol, _int(params, "limit", 100) or 100,
-                                      _int(params, "offset", 0) or 0)
+        found = history.recent_trades(connection, chosen.symbol, limit, offset)
     return [_public_trade(f) for f in found]
 
 
@@ -275,25 +297,17 @@ def _backpack_code(error: Exception) -> str:
     return backpack_error(error)[1]
 
 
-def _cancel_target(body: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    order_id, client_id = _int(body, "orderId"), _int(body, "clientId")
-    if (order_id is None) == (client_id is None):
-        raise InvalidInput("exactly one of orderId and clientId must be given", field="orderId")
-    return order_id, client_id
-
-
 @router.delete("/api/v1/order")
 def cancel_order(venue: VenueDep,
                  user: Annotated[SignedUser, Depends(signed_by_user("orderCancel"))]) -> dict[str, Any]:
-    body = user.body
-    order_id, client_id = _cancel_target(body)
-    return order_json(venue.cancel(user.user_id, _market(venue, body.get("symbol")).symbol, order_id, client_id))
+    order_id, client_id = order_target(user.body)
+    return order_json(venue.cancel(user.user_id, _market(venue, user.body).symbol, order_id, client_id))
 
 
 @router.delete("/api/v1/orders")
 def cancel_orders(venue: VenueDep,
                   user: Annotated[SignedUser, Depends(signed_by_user("orderCancelAll"))]) -> list[dict[str, Any]]:
-    symbol = _market(venue, user.body.get("symbol")).symbol
+    symbol = _market(venue, user.body).symbol
     return [order_json(o) for o in venue.cancel_all(user.user_id, symbol)]
 
 
@@ -301,9 +315,9 @@ def cancel_orders(venue: VenueDep,
 def get_order(request: Request, venue: VenueDep, services: ServicesDep,
               user: Annotated[SignedUser, Depends(signed_by_user("orderQuery"))]) -> dict[str, Any]:
     params = request.query_params
-    order_id, client_id = _cancel_target(params)
+    order_id, client_id = order_target(params)
     with db.snapshot(services.engine) as connection:
-        found = history.open_order(connection, user.user_id, _market(venue, params.get("symbol")).symbol,
+        found = history.open_order(connection, user.user_id, _market(venue, params).symbol,
                                    order_id, client_id)
     return order_json(found)
 
@@ -318,21 +332,6 @@ def get_open_orders(request: Request, venue: VenueDep, services: ServicesDep,
 
 # --- private: history, capital, account -------------------------------------------------------------
 
-def _page(params: Mapping[str, Any]) -> tuple[int, int, bool]:
-    limit = _int(params, "limit", 100) or 100
-    if not 1 <= limit <= history.MAX_PAGE:
-        raise InvalidInput(f"limit: {limit} is outside 1..{history.MAX_PAGE}", field="limit")
-    direction = params.get("sortDirection") or "Desc"
-    if direction not in ("Asc", "Desc"):
-        raise InvalidInput(f"sortDirection: {direction!r} is not Asc or Desc", field="sortDirection")
-    return limit, _int(params, "offset", 0) or 0, direction == "Asc"
-
-
-def _instant(params: Mapping[str, Any], name: str) -> datetime | None:
-    value = _int(params, name)
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
-
-
 @router.get("/wapi/v1/history/fills")
 def fills_history(request: Request, venue: VenueDep, services: ServicesDep,
                   user: Annotated[SignedUser, Depends(signed_by_user("fillHistoryQueryAll"))]
@@ -341,11 +340,12 @@ def fills_history(request: Request, venue: VenueDep, services: ServicesDep,
     fill_type = params.get("fillType")
     if fill_type not in (None, "", "User"):
         return []  # the sandbox has no liquidations or other system fills
-    limit, offset, ascending = _page(params)
+    limit, offset, ascending = page(params)
+    order_id, since, until = whole_number(params, "orderId", 0, MAX_ID), instant(params, "from"), instant(params, "to")
     with db.snapshot(services.engine) as connection:
         found = history.fill_history(
             connection, user.user_id, symbols=_symbols(venue, params, params.getlist("marketType")),
-            order_id=_int(params, "orderId"), since=_instant(params, "from"), until=_instant(params, "to"),
+            order_id=order_id, since=since, until=until,
             limit=limit, offset=offset, ascending=ascending)
     return [{"clientId": None if f.client_id is None else str(f.client_id), "fee": canonical(f.fee),
              "feeSymbol": f.fee_symbol, "isMaker": f.is_maker, "orderId": str(f.order_id),
@@ -358,11 +358,12 @@ def orders_history(request: Request, venue: VenueDep, services: ServicesDep,
                    user: Annotated[SignedUser, Depends(signed_by_user("orderHistoryQueryAll"))]
                    ) -> list[dict[str, Any]]:
     params = request.query_params
-    limit, offset, ascending = _page(params)
+    limit, offset, ascending = page(params)
+    order_id = whole_number(params, "orderId", 0, MAX_ID)
     with db.snapshot(services.engine) as connection:
         found = history.order_history(connection, user.user_id,
                                       symbols=_symbols(venue, params, params.getlist("marketType")),
-                                      order_id=_int(params, "orderId"), limit=limit, offset=offset,
+                                      order_id=order_id, limit=limit, offset=offset,
                                       ascending=ascending)
     return [order_json(o, history=True) for o in found]
 
@@ -397,12 +398,13 @@ def account(venue: VenueDep, services: ServicesDep,
 @router.get("/api/v1/position")
 def position(request: Request, venue: VenueDep, services: ServicesDep,
              user: Annotated[SignedUser, Depends(signed_by_user("positionQuery"))]) -> list[dict[str, Any]]:
-    symbol = request.query_params.get("symbol")
+    params = request.query_params
     with db.snapshot(services.engine) as connection:
-        found = accounts.positions(connection, user.user_id, _market(venue, symbol).symbol if symbol else None)
+        found = accounts.positions(connection, user.user_id, _market(venue, params).symbol if symbol_of(params)
+                                   else None)
     answer = []
     for p in found:
-        market_ = _market(venue, p.symbol)
+        market_ = _market(venue, {"symbol": p.symbol})
         entry = (p.net_cost / p.net_quantity).quantize(market_.tick_size)
         answer.append({"symbol": p.symbol, "netQuantity": canonical(p.net_quantity),
                        "netCost": canonical(p.net_cost), "entryPrice": canonical(entry),
