@@ -207,3 +207,13 @@ def test_a_file_the_command_may_not_read_is_refused_in_one_line(db_url: str, tmp
         done = subprocess.run([*as_user, sys.executable, "-m", "bkr.cli", *command, str(secret), "--db", db_url],
                               capture_output=True, text=True, timeout=120)
         assert (done.returncode, done.stderr) == (1, f"error: {secret}: cannot be read (Permission denied)\n")
+
+
+def test_a_lookup_by_text_that_is_not_utf8_is_refused_in_one_line(bkr: Any, db_url: str) -> None:
+    """A name to look up (not to store) is not held to the registry's rule, but a byte the shell could not
+    decode still cannot reach the database: it once did, and the driver's encoding error was a traceback."""
+    name = os.fsdecode(b"a\xffb")
+    expected = "error: not UTF-8 text: b'a\\xffb'; names, codes and ids are UTF-8"
+    assert refused(bkr("fills", "awaiting", "--after", name, "--db", db_url)) == expected
+    assert refused(bkr("referral", "cancel", "--code", name, "--from", "2099-01-01T00:00:00Z", "--db", db_url)) == (
+        expected)

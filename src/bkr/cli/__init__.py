@@ -5,6 +5,7 @@ This module assembles the Typer app from one module per command group and runs i
 calls use cases of `bkr.program` and shapes their answer: no rule or query lives here.
 """
 
+import os
 import sys
 
 import typer
@@ -61,6 +62,10 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(str(error))
     except DBAPIError as error:  # unreachable, not a database (a SQLite URL on another file), ...
         return _fail(f"database: {(str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]}")
+    except UnicodeEncodeError as error:  # a name or id to look up, with a byte the shell could not decode
+        text = error.object if isinstance(error.object, str) else ""
+        shown = os.fsencode(text[:64]) if text else b""
+        return _fail(f"not UTF-8 text: {shown!r}; names, codes and ids are UTF-8")
     except OSError as error:  # a file the command writes or reads, refused by the system
         where = f"{error.filename}: " if error.filename is not None else ""
         return _fail(f"{where}{error.strerror or error}")

@@ -69,8 +69,8 @@ def broker_terminate(broker_id: BrokerIdArgument, at: AtOption = None, db_url: D
 
 
 @broker_app.command("cancel")
-def broker_cancel(broker_id: int, at: Annotated[str, typer.Option("--at", help="The scheduled change's effective "
-                                                                               "time (ISO 8601).")],
+def broker_cancel(broker_id: BrokerIdArgument,
+                  at: Annotated[str, typer.Option("--at", help="The scheduled change's effective time (ISO 8601).")],
                   db_url: DbOption = db.DEFAULT_URL) -> None:
     """Cancel a status change scheduled for later (`bkr broker show N` lists them)."""
     when = moment(at)

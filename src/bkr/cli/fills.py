@@ -4,7 +4,6 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -120,7 +119,7 @@ def fills_awaiting(db_url: DbOption = db.DEFAULT_URL,
     table = Table("user_id", "fills", "volume USD", "fees USD", "brokers", "since", "last fill (UTC)",
                   title=f"users bkr does not know ({counts.awaiting_user:,} broker fills wait for them)")
     for u in users:
-        table.add_row(escape(u.user_id), f"{u.fills:,}", canonical(u.volume_usd), canonical(u.fee_usd),
+        table.add_row(u.user_id, f"{u.fills:,}", canonical(u.volume_usd), canonical(u.fee_usd),
                       ", ".join(map(str, u.brokers)), str(u.first_month), f"{u.last_seen:%Y-%m-%d %H:%M}")
     out.print(table)
     if len(users) == limit:

@@ -86,7 +86,7 @@ def referral_cancel(
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Cancel a rate scheduled for later."""
-    when = moment(effective_from)
+    when = moment(effective_from, "--from")
     with transaction(db_url) as connection:
         registry.cancel_rate_change(connection, code, when, system_clock())
     err.print(f"code {code}: the rate from {when.isoformat()} is cancelled")
