@@ -4,8 +4,19 @@ that `make test` starts (its URL in BKR_TEST_PG_URL). Storage tests take `db_url
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import (
+    ROUND_HALF_UP,
+    Context,
+    DivisionByZero,
+    FloatOperation,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    Underflow,
+)
 from pathlib import Path
 
 import psycopg
@@ -94,6 +105,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def fresh_db_url(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Callable[[], str]:
+    """Another empty, migrated database on `db_url`'s backend each time it is called, for a test
+    that runs many independent cases (a property test's examples): a new SQLite file, or this
+    test process's PostgreSQL database emptied again."""
+    if not db_url.startswith("sqlite"):
+        return lambda: _emptied(db_url)
+    template = request.getfixturevalue("sqlite_template")
+
+    def new_sqlite() -> str:
+        path = tmp_path / f"bkr-{uuid.uuid4().hex[:12]}.db"
+        shutil.copy(template, path)
+        return f"sqlite:///{path}"
+
+    return new_sqlite
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = db.open_engine(db_url)
     yield engine
@@ -104,6 +132,15 @@ def engine(db_url: str) -> Iterator[Engine]:
 def pg_url(pg_database: str) -> str:
     """An empty PostgreSQL database, for tests that are about PostgreSQL only (races, locks)."""
     return _emptied(pg_database)
+
+
+@pytest.fixture
+def hostile_decimal_context() -> Context:
+    """A thread's decimal context as a library loaded in the same process may leave it: ccxt sets
+    ROUND_HALF_UP and traps Underflow on it; here also a low precision and traps on every rounding
+    and on mixing floats in. Money code that used the thread's context would round, and raise."""
+    return Context(prec=16, rounding=ROUND_HALF_UP, traps=[InvalidOperation, DivisionByZero, Overflow, Underflow,
+                                                           Inexact, Rounded, FloatOperation])
 
 
 @dataclass(frozen=True)

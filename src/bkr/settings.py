@@ -84,6 +84,10 @@ def read_toml(path: Path | None) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInput(f"config: {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"config: {path}: not UTF-8 text") from None
+    except OSError as error:
+        raise InvalidInput(f"config: {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise InvalidInput(f"config: {path}: {error}") from None
 
@@ -119,13 +123,13 @@ def parse_config(data: dict[str, Any]) -> ProgramConfig:
         rounding_quantum=exact_setting(program.get("rounding_quantum", defaults.rounding_quantum),
                                        "program.rounding_quantum", QUANTUM),
         usd_rates=rates,
-        review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days"),
+        review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days", 3_650),
         approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
-                                  "program.approvals_required"),
+                                  "program.approvals_required", 100),
         start=None if "start" not in program else _month(program["start"], "program.start"),
         future_tolerance=timedelta(seconds=_whole(
             program.get("future_tolerance_seconds", int(defaults.future_tolerance.total_seconds())),
-            "program.future_tolerance_seconds")),
+            "program.future_tolerance_seconds", 86_400)),
         max_fee_share=exact_setting(program.get("max_fee_share", defaults.max_fee_share), "program.max_fee_share",
                                     FRACTION),
     )
@@ -138,9 +142,13 @@ def _month(value: Any, where: str) -> Month:
         raise InvalidInput(f"config: {where}: {error}") from None
 
 
-def _whole(value: Any, where: str) -> int:
+def _whole(value: Any, where: str, largest: int) -> int:
+    """A whole number of the settings, at most `largest` (a larger one is a typo, and would not fit
+    the dates it is added to)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"config: {where}: {value!r} is not a whole number")
+    if value > largest:
+        raise InvalidInput(f"config: {where}: {value} is more than {largest}")
     return value
 
 
@@ -170,6 +178,9 @@ class ServiceSettings:
         for name in ("workers", "max_batch", "max_body_bytes", "schedule_interval_seconds"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
+        for name, largest in _LARGEST.items():  # a larger value is a typo; some would not fit a date
+            if getattr(self, name) > largest:
+                raise InvalidInput(f"service.{name}: {getattr(self, name)} is more than {largest}", field=name)
         if self.dashboard_secret and len(self.dashboard_secret) < 32:
             raise InvalidInput("service.dashboard_secret: at least 32 characters (make one with "
                                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
@@ -177,6 +188,9 @@ class ServiceSettings:
         if self.close_grace_minutes < 0:
             raise InvalidInput(f"service.close_grace_minutes: {self.close_grace_minutes} is negative",
                                field="close_grace_minutes")
+
+
+_LARGEST = {"workers": 256, "close_grace_minutes": 31 * 24 * 60, "schedule_interval_seconds": 86_400}
 
 
 def _coerce(name: str, value: Any, kind: type, where: str) -> Any:

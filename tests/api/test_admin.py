@@ -12,6 +12,8 @@ import pytest
 from api_support import Api
 
 from bkr.domain.config import ProgramConfig
+from bkr.domain.errors import InvalidInput
+from bkr.domain.registry import registry_text
 from bkr.ingest.readers import json_record
 from bkr.program import keys, registry
 from bkr.program.importer import import_rows
@@ -133,6 +135,48 @@ def test_a_bad_broker_id_or_month_in_the_path_is_422_naming_it(api: Api, op: dic
     assert error(api.client.get(path, headers=op), 422) == ("invalid_input", field)
 
 
+# Integers past any bound a column or a page can hold, and months no close can have: each is a 422
+# that names its field, never a 500 (2^63 once reached the database, which cannot compare it).
+HUGE_OR_NOT_POSITIVE = [str(2**63), str(2**64), str(-2**63 - 1), "-1", "0", "1" + "0" * 100]
+UNKEPT_MONTHS = ["0000-01", "0001-01", "1969-12", "9999-12", "10000-01", "\uff12\uff10\uff12\uff16-10", "2026-00"]
+
+
+def test_integers_past_their_bounds_in_a_path_or_a_query_are_422_naming_them(api: Api, op: dict[str, str]) -> None:
+    for value in HUGE_OR_NOT_POSITIVE:
+        for method, path in [("GET", f"/v1/admin/brokers/{value}"), ("POST", f"/v1/admin/brokers/{value}/activate"),
+                             ("POST", f"/v1/admin/brokers/{value}/keys"),
+                             ("GET", f"/v1/admin/periods/2026-09/statements/{value}"),
+                             ("POST", f"/v1/admin/periods/2026-09/statements/{value}/approve")]:
+            assert error(api.client.request(method, path, headers=op), 422) == ("invalid_input", "broker_id"), path
+        for page in ("/v1/admin/fills/rejected", "/v1/admin/fills/conflicts"):
+            assert error(api.client.get(page, headers=op, params={"limit": value}), 422) == ("invalid_input", "limit")
+            if value != "0":  # after=0 is the first page
+                assert error(api.client.get(page, headers=op, params={"after": value}), 422) == (
+                    "invalid_input", "after")
+
+
+def test_a_month_no_close_can_have_is_422_naming_it_wherever_it_is_given(api: Api, op: dict[str, str]) -> None:
+    for month in UNKEPT_MONTHS:
+        for method, path in [("GET", f"/v1/admin/periods/{month}"), ("POST", f"/v1/admin/periods/{month}/preview"),
+                             ("POST", f"/v1/admin/periods/{month}/close"),
+                             ("POST", f"/v1/admin/periods/{month}/settle"),
+                             ("GET", f"/v1/admin/periods/{month}/statements/{BROKER}"),
+                             ("POST", f"/v1/admin/periods/{month}/statements/{BROKER}/approve")]:
+            assert error(api.client.request(method, path, headers=op), 422) == ("invalid_input", "month"), path
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01", "0000-01-01"])
+def test_a_time_past_the_first_or_last_year_is_422_naming_it(api: Api, op: dict[str, str], moment: str) -> None:
+    """A year-1 time east of UTC is in year 0 once in UTC: it once left the parser as an overflow, a 500."""
+    api.broker(BROKER)
+    ok(api.client.post("/v1/admin/affiliates", headers=op, json={"account": "acct-aff", "name": "Aff"}), 201)
+    suspend = api.client.post(f"/v1/admin/brokers/{BROKER}/suspend", headers=op, json={"effective_at": moment})
+    assert error(suspend, 422) == ("invalid_input", "effective_at")
+    code = api.client.post("/v1/admin/referral-codes", headers=op, json={
+        "affiliate": "acct-aff", "code": "C", "rate": "0.1", "effective_from": moment})
+    assert error(code, 422) == ("invalid_input", "effective_from")
+
+
 def test_a_control_character_in_a_name_or_id_is_422_naming_the_field(api: Api, op: dict[str, str]) -> None:
     enroll = api.client.post("/v1/admin/brokers", headers=op, json={
         "broker_id": BROKER, "account": "acct-1", "name": "cc\x00xt", "type": "exchange_aggregator"})
@@ -140,6 +184,22 @@ def test_a_control_character_in_a_name_or_id_is_422_naming_the_field(api: Api, o
     assert error(api.client.get("/v1/admin/users/al%00ice", headers=op), 422) == ("invalid_input", "user_id")
     assert error(api.client.get("/v1/admin/fills/rejected", headers=op, params={"after": 2**40}), 422) == \
         ("invalid_input", "after")
+
+
+@pytest.mark.parametrize("text", ["a\x1b[31m", "a\nb", "a\x85b", "abc\u202e", "a\u2028b", "x" * 257, "   "])
+def test_a_name_the_registry_refuses_is_422_with_the_registrys_reason(api: Api, op: dict[str, str], text: str) -> None:
+    """The API applies the registry's one text rule (the command line applies it too), with its reason."""
+    for field, body in [("name", {"broker_id": BROKER, "account": "acct-1", "name": text, "type": "other"}),
+                        ("account", {"broker_id": BROKER, "account": text, "name": "ccxt", "type": "other"})]:
+        refused = api.client.post("/v1/admin/brokers", headers=op, json=body)
+        assert error(refused, 422) == ("invalid_input", field)
+        with pytest.raises(InvalidInput) as reason:
+            registry_text(text, field)
+        assert refused.json()["message"] == str(reason.value)
+    for field, body in [("0.user_id", {"user_id": text}),
+                        ("0.referral_code", {"user_id": "alice", "referral_code": text})]:
+        assert error(api.client.post("/v1/admin/users", headers=op, json=body), 422) == ("invalid_input", field)
+    assert api.client.get("/v1/admin/brokers", headers=op).json() == []
 
 
 def test_a_field_the_request_does_not_declare_is_422_naming_it(api: Api, op: dict[str, str]) -> None:

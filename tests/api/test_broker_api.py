@@ -344,7 +344,9 @@ def test_a_late_fill_shows_on_its_own_day_though_paid_next_month(api: Api) -> No
     assert summary["adjustment_fee_base"] == "0.05"  # ...but paid in October, at September's tier
 
 
-@pytest.mark.parametrize(("month", "field"), [("2026-13", "month"), ("October", "month"), ("2026-11", "month")])
+@pytest.mark.parametrize(("month", "field"), [("2026-13", "month"), ("October", "month"), ("2026-11", "month"),
+                                              ("0000-01", "month"), ("0001-01", "month"), ("9999-12", "month"),
+                                              ("\uff12\uff10\uff12\uff16-10", "month")])
 def test_a_month_that_is_malformed_or_not_begun_is_refused(api: Api, month: str, field: str) -> None:
     pair = api.broker(BROKER)
     for route in ("/volume/daily", "/users", "/inactive-orders"):
@@ -352,6 +354,20 @@ def test_a_month_that_is_malformed_or_not_begun_is_refused(api: Api, month: str,
 
         assert (response.status_code, response.json()["code"], response.json()["field"]) == (
             422, "invalid_input", field), route
+
+
+def test_a_page_or_a_broker_id_past_its_bounds_is_422_naming_it(api: Api) -> None:
+    """A cursor of 2^63 was answered as an empty page; it is a number no page reaches."""
+    pair = api.broker(BROKER)
+    for value in (str(2**63), str(2**64), "-1", "1" + "0" * 100):
+        for name in ("limit", "offset"):
+            response = get(api, pair, "/users", {name: value})
+            assert (response.status_code, response.json()["field"]) == (422, name), (name, value)
+        response = api.signed_get(pair, f"/v1/broker/{value}/summary", "brokerSummaryQuery")
+        assert (response.status_code, response.json()["field"]) == (422, "broker_id"), value
+    for month in ("0000-01", "9999-12"):
+        response = api.signed_get(pair, f"/v1/broker/{BROKER}/statements/{month}", "brokerStatementQuery")
+        assert (response.status_code, response.json()["field"]) == (422, "month"), month
 
 
 # --- statements ---------------------------------------------------------------------------------------------

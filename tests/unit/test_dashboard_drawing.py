@@ -1,6 +1,6 @@
 """The dashboard's pure pieces: how figures are written, and the SVG charts."""
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
 import pytest
 
@@ -24,6 +24,24 @@ def test_amounts_round_half_even_whatever_the_threads_decimal_context() -> None:
         context.rounding = ROUND_HALF_UP
         assert (amount(D("0.005")), amount(D("0.015")), amount(D("2250000"), places=0, compact=True)) == (
             "0.00", "0.02", "2.2M")
+
+
+def test_pages_draw_the_same_under_a_hostile_decimal_context(hostile_decimal_context: Context) -> None:
+    """Figures, rates, progress and charts of amounts with every digit the bounds allow come out
+    the same whatever the thread's context: nothing here rounds (or raises) in it."""
+    big, small = D("999999999999999.999999999999999999"), D("0.000000000000000001")
+
+    def draw() -> list[str]:
+        bars = [Bar("01", (big, small)), Bar("02", (D("1234567.891"), D(0)))]
+        return [amount(big), amount(small, places=18), amount(D("-2500000.5"), places=0, compact=True),
+                rate(D("0.123456789012345678")), str(progress_fraction(D("7000000.000000000000000001"),
+                                                                      D(5_000_000), D(10_000_000))),
+                str(stacked_bars("c", "t", "d", (Series("Spot", "spot"), Series("Futures", "futures")), bars))]
+
+    expected = draw()
+    with localcontext(hostile_decimal_context):
+        assert draw() == expected
+    assert expected[:4] == ["1,000,000,000,000,000.00", "0.000000000000000001", "-2.5M", "12.3456789012345678%"]
 
 
 @pytest.mark.parametrize(("value", "shown"), [(D("0.35"), "35%"), (D("0.125"), "12.5%"), (D("0"), "0%"),

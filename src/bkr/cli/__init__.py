@@ -5,10 +5,11 @@ This module assembles the Typer app from one module per command group and runs i
 calls use cases of `bkr.program` and shapes their answer: no rule or query lives here.
 """
 
+import os
 import sys
 
 import typer
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from bkr.cli.audit import audit_app
 from bkr.cli.brokers import broker_app
@@ -50,16 +51,24 @@ def _fail(message: str) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit status: domain errors become one line on
-    stderr and status 1; usage errors are Typer's own (a message and status 2)."""
+    """Run the command line and return its exit status: domain errors, and what the database or
+    the file system refuses, become one line on stderr and status 1; usage errors are Typer's own
+    (a message and status 2)."""
     try:
         app(args=argv)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except BkrError as error:
         return _fail(str(error))
-    except OperationalError as error:
-        return _fail(f"database: {str(error.orig).strip().splitlines()[0]}")
+    except DBAPIError as error:  # unreachable, not a database (a SQLite URL on another file), ...
+        return _fail(f"database: {(str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]}")
+    except UnicodeEncodeError as error:  # a name or id to look up, with a byte the shell could not decode
+        text = error.object if isinstance(error.object, str) else ""
+        shown = os.fsencode(text[:64]) if text else b""
+        return _fail(f"not UTF-8 text: {shown!r}; names, codes and ids are UTF-8")
+    except OSError as error:  # a file the command writes or reads, refused by the system
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return _fail(f"{where}{error.strerror or error}")
     except ArgumentError as error:
         return _fail(f"--db: {error}")
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from bkr.cli.common import DbOption, JsonOption, err, out, print_json, transaction
@@ -45,8 +44,8 @@ def audit_entries(
     table = Table("id", "at (UTC)", "actor", "action", "subject", "change", "reason", title="audit trail")
     for entry in found:
         change = " → ".join(part for part in (_values(entry.before), _values(entry.after)) if part)
-        table.add_row(str(entry.entry_id), f"{entry.at:%Y-%m-%d %H:%M:%S}", escape(entry.actor),
-                      escape(entry.action), escape(entry.subject), escape(change), escape(entry.reason or ""))
+        table.add_row(str(entry.entry_id), f"{entry.at:%Y-%m-%d %H:%M:%S}", entry.actor, entry.action,
+                      entry.subject, change, entry.reason or "")  # the consoles read no markup
     out.print(table)
     if len(found) == limit:
         out.print(f"More: bkr audit --after {found[-1].entry_id}", markup=False, highlight=False)

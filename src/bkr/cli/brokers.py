@@ -7,8 +7,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from bkr.cli.common import AtOption, ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
+from bkr.cli.common import (
+    AtOption,
+    BrokerIdArgument,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    err,
+    moment,
+    out,
+    print_json,
+    transaction,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
 from bkr.program import registry, reports
@@ -39,26 +51,26 @@ def _change_status(broker_id: int, status: BrokerStatus, at: str | None, db_url:
 
 
 @broker_app.command("activate")
-def broker_activate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_activate(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Make a broker active: its API fills count from --at on."""
     _change_status(broker_id, BrokerStatus.ACTIVE, at, db_url)
 
 
 @broker_app.command("suspend")
-def broker_suspend(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_suspend(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Suspend a broker: its fills stop counting from --at on."""
     _change_status(broker_id, BrokerStatus.SUSPENDED, at, db_url)
 
 
 @broker_app.command("terminate")
-def broker_terminate(broker_id: int, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_terminate(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """End a broker's enrollment for good (its id is never reused)."""
     _change_status(broker_id, BrokerStatus.TERMINATED, at, db_url)
 
 
 @broker_app.command("cancel")
-def broker_cancel(broker_id: int, at: Annotated[str, typer.Option("--at", help="The scheduled change's effective "
-                                                                               "time (ISO 8601).")],
+def broker_cancel(broker_id: BrokerIdArgument,
+                  at: Annotated[str, typer.Option("--at", help="The scheduled change's effective time (ISO 8601).")],
                   db_url: DbOption = db.DEFAULT_URL) -> None:
     """Cancel a status change scheduled for later (`bkr broker show N` lists them)."""
     when = moment(at)
@@ -83,7 +95,7 @@ def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) 
 
 
 @broker_app.command("show")
-def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+def broker_show(broker_id: BrokerIdArgument, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
                 as_json: JsonOption = False) -> None:
     """A broker, its status history, and where it stands this month."""
     config = load_config(config_path)
@@ -100,8 +112,8 @@ def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: 
     if as_json:
         print_json(document)
         return
-    out.print(f"[bold]{view.name}[/] (broker {view.broker_id}, {view.type.value}, account {view.account_id}): "
-              f"[bold]{view.status.value}[/]")
+    out.print(Text.assemble((view.name, "bold"), f" (broker {view.broker_id}, {view.type.value}, account "
+                            f"{view.account_id}): ", (view.status.value, "bold")))
     for change in view.timeline.changes:
         out.print(f"  {change.effective_at.isoformat()}  {change.status.value}")
     mtd = document["month_to_date"]
@@ -118,7 +130,8 @@ broker_app.add_typer(broker_key_app, name="key")
 
 
 @broker_key_app.command("create")
-def broker_key_create(broker_id: int, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+def broker_key_create(broker_id: BrokerIdArgument, db_url: DbOption = db.DEFAULT_URL,
+                      as_json: JsonOption = False) -> None:
     """Make a key pair for a broker's API. The secret is shown once; bkr keeps only the public key."""
     from bkr.program import keys  # lazy: cryptography
 

@@ -1,7 +1,13 @@
 """What every command group shares: the common options (`--db`, `--config`, `--json`, `--at`),
-the two consoles, a transaction on `--db`, JSON output, and messages that are never wrapped."""
+the checks of what a command is given (a broker id, a file to read, a time, a number in its
+range), the two consoles, a transaction on `--db`, JSON output, and messages that are never wrapped.
+
+The consoles read no markup: names, ids and file names come from outside, and `[/]` in a broker's
+name must neither stop a command nor style its output. Styles are given as styles."""
 
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,16 +21,31 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 from bkr.domain.clock import system_clock
+from bkr.domain.errors import InvalidInput
 from bkr.domain.periods import parse_instant
+from bkr.domain.registry import BROKER_ID_RANGE, BrokerId, as_broker_id
 from bkr.store import db
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
+
+
+def checked_broker_id(value: int | None) -> BrokerId | None:
+    """The callback of a broker id option: a number past 2^63 would otherwise reach the database,
+    which cannot even compare it."""
+    return None if value is None else as_broker_id(value, "broker id")
+
 
 DbOption = Annotated[str, typer.Option("--db", envvar="BKR_DATABASE_URL", help="Database URL.")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", envvar="BKR_CONFIG", help="Program config (TOML).")]
+# Files a command reads are checked when it reads them (`readable_file`, the settings' reader): an
+# unreadable one is then a refusal like any other (one line, status 1), not Typer's usage error.
+ConfigOption = Annotated[Path | None, typer.Option("--config", envvar="BKR_CONFIG", help="Program config (TOML).",
+                                                   readable=False)]
+InputFile = Annotated[Path, typer.Argument(readable=False, show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output only.")]
 AtOption = Annotated[str | None, typer.Option("--at", help="Effective time, ISO 8601 (default: now).")]
+BrokerIdArgument = Annotated[int, typer.Argument(metavar="BROKER_ID", callback=checked_broker_id,
+                                                 help=f"The broker's X-Broker-Id, {BROKER_ID_RANGE}.")]
 
 
 @contextmanager
@@ -38,14 +59,45 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
-def moment(text: str | None) -> datetime:
+def moment(text: str | None, flag: str = "--at") -> datetime:
     """An `--at`/`--from` time, or now."""
-    return system_clock() if text is None else parse_instant(text)
+    if text is None:
+        return system_clock()
+    try:
+        return parse_instant(text)
+    except InvalidInput as error:
+        raise InvalidInput(f"{flag}: {error}") from None
 
 
-def say(console: Console, text: str) -> None:
+def within(value: int, low: int, high: int, flag: str) -> int:
+    """`value` if it is in low..high, else `InvalidInput` naming the flag."""
+    if not low <= value <= high:
+        raise InvalidInput(f"{flag}: {value} is outside {low}..{high}")
+    return value
+
+
+def readable_file(path: Path) -> Path:
+    """`path` if it is a regular file this process can open, else `InvalidInput` saying what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except OSError as error:
+        raise InvalidInput(f"{path}: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise InvalidInput(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise InvalidInput(f"{path}: not a regular file")
+    try:
+        path.open("rb").close()
+    except OSError as error:
+        raise InvalidInput(f"{path}: cannot be read ({error.strerror})") from None
+    return path
+
+
+def say(console: Console, text: str, style: str | None = None) -> None:
     """One message, never wrapped (so that commands in it can be copied)."""
-    console.print(text, soft_wrap=True)
+    console.print(text, soft_wrap=True, style=style)
 
 
 def db_hint(db_url: str) -> str:

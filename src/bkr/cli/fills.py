@@ -1,15 +1,24 @@
 """`bkr fills`: import fill files, and review the rows that were not accepted."""
 
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.cli.common import (
+    ConfigOption,
+    DbOption,
+    InputFile,
+    JsonOption,
+    err,
+    out,
+    print_json,
+    readable_file,
+    transaction,
+    within,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical
 from bkr.ingest.readers import read_rows
@@ -20,11 +29,12 @@ from bkr.settings import load_config
 from bkr.store import db
 
 fills_app = typer.Typer(no_args_is_help=True, help="Import fills and review what was not accepted.")
+MAX_BATCH_SIZE = 1_000_000  # fills per transaction: more holds the write lock for minutes
 
 
 @fills_app.command("import")
 def fills_import(
-    file: Path,
+    file: InputFile,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
     file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
@@ -33,9 +43,10 @@ def fills_import(
     as_json: JsonOption = False,
 ) -> None:
     """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
+    within(batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
     config = load_config(config_path)
     engine = db.open_engine(db_url)
-    read_rows(file, file_format)  # fail on a missing file or unknown type before any progress bar
+    read_rows(readable_file(file), file_format)  # fail on a file that cannot be read before any progress bar
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task(f"importing {file.name}", total=None, rate="")
@@ -108,7 +119,7 @@ def fills_awaiting(db_url: DbOption = db.DEFAULT_URL,
     table = Table("user_id", "fills", "volume USD", "fees USD", "brokers", "since", "last fill (UTC)",
                   title=f"users bkr does not know ({counts.awaiting_user:,} broker fills wait for them)")
     for u in users:
-        table.add_row(escape(u.user_id), f"{u.fills:,}", canonical(u.volume_usd), canonical(u.fee_usd),
+        table.add_row(u.user_id, f"{u.fills:,}", canonical(u.volume_usd), canonical(u.fee_usd),
                       ", ".join(map(str, u.brokers)), str(u.first_month), f"{u.last_seen:%Y-%m-%d %H:%M}")
     out.print(table)
     if len(users) == limit:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, checked_broker_id, err, out, print_json, transaction
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical, plain
 from bkr.domain.periods import Month
@@ -56,7 +56,7 @@ def approve(
     by: Annotated[str, typer.Option("--by", help="Who approves (an operator's name): approvals count per "
                                                  "distinct approver.")],
     broker: Annotated[int | None, typer.Option(help="One broker's statement (default: every draft of the "
-                                                    "month).")] = None,
+                                                    "month).", callback=checked_broker_id)] = None,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
 ) -> None:

@@ -5,16 +5,29 @@ their rebate rates, and the users who signed up with those codes (and their venu
 would otherwise add some 30 ms to every `bkr` invocation."""
 
 import csv
+import io
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
+from bkr.cli.common import (
+    ConfigOption,
+    DbOption,
+    InputFile,
+    JsonOption,
+    err,
+    moment,
+    out,
+    print_json,
+    readable_file,
+    transaction,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
+from bkr.domain.registry import registry_text
 from bkr.program import registry
 from bkr.store import db
 
@@ -56,9 +69,14 @@ def referral_add(
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Create a referral code, or record a new rate for it from --from on."""
+    try:
+        amount = D(rate)
+    except InvalidInput as error:
+        raise InvalidInput(f"--rate: {error}") from None
+    start = moment(effective_from, "--from")
     with transaction(db_url) as connection:
-        registry.set_referral_rate(connection, affiliate, code, D(rate), moment(effective_from), system_clock())
-    err.print(f"code {code}: rate {rate} from {effective_from or 'now'}")
+        registry.set_referral_rate(connection, affiliate, code, amount, start, system_clock())
+    err.print(f"code {code.strip()}: rate {rate.strip()} from {effective_from or 'now'}")
 
 
 @referral_app.command("cancel")
@@ -68,7 +86,7 @@ def referral_cancel(
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Cancel a rate scheduled for later."""
-    when = moment(effective_from)
+    when = moment(effective_from, "--from")
     with transaction(db_url) as connection:
         registry.cancel_rate_change(connection, code, when, system_clock())
     err.print(f"code {code}: the rate from {when.isoformat()} is cancelled")
@@ -98,30 +116,43 @@ def user_key_create(user_id: str,
     from bkr.venue.accounts import create_user_key  # lazy: cryptography
     from bkr.venue.settings import load_venue_config
 
+    user_id = registry_text(user_id, "user_id")  # the registry's rule, before the venue opens an account
     venue_config = load_venue_config(config_path)
     with transaction(db_url) as connection:
         pair = create_user_key(connection, venue_config, user_id, system_clock(), referral_code=referral_code)
     if as_json:
-        print_json({"user_id": user_id.strip(), "api_key": pair.api_key, "secret": pair.secret})
+        print_json({"user_id": user_id, "api_key": pair.api_key, "secret": pair.secret})
         return
     out.print(f"api key (X-API-Key): {pair.api_key}\nsecret:              {pair.secret}")
     err.print("The secret is not stored: keep it now. It is the `secret` of ccxt's backpack client (docs/brokers.md).")
 
 
 @user_app.command("import")
-def user_import(file: Path, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
-    """Register users from a CSV with columns user_id,referral_code."""
-    try:
-        with file.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "user_id" not in reader.fieldnames:
-                raise InvalidInput(f"{file.name}: needs a header with user_id (and referral_code)")
-            entries = [(row["user_id"] or "", row.get("referral_code")) for row in reader]
-    except FileNotFoundError:
-        raise InvalidInput(f"{file}: no such file") from None
+def user_import(file: InputFile, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+    """Register users from a CSV with columns user_id,referral_code (UTF-8, with or without a
+    byte-order mark)."""
+    entries = _read_users(readable_file(file))
     with transaction(db_url) as connection:
         new = registry.add_users(connection, entries, system_clock())
     if as_json:
         print_json({"users": len(entries), "new": new})
     else:
         err.print(f"{len(entries)} users read, {new} new")
+
+
+def _read_users(file: Path) -> list[tuple[str, str | None]]:
+    """The (user_id, referral_code) rows of a users CSV; a file that is not one is `InvalidInput`
+    naming the file and the line."""
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InvalidInput(f"{file.name}: line {line}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if not reader.fieldnames or "user_id" not in reader.fieldnames:
+            raise InvalidInput(f"{file.name}: needs a header with user_id (and referral_code)")
+        return [(row.get("user_id") or "", row.get("referral_code")) for row in reader]
+    except csv.Error as error:
+        raise InvalidInput(f"{file.name}: not a CSV of users ({error})") from None

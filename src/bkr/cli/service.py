@@ -4,6 +4,7 @@ Each imports what only it needs when it runs, not with this module (which every 
 imports): the API app with uvicorn takes most of a second, the key use cases load `cryptography`."""
 
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -59,4 +60,21 @@ def serve(
         "host": host, "port": port, "workers": workers, "max_batch": max_batch,
         "close_grace_minutes": close_grace_minutes, "scheduled_close": scheduled_close})
     db.open_engine(db_url).dispose()  # migrate an empty database, refuse one behind, before serving
+    _check_listening(settings.host, settings.port)
     run_server(db_url, config_path, config, settings)
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Refuse an address the server could not listen on, in one line, before it announces itself
+    there (the server's own failure is a stream of log lines and exit status 3)."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise InvalidInput(f"--host: cannot listen on {host!r} ({error})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise InvalidInput(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None

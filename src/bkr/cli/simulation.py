@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, db_hint, err, out, print_json, say, transaction
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, db_hint, err, moment, out, print_json, say, transaction
 from bkr.cli.statements import print_statements
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
-from bkr.domain.periods import Month, parse_instant
+from bkr.domain.periods import Month
 from bkr.program import overview, registry
 from bkr.program.close import close_month, issued_statements
 from bkr.program.importer import import_file
@@ -45,8 +46,8 @@ def simulate_command(
                                               show_default=False)] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="The fill file to write: .csv, .ndjson/.jsonl or "
                                                                 ".parquet (required without --live).")] = None,
-    fill_count: Annotated[int, typer.Option("--fills", min=1, help="Rows in the file, a few planted bad ones "
-                                                                   "included.")] = 10_000,
+    fill_count: Annotated[int, typer.Option("--fills", min=1, max=100_000_000,
+                                            help="Rows in the file, a few planted bad ones included.")] = 10_000,
     seed: Annotated[int, typer.Option(help="The same seed writes the same file, byte for byte.")] = 1,
     until: Annotated[str | None, typer.Option(help="End of the simulated span, ISO 8601 (default: the month's end; "
                                                    "now for the current month).")] = None,
@@ -60,7 +61,7 @@ def simulate_command(
                                             show_default=False)] = None,
     duration: Annotated[float | None, typer.Option(min=0, help="--live: seconds to trade (default: until "
                                                                "Ctrl-C).")] = None,
-    rate: Annotated[float | None, typer.Option(min=0.1, help="--live: orders per second, maker quotes "
+    rate: Annotated[float | None, typer.Option(min=0.1, max=1_000, help="--live: orders per second, maker quotes "
                                                              "included [default: 20]", show_default=False)] = None,
     config_path: ConfigOption = None,
 ) -> None:
@@ -84,7 +85,7 @@ def simulate_command(
     target = Month.parse(month)
     if target > Month.of(now):
         raise InvalidInput(f"--month: {target} is in the future")
-    end = parse_instant(until) if until is not None else (now if target == Month.of(now) else None)
+    end = moment(until, "--until") if until is not None else (now if target == Month.of(now) else None)
     simulation = simulate.plan_simulation(target, fill_count, seed, end)
     simulate.file_format_of(out_file)
     if not out_file.parent.is_dir():
@@ -120,6 +121,12 @@ def _simulate_live(url: str | None, duration: float | None, rate: float | None, 
     from bkr.venue.settings import load_venue_config
 
     base = (url or venue_live.DEFAULT_URL).rstrip("/")
+    try:
+        parsed = httpx.URL(base)
+    except httpx.InvalidURL as error:
+        raise InvalidInput(f"--url: not a URL: {base!r} ({error})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInput(f"--url: {base!r} is not http(s)://HOST[:PORT], the address of a running `bkr serve`")
     pace = venue_live.DEFAULT_RATE if rate is None else D(str(rate))
     venue_config = load_venue_config(config_path)
     with httpx.Client(base_url=base, timeout=30) as http:
@@ -136,10 +143,12 @@ def _simulate_live(url: str | None, duration: float | None, rate: float | None, 
               + ("" if duration is not None else "; Ctrl-C stops"))
 
     def status(stats: venue_live.LiveStats, elapsed: float) -> None:
-        volumes = "  ".join(f"{venue_live.broker_label(b, names)} [bold]{stats.volume.get(b, Decimal(0)):,.2f}[/]"
-                            for b in columns)
-        say(out, f"[dim]{elapsed:6.1f}s[/]  orders {stats.orders:,} ({stats.rejected:,} rejected)  "
-                  f"filled taker orders {stats.total_filled:,}  volume USDC: {volumes}")
+        line = Text.assemble((f"{elapsed:6.1f}s", "dim"), f"  orders {stats.orders:,} ({stats.rejected:,} rejected)  "
+                             f"filled taker orders {stats.total_filled:,}  volume USDC:")
+        for broker in columns:
+            line.append(f"  {venue_live.broker_label(broker, names)} ")
+            line.append(f"{stats.volume.get(broker, Decimal(0)):,.2f}", "bold")
+        out.print(line, soft_wrap=True)
 
     simulation = venue_live.LiveSimulation(base, cast, markets, rate=pace, seed=seed)
     started = time.monotonic()
@@ -236,7 +245,7 @@ def demo(
         return
     print_statements(latest, statements, names)
     top = max(statements, key=lambda s: s.payout).broker_id if statements else 1400
-    say(out, "\n[bold]What to try next[/]")
+    say(out, "\nWhat to try next", style="bold")
     for command, why in (
         (f"bkr statement --broker {top} --month {latest} --format csv{db_flag}", "one statement, line by line"),
         (f"bkr broker show {top}{db_flag}", "its status history and this month so far"),
@@ -246,4 +255,5 @@ def demo(
          f"register a waiting user: its fills of {latest} are paid as adjustments next month"),
         (f"bkr close --month {latest}{db_flag}", "closing again changes nothing"),
     ):
-        say(out, f"  {command}\n      [dim]{why}[/]")
+        say(out, f"  {command}")
+        say(out, f"      {why}", style="dim")

@@ -13,11 +13,20 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, say, transaction
+from bkr.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    checked_broker_id,
+    err,
+    out,
+    print_json,
+    say,
+    transaction,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput, StatementNotIssued
 from bkr.domain.money import canonical, plain, total
@@ -34,7 +43,8 @@ STATEMENT_FORMATS = ("json", "csv", "signed", "html")
 @statement_app.callback()
 def statement(
     ctx: typer.Context,
-    broker: Annotated[int | None, typer.Option("--broker", help="Broker id.", show_default=False)] = None,
+    broker: Annotated[int | None, typer.Option("--broker", help="Broker id.", show_default=False,
+                                               callback=checked_broker_id)] = None,
     month: Annotated[str | None, typer.Option(help="YYYY-MM", show_default=False)] = None,
     output_format: Annotated[str, typer.Option("--format", help="json (the stored document) | csv | signed (with "
                                                                 "the exchange's signature) | html (printable)")]
@@ -84,8 +94,9 @@ def statement(
 
 @statement_app.command("verify")
 def statement_verify(
-    file: Annotated[Path, typer.Argument(help="A signed statement (`bkr statement --format signed`, or the broker "
-                                              "API's `format=signed`); - reads standard input.")],
+    file: Annotated[Path, typer.Argument(readable=False, help="A signed statement (`bkr statement --format "
+                                                              "signed`, or the broker API's `format=signed`); - "
+                                                              "reads standard input.")],
     db_url: Annotated[str | None, typer.Option(
         "--db", envvar="BKR_DATABASE_URL", show_default=False,
         help="Also check that the signing key is one the exchange published (its statement_keys).")] = None,
@@ -175,9 +186,9 @@ def statement_key_create(
         print_json({"key_id": key.key_id, "public_key": key.public_key, "file": str(path)})
         return
     out.print(key.key_id)
-    say(err, escape(f"statement key {key.key_id} created: private key in {path} (mode 0600), public key published. "
-                     f"Sign with it: `[statements] signing_key_file = \"{path.resolve()}\"` in the --config file, "
-                     f"or BKR_STATEMENT_KEY_FILE={path.resolve()}. Keep the file secret and backed up."))
+    say(err, f"statement key {key.key_id} created: private key in {path} (mode 0600), public key published. "
+             f"Sign with it: `[statements] signing_key_file = \"{path.resolve()}\"` in the --config file, "
+             f"or BKR_STATEMENT_KEY_FILE={path.resolve()}. Keep the file secret and backed up.")
 
 
 @statement_key_app.command("list")

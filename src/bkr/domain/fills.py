@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import D, canonical, mul
+from bkr.domain.money import D, canonical, magnitude, mul
 from bkr.domain.periods import Month, as_utc, parse_instant
 from bkr.domain.registry import BrokerId, as_broker_id
 
@@ -306,8 +306,9 @@ def check_plausible(priced: PricedFill, now: datetime, rules: Plausibility) -> N
     if moment < rules.earliest:
         raise InvalidInput(f"timestamp: {moment.isoformat()} is before the program's start "
                            f"({rules.earliest.isoformat()})", field="timestamp")
-    if priced.fill.corrects is None and abs(priced.fee_usd) > mul(rules.max_fee_share, priced.volume_usd):
-        raise InvalidInput(f"fee: {canonical(abs(priced.fee_usd))} USD is more than {canonical(rules.max_fee_share)} "
+    fee = magnitude(priced.fee_usd)
+    if priced.fill.corrects is None and fee > mul(rules.max_fee_share, priced.volume_usd):
+        raise InvalidInput(f"fee: {canonical(fee)} USD is more than {canonical(rules.max_fee_share)} "
                            f"× the fill's notional of {canonical(priced.volume_usd)} USD", field="fee")
 
 

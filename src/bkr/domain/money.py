@@ -35,9 +35,14 @@ def D(value: str | int | Decimal) -> Decimal:
 
 
 # The context's own methods: exact (Inexact is trapped) without switching the thread's context.
+# Python's operators, `-x` and `abs(x)` included, round in the thread's context instead, which a
+# library in the same process may have changed (ccxt sets ROUND_HALF_UP and traps on it): on
+# money, use these.
 add = MONEY.add
 mul = MONEY.multiply
 sub = MONEY.subtract
+neg = MONEY.minus
+magnitude = MONEY.abs
 
 
 def total(values: Iterable[Decimal]) -> Decimal:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from bkr.domain.errors import InvalidInput
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)  # ASCII: int() would read "２０２６" as 2026
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -59,10 +59,11 @@ def as_utc(moment: datetime) -> datetime:
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant; without an offset it is UTC."""
     try:
-        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+        return as_utc(datetime.fromisoformat(text.strip().replace("z", "Z")))
     except ValueError:
-        raise InvalidInput(f"not an ISO 8601 time: {text!r}") from None
-    return as_utc(value)
+        raise InvalidInput(f"not an ISO 8601 time: {text[:64]!r}") from None
+    except OverflowError:  # 0001-01-01T00:00+00:01 is a year 0 moment in UTC
+        raise InvalidInput(f"not a time bkr can hold: {text[:64]!r}") from None
 
 
 def month_field(text: str, field: str = "month") -> Month:

@@ -1,5 +1,7 @@
-"""Effective-dated history: broker status timelines and referral-rate timelines."""
+"""The registry's rules: broker ids, the text of names and ids, broker status timelines and
+referral-rate timelines (effective-dated history)."""
 
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +26,37 @@ def as_broker_id(number: int, where: str = "broker_id") -> BrokerId:
     if not MIN_BROKER_ID <= number <= MAX_BROKER_ID:
         raise InvalidInput(f"{where}: {number} is outside {BROKER_ID_RANGE}")
     return BrokerId(number)
+
+
+# Names, accounts, referral codes and user ids are printable text, whichever door they come in by
+# (the API's schemas and the command line apply this one rule): at most MAX_TEXT_LENGTH characters,
+# none of them a control character (C0, DEL, C1: NUL, which PostgreSQL cannot store; a newline or
+# an escape that would forge lines or colours where the text is printed), a line or paragraph
+# separator, or a bidirectional override or isolate (which make a name display as another). A
+# lone surrogate (what a byte that is not UTF-8 becomes in a command's arguments) is refused too:
+# no database can store it.
+MAX_TEXT_LENGTH = 256
+_REFUSED = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+TEXT_PATTERN = rf"^[^{_REFUSED}]+$"
+"""The rule as a regular expression (JSON Schema's, Python's and pydantic's dialects alike)."""
+_REFUSED_CHARACTER = re.compile(rf"[{_REFUSED}\ud800-\udfff]")
+
+
+def registry_text(value: str, field: str) -> str:
+    """`value` as the registry keeps a name, an account, a referral code or a user id: without
+    its leading and trailing spaces, and printable (see above); else `InvalidInput` naming `field`."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidInput(f"{field}: {len(value)} characters; at most {MAX_TEXT_LENGTH} are accepted", field=field)
+    refused = _REFUSED_CHARACTER.search(value)
+    if refused is not None:
+        code = ord(refused.group())
+        what = "a byte that is not UTF-8" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise InvalidInput(f"{field}: {what} (U+{code:04X}) at character {refused.start() + 1}; names, accounts, "
+                           "codes and ids are printable text", field=field)
+    text = value.strip()
+    if not text:
+        raise InvalidInput(f"{field}: empty", field=field)
+    return text
 
 
 class BrokerType(StrEnum):

@@ -31,7 +31,7 @@ def check(statement: BrokerStatement) -> list[Problem]:
     """Every figure of `statement` that does not follow from its lines, each as a `Problem`."""
     try:
         return _check(statement)
-    except DecimalException:  # only a forged statement has figures beyond 80 exact digits
+    except DecimalException:  # only a forged statement has figures beyond the money context's exact digits
         return [Problem("", "figures too large to check exactly")]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import ZERO, canonical, total
+from bkr.domain.money import ZERO, canonical, neg, total
 
 REBATE_EXPENSE = "program:rebate_expense"
 
@@ -51,8 +51,8 @@ class PostingGroup:
 
     def reversal(self, key: str, memo: str = "") -> "PostingGroup":
         """The group that undoes this one: every posting negated, linked to what it corrects."""
-        return PostingGroup(key, "reversal", tuple(Posting(p.account, p.currency, -p.amount) for p in self.postings),
-                            memo or f"reverses {self.key}", reverses=self.key)
+        negated = tuple(Posting(p.account, p.currency, neg(p.amount)) for p in self.postings)
+        return PostingGroup(key, "reversal", negated, memo or f"reverses {self.key}", reverses=self.key)
 
 
 def check(group: PostingGroup) -> None:
@@ -82,5 +82,6 @@ def balances(postings: Iterable[Posting]) -> dict[tuple[str, str], Decimal]:
 def payout(broker_id: int, month: str, amount: Decimal) -> PostingGroup:
     """A statement's payment: the program's rebate expense, credited to the broker in USD."""
     return PostingGroup(f"payout/{broker_id}/{month}", "payout",
-                        (Posting(REBATE_EXPENSE, "USD", amount), Posting(broker_account(broker_id), "USD", -amount)),
+                        (Posting(REBATE_EXPENSE, "USD", amount),
+                         Posting(broker_account(broker_id), "USD", neg(amount))),
                         memo=f"broker {broker_id} rebate for {month}")

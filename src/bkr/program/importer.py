@@ -5,6 +5,7 @@ Ctrl-C) keeps the batches already committed and nothing of the one in flight; im
 same file again finds the committed rows as duplicates and writes the rest.
 """
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from pathlib import Path
@@ -59,5 +60,7 @@ def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *
 def import_file(engine: Engine, config: ProgramConfig, path: Path, *, clock: Clock,
                 batch_size: int = DEFAULT_BATCH, file_format: str | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
-    return import_rows(engine, config, read_rows(path, file_format), source=path.name, clock=clock,
+    # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
+    source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+    return import_rows(engine, config, read_rows(path, file_format), source=source, clock=clock,
                        batch_size=batch_size, on_batch=on_batch)

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Table, case, func, literal, select
 
 from bkr.domain.errors import NotFound
 from bkr.domain.fills import Attribution
-from bkr.domain.money import ZERO, canonical, total
+from bkr.domain.money import ZERO, canonical, neg, total
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
 from bkr.domain.statement_checks import check
@@ -184,7 +184,7 @@ def _ledger(connection: Connection, month: Month) -> list[Difference]:
         if key != expected_key:
             differences.append(Difference("statements -> ledger", f"broker {broker} payout key",
                                           str(expected_key), str(key)))
-        credited = -total(entries.get(broker_account(broker), [])) if entries else ZERO
+        credited = neg(total(entries.get(broker_account(broker), []))) if entries else ZERO
         expensed = total(entries.get(REBATE_EXPENSE, [])) if entries else ZERO
         for name, amount in (("credited to the broker", credited), ("rebate expense", expensed)):
             if amount != payout:

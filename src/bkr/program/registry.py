@@ -24,6 +24,7 @@ from bkr.domain.registry import (
     StatusTimeline,
     as_broker_id,
     check_rate,
+    registry_text,
 )
 from bkr.program.attribution import reevaluate
 from bkr.store.dialect import insert_ignoring
@@ -51,9 +52,6 @@ class BrokerView:
 
 
 def _enroll(connection: Connection, account_id: str, program: str, now: datetime) -> None:
-    account_id = account_id.strip()
-    if not account_id:
-        raise InvalidInput("account: empty")
     insert_ignoring(connection, accounts, [{"account_id": account_id, "created_at": now}], ["account_id"])
     # accounts compare without case (a unique index on lower(account_id) holds it under concurrency)
     same_account = func.lower(enrollments.c.account_id) == func.lower(account_id)
@@ -80,16 +78,15 @@ def enroll_broker(connection: Connection, broker_id: int, account_id: str, name:
         kind = BrokerType(broker_type)
     except ValueError:
         raise InvalidInput(f"type: {broker_type!r} is not one of {', '.join(t.value for t in BrokerType)}") from None
-    if not name.strip():
-        raise InvalidInput("name: empty")
+    account_id, name = registry_text(account_id, "account"), registry_text(name, "name")
     taken = connection.execute(select(brokers.c.account_id).where(brokers.c.broker_id == broker_id)).scalar()
     if taken is not None:
         raise Conflict(f"broker id {broker_id} is already taken (account {taken}); ids are never reused")
     _enroll(connection, account_id, "broker", now)
     try:
         with connection.begin_nested():
-            connection.execute(insert(brokers).values(broker_id=broker_id, account_id=account_id.strip(),
-                                                      name=name.strip(), type=kind.value, created_at=now))
+            connection.execute(insert(brokers).values(broker_id=broker_id, account_id=account_id, name=name,
+                                                      type=kind.value, created_at=now))
     except IntegrityError:
         raise Conflict(f"broker id {broker_id} was taken by a concurrent enrollment") from None
     # fills that named this id before it was enrolled move from "unknown broker" to "inactive"
@@ -165,10 +162,9 @@ def list_brokers(connection: Connection, now: datetime) -> list[BrokerView]:
 
 
 def enroll_affiliate(connection: Connection, account_id: str, name: str, now: datetime) -> None:
-    if not name.strip():
-        raise InvalidInput("name: empty")
+    account_id, name = registry_text(account_id, "account"), registry_text(name, "name")
     _enroll(connection, account_id, "affiliate", now)
-    connection.execute(insert(affiliates).values(account_id=account_id.strip(), name=name.strip(), created_at=now))
+    connection.execute(insert(affiliates).values(account_id=account_id, name=name, created_at=now))
 
 
 def list_affiliates(connection: Connection) -> list[tuple[str, str, list[str]]]:
@@ -183,9 +179,7 @@ def list_affiliates(connection: Connection) -> list[tuple[str, str, list[str]]]:
 def set_referral_rate(connection: Connection, affiliate_account_id: str, code: str, rate: Decimal,
                       effective_from: datetime, now: datetime) -> RateTimeline:
     """Create a referral code with its rate, or record a new rate from `effective_from` on."""
-    code = code.strip()
-    if not code:
-        raise InvalidInput("code: empty")
+    affiliate_account_id, code = registry_text(affiliate_account_id, "affiliate"), registry_text(code, "code")
     check_rate(rate)
     owner = connection.execute(
         select(referral_codes.c.affiliate_account_id).where(referral_codes.c.code == code)).scalar()
@@ -232,9 +226,8 @@ def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]],
     waiting for these users are then attributed. Returns how many users were new."""
     wanted: dict[str, str | None] = {}
     for user_id, code in entries:
-        user_id, code = user_id.strip(), (code or "").strip() or None
-        if not user_id:
-            raise InvalidInput("user_id: empty")
+        user_id = registry_text(user_id, "user_id")
+        code = None if code is None or not code.strip(" ") else registry_text(code, "referral_code")
         if wanted.setdefault(user_id, code) != code:
             raise Conflict(f"user {user_id} is listed twice with different referral codes")
     if not wanted:

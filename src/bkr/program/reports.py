@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, func, select
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import InvalidInput, NotFound
 from bkr.domain.fills import Attribution, MarketType
-from bkr.domain.money import ZERO, add, canonical, sub, total
+from bkr.domain.money import ZERO, add, canonical, neg, sub, total
 from bkr.domain.payout import statement_payout
 from bkr.domain.periods import Month
 from bkr.domain.statements import StatementLine, paying_tier
@@ -295,7 +295,7 @@ def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int
             sums[3] = add(sums[3], line.fee_base)
         sums[5] = add(sums[5], line.payout_exact)
     figures = sorted((UserFigures(user, *sums) for user, sums in by_user.items()),
-                     key=lambda u: (-add(u.fee_base, u.adjustment_fee_base), u.user_id))
+                     key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
     return UserBreakdown(broker_id, month, source, len(figures), limit, offset,
                          tuple(figures[offset:offset + limit]))
 

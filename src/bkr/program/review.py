@@ -20,6 +20,7 @@ from bkr.store.tables import fill_conflicts, fill_rejections, fills
 
 CONFLICT_REASON = "fill_id already stored with other content; this version was not applied"
 MAX_ROW_ID = 2**31 - 1  # row ids are 32-bit integers in both databases
+MAX_PAGE = 100_000  # rows in one page: a page is read whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,8 @@ class ReviewCounts:
 
 
 def _check_page(limit: int, after: int | None) -> None:
-    if limit < 1:
-        raise InvalidInput(f"limit: must be at least 1, got {limit}", field="limit")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: {limit} is outside 1..{MAX_PAGE}", field="limit")
     if after is not None and not 0 <= after <= MAX_ROW_ID:
         raise InvalidInput(f"after: a row id in 0..{MAX_ROW_ID}, got {after}", field="after")
 

@@ -138,6 +138,8 @@ def read_signed_statement(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"{path}: not JSON ({error})") from None
+    except RecursionError:
+        raise InvalidInput(f"{path}: not a signed statement (its JSON is nested too deeply)") from None
 
 
 def verify_against(envelope: Any, connection: Connection | None) -> tuple[Verification, bool]:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import CENT, MONEY, D, add, canonical, mul, round_down, sub, total
+from bkr.domain.money import CENT, MONEY, D, add, canonical, magnitude, mul, neg, round_down, sub, total
 
 EIGHTEEN_PLACES = st.decimals(min_value=Decimal("-1e15"), max_value=Decimal("1e15"), places=18,
                               allow_nan=False, allow_infinity=False)
@@ -176,3 +176,14 @@ def test_canonical_is_the_same_for_every_way_of_writing_an_amount(amount: Decima
     assert canonical(padded) == text
     assert "E" not in text and "e" not in text
     assert D(text) == amount
+
+
+def test_negation_and_magnitude_keep_every_digit_whatever_the_threads_context(
+        hostile_decimal_context: decimal.Context) -> None:
+    """Python's `-x` and `abs(x)` round in the thread's context (28 digits by default; a library
+    such as ccxt changes its rounding and traps): `neg` and `magnitude` are the money context's."""
+    amount = Decimal("-" + "9" * 51 + "." + "9" * 54)
+    with localcontext(hostile_decimal_context):
+        assert (neg(amount), magnitude(amount), neg(neg(amount))) == (amount.copy_negate(), amount.copy_abs(), amount)
+    with localcontext(decimal.Context()):
+        assert -amount != amount.copy_negate()  # what the operator does: rounded to 28 digits

@@ -1,6 +1,7 @@
 """Plausibility: a fill dated in the future or before the program, or whose fee dwarfs its trade,
 is refused with the field to blame; anything at the edge of the rules is accepted."""
 
+import decimal
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -64,3 +65,20 @@ def test_the_program_starts_at_its_earliest_tier_schedule_unless_configured() ->
                                            "max_fee_share": "0.05"}})
     assert (configured.first_month, configured.future_tolerance, configured.max_fee_share) == (
         Month(2024, 5), timedelta(seconds=60), D("0.05"))
+
+
+@pytest.mark.parametrize("context", [decimal.Context(), "hostile"])
+def test_a_fee_of_many_digits_exactly_at_the_limit_is_plausible_whatever_the_threads_context(
+        context: decimal.Context | str, hostile_decimal_context: decimal.Context) -> None:
+    """|fee| is taken in the money context: in Python's default one (28 digits) a 40-digit fee
+    rounded up past the limit, and under ccxt's traps it raised."""
+    rules = ProgramConfig(start=Month(2024, 1), max_fee_share=D("1")).plausibility
+    largest, below = "999999999999999.999999999999999999", "999999999999999.999999999999999998"
+    with decimal.localcontext(hostile_decimal_context if context == "hostile" else context):
+        at_limit = price_in_usd(parse_fill(raw_row(price=largest, quantity="1", fee="-" + largest)),
+                                DEFAULT_USD_RATES)
+        check_plausible(at_limit, NOW, rules)
+        beyond = price_in_usd(parse_fill(raw_row(price=below, quantity="1", fee="-" + largest)), DEFAULT_USD_RATES)
+        with pytest.raises(InvalidInput, match=r"^fee: 999999999999999\.999999999999999999 USD is more than 1 × "
+                                               r"the fill's notional of 999999999999999\.999999999999999998 USD$"):
+            check_plausible(beyond, NOW, rules)

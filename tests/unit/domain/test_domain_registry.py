@@ -1,5 +1,6 @@
 """Effective-dated history: a broker's status walk and a referral code's rate over time."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,12 +8,14 @@ import pytest
 from bkr.domain.errors import Conflict, InvalidInput
 from bkr.domain.money import D
 from bkr.domain.registry import (
+    TEXT_PATTERN,
     BrokerStatus,
     RateChange,
     RateTimeline,
     StatusChange,
     StatusTimeline,
     check_rate,
+    registry_text,
 )
 
 PENDING, ACTIVE, SUSPENDED, TERMINATED = (BrokerStatus.PENDING, BrokerStatus.ACTIVE, BrokerStatus.SUSPENDED,
@@ -161,3 +164,41 @@ def test_check_rate_accepts_fractions(rate: str) -> None:
 def test_check_rate_refuses_values_outside_zero_to_one(rate: str) -> None:
     with pytest.raises(InvalidInput, match=r"^rate:"):
         check_rate(D(rate))
+
+
+@pytest.mark.parametrize(("text", "kept"), [("ccxt", "ccxt"), ("  Hummingbot ", "Hummingbot"), ("café ☕", "café ☕"),
+                                            ("x" * 256, "x" * 256), ("[/]", "[/]")])
+def test_registry_text_keeps_printable_text_without_its_outer_spaces(text: str, kept: str) -> None:
+    assert registry_text(text, "name") == kept
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "name: empty"), ("   ", "name: empty"), ("x" * 257, "name: 257 characters; at most 256 are accepted"),
+    ("cc\x00xt", "name: a control character (U+0000) at character 3"),
+    ("a\tb", "name: a control character (U+0009) at character 2"),
+    (" a\n", "name: a control character (U+000A) at character 3"),  # refused, not stripped away
+    ("a\x7f", "name: a control character (U+007F) at character 2"),
+    ("a\x9b", "name: a control character (U+009B) at character 2"),
+    ("a\u2029", "name: a control character (U+2029) at character 2"),
+    ("\u2066evil", "name: a control character (U+2066) at character 1"),
+    ("al\udcffce", "name: a byte that is not UTF-8 (U+DCFF) at character 3"),
+])
+def test_registry_text_refuses_what_is_not_printable_naming_the_field(text: str, reason: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        registry_text(text, "name")
+    assert str(raised.value).startswith(reason) and raised.value.field == "name"
+
+
+def test_the_rule_as_a_pattern_agrees_with_the_rule() -> None:
+    """The API publishes the rule as a pattern (its OpenAPI document): the same characters."""
+    pattern = re.compile(TEXT_PATTERN)
+    for code in [*range(0x00, 0x2100), *range(0x2100, 0x110000, 97)]:
+        character = chr(code)
+        if 0xD800 <= code <= 0xDFFF or (character.isspace() and not pattern.match(character)):
+            continue  # surrogates cannot be sent in JSON text; a lone space is "empty" to both
+        try:
+            registry_text(f"a{character}b", "name")
+            allowed = True
+        except InvalidInput:
+            allowed = False
+        assert allowed == bool(pattern.match(f"a{character}b")), hex(code)

@@ -353,3 +353,41 @@ def test_statement_document_does_not_depend_on_the_order_of_lines(fills: list[Re
     first = build_statement(DEFAULT_CONFIG, BROKER, PERIOD, lines, SEED_TIERS[1], prior).to_document()
     second = build_statement(DEFAULT_CONFIG, BROKER, PERIOD, shuffled, SEED_TIERS[1], prior).to_document()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_a_statement_at_the_headroom_is_priced_stored_read_back_and_checked_whatever_the_threads_context(
+        hostile_decimal_context: decimal.Context) -> None:
+    """A month of 10^12 fills at the largest price, quantity, fee and USD rate the bounds allow
+    (bkr.domain.bounds' table), a shortfall carried in: the statement is exact to the last digit,
+    its canonical JSON reads back to the same statement, and its one check finds nothing, under a
+    thread context that would round (and raise)."""
+    from fractions import Fraction
+
+    from bkr.domain.statement_checks import check
+    from bkr.domain.statement_document import canonical_json, parse_statement
+
+    fills = 10**12
+    largest, usd = "999999999999999.999999999999999999", "999999999.999999999999999999"
+    month = Fraction(largest) * Fraction(largest) * Fraction(usd) * fills  # a base-asset fee is as large
+    with localcontext(decimal.Context(prec=300)):  # the reference's own, ample precision
+        figure = Decimal(largest) * Decimal(largest) * Decimal(usd) * fills
+    assert Fraction(figure) == month
+    config = ProgramConfig(cap=D(1), rounding_quantum=D("1E-18"))
+    carried_in = D("-" + "9" * 45 + "." + "9" * 18)
+    line = AggregateLine(BROKER, PERIOD, PERIOD, "=u", MarketType.PERP, D("1E-18"), fills, figure, figure, figure)
+
+    def statement_text() -> str:
+        tier = SEED_SCHEDULE.tier_for_volume(figure)
+        return canonical_json(build_statement(config, BROKER, PERIOD, [line], tier, {}, carried_in).to_document())
+
+    with localcontext(hostile_decimal_context):
+        text = statement_text()
+        back = parse_statement(text)
+        problems = check(back)
+    assert problems == [] and text == statement_text()
+    payout_exact = month * Fraction("0.5")  # the top tier's 50%, below cap − affiliate rate
+    assert (Fraction(back.api_volume), Fraction(back.fee_base), Fraction(back.payout_exact)) == (
+        month, month, payout_exact)
+    quantum = 10**18
+    assert Fraction(back.payout) == Fraction(int((payout_exact + Fraction(carried_in)) * quantum), quantum)
+    assert len(back.to_document()["payout_exact"].replace(".", "")) > 90  # far past 28 digits

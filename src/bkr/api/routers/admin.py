@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bkr.api import observability
@@ -22,7 +22,17 @@ from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput, StatementNotIssued
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month, month_field, parse_instant
-from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus, BrokerType, RateTimeline, check_rate
+from bkr.domain.registry import (
+    MAX_BROKER_ID,
+    MAX_TEXT_LENGTH,
+    MIN_BROKER_ID,
+    TEXT_PATTERN,
+    BrokerStatus,
+    BrokerType,
+    RateTimeline,
+    check_rate,
+    registry_text,
+)
 from bkr.ledger import journal
 from bkr.program import keys, overview, registry, review, settlement
 from bkr.program.close import close_month
@@ -63,14 +73,25 @@ Fraction = Annotated[Decimal, BeforeValidator(_fraction),
 Instant = Annotated[datetime, BeforeValidator(_instant),
                     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
                                     "description": "ISO 8601; without an offset it is UTC."})]
-# Names and ids are printable text: control characters (NUL above all, which PostgreSQL cannot
-# store) are refused at the door with the field named.
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
-TextPath = Annotated[str, Path(min_length=1, max_length=256, pattern=PRINTABLE)]
 
 
-def _month(month: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="A month, YYYY-MM (UTC).",
+def _registry_text(value: str, info: ValidationInfo) -> str:
+    try:
+        return registry_text(value, info.field_name or "text")
+    except InvalidInput as error:
+        raise PydanticCustomError("printable_text", "{reason}",
+                                  {"reason": str(error).removeprefix(f"{info.field_name}: ")}) from None
+
+
+# Names, accounts, codes and ids are printable text, by the registry's one rule (the command line
+# applies it too): refused at the door with the field named.
+Text = Annotated[str, AfterValidator(_registry_text),
+                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH,
+                                 "pattern": TEXT_PATTERN})]
+TextPath = Annotated[str, Path(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=TEXT_PATTERN)]
+
+
+def _month(month: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="A month, YYYY-MM (UTC).",
                                       examples=["2026-09"])]) -> Month:
     return month_field(month)
 

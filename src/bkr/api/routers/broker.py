@@ -55,6 +55,7 @@ def _requested_month(text: str | None, services: ServicesDep) -> Month:
 
 MonthQuery = Annotated[str | None, Query(description="YYYY-MM (UTC); default: the current month.",
                                          examples=["2026-10"])]
+MAX_OFFSET = 2**31 - 1  # as every page cursor of the API: beyond any number of users
 
 # --- summary -----------------------------------------------------------------------------------------
 
@@ -227,7 +228,8 @@ class BrokerUsersOut(BaseModel):
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(USERS))
 def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: ServicesDep, connection: SnapshotDep,
           month: MonthQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-          offset: Annotated[int, Query(ge=0)] = 0) -> BrokerUsersOut:
+          offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Users to skip, largest fee base "
+                                                                        "first.")] = 0) -> BrokerUsersOut:
     target = _requested_month(month, services)
     found = reports.user_breakdown(connection, services.config, broker_id, target, limit=limit, offset=offset)
     return BrokerUsersOut.model_validate(found.to_document())
