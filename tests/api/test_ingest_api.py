@@ -276,7 +276,7 @@ def test_an_item_with_a_field_that_is_not_a_fill_field_is_rejected_naming_it(api
         ("f-1", "rejected", "brokerId: not a fill field; did you mean broker_id?"),
         ("f-2", "rejected", "note: not a fill field (and venue); the fields are fill_id, order_id, user_id, symbol, "
                             "market_type, side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker_id, "
-                            "via_api, fill_type, corrects"),
+                            "via_api, fill_type, corrects, trade_id"),
         ("f-3", "accepted", None),
     ]
 
