@@ -331,6 +331,8 @@ def _uncount(connection: Connection, earlier: Sequence[EarlierSide], targets: Ma
     aggregates of the periods they were counted in are rebuilt without them. A side already on
     an issued statement stays as that statement paid it: a correction of it (its reversal), paid
     in the next open period as corrections are, takes back what it and its corrections counted."""
+    if not earlier:
+        return
     flips: list[dict[str, Any]] = []
     touched: set[tuple[int, Month]] = set()
     reversals: list[dict[str, Any]] = []
