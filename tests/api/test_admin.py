@@ -305,7 +305,7 @@ def test_rejected_rows_and_conflicts_are_listed_page_by_page_with_the_waiting_fi
     ]
     assert json.loads(first["items"][0]["raw"])["price"] == "abc"
     assert second["next_after"] is None
-    assert first["counts"] == {"rejected": 3, "conflicts": 1, "awaiting_user": 1}
+    assert first["counts"] == {"rejected": 3, "conflicts": 1, "awaiting_user": 1, "self_trades": 0}
     conflicts = ok(api.client.get("/v1/admin/fills/conflicts", headers=op))
     assert [(c["source"], c["line"], c["fill_id"]) for c in conflicts["items"]] == [("late.ndjson", 1, "f-1")]
     assert json.loads(conflicts["items"][0]["raw"])["fee"] == "11"

@@ -69,8 +69,8 @@ def test_a_batch_is_accepted_as_a_json_array_or_as_ndjson(api: Api, feed: dict[s
     assert response.status_code == 200, response.text
     assert response.json() == {
         "accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 0,
-        "results": [{"index": 1, "fill_id": "f-1", "outcome": "accepted", "reason": None},
-                    {"index": 2, "fill_id": "f-2", "outcome": "accepted", "reason": None}]}
+        "results": [{"index": 1, "fill_id": "f-1", "outcome": "accepted", "reason": None, "attribution": "counted"},
+                    {"index": 2, "fill_id": "f-2", "outcome": "accepted", "reason": None, "attribution": "counted"}]}
     assert fill_count(api.engine) == 2
 
 
@@ -121,6 +121,24 @@ def test_each_item_is_answered_on_its_own_as_a_file_import_would(api: Api, feed:
     assert _counts(again) == _import(reference, second).counts()
     assert stored_aggregates(api.engine) == stored_aggregates(reference)
     reference.dispose()
+
+
+def test_a_self_trade_posted_side_by_side_is_answered_and_counted_for_nobody(api: Api, feed: dict[str, str]) -> None:
+    buy = fill("f-buy") | {"trade_id": 4242}  # Backpack's tradeId is an integer
+    sell = fill("f-sell") | {"side": "Ask", "is_maker": True, "trade_id": 4242}
+
+    first = post_fills(api.client, feed, [buy, fill("f-bob", user="bob")]).json()
+    counted = stored_aggregates(api.engine)
+    second = post_fills(api.client, feed, [sell, sell | {"fill_id": "f-third", "user_id": "bob"}]).json()
+    review = api.client.get("/v1/admin/fills/rejected", headers=feed).json()
+
+    assert [r["attribution"] for r in first["results"]] == ["counted", "counted"]
+    assert [(r["outcome"], r["attribution"]) for r in second["results"]] == [("accepted", "self_trade"),
+                                                                             ("rejected", None)]
+    assert second["results"][1]["reason"].startswith("trade_id: trade '4242' of SOL_USDC already has two sides")
+    assert stored_aggregates(api.engine) != counted  # alice's first side was taken back: bob's fill alone counts
+    assert [(r.user_id, r.fills, r.volume_usd) for r in stored_aggregates(api.engine)] == [("bob", 1, Decimal(100))]
+    assert (review["counts"]["self_trades"], review["counts"]["rejected"]) == (2, 1)
 
 
 def test_json_numbers_are_read_as_exact_decimals(api: Api, feed: dict[str, str]) -> None:
@@ -276,7 +294,7 @@ def test_an_item_with_a_field_that_is_not_a_fill_field_is_rejected_naming_it(api
         ("f-1", "rejected", "brokerId: not a fill field; did you mean broker_id?"),
         ("f-2", "rejected", "note: not a fill field (and venue); the fields are fill_id, order_id, user_id, symbol, "
                             "market_type, side, price, quantity, fee, fee_symbol, is_maker, timestamp, broker_id, "
-                            "via_api, fill_type, corrects"),
+                            "via_api, fill_type, corrects, trade_id"),
         ("f-3", "accepted", None),
     ]
 

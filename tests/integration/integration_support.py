@@ -40,16 +40,20 @@ def clock() -> datetime:
 def fill(fill_id: str, *, at: str = "2024-05-10T12:00:00Z", user: str = "alice", broker: int | None = BROKER,
          price: str = "100", quantity: str = "1", fee: str = "0.1", market: str = "SPOT",
          symbol: str | None = None, fee_symbol: str = "USDC", via_api: bool = True, fill_type: str = "User",
-         is_maker: bool = False, side: str = "Bid", order_id: str | None = None) -> dict[str, Any]:
-    """One fill row as a file would carry it (money as decimal text)."""
+         is_maker: bool = False, side: str = "Bid", order_id: str | None = None,
+         trade_id: str | int | None = None) -> dict[str, Any]:
+    """One fill row as a file would carry it (money as decimal text); `trade_id` only if given."""
     if symbol is None:
         symbol = "SOL_USDC" if market == "SPOT" else f"SOL_USDC_{market}"
-    return {
+    row = {
         "fill_id": fill_id, "order_id": order_id or f"order-{fill_id}", "user_id": user, "symbol": symbol,
         "market_type": market, "side": side, "price": price, "quantity": quantity, "fee": fee,
         "fee_symbol": fee_symbol, "is_maker": is_maker, "timestamp": at, "broker_id": broker,
         "via_api": via_api, "fill_type": fill_type,
     }
+    if trade_id is not None:
+        row["trade_id"] = trade_id
+    return row
 
 
 def correction(of: Mapping[str, Any], fill_id: str, *, quantity: str, fee: str) -> dict[str, Any]:
@@ -86,7 +90,8 @@ MONEY_COLUMNS = ("price", "quantity", "fee")
 
 def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]], *, money: str = "decimal") -> Path:
     """Typed columns, as an exchange's export would have them. `money` is the type of price,
-    quantity and fee: `decimal` (decimal128(38, 18)), `string`, or `float` (which bkr refuses)."""
+    quantity and fee: `decimal` (decimal128(38, 18)), `string`, or `float` (which bkr refuses).
+    A `trade_id` column is written when a row has one: integers, as Backpack's `tradeId`, or text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,6 +103,10 @@ def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]], *, money: str =
         ("fee_symbol", pa.string()), ("is_maker", pa.bool_()), ("timestamp", pa.timestamp("us", tz="UTC")),
         ("broker_id", pa.int32()), ("via_api", pa.bool_()), ("fill_type", pa.string()),
     ])
+    trade_ids = [row.get("trade_id") for row in rows]
+    if any(value is not None for value in trade_ids):
+        integers = all(isinstance(value, int) for value in trade_ids if value is not None)
+        schema = schema.append(pa.field("trade_id", pa.int64() if integers else pa.string()))
 
     def cell(name: str, value: Any) -> Any:
         if name in MONEY_COLUMNS:
@@ -106,7 +115,7 @@ def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]], *, money: str =
             return parse_instant(value)
         return value
 
-    table = pa.Table.from_pylist([{name: cell(name, row[name]) for name in schema.names} for row in rows],
+    table = pa.Table.from_pylist([{name: cell(name, row.get(name)) for name in schema.names} for row in rows],
                                  schema=schema)
     pq.write_table(table, path)
     return path

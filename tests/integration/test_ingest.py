@@ -87,7 +87,7 @@ def test_every_row_is_accepted_duplicate_conflict_or_rejected_with_its_line_and_
     ]
     assert review["rejected"][0]["raw"].startswith("f-2,order-f-2,alice,SOL_USDC,SPOT,Bid,abc,")
     assert sorted((c["line"], c["fill_id"]) for c in review["conflicts"]) == [(5, "f-stored"), (9, "f-1")]
-    assert review["counts"] == {"rejected": 6, "conflicts": 2, "awaiting_user": 0}
+    assert review["counts"] == {"rejected": 6, "conflicts": 2, "awaiting_user": 0, "self_trades": 0}
     # a conflict is never applied: the stored fills keep their first content
     statement = preview(registry, MAY)[1400]
     assert (statement["spot_volume"], statement["futures_volume"], statement["fee_base"]) == ("200", "100", "0.3")

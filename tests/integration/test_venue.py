@@ -38,6 +38,7 @@ from bkr.store.tables import (
 )
 from bkr.venue.accounts import create_user_key
 from bkr.venue.client import BackpackClient, BackpackError
+from bkr.venue.entry import program_trade_id
 from bkr.venue.markets import DEFAULT_MARKETS, VenueConfig, market_from_symbol
 
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -102,6 +103,33 @@ def test_an_order_s_fills_are_in_the_venue_and_in_the_broker_program_together(ve
     assert (maker_fill.fee, maker_fill.fee_symbol) == (D("0.3606"), "USDC")  # 0.08% of 450.75
 
 
+def test_an_order_that_trades_with_its_own_user_s_resting_order_counts_for_nobody(venue: Venue) -> None:
+    venue.broker(1400)
+    alice, bob = venue.user("alice", broker_id=1400), venue.user("bob", broker_id=1400)
+    alice.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="150", quantity="4")
+    bob.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="150", quantity="1")  # 150 USD, counted
+    with venue.engine.connect() as connection:
+        before = {t.name: connection.execute(select(t)).all() for t in (aggregates, aggregate_totals, daily_volumes)}
+
+    mine = alice.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="150", quantity="3",
+                       selfTradePrevention="Allow")
+
+    assert (mine["status"], mine["executedQuantity"]) == ("Filled", "3")
+    with venue.engine.connect() as connection:
+        after = {t.name: connection.execute(select(t)).all() for t in (aggregates, aggregate_totals, daily_volumes)}
+    assert after == before  # the broker's volume is the two sides of alice's trade with bob alone
+    assert sum(row.volume_usd for row in after["aggregates"]) == D(300)
+    with venue.engine.connect() as connection:
+        stored = connection.execute(select(fills.c.fill_id, fills.c.user_id, fills.c.trade_id, fills.c.attribution)
+                                    .order_by(fills.c.fill_id)).all()
+        in_venue = connection.execute(select(venue_fills.c.fill_id, venue_fills.c.trade_id)
+                                      .order_by(venue_fills.c.fill_id)).all()
+    assert stored == [("venue-1-maker", "alice", "venue-1", "counted"), ("venue-1-taker", "bob", "venue-1", "counted"),
+                      ("venue-2-maker", "alice", "venue-2", "self_trade"),
+                      ("venue-2-taker", "alice", "venue-2", "self_trade")]
+    assert [(f, program_trade_id(t)) for f, t in in_venue] == [(f, t) for f, _, t, _ in stored]
+
+
 EUR = market_from_symbol("SOL_EUR", D("0.01"), D("0.01"))  # no USD rate for EUR is configured
 REFUSALS = {
     # the market's quote has no USD rate: the program cannot price the fill
@@ -154,7 +182,8 @@ def _program_history(connection: Connection) -> dict[str, list[tuple[tuple[str, 
 
 def _as_a_file_states_them(connection: Connection, config: VenueConfig) -> list[dict[str, Any]]:
     """The venue's fills as an exchange's fill file would state them, from the venue's own
-    records: its fills, and the broker id each order was sent with."""
+    records: its fills (with their trade, as the program names it), and the broker id each
+    order was sent with."""
     broker_of = dict(connection.execute(select(venue_orders.c.order_id, venue_orders.c.broker_id)).all())
     rows = []
     for fill in connection.execute(select(venue_fills).order_by(venue_fills.c.fill_id)):
@@ -165,7 +194,7 @@ def _as_a_file_states_them(connection: Connection, config: VenueConfig) -> list[
                      "price": canonical(fill.price), "quantity": canonical(fill.quantity),
                      "fee": canonical(fill.fee), "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
                      "timestamp": fill.ts.isoformat(), "broker_id": broker_of[fill.order_id], "via_api": True,
-                     "fill_type": "User"})
+                     "fill_type": "User", "trade_id": program_trade_id(fill.trade_id)})
     return rows
 
 

@@ -62,8 +62,9 @@ def fills_import(
     if as_json:
         print_json(tally.counts())
         return
+    self_trades = f", {tally.self_trades:,} of self-trades" if tally.self_trades else ""
     out.print(f"{file.name}: {tally.accepted:,} accepted ({tally.counted:,} broker volume, "
-              f"{tally.awaiting_user:,} awaiting their user), {tally.duplicates:,} duplicates, "
+              f"{tally.awaiting_user:,} awaiting their user{self_trades}), {tally.duplicates:,} duplicates, "
               f"{tally.conflicts:,} conflicts, {tally.rejected:,} rejected")
     if tally.rejected or tally.conflicts:
         out.print("See them with: bkr fills rejected")
@@ -72,7 +73,8 @@ def fills_import(
 @fills_app.command("rejected")
 def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, typer.Option()] = 50,
                    as_json: JsonOption = False) -> None:
-    """Rows that were rejected (with their reason), conflicting fills, and fills awaiting their user."""
+    """Rows that were rejected (with their reason), conflicting fills, fills awaiting their user, and
+    how many fills are sides of self-trades."""
     with transaction(db_url) as connection:
         rejections = review.rejected_rows(connection, limit=limit)
         conflicts = review.conflict_rows(connection, limit=limit)
@@ -96,6 +98,9 @@ def fills_rejected(db_url: DbOption = db.DEFAULT_URL, limit: Annotated[int, type
     if counts["awaiting_user"]:
         out.print(f"{counts['awaiting_user']:,} broker fills wait for their user to be registered "
                   "(bkr user add / bkr user import); they are paid once it is. Which users: bkr fills awaiting")
+    if counts["self_trades"]:
+        out.print(f"{counts['self_trades']:,} fills are sides of self-trades (one user on both sides of a trade): "
+                  "stored, counted for nobody.")
 
 
 @fills_app.command("awaiting")

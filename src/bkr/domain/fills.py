@@ -8,6 +8,9 @@ A row whose `corrects` names an earlier fill is a *correction* of that fill: it 
 trade (the same user, market, side, price, time, broker) with the signed amounts to add to it,
 negative to reduce; a bust negates the original's quantity and fee. Corrections are stored as
 rows of their own, so nothing stored, and nothing already paid, is ever edited.
+
+A row may name its trade (`trade_id`): both sides of one trade carry the same id, within one
+symbol, and `bkr.domain.trades` says when two sides make a self-trade, which is never broker volume.
 """
 
 import difflib
@@ -50,7 +53,7 @@ SYSTEM_FILL_TYPES = frozenset({
 FILL_TYPES = SYSTEM_FILL_TYPES | {USER_FILL}
 
 FIELDS = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
-          "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type", "corrects")
+          "fee", "fee_symbol", "is_maker", "timestamp", "broker_id", "via_api", "fill_type", "corrects", "trade_id")
 _FIELD_SET = frozenset(FIELDS)
 REQUIRED = ("fill_id", "order_id", "user_id", "symbol", "market_type", "side", "price", "quantity",
             "fee", "fee_symbol", "is_maker", "timestamp")
@@ -73,6 +76,7 @@ class Attribution(StrEnum):
     SYSTEM = "system"
     BROKER_INACTIVE = "broker_inactive"
     BROKER_UNKNOWN = "broker_unknown"
+    SELF_TRADE = "self_trade"  # one side of a trade whose two sides belong to one user: counted for nobody
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class Fill:
     via_api: bool
     fill_type: str
     corrects: str | None = None  # the fill this row corrects; quantity and fee are then differences
+    trade_id: str | None = None  # the trade this fill is one side of (both sides carry it), within its symbol
 
     @property
     def month(self) -> Month:
@@ -116,6 +121,8 @@ class Fill:
                  "1" if self.via_api else "0", self.fill_type)
         if self.corrects is not None:  # an ordinary fill's key is unchanged by the field's existence
             parts += (self.corrects,)
+        if self.trade_id is not None:  # likewise; after the `corrects` slot, empty or not, so never read as one
+            parts += ("", self.trade_id) if self.corrects is None else (self.trade_id,)
         return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -199,6 +206,13 @@ def _broker_id(row: Mapping[str, object]) -> BrokerId | None:
     return as_broker_id(number)
 
 
+def _trade_id(row: Mapping[str, object]) -> str | None:
+    """An exchange's trade id is text or an integer (Backpack's `tradeId`); a boolean is neither."""
+    if isinstance(row.get("trade_id"), bool):
+        raise InvalidInput(f"trade_id: not an id: {row.get('trade_id')!r}")
+    return _optional_text(row, "trade_id")
+
+
 def unknown_field(names: Iterable[str]) -> str | None:
     """The reason to refuse a record or a header with a name that is not a fill field (a misspelled
     `brokerId` would otherwise lose the fill's attribution without a word), or None."""
@@ -260,6 +274,7 @@ def parse_fill(row: Mapping[str, object]) -> Fill:
         via_api=_bool(row, "via_api", default=True),
         fill_type=fill_type,
         corrects=corrects,
+        trade_id=_trade_id(row),
     )
 
 
@@ -318,8 +333,11 @@ def _duration(span: timedelta) -> str:
 
 
 def attribute(broker_id: int | None, fill_type: str, via_api: bool, broker_active: bool | None,
-              user_known: bool) -> Attribution:
-    """Whether a fill is broker volume. `broker_active` is None when the broker id is not enrolled."""
+              user_known: bool, self_trade: bool = False) -> Attribution:
+    """Whether a fill is broker volume. `broker_active` is None when the broker id is not enrolled.
+    A side of a self-trade is that before anything else: no broker, status or user changes it."""
+    if self_trade:
+        return Attribution.SELF_TRADE
     if broker_id is None:
         return Attribution.NO_BROKER
     if fill_type != USER_FILL:

@@ -87,17 +87,18 @@ class RegistryView:
         return None if timeline is None else timeline.is_active_at(moment)
 
     def attribute(self, broker_id: int | None, fill_type: str, via_api: bool, user_id: str,
-                  moment: datetime) -> tuple[Attribution, Decimal | None]:
+                  moment: datetime, self_trade: bool = False) -> tuple[Attribution, Decimal | None]:
         """A fill's attribution under this registry, and its affiliate rate when it counts."""
         active = None if broker_id is None else self.broker_active(broker_id, moment)
-        return self.attribute_decided(broker_id, active, fill_type, via_api, user_id, moment)
+        return self.attribute_decided(broker_id, active, fill_type, via_api, user_id, moment, self_trade)
 
     def attribute_decided(self, broker_id: int | None, broker_active: bool | None, fill_type: str, via_api: bool,
-                          user_id: str, moment: datetime) -> tuple[Attribution, Decimal | None]:
+                          user_id: str, moment: datetime,
+                          self_trade: bool = False) -> tuple[Attribution, Decimal | None]:
         """`attribute` with the broker's standing at `moment` already decided by the caller (the
         venue decides it at order entry): only the user and the affiliate rate come from here."""
         rate = self.affiliate_rate(user_id, moment)
-        attribution = attribute(broker_id, fill_type, via_api, broker_active, rate is not None)
+        attribution = attribute(broker_id, fill_type, via_api, broker_active, rate is not None, self_trade)
         return attribution, rate if attribution is Attribution.COUNTED else None
 
     def affiliate_rate(self, user_id: str, moment: datetime) -> Decimal | None:
@@ -189,7 +190,8 @@ def reevaluate(connection: Connection, condition: Any) -> int:
 
     Only fills not yet on a statement move: those paid in an open period, and fills that were
     waiting for their user (never counted, so they go to the first open period). Corrections are
-    not judged on their own: they follow the fill they correct. Aggregates of every (broker,
+    not judged on their own: they follow the fill they correct. A side of a self-trade stays one:
+    no registry change makes it count. Aggregates of every (broker,
     period) touched are rebuilt from the fills. Returns the number of fills whose attribution,
     rate or period changed.
     """
@@ -199,7 +201,8 @@ def reevaluate(connection: Connection, condition: Any) -> int:
     rows = connection.execute(
         select(fills.c.fill_id, fills.c.user_id, fills.c.broker_id, fills.c.ts, fills.c.via_api,
                fills.c.fill_type, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period)
-        .where(and_(condition, open_or_waiting, fills.c.corrects.is_(None)))).all()
+        .where(and_(condition, open_or_waiting, fills.c.corrects.is_(None),
+                    fills.c.attribution != Attribution.SELF_TRADE.value))).all()
     if not rows:
         return 0
     view = RegistryView.load(connection, (r.broker_id for r in rows if r.broker_id is not None),

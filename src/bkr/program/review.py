@@ -1,6 +1,7 @@
 """What an operator reviews after ingestion: rows rejected with their reason, conflicting fills
-(a known `fill_id` with other content, never applied), and the users bkr does not know yet whose
-broker fills wait for them to be registered.
+(a known `fill_id` with other content, never applied), the users bkr does not know yet whose
+broker fills wait for them to be registered, and how many fills are sides of self-trades
+(counted for nobody).
 
 Pages are keyed on the row id (`after`), not on an offset, so that rows arriving while an
 operator pages through are neither skipped nor shown twice.
@@ -67,9 +68,11 @@ class ReviewCounts:
     rejected: int
     conflicts: int
     awaiting_user: int  # accepted broker fills that cannot be paid until their user is known
+    self_trades: int  # fills that are one side of a trade of one user with itself: counted for nobody
 
     def to_document(self) -> dict[str, int]:
-        return {"rejected": self.rejected, "conflicts": self.conflicts, "awaiting_user": self.awaiting_user}
+        return {"rejected": self.rejected, "conflicts": self.conflicts, "awaiting_user": self.awaiting_user,
+                "self_trades": self.self_trades}
 
 
 def _check_page(limit: int, after: int | None) -> None:
@@ -130,4 +133,6 @@ def review_counts(connection: Connection) -> ReviewCounts:
         conflicts=connection.execute(select(func.count()).select_from(fill_conflicts)).scalar_one(),
         awaiting_user=connection.execute(select(func.count()).select_from(fills).where(
             fills.c.attribution == Attribution.AWAITING_USER.value)).scalar_one(),
+        self_trades=connection.execute(select(func.count()).select_from(fills).where(
+            (fills.c.attribution == Attribution.SELF_TRADE.value) & fills.c.corrects.is_(None))).scalar_one(),
     )

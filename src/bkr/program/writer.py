@@ -6,7 +6,9 @@ venue's order entry, which judged each fill's broker when its order came in: the
 parsed, only held to the same bounds, and their broker is not judged again. From there both
 doors share every step: `_admit` prices a fill and checks it is plausible (a fill that fails is
 rejected with its reason), and `_store` is the one implementation of what follows:
-deduplication, conflicts, attribution, the fills' rows, corrections and the running aggregates.
+deduplication, conflicts, the sides of trades (`bkr.program.trades`: a self-trade counts for
+nobody, and a side counted before its trade was known to be one is taken back), attribution,
+the fills' rows, corrections and the running aggregates.
 
 Each fill ends as exactly one of: accepted (stored, and counted if it is broker volume),
 duplicate (the same fill is already stored: nothing changes), conflict (the same `fill_id`
@@ -23,17 +25,30 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from bkr.domain.bounds import AMOUNT, bounded
 from bkr.domain.errors import InvalidInput
-from bkr.domain.fills import Attribution, Fill, Plausibility, PricedFill, check_plausible, parse_fill, price_in_usd
-from bkr.domain.money import add, canonical, sub
+from bkr.domain.fills import (
+    Attribution,
+    Fill,
+    MarketType,
+    Plausibility,
+    PricedFill,
+    Side,
+    check_plausible,
+    parse_fill,
+    price_in_usd,
+)
+from bkr.domain.money import MONEY, ZERO, add, canonical, sub, total
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
+from bkr.domain.registry import BrokerId
+from bkr.domain.trades import reversal_id
 from bkr.ingest.readers import RawRow
-from bkr.program.attribution import Counted, RegistryView, add_to_aggregates
+from bkr.program.attribution import Counted, RegistryView, add_to_aggregates, rebuild_aggregates
 from bkr.program.periods import lock_open_periods
+from bkr.program.trades import EarlierSide, match_trades
 from bkr.store.bulk import insert_new_fills
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
@@ -65,6 +80,7 @@ class Tally:
     rejected: int = 0
     counted: int = 0  # accepted fills that are broker volume
     awaiting_user: int = 0  # accepted broker fills whose user bkr does not know yet
+    self_trades: int = 0  # accepted fills of self-trades (sides, and corrections of them): counted for nobody
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, results: Sequence[RowResult]) -> None:
@@ -73,6 +89,7 @@ class Tally:
                 self.accepted += 1
                 self.counted += result.attribution is Attribution.COUNTED
                 self.awaiting_user += result.attribution is Attribution.AWAITING_USER
+                self.self_trades += result.attribution is Attribution.SELF_TRADE
             elif result.outcome is Outcome.DUPLICATE:
                 self.duplicates += 1
             elif result.outcome is Outcome.CONFLICT:
@@ -252,11 +269,18 @@ def _not_new(candidate: _Candidate, stored_key: str | None, kept: _Kept) -> RowR
 
 def _store_fills(connection: Connection, candidates: Sequence[_Candidate], results: list[RowResult | None],
                  kept: _Kept) -> None:
-    """Store new fills (not corrections): attributed, in the period that pays them, and added
-    to the aggregates if they count."""
-    ordered = sorted(candidates, key=lambda c: c.priced.fill.fill_id)  # one lock order for every writer
+    """Store new fills (not corrections): matched with the other sides of their trades,
+    attributed, in the period that pays them, and added to the aggregates if they count."""
+    trades = match_trades(connection, [c.priced.fill for c in sorted(candidates, key=lambda c: c.position)])
+    for candidate in candidates:
+        reason = trades.rejected.get(candidate.priced.fill.fill_id)
+        if reason is not None:
+            results[candidate.position] = kept.reject(candidate.line, candidate.received_fill_id, candidate.raw,
+                                                      reason)
+    ordered = sorted((c for c in candidates if c.priced.fill.fill_id not in trades.rejected),
+                     key=lambda c: c.priced.fill.fill_id)  # one lock order for every writer
     months = {c.priced.fill.fill_id: c.priced.fill.month for c in ordered}
-    targets = lock_open_periods(connection, set(months.values()))
+    targets = lock_open_periods(connection, set(months.values()) | trades.periods)
     view = RegistryView.load(connection,
                              (c.priced.fill.broker_id for c in ordered
                               if c.priced.fill.broker_id is not None and not c.decided),
@@ -265,12 +289,13 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
     attributed: dict[str, tuple[Attribution, Decimal | None]] = {}
     for candidate in ordered:
         fill = candidate.priced.fill
+        self_trade = fill.fill_id in trades.self_trades
         if candidate.decided:
             attribution, rate = view.attribute_decided(fill.broker_id, candidate.broker_active, fill.fill_type,
-                                                       fill.via_api, fill.user_id, fill.timestamp)
+                                                       fill.via_api, fill.user_id, fill.timestamp, self_trade)
         else:
             attribution, rate = view.attribute(fill.broker_id, fill.fill_type, fill.via_api, fill.user_id,
-                                               fill.timestamp)
+                                               fill.timestamp, self_trade)
         attributed[fill.fill_id] = (attribution, rate)
         records.append(_fill_record(candidate.priced, candidate.key, attribution, rate, months[fill.fill_id],
                                     targets[months[fill.fill_id]], kept.import_id))
@@ -296,15 +321,77 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
         else:
             results[candidate.position] = _not_new(candidate, stored.get(fill.fill_id), kept)
     add_to_aggregates(connection, counted)
+    _uncount(connection, [side for side in trades.earlier if side.partner in inserted], targets, kept.import_id)
+
+
+def _uncount(connection: Connection, earlier: Sequence[EarlierSide], targets: Mapping[Month, Month],
+             import_id: int | None) -> None:
+    """Take back what the earlier sides of this batch's self-trades counted. A side that was not
+    counted, or whose period is still open, becomes `self_trade` with its corrections, and the
+    aggregates of the periods they were counted in are rebuilt without them. A side already on
+    an issued statement stays as that statement paid it: a correction of it (its reversal), paid
+    in the next open period as corrections are, takes back what it and its corrections counted."""
+    if not earlier:
+        return
+    flips: list[dict[str, Any]] = []
+    touched: set[tuple[int, Month]] = set()
+    reversals: list[dict[str, Any]] = []
+    counted: list[Counted] = []
+    for side in earlier:
+        fill = side.fill
+        if fill.attribution != Attribution.COUNTED.value or targets[fill.period] == fill.period:
+            flips += [{"key": fill_id, "attribution": Attribution.SELF_TRADE.value, "affiliate_rate": None}
+                      for fill_id in (fill.fill_id, *(c.fill_id for c in side.corrections))]
+            if fill.attribution == Attribution.COUNTED.value:
+                touched.update((fill.broker_id, period) for period in side.periods)
+            continue
+        reversal = _reversal(side, targets[fill.period], import_id)
+        if reversal is not None:
+            reversals.append(reversal[0])
+            counted.append(reversal[1])
+    if flips:
+        connection.execute(update(fills).where(fills.c.fill_id == bindparam("key"))
+                           .values(attribution=bindparam("attribution"), affiliate_rate=bindparam("affiliate_rate")),
+                           flips)
+    rebuild_aggregates(connection, touched)
+    inserted = insert_new_fills(connection, reversals)
+    assert len(inserted) == len(reversals)  # their ids were checked free, under the trades' locks
+    add_to_aggregates(connection, counted)
+
+
+def _reversal(side: EarlierSide, period: Month, import_id: int | None) -> tuple[dict[str, Any], Counted] | None:
+    """The correction that takes back what a side paid on an issued statement counted, with its
+    corrections: its whole standing negated, at the amounts in USD they were counted at (its
+    record and what it adds to the aggregates), or None if they add up to nothing."""
+    fill = side.fill
+    rows = (fill, *side.corrections)
+    quantity, fee = total(r.quantity for r in rows), total(r.fee for r in rows)
+    volume, fee_usd = total(r.volume_usd for r in rows), total(r.fee_usd for r in rows)
+    base_change = sub(fee_base(ZERO), fee_base(fee_usd))
+    if not any((quantity, fee, volume, fee_usd, base_change)):  # busted already: nothing left to take back
+        return None
+    reversal = Fill(fill_id=reversal_id(fill.fill_id), order_id=fill.order_id, user_id=fill.user_id,
+                    symbol=fill.symbol, market_type=MarketType(fill.market_type), side=Side(fill.side),
+                    price=fill.price, quantity=MONEY.minus(quantity), fee=MONEY.minus(fee),
+                    fee_symbol=fill.fee_symbol, is_maker=fill.is_maker, timestamp=fill.ts,
+                    broker_id=BrokerId(fill.broker_id), via_api=fill.via_api, fill_type=fill.fill_type,
+                    corrects=fill.fill_id, trade_id=fill.trade_id)
+    priced = PricedFill(reversal, MONEY.minus(volume), MONEY.minus(fee_usd))
+    record = (_fill_record(priced, reversal.content_key(), Attribution.COUNTED, fill.affiliate_rate,
+                           fill.fill_month, period, import_id)
+              | {"corrects": fill.fill_id, "fee_base_usd": base_change})
+    return record, Counted(fill.broker_id, period, fill.fill_month, fill.ts.date().isoformat(), fill.user_id,
+                           fill.market_type, fill.affiliate_rate, priced.volume_usd, priced.fee_usd, True, base_change)
 
 
 # What a correction must repeat of the fill it corrects: it restates the same trade.
 _SAME_TRADE = ("order_id", "user_id", "symbol", "market_type", "side", "price", "fee_symbol", "is_maker",
-               "timestamp", "broker_id", "via_api", "fill_type")
+               "timestamp", "broker_id", "via_api", "fill_type", "trade_id")
 _ORIGINAL = select(fills.c.fill_id, fills.c.order_id, fills.c.user_id, fills.c.symbol, fills.c.market_type,
                    fills.c.side, fills.c.price, fills.c.fee_symbol, fills.c.is_maker, fills.c.ts.label("timestamp"),
-                   fills.c.broker_id, fills.c.via_api, fills.c.fill_type, fills.c.quantity, fills.c.fee_usd,
-                   fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period, fills.c.corrects)
+                   fills.c.broker_id, fills.c.via_api, fills.c.fill_type, fills.c.trade_id, fills.c.quantity,
+                   fills.c.fee_usd, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period,
+                   fills.c.corrects)
 
 
 def _store_corrections(connection: Connection, corrections: Sequence[_Candidate], results: list[RowResult | None],
@@ -316,7 +403,9 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
     still open, else in the next open one: the paid statement stays as it was, and the next
     one shows the difference. The corrected fills are locked first, so that concurrent
     corrections of one fill apply one after the other, each on top of the last, and a
-    correction sent twice at once is stored once."""
+    correction sent twice at once is stored once. A correction of a side of a self-trade counts
+    for nobody, like its fill: also when that fill was paid before its trade was known to be one,
+    and its reversal (`bkr.domain.trades.reversal_id`) took back what it counted."""
     targets = sorted({c.priced.fill.corrects for c in corrections if c.priced.fill.corrects is not None})
     originals = {r.fill_id: r for r in connection.execute(
         locked(_ORIGINAL.where(fills.c.fill_id.in_(targets)).order_by(fills.c.fill_id)))}
@@ -332,9 +421,14 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
     if not new:
         return
     # each corrected fill as it stands: its quantity and fee with every stored correction applied
+    # (a reversal takes back what the fill counted, not the trade: it is no part of the trade's standing)
     state: dict[str, tuple[Decimal, Decimal]] = {fill_id: (r.quantity, r.fee_usd) for fill_id, r in originals.items()}
-    for earlier in connection.execute(select(fills.c.corrects, fills.c.quantity, fills.c.fee_usd)
+    reversed_: set[str] = set()
+    for earlier in connection.execute(select(fills.c.fill_id, fills.c.corrects, fills.c.quantity, fills.c.fee_usd)
                                       .where(fills.c.corrects.in_(sorted(originals)))):
+        if earlier.fill_id == reversal_id(earlier.corrects):
+            reversed_.add(earlier.corrects)
+            continue
         quantity, fee = state[earlier.corrects]
         state[earlier.corrects] = (add(quantity, earlier.quantity), add(fee, earlier.fee_usd))
     periods = lock_open_periods(connection, {r.period for r in originals.values()})
@@ -355,9 +449,9 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         state[original.fill_id] = after
         base_change = sub(fee_base(after[1]), fee_base(fee))
         period = periods[original.period]
-        attribution = Attribution(original.attribution)
-        records.append(_fill_record(priced, candidate.key, attribution, original.affiliate_rate, fill.month,
-                                    period, kept.import_id)
+        attribution = Attribution.SELF_TRADE if original.fill_id in reversed_ else Attribution(original.attribution)
+        rate = original.affiliate_rate if attribution is Attribution.COUNTED else None
+        records.append(_fill_record(priced, candidate.key, attribution, rate, fill.month, period, kept.import_id)
                        | {"corrects": original.fill_id, "fee_base_usd": base_change})
         counted = None
         if attribution is Attribution.COUNTED:
@@ -385,6 +479,9 @@ def _correction_problem(fill: Fill, original: Row[Any] | None,
         return f"corrects: no fill {fill.corrects!r} is stored; send a fill before its corrections"
     if original.corrects is not None:
         return f"corrects: {fill.corrects!r} is itself a correction (of {original.corrects!r}); correct that fill"
+    if fill.fill_id == reversal_id(original.fill_id):
+        return (f"fill_id: {fill.fill_id!r} is the name bkr gives the reversal of a self-trade's side; "
+                "give the correction another fill_id")
     for name in _SAME_TRADE:
         mine, theirs = getattr(fill, name), getattr(original, name)
         if isinstance(mine, StrEnum):
@@ -417,7 +514,7 @@ def _fill_record(priced: PricedFill, key: str, attribution: Attribution, rate: D
         "ts": fill.timestamp, "broker_id": fill.broker_id, "via_api": fill.via_api, "fill_type": fill.fill_type,
         "volume_usd": priced.volume_usd, "fee_usd": priced.fee_usd, "content_key": key,
         "attribution": attribution.value, "affiliate_rate": rate, "fill_month": month,
-        "period": period, "import_id": import_id, "corrects": None, "fee_base_usd": None,
+        "period": period, "import_id": import_id, "corrects": None, "fee_base_usd": None, "trade_id": fill.trade_id,
     }
 
 

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
@@ -26,10 +26,22 @@ def locked(query: Select[Any], *, shared: bool = False) -> Select[Any]:
     return query.with_for_update(read=shared)
 
 
+_ADVISORY = text("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS o")
+
+
+def lock_keys(connection: Connection, keys: Iterable[int]) -> None:
+    """Hold a lock on each of these 64-bit keys until the transaction ends, taken in ascending
+    order so that writers never deadlock on them: advisory locks on PostgreSQL, for what has
+    no row to lock yet; SQLite's BEGIN IMMEDIATE already serializes writers."""
+    ordered = sorted(set(keys))
+    if ordered and connection.dialect.name == "postgresql":
+        connection.execute(_ADVISORY, {"keys": ordered})
+
+
 def exact_sum(connection: Connection, column: Any) -> Any:
     """SUM of a money column, exact on both databases: NUMERIC on PostgreSQL, bkr's `dec_sum`
     aggregate over decimal text on SQLite (whose own SUM goes through floats)."""
     return (func.sum if connection.dialect.name == "postgresql" else func.dec_sum)(column)
 
 
-__all__ = ["exact_sum", "insert_for", "insert_ignoring", "locked", "select"]
+__all__ = ["exact_sum", "insert_for", "insert_ignoring", "lock_keys", "locked", "select"]

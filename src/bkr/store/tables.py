@@ -126,7 +126,9 @@ imports = Table(
 # next open month (a prior-period adjustment). A correction (`corrects` set) is a row of its own
 # holding signed differences, with the attribution of the fill it corrects; `fee_base_usd` is what
 # it changes in that fill's fee base (a fill's fee base is its fee, or 0 for a rebate, so this
-# cannot be derived from the correction alone). Ordinary fills leave both empty.
+# cannot be derived from the correction alone). Ordinary fills leave both empty. `trade_id` names the
+# trade a fill is one side of, when its source says; a side of a self-trade has attribution
+# `self_trade` and counts for nobody.
 fills = Table(
     "fills", metadata,
     Column("fill_id", Text, primary_key=True),
@@ -154,7 +156,14 @@ fills = Table(
     Column("import_id", Integer, nullable=True),
     Column("corrects", Text, nullable=True),
     Column("fee_base_usd", Money, nullable=True),
+    Column("trade_id", Text, nullable=True),  # both sides of one trade carry it, within one symbol
     Index("ix_fills_broker_period", "broker_id", "period"),
+    # the other side of a trade, looked up as each side arrives
+    Index("ix_fills_trade", "trade_id", "symbol",
+          postgresql_where=text("trade_id IS NOT NULL"), sqlite_where=text("trade_id IS NOT NULL")),
+    # self-trades, counted for operators
+    Index("ix_fills_self_trade", "user_id",
+          postgresql_where=text("attribution = 'self_trade'"), sqlite_where=text("attribution = 'self_trade'")),
     Index("ix_fills_corrects", "corrects",
           postgresql_where=text("corrects IS NOT NULL"), sqlite_where=text("corrects IS NOT NULL")),
     Index("ix_fills_awaiting_user", "user_id",

@@ -94,13 +94,22 @@ class VenueFill:
     def for_program(self) -> DecidedFill:
         """The fill as the broker program stores it, with the venue's judgement of its broker.
         Amounts are given in canonical form, as a fill file states them (`1.5`, not `1.50`), so
-        that the program stores the same row for this fill as an import of it would."""
+        that the program stores the same row for this fill as an import of it would. Both sides
+        of a trade carry its id, in the venue's own namespace as fill ids are (`venue-17`): the
+        program matches them, and a trade of one user with itself counts for nobody."""
         fill = Fill(fill_id=self.fill_id, order_id=str(self.order_id), user_id=self.user_id,
                     symbol=self.market.symbol, market_type=self.market.market_type, side=self.side,
                     price=_canonical_value(self.price), quantity=_canonical_value(self.quantity),
                     fee=_canonical_value(self.fee), fee_symbol=self.fee_symbol, is_maker=self.is_maker,
-                    timestamp=as_utc(self.at), broker_id=self.broker_id, via_api=True, fill_type=USER_FILL)
+                    timestamp=as_utc(self.at), broker_id=self.broker_id, via_api=True, fill_type=USER_FILL,
+                    trade_id=program_trade_id(self.trade_id))
         return DecidedFill(fill, self.broker_active)
+
+
+def program_trade_id(trade_id: int) -> str:
+    """A venue trade's id as the broker program knows it: apart from the trade ids of fills the
+    exchange sends in files, as `venue-17-maker` is apart from their fill ids."""
+    return f"venue-{trade_id}"
 
 
 def _canonical_value(amount: Decimal) -> Decimal:

@@ -247,6 +247,7 @@ CHANGED = {
     "via_api": "false",
     "fill_type": "Liquidation",
     "corrects": "f-0",
+    "trade_id": "t-1",
 }
 
 
@@ -261,6 +262,27 @@ def test_content_key_differs_when_any_field_differs(name: str, value: str) -> No
 
 def test_content_key_differs_between_no_broker_and_a_broker() -> None:
     assert parse_fill(raw_row(broker_id="")).content_key() != parse_fill(raw_row()).content_key()
+
+
+def test_a_fill_without_a_trade_id_keeps_the_key_it_had_before_the_field_existed() -> None:
+    """Fills stored before `trade_id` existed are duplicates, not conflicts, when sent again."""
+    assert parse_fill(raw_row(trade_id="")).content_key() == "349faf4c65167b19c7ac273bb4893e3b"  # as computed before
+
+
+def test_content_key_tells_a_trade_id_from_a_corrects_of_the_same_text() -> None:
+    named_trade = parse_fill(raw_row(trade_id="trade_id=x")).content_key()
+    assert named_trade != parse_fill(raw_row(corrects="trade_id=x")).content_key()
+    assert parse_fill(raw_row(trade_id="x")).content_key() != parse_fill(raw_row(corrects="trade_id=x")).content_key()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("17", "17"), (17, "17"), (" t-9 ", "t-9"), ("", None), (None, None)])
+def test_trade_id_is_read_as_text_from_text_or_an_integer(value: object, expected: str | None) -> None:
+    assert parse_fill(raw_row(trade_id=value)).trade_id == expected
+
+
+def test_a_boolean_is_not_a_trade_id() -> None:
+    with pytest.raises(InvalidInput, match=r"^trade_id: not an id: True"):
+        parse_fill(raw_row(trade_id=True))
 
 
 # --- price_in_usd --------------------------------------------------------------------------------
@@ -319,9 +341,9 @@ def test_usdc_usdt_and_usd_are_one_dollar_by_default() -> None:
 
 # --- attribute -----------------------------------------------------------------------------------
 
-def attribution_of(fill: Fill, broker_active: bool | None, user_known: bool) -> Attribution:
+def attribution_of(fill: Fill, broker_active: bool | None, user_known: bool, self_trade: bool = False) -> Attribution:
     return attribute(fill.broker_id, fill.fill_type, fill.via_api, broker_active=broker_active,
-                     user_known=user_known)
+                     user_known=user_known, self_trade=self_trade)
 
 
 @pytest.mark.parametrize(("overrides", "broker_active", "user_known", "expected"), [
@@ -351,11 +373,20 @@ def test_system_fills_are_never_broker_volume(fill_type: str) -> None:
     assert attribution_of(a_fill(fill_type=fill_type), True, True) is Attribution.SYSTEM
 
 
+@pytest.mark.parametrize(("overrides", "broker_active", "user_known"), [
+    ({}, True, True), ({}, True, False), ({"broker_id": None}, None, True), ({"via_api": False}, True, True),
+    ({"fill_type": "Liquidation"}, True, True), ({}, False, True), ({}, None, False),
+])
+def test_a_side_of_a_self_trade_is_never_broker_volume_whatever_else_holds(
+        overrides: dict[str, Any], broker_active: bool | None, user_known: bool) -> None:
+    assert attribution_of(a_fill(**overrides), broker_active, user_known, self_trade=True) is Attribution.SELF_TRADE
+
+
 def test_every_attribution_outcome_is_reachable() -> None:
     cases = [
-        (a_fill(), True, True), (a_fill(), True, False), (a_fill(broker_id=None), True, True),
-        (a_fill(via_api=False), True, True), (a_fill(fill_type="Adl"), True, True),
-        (a_fill(), False, True), (a_fill(), None, True),
+        (a_fill(), True, True, False), (a_fill(), True, False, False), (a_fill(broker_id=None), True, True, False),
+        (a_fill(via_api=False), True, True, False), (a_fill(fill_type="Adl"), True, True, False),
+        (a_fill(), False, True, False), (a_fill(), None, True, False), (a_fill(), True, True, True),
     ]
-    outcomes = {attribution_of(fill, active, known) for fill, active, known in cases}
+    outcomes = {attribution_of(fill, active, known, self_trade) for fill, active, known, self_trade in cases}
     assert outcomes == set(Attribution)

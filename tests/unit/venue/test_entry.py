@@ -32,7 +32,8 @@ def as_a_file_states_it(fill: VenueFill) -> Fill:
                        "symbol": fill.market.symbol, "market_type": fill.market.market_type.value,
                        "side": fill.side.value, "price": canonical(fill.price), "quantity": canonical(fill.quantity),
                        "fee": canonical(fill.fee), "fee_symbol": fill.fee_symbol, "is_maker": fill.is_maker,
-                       "timestamp": fill.at.isoformat(), "broker_id": fill.broker_id})
+                       "timestamp": fill.at.isoformat(), "broker_id": fill.broker_id,
+                       "trade_id": f"venue-{fill.trade_id}"})
 
 
 def test_the_program_receives_the_fill_a_file_stating_it_would_give() -> None:

@@ -407,6 +407,8 @@ class ReviewCountsOut(BaseModel):
     rejected: int
     conflicts: int
     awaiting_user: int = Field(description="Accepted broker fills that are paid only once their user is registered.")
+    self_trades: int = Field(description="Fills that are one side of a trade of one user with itself (matched by "
+                                         "`trade_id`): stored, counted for nobody.")
 
 
 class ReviewRowOut(BaseModel):

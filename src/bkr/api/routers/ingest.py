@@ -48,6 +48,10 @@ class FillIn(RequestModel):
     corrects: str | None = Field(None, description="The `fill_id` of an earlier fill this item corrects: it restates "
                                  "that trade with the signed change of `quantity` and `fee` (a bust negates both); "
                                  "see docs/fills.md")
+    trade_id: str | None = Field(None, description="The trade this fill is one side of (Backpack's `tradeId`; a JSON "
+                                 "integer is read too): both sides carry it, within one symbol. Two sides of one "
+                                 "user make a self-trade, which counts for nobody; see docs/fills.md",
+                                 examples=["4242"])
 
 
 class ItemResult(BaseModel):
@@ -56,6 +60,9 @@ class ItemResult(BaseModel):
     outcome: Literal["accepted", "duplicate", "conflict", "rejected"]
     reason: str | None = Field(description="Why it was rejected or conflicts; a rejection's reason starts with "
                                            "the field to blame, e.g. `price: not a number: 'abc'`")
+    attribution: str | None = Field(None, description="For an accepted item: `counted` if it is broker volume, else "
+                                    "why not (`self_trade`, `no_broker`, `awaiting_user`, `broker_unknown`, "
+                                    "`broker_inactive`, `web`, `system`)")
 
 
 class BatchResult(BaseModel):
@@ -122,5 +129,6 @@ def post_fills(request: Request, services: ServicesDep, key: OperatorDep,
         observability.FILLS.labels(result.outcome.value, reason_field(result)).inc()
     observability.INGEST_SECONDS.observe(time.perf_counter() - started)
     return BatchResult(**fed.tally.counts(), results=[
-        ItemResult(index=result.line or 0, fill_id=result.fill_id, outcome=result.outcome.value, reason=result.reason)
+        ItemResult(index=result.line or 0, fill_id=result.fill_id, outcome=result.outcome.value, reason=result.reason,
+                   attribution=None if result.attribution is None else result.attribution.value)
         for result in fed.results])
