@@ -8,11 +8,21 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bkr.cli.common import AtOption, ConfigOption, DbOption, JsonOption, err, moment, out, print_json, transaction
+from bkr.cli.common import (
+    AtOption,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    err,
+    moment,
+    open_program,
+    out,
+    print_json,
+    transaction,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
 from bkr.program import registry, reports
-from bkr.settings import load_config
 from bkr.store import db
 
 broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
@@ -75,9 +85,8 @@ def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) 
 def broker_show(broker_id: int, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
                 as_json: JsonOption = False) -> None:
     """A broker, its status history, and where it stands this month."""
-    config = load_config(config_path)
-    with transaction(db_url) as connection:
-        summary = reports.broker_summary(connection, config, broker_id, system_clock())
+    with open_program(db_url, config_path).begin() as connection:
+        summary = reports.broker_summary(connection, broker_id, system_clock())
     view = summary.broker
     document: dict[str, Any] = {
         "broker_id": view.broker_id, "account": view.account_id, "name": view.name, "type": view.type.value,

@@ -8,13 +8,12 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, open_program, out, print_json, transaction
 from bkr.domain.clock import system_clock
 from bkr.ingest.readers import read_rows
 from bkr.program import review
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
-from bkr.settings import load_config
 from bkr.store import db
 
 fills_app = typer.Typer(no_args_is_help=True, help="Import fills and review what was not accepted.")
@@ -31,8 +30,7 @@ def fills_import(
     as_json: JsonOption = False,
 ) -> None:
     """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
-    config = load_config(config_path)
-    engine = db.open_engine(db_url)
+    engine = open_program(db_url, config_path)
     read_rows(file, file_format)  # fail on a missing file or unknown type before any progress bar
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
@@ -44,7 +42,7 @@ def fills_import(
             seconds = max((datetime.now() - started).total_seconds(), 1e-9)
             progress.update(task, completed=seen, rate=f"{seen:,} rows, {seen / seconds:,.0f}/s")
 
-        tally = import_file(engine, config, file, clock=system_clock, batch_size=batch_size,
+        tally = import_file(engine, file, clock=system_clock, batch_size=batch_size,
                             file_format=file_format, on_batch=report)
     if as_json:
         print_json(tally.counts())

@@ -454,3 +454,17 @@ ended_sessions = Table(
     Column("expires_at", UtcTimestamp, nullable=False),
     Index("ix_ended_sessions_expires_at", "expires_at"),
 )
+
+# The program's settings, one row per version, each applying from a month (until a later
+# version's month): `document` is the whole version as canonical JSON (bkr.domain.program_settings),
+# amounts as exact decimal strings. Append-only: triggers refuse an UPDATE or DELETE.
+program_versions = Table(
+    "program_versions", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3…
+    Column("from_month", MonthText, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("created_by", Text, nullable=False),  # the operator who applied it
+    CheckConstraint("version >= 1", name="version_positive"),
+)
