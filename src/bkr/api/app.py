@@ -15,7 +15,7 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import DEFAULT_LIMIT, BodyLimit
-from bkr.api.routers import admin, broker, ingest, ops, statement_keys, venue
+from bkr.api.routers import admin, broker, ingest, ops, program, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import StoreNotReady
@@ -88,7 +88,7 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     observability.install(app)
     ingest_limit = services.settings.max_body_bytes
     app.add_middleware(BodyLimit, limit_of=lambda path: ingest_limit if path == ingest.PATH else DEFAULT_LIMIT)
-    for module in (ops, ingest, admin, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, program, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

@@ -1,6 +1,7 @@
 """The operator's pages: the program at a glance, the brokers, the months with their closes and
-settlement, and what waits for review; with the actions the operator API offers (suspend and
-reactivate a broker, approve a statement, settle a month).
+settlement, what waits for review, and the program's settings version by version; with the
+actions the operator API offers (suspend and reactivate a broker, approve a statement, settle a
+month).
 
 Figures come from the use cases behind `/v1/admin/…` (`bkr.program.overview`, `registry`,
 `review`, `settlement`, `settings_versions`, the close and its dry run, the venue's broker ids),
@@ -30,8 +31,10 @@ from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
+from bkr.domain.tiers import TierSchedule
 from bkr.program import overview, registry, review, settings_versions, settlement
 from bkr.program.close import close_month, compute_statements
 from bkr.store import db
@@ -196,6 +199,27 @@ def settle(month: str, session: OperatorActorDep, services: ServicesDep, form: F
     target = month_field(month)
     settlement.settle_month(services.engine, target, services.clock())
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+@router.get("/settings")
+def settings_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
+                  month: Annotated[str, Query(max_length=7)] = "") -> Response:
+    """The program version in force (this month, or `month`) with its settings, and every version."""
+    target = month_field(month) if month else Month.of(services.clock())
+    with db.snapshot(services.engine) as connection:
+        versions = settings_versions.history(connection)
+    version = ProgramTimeline(tuple(versions)).in_force(target)
+    try:
+        schedule: TierSchedule | None = version.config.schedule_for(target)
+    except InvalidInput:  # before every tier schedule: no program that month
+        schedule = None
+    history = [(v, settings_versions.changes(versions[i - 1] if i else None, v)) for i, v in enumerate(versions)]
+    return render(request, "settings.html", title="Program settings", month=target, version=version,
+                  config=version.config, schedule=schedule, rates=sorted(version.config.usd_rates.items()),
+                  later=[v for v in versions if v.from_month > target], history=list(reversed(history)))
 
 
 # --- review ---------------------------------------------------------------------------------------------
