@@ -164,6 +164,8 @@ def test_a_config_whose_program_differs_from_the_stored_version_is_ignored_with_
     assert (statement["program"]["version"], statement["payout"]) == (1, "2.00")  # 20%, not capped at 10%
     same = write(tmp_path / "same.toml", "[program]\nreview_days = 3\n\n[service]\nport = 8123\n")
     assert bkr("close", "--month", "2024-05", "--db", db_url, "--config", str(same)).err == ""
+    moved = write(tmp_path / "moved.toml", '[program]\nstart = "2024-01"\n')  # the program began in 2000-01
+    assert bkr("close", "--month", "2024-05", "--db", db_url, "--config", str(moved)).err.startswith("warning: ")
 
 
 def test_a_usd_rate_change_from_a_month_applies_only_from_that_month(engine: Engine, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from its month (2000-01) unless the document gives a schedule that takes effect 
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from bkr.domain.bounds import AMOUNT, FRACTION, QUANTUM, USD_RATE, Bounds, bounded
@@ -191,7 +192,7 @@ def _usd_rates(value: Any) -> Mapping[str, Decimal]:
     table = _table(value, "usd_rates")
     if len(table) > MAX_USD_RATES:
         raise InvalidInput(f"usd_rates: at most {MAX_USD_RATES} assets", field="usd_rates")
-    rates = dict(DEFAULT_USD_RATES)
+    rates: dict[str, Decimal] = dict(DEFAULT_USD_RATES)
     for asset, rate in table.items():
         where = f"usd_rates.{asset}"
         if not isinstance(asset, str) or not asset.isascii() or not asset.isalnum() or len(asset) > 32:
@@ -200,7 +201,7 @@ def _usd_rates(value: Any) -> Mapping[str, Decimal]:
         if amount <= 0:
             raise InvalidInput(f"{where}: {canonical(amount)} is not a positive rate", field=where)
         rates[asset.upper()] = amount
-    return rates
+    return MappingProxyType(rates)  # a version's settings are shared (cached) and never change
 
 
 def _quantum(value: Any) -> Decimal:

@@ -98,8 +98,10 @@ def changes(before: ProgramVersion | None, after: ProgramVersion) -> list[str]:
 
 
 def differs(timeline: ProgramTimeline, config: ProgramConfig) -> bool:
-    """Whether `config` is not the latest version: applying it would store other settings."""
-    return _normalized(config, timeline.start) != timeline.latest.config
+    """Whether `config` is not the latest version: applying it would store other settings (or be
+    refused, for another start)."""
+    as_stored = config if config.start is not None else _normalized(config, timeline.start)
+    return as_stored != timeline.latest.config
 
 
 @lru_cache(maxsize=64)
