@@ -44,7 +44,6 @@ from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bkr.api.app import create_app  # noqa: E402
-from bkr.domain.config import DEFAULT_CONFIG  # noqa: E402
 from bkr.domain.fills import FIELDS  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
@@ -95,7 +94,7 @@ def import_month(engine: Engine, world: Any, fills: int, seed: int, month: Month
             document = dict(zip(FIELDS[:len(row)], row, strict=True))  # the generator leaves optional fields out
             document["fill_id"], document["order_id"] = f"{id_prefix}{row[0]}", f"{id_prefix}{row[1]}"
             raw.append(RawRow(number, document, ""))
-        import_rows(engine, DEFAULT_CONFIG, raw, source=f"bench-{month}", clock=lambda: datetime.now(UTC))
+        import_rows(engine, raw, source=f"bench-{month}", clock=lambda: datetime.now(UTC))
         if number % 200_000 < len(chunk):
             log(f"{month}: {number:,} fills written")
 
@@ -140,7 +139,7 @@ def add_closed_month(url: str, world: Any, fills: int, seed: int, month: Month) 
         started = time.perf_counter()
         previous = month.previous()
         import_month(engine, world, fills, seed + 1, previous, "c-")
-        result = close_month(engine, DEFAULT_CONFIG, previous, now=datetime.now(UTC))
+        result = close_month(engine, previous, now=datetime.now(UTC))
         log(f"{previous}: {fills:,} fills imported and closed ({len(result.statements)} statements) in "
             f"{time.perf_counter() - started:.0f} s")
     finally:
@@ -193,7 +192,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, directory: Path) -
             biggest, median = ranked[0][0], ranked[len(ranked) // 2][0]
             operator = keys.create_operator_key(connection, "operator", datetime.now(UTC)).token
             secrets = {b: keys.create_broker_key(connection, b, datetime.now(UTC)).secret for b in (biggest, median)}
-        app = create_app(engine, DEFAULT_CONFIG, ServiceSettings())
+        app = create_app(engine, None, ServiceSettings())
         previous = month.previous()
         pages: list[tuple[str, Callable[[], TestClient], str]] = [
             (f"broker {biggest} ({ranked[0][1]:,} users)", lambda: signed_in(app, secrets[biggest]),

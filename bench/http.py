@@ -434,7 +434,7 @@ def check_against_writer(world: World, total: int, seed: int, month: Month, dire
         register(engine, world)
         generated = generate_chunk(world, total, seed, 0, month)[:CHECKED_FILLS]
         raw = [RawRow(index + 1, fill_object(row), "") for index, row in enumerate(generated)]
-        tally = import_rows(engine, DEFAULT_CONFIG, raw, source="writer-check", clock=lambda: month.end)
+        tally = import_rows(engine, raw, source="writer-check", clock=lambda: month.end)
         assert tally.accepted == len(generated), tally
         with engine.connect() as connection:
             written = [tuple(r) for r in connection.execute(select(fills).order_by(fills.c.fill_id))]

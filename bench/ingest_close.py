@@ -54,14 +54,14 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.engine import make_url
 
 import bkr
-from bkr.domain.config import DEFAULT_CONFIG
+from bkr.domain.config import DEFAULT_CONFIG, ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.domain.money import D
 from bkr.domain.money import total as money_total
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
-from bkr.program import registry
+from bkr.program import registry, settings_versions
 from bkr.program.close import close_month
 from bkr.program.importer import import_file
 from bkr.store import db
@@ -149,9 +149,11 @@ def user_id(index: int) -> str:
     return str(USER_BASE + index)
 
 
-def register(engine: Engine, world: World) -> None:
-    """The registry, through the same use cases the CLI and the API call."""
+def register(engine: Engine, world: World, program: ProgramConfig = DEFAULT_CONFIG) -> None:
+    """The program's settings (`program`, as version 1) and the registry, through the same use
+    cases the CLI and the API call."""
     with engine.begin() as connection:
+        settings_versions.import_first_version(connection, program, "bench", "bench", SETUP_AT)
         for number, broker_id in enumerate(world.broker_ids):
             registry.enroll_broker(connection, broker_id, f"acct-broker-{broker_id}", f"Broker {broker_id}",
                                    BROKER_TYPES[number % len(BROKER_TYPES)], SETUP_AT)
@@ -364,7 +366,7 @@ def child_import(url: str, path: str) -> None:
     engine = db.open_engine(url, create=False)
     before = proc_status_kb("VmRSS")
     started = time.perf_counter()
-    tally = import_file(engine, DEFAULT_CONFIG, Path(path), clock=lambda: IMPORT_AT)
+    tally = import_file(engine, Path(path), clock=lambda: IMPORT_AT)
     elapsed = time.perf_counter() - started
     engine.dispose()
     print(json.dumps({"seconds": elapsed, "rss_before_kb": before, "peak_rss_kb": proc_status_kb("VmHWM"),
@@ -403,18 +405,18 @@ def time_closes(engine: Engine, repeat: int) -> dict[str, Any]:
     statements: tuple[BrokerStatement, ...] = ()
     for _ in range(repeat):
         started = time.perf_counter()
-        result = close_month(engine, DEFAULT_CONFIG, MONTH, now=CLOSE_AT, dry_run=True)
+        result = close_month(engine, MONTH, now=CLOSE_AT, dry_run=True)
         dry.append(time.perf_counter() - started)
         statements = result.statements
     for attempt in range(repeat):
         started = time.perf_counter()
-        result = close_month(engine, DEFAULT_CONFIG, MONTH, now=CLOSE_AT)
+        result = close_month(engine, MONTH, now=CLOSE_AT)
         real.append(time.perf_counter() - started)
         assert not result.already_closed and result.statements == statements, "a close differs from its preview"
         if attempt < repeat - 1:
             reopen(engine)
     started = time.perf_counter()
-    replay = close_month(engine, DEFAULT_CONFIG, MONTH, now=CLOSE_AT)
+    replay = close_month(engine, MONTH, now=CLOSE_AT)
     replay_seconds = time.perf_counter() - started
     assert replay.already_closed
     return {"dry_run_s": statistics.median(dry), "close_s": statistics.median(real), "replay_s": replay_seconds,

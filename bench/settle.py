@@ -121,7 +121,7 @@ def approve_all(engine: Engine) -> tuple[int, float]:
     started = time.perf_counter()
     for broker_id in ids:
         with engine.begin() as connection:
-            approval = settlement.approve(connection, APPROVE_ONLY, broker_id, MONTH, APPROVER, APPROVED_AT)
+            approval = settlement.approve(connection, broker_id, MONTH, APPROVER, APPROVED_AT)
             assert approval.status == settlement.FINAL, approval
     return len(ids), time.perf_counter() - started
 
@@ -204,13 +204,13 @@ def build_settle_template(backend: Backend, brokers: int, seed: int) -> tuple[st
     engine = db.open_engine(url)
     try:
         started = time.perf_counter()
-        register(engine, world)
+        register(engine, world, APPROVE_ONLY)
         registry_s = time.perf_counter() - started
         rows = (RawRow(line, bench_http.fill_object(row), "")
                 for line, row in enumerate((r for chunk in generate(world, total, seed) for r in chunk), 2))
-        imported = import_rows(engine, APPROVE_ONLY, rows, source="bench-settle", clock=lambda: IMPORT_AT)
+        imported = import_rows(engine, rows, source="bench-settle", clock=lambda: IMPORT_AT)
         assert imported.accepted == total and not imported.rejected, imported
-        closed = close_month(engine, APPROVE_ONLY, MONTH, now=CLOSE_AT)
+        closed = close_month(engine, MONTH, now=CLOSE_AT)
         assert len(closed.statements) == brokers, (len(closed.statements), brokers)
         approvals, approve_s = approve_all(engine)
         figures = {"fills": total, "counted": imported.counted, "registry_s": registry_s,
@@ -240,11 +240,11 @@ def bench_settle(backend: Backend, brokers: int, seed: int, repeat: int) -> dict
                 try:
                     warm(engine)
                     started = time.perf_counter()
-                    paid = settlement.settle_month(engine, APPROVE_ONLY, MONTH, SETTLE_AT)
+                    paid = settlement.settle_month(engine, MONTH, SETTLE_AT)
                     first.append(time.perf_counter() - started)
                     assert len(paid.paid) == built["statements"] and not paid.not_final, paid.to_document()
                     started = time.perf_counter()
-                    retry = settlement.settle_month(engine, APPROVE_ONLY, MONTH, SETTLE_AT)
+                    retry = settlement.settle_month(engine, MONTH, SETTLE_AT)
                     again.append(time.perf_counter() - started)
                     assert not retry.paid and len(retry.already_paid) == built["statements"], retry.to_document()
                     loads.append(os.getloadavg()[0])
@@ -303,12 +303,12 @@ def bench_reconcile(backend: Backend, brokers: int, total: int, seed: int, repea
             warm(engine)
             log(f"{backend.name}: closing {MONTH} ({dataset['checks']['aggregate_rows']:,} aggregate rows)")
             started = time.perf_counter()
-            closed = close_month(engine, APPROVE_ONLY, MONTH, now=CLOSE_AT)
+            closed = close_month(engine, MONTH, now=CLOSE_AT)
             result["close_s"] = time.perf_counter() - started
             assert not closed.already_closed and len(closed.statements) == brokers, len(closed.statements)
             result["approvals"], result["approve_s"] = approve_all(engine)
             started = time.perf_counter()
-            paid = settlement.settle_month(engine, APPROVE_ONLY, MONTH, SETTLE_AT)
+            paid = settlement.settle_month(engine, MONTH, SETTLE_AT)
             result["settle_s"] = time.perf_counter() - started
             assert len(paid.paid) == brokers, paid.to_document()
             result.update(payout_counts(engine))

@@ -78,7 +78,7 @@ from bkr.domain.errors import BkrError  # noqa: E402
 from bkr.domain.fills import Side  # noqa: E402
 from bkr.domain.registry import BrokerStatus  # noqa: E402
 from bkr.domain.signing import KeyPair  # noqa: E402
-from bkr.program import registry  # noqa: E402
+from bkr.program import registry, settings_versions  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.tables import fills, venue_broker_ids_seen, venue_fills, venue_orders  # noqa: E402
 from bkr.venue.accounts import create_user_key  # noqa: E402
@@ -240,6 +240,7 @@ def prepare(url: str, users: int) -> list[tuple[str, KeyPair]]:
     engine = db.open_engine(url)
     try:
         with engine.begin() as connection:
+            settings_versions.import_first_version(connection, ProgramConfig(), "defaults", "bench", SINCE)
             registry.enroll_broker(connection, BROKER, "acct-ccxt", "ccxt", "exchange_aggregator", SINCE)
             registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, SINCE, SINCE)
             now = datetime.now(UTC)
@@ -310,7 +311,7 @@ def bench_venue(backend: Backend, operations: int, rounds: int, seed: int) -> di
         ids = [user for user, _ in prepare(database.url, 16)]
         engine = db.open_engine(database.url, create=False)
         try:
-            venue = Venue(engine, ProgramConfig(), VenueConfig(), system_clock)
+            venue = Venue(engine, VenueConfig(), system_clock)
             rng = random.Random(seed)
             live = LiveOrders()
             venue_round(venue, ids, VARIANTS["1400"], max(50, operations // 10), rng, live)  # warm-up

@@ -1,4 +1,13 @@
-"""Reading the program's configuration from a TOML file into the one `ProgramConfig`.
+"""The config file (`--config FILE.toml`, or BKR_CONFIG): what a process needs to run.
+
+Its [service], [statements] and [venue] sections belong to the process: ports, workers, key
+files, the sandbox venue. The program's rules ([program], [usd_rates], [[tier_schedules]]) live
+in the database as program versions (`bkr.program.settings_versions`): a database that has none
+yet imports the file's program sections (or the defaults) as its first version, and from then on
+`bkr program apply FILE.toml --from YYYY-MM --reason TEXT` changes them; a file whose program
+sections differ from the stored version is ignored with a warning. The program sections are read
+by `bkr.domain.program_settings.read_program`, the one validator of a version, wherever it
+comes from.
 
 Amounts must be written as strings or integers (`rate = "0.35"`): TOML floats are binary
 and bkr refuses them rather than guess. Example:
@@ -11,8 +20,9 @@ and bkr refuses them rather than guess. Example:
     review_days = 3                    # a draft statement is final after this, or with approvals
     approvals_required = 1             # distinct operators (2: four eyes)
     start = "2024-01"                  # the first month; default: the earliest tier schedule's
-    future_tolerance_seconds = 300     # a fill may be this far ahead of bkr's clock
+    future_tolerance_seconds = 300     # a fill may be this far ahead of bkr's clock (0..86400)
     max_fee_share = "1"                # a fill's fee at most this share of its notional
+    # review_days 0..365, approvals_required 1..20, rounding_quantum 1 or a power of ten below it
 
     [usd_rates]                        # USDC, USDT and USD are 1 unless set here
     EUR = "1.08"
@@ -54,27 +64,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bkr.domain.bounds import AMOUNT, FRACTION, QUANTUM, USD_RATE, Bounds, bounded
-from bkr.domain.config import DEFAULT_USD_RATES, ProgramConfig, TierBasis, UnknownBrokerPolicy
+from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import InvalidInput
-from bkr.domain.money import D
-from bkr.domain.periods import Month
-from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
+from bkr.domain.program_settings import PROGRAM_SECTIONS, exact_setting, read_program
 
+PROCESS_SECTIONS = ("service", "venue", "statements")
 
-def exact_setting(value: Any, where: str, bounds: Bounds) -> Decimal:
-    """A setting's amount: exact (a TOML float is refused) and within `bounds`."""
-    if isinstance(value, float):
-        raise InvalidInput(f"{where}: write {value!r} as a string, e.g. \"{value}\" (floats are not exact)")
-    try:
-        amount = D(value)
-    except InvalidInput as error:
-        raise InvalidInput(f"{where}: {error}") from None
-    return bounded(amount, bounds, where)
+__all__ = ["PROCESS_SECTIONS", "ServiceSettings", "exact_setting", "load_config", "load_service_settings",
+           "parse_config", "program_sections", "read_toml", "statement_key_file"]
 
 
 def read_toml(path: Path | None) -> dict[str, Any]:
@@ -92,64 +92,23 @@ def read_toml(path: Path | None) -> dict[str, Any]:
         raise InvalidInput(f"config: {path}: {error}") from None
 
 
+def program_sections(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The program's sections of a config file's data ([program], [usd_rates], [[tier_schedules]]),
+    after refusing a section bkr does not know; the other sections are the process's."""
+    unknown = set(data) - {*PROGRAM_SECTIONS, *PROCESS_SECTIONS}
+    if unknown:
+        raise InvalidInput(f"config: unknown section(s) {', '.join(sorted(unknown))}")
+    return {name: data[name] for name in PROGRAM_SECTIONS if name in data}
+
+
 def load_config(path: Path | None) -> ProgramConfig:
+    """The program settings a config file gives (the defaults for what it leaves out): what a
+    database without a program version imports as its first (`bkr.program.settings_versions`)."""
     return parse_config(read_toml(path))
 
 
 def parse_config(data: dict[str, Any]) -> ProgramConfig:
-    unknown = set(data) - {"program", "usd_rates", "tier_schedules", "service", "venue", "statements"}
-    if unknown:
-        raise InvalidInput(f"config: unknown section(s) {', '.join(sorted(unknown))}")
-    program = data.get("program", {})
-    defaults = ProgramConfig()
-    try:
-        tier_basis = TierBasis(program.get("tier_basis", defaults.tier_basis.value))
-        policy = UnknownBrokerPolicy(program.get("unknown_broker_policy", defaults.unknown_broker_policy.value))
-    except ValueError as error:
-        raise InvalidInput(f"config: {error}") from None
-    rates = dict(DEFAULT_USD_RATES)
-    for asset, rate in data.get("usd_rates", {}).items():
-        rates[asset.upper()] = exact_setting(rate, f"usd_rates.{asset}", USD_RATE)
-    schedules = [SEED_SCHEDULE]
-    for index, entry in enumerate(data.get("tier_schedules", [])):
-        where = f"tier_schedules[{index}]"
-        tiers = tuple(Tier(level, exact_setting(threshold, f"{where}.tiers[{level}]", AMOUNT),
-                           exact_setting(rate, f"{where}.tiers[{level}]", FRACTION))
-                      for level, (threshold, rate) in enumerate(entry.get("tiers", [])))
-        schedules.append(TierSchedule(Month.parse(str(entry.get("effective_from", ""))), tiers))
-    return ProgramConfig(
-        schedules=tuple(schedules), cap=exact_setting(program.get("cap", defaults.cap), "program.cap", FRACTION),
-        tier_basis=tier_basis, unknown_broker_policy=policy,
-        rounding_quantum=exact_setting(program.get("rounding_quantum", defaults.rounding_quantum),
-                                       "program.rounding_quantum", QUANTUM),
-        usd_rates=rates,
-        review_days=_whole(program.get("review_days", defaults.review_days), "program.review_days", 3_650),
-        approvals_required=_whole(program.get("approvals_required", defaults.approvals_required),
-                                  "program.approvals_required", 100),
-        start=None if "start" not in program else _month(program["start"], "program.start"),
-        future_tolerance=timedelta(seconds=_whole(
-            program.get("future_tolerance_seconds", int(defaults.future_tolerance.total_seconds())),
-            "program.future_tolerance_seconds", 86_400)),
-        max_fee_share=exact_setting(program.get("max_fee_share", defaults.max_fee_share), "program.max_fee_share",
-                                    FRACTION),
-    )
-
-
-def _month(value: Any, where: str) -> Month:
-    try:
-        return Month.parse(str(value))
-    except InvalidInput as error:
-        raise InvalidInput(f"config: {where}: {error}") from None
-
-
-def _whole(value: Any, where: str, largest: int) -> int:
-    """A whole number of the settings, at most `largest` (a larger one is a typo, and would not fit
-    the dates it is added to)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"config: {where}: {value!r} is not a whole number")
-    if value > largest:
-        raise InvalidInput(f"config: {where}: {value} is more than {largest}")
-    return value
+    return read_program(program_sections(data))
 
 
 @dataclass(frozen=True)

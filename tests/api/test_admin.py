@@ -11,7 +11,6 @@ import httpx
 import pytest
 from api_support import Api
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import InvalidInput
 from bkr.domain.registry import registry_text
 from bkr.ingest.readers import json_record
@@ -32,7 +31,7 @@ def fill(fill_id: str, *, user: str = "alice", fee: str = "10", quantity: str = 
 
 
 def ingest(api: Api, *rows: dict[str, Any], source: str = "feed.ndjson") -> None:
-    import_rows(api.engine, ProgramConfig(), [json_record(line, row) for line, row in enumerate(rows, start=1)],
+    import_rows(api.engine, [json_record(line, row) for line, row in enumerate(rows, start=1)],
                 source=source, clock=api.clock)
 
 

@@ -34,6 +34,7 @@ from bkr.program.close import close_month, compute_statements, stored_statement
 from bkr.program.exports import statement_csv
 from bkr.program.importer import import_rows
 from bkr.store import db
+from program_support import use_program
 
 BROKER, OTHER = 1400, 2200
 OCTOBER, SEPTEMBER, AUGUST = Month(2026, 10), Month(2026, 9), Month(2026, 8)  # the clock: 2026-10-15 12:00 UTC
@@ -50,9 +51,9 @@ def fill(fill_id: str, at: str, *, user: str = "alice", broker: int | None = BRO
             "fill_type": "User"}
 
 
-def ingest(api: Api, rows: Iterable[Mapping[str, Any]], config: ProgramConfig | None = None) -> None:
+def ingest(api: Api, rows: Iterable[Mapping[str, Any]]) -> None:
     raw = [RawRow(number, dict(row), json.dumps(row)) for number, row in enumerate(rows, start=1)]
-    tally = import_rows(api.engine, config or ProgramConfig(), raw, source="test", clock=api.clock)
+    tally = import_rows(api.engine, raw, source="test", clock=api.clock)
     assert (tally.accepted, tally.rejected, tally.conflicts) == (len(raw), 0, 0)
 
 
@@ -220,7 +221,7 @@ def test_the_summary_is_the_projection_of_the_close_and_the_sum_of_the_fills(api
     summary = get(api, pair, "/summary").json()
 
     with api.engine.connect() as connection:
-        (projection,) = compute_statements(connection, ProgramConfig(), OCTOBER, BROKER)
+        (projection,) = compute_statements(connection, OCTOBER, BROKER)
     figures = expected(own(OCTOBER_FILLS), Decimal("0.2"))
     assert (summary["spot_volume"], summary["futures_volume"], summary["api_volume"]) == (
         canonical(projection.spot_volume), canonical(projection.futures_volume), canonical(projection.api_volume))
@@ -261,12 +262,11 @@ def test_under_the_previous_month_basis_the_month_is_paid_at_last_months_tier(ap
     register_users(api)
     september = [fill("s1", "2026-09-20T12:00:00Z", price="6000000", quantity="1", fee="600")]
     october = [fill("o1", "2026-10-03T12:00:00Z", price="1000", quantity="1", fee="1")]
-    ingest(api, september + october, config)
-    close_month(api.engine, config, SEPTEMBER, now=api.clock())
+    use_program(api.engine, config)  # the program's settings are the database's, whatever the app was given
+    ingest(api, september + october)
+    close_month(api.engine, SEPTEMBER, now=api.clock())
 
-    with TestClient(create_app(api.engine, config, clock=api.clock)) as client:
-        summary = Api(client, api.engine, api.clock).signed_get(
-            pair, f"/v1/broker/{BROKER}/summary", "brokerSummaryQuery").json()
+    summary = get(api, pair, "/summary").json()
 
     assert (summary["tier_basis"], summary["tier"], summary["broker_rate"]) == ("previous_month", "BKR 1", "0.3")
     assert (summary["volume_tier"], summary["next_tier"], summary["volume_to_next_tier"]) == (
@@ -280,7 +280,7 @@ def test_the_summary_names_the_tier_of_the_last_closed_month(api: Api) -> None:
     pair = api.broker(BROKER)
     register_users(api)
     ingest(api, [fill("s1", "2026-09-20T12:00:00Z", price="12000000", quantity="1", fee="5")])
-    close_month(api.engine, ProgramConfig(), SEPTEMBER, now=api.clock())
+    close_month(api.engine, SEPTEMBER, now=api.clock())
 
     summary = get(api, pair, "/summary").json()
 
@@ -332,7 +332,7 @@ def test_a_late_fill_shows_on_its_own_day_though_paid_next_month(api: Api) -> No
     pair = api.broker(BROKER)
     register_users(api)
     ingest(api, [fill("s1", "2026-09-10T12:00:00Z", price="100", quantity="1", fee="0.1")])
-    close_month(api.engine, ProgramConfig(), SEPTEMBER, now=api.clock())
+    close_month(api.engine, SEPTEMBER, now=api.clock())
     ingest(api, [fill("late", "2026-09-11T12:00:00Z", price="50", quantity="1", fee="0.05")])
 
     september = get(api, pair, "/volume/daily", {"month": "2026-09"}).json()
@@ -384,7 +384,7 @@ def close_august_and_september(api: Api) -> list[dict[str, Any]]:
     ]
     ingest(api, rows)
     for month in (AUGUST, SEPTEMBER):
-        close_month(api.engine, ProgramConfig(), month, now=api.clock())
+        close_month(api.engine, month, now=api.clock())
     return rows
 
 
@@ -469,7 +469,7 @@ def test_the_users_of_the_open_month_are_the_projection(api: Api) -> None:
     register_users(api)
     ingest(api, OCTOBER_FILLS)
     with api.engine.connect() as connection:
-        (projection,) = compute_statements(connection, ProgramConfig(), OCTOBER, BROKER)
+        (projection,) = compute_statements(connection, OCTOBER, BROKER)
 
     breakdown = get(api, pair, "/users").json()
     first_page = get(api, pair, "/users", {"limit": 2}).json()
@@ -489,7 +489,7 @@ def test_late_fills_appear_as_a_users_adjustment(api: Api) -> None:
     pair = api.broker(BROKER)
     register_users(api)
     ingest(api, [fill("s1", "2026-09-10T12:00:00Z", user="bob", price="100", quantity="1", fee="0.1")])
-    close_month(api.engine, ProgramConfig(), SEPTEMBER, now=api.clock())
+    close_month(api.engine, SEPTEMBER, now=api.clock())
     ingest(api, [fill("late", "2026-09-11T12:00:00Z", user="bob", price="50", quantity="1", fee="0.05"),
                  fill("o1", "2026-10-11T12:00:00Z", user="alice", price="50", quantity="1", fee="0.04")])
 

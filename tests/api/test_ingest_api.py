@@ -24,12 +24,12 @@ from feed_support import (
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.registry import BrokerStatus
 from bkr.ingest.readers import ndjson_rows
 from bkr.program import registry
 from bkr.program.importer import import_rows
 from bkr.program.writer import Tally
+from program_support import use_program
 
 ACTIVE_SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -44,6 +44,7 @@ def feed(api: Api) -> dict[str, str]:
 
 def _reference(sqlite_template: Path, tmp_path: Path) -> Engine:
     engine = reference_engine(sqlite_template, tmp_path)
+    use_program(engine)
     with engine.begin() as connection:
         registry.enroll_broker(connection, BROKER, f"acct-{BROKER}", f"Broker {BROKER}", "trading_bot", ACTIVE_SINCE)
         registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, ACTIVE_SINCE, ACTIVE_SINCE)
@@ -53,7 +54,7 @@ def _reference(sqlite_template: Path, tmp_path: Path) -> Engine:
 
 def _import(engine: Engine, items: list[Any]) -> Tally:
     """The same items through the file import (one batch), for comparison."""
-    return import_rows(engine, ProgramConfig(), ndjson_rows(ndjson(items).splitlines()), source="batch.ndjson",
+    return import_rows(engine, ndjson_rows(ndjson(items).splitlines()), source="batch.ndjson",
                        clock=lambda: datetime(2026, 10, 20, tzinfo=UTC))
 
 

@@ -74,7 +74,7 @@ def test_the_scheduler_closes_the_month_once_after_its_grace(api: Api, db_url: s
     october = [fill("f-1", price="50000", quantity="120", fee="100", at="2026-10-31T21:00:00Z"),  # 6M: BKR 1
                fill("f-2", user="bob", broker=2200, market="PERP", fee="0.5", at="2026-10-02T08:00:00Z")]
     assert post_fills(api.client, operator, october).json()["accepted"] == 2
-    close_month(api.engine, ProgramConfig(), SEPTEMBER, now=api.clock())  # the month before, closed already
+    close_month(api.engine, SEPTEMBER, now=api.clock())  # the month before, closed already
     scheduler = CloseScheduler(_services(api))
 
     for moment in (datetime(2026, 10, 31, 23, 59, 59, tzinfo=UTC), MIDNIGHT, MIDNIGHT + GRACE - timedelta(seconds=1)):
@@ -103,7 +103,7 @@ def test_the_scheduler_closes_the_month_once_after_its_grace(api: Api, db_url: s
     assert late["accepted"] == 1
     assert _statement_rows(api) == closed
     with api.engine.connect() as connection:
-        (november,) = compute_statements(connection, ProgramConfig(), NOVEMBER, 1400)
+        (november,) = compute_statements(connection, NOVEMBER, 1400)
     document = november.to_document()
     (line,) = document["lines"]
     assert (line["kind"], line["fill_month"], line["tier"]) == ("adjustment", "2026-10", "BKR 1")

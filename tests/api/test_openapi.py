@@ -49,6 +49,7 @@ from bkr.program.importer import import_rows
 from bkr.program.statement_signing import publish_statement_key
 from bkr.settings import ServiceSettings
 from bkr.store import db
+from program_support import use_program
 
 BROKER = 1400  # the broker whose signed requests are explored; never touched by admin operations
 OTHER_BROKER = 2200  # the broker admin operations may change (suspend, terminate, make keys)
@@ -85,6 +86,7 @@ def seed(url: str, clock: MovableClock) -> tuple[dict[str, str], KeyPair]:
     """A small program: two active brokers, an affiliate with a code, users, fills in a closed
     month and in the current one (one rejected, one of an unknown user), and keys."""
     engine = db.open_engine(url)
+    use_program(engine)
     since = datetime(2026, 1, 1, tzinfo=UTC)
     now = clock()
     with engine.begin() as connection:
@@ -108,8 +110,8 @@ def seed(url: str, clock: MovableClock) -> tuple[dict[str, str], KeyPair]:
         {**_fill("f-7", "2026-10-07T11:00:00Z"), "price": "not a number"},  # rejected
     ]
     rows = [parse_json_record(index, json.dumps(fill)) for index, fill in enumerate(fills, start=1)]
-    import_rows(engine, ProgramConfig(), rows, source="seed", clock=clock)
-    close_month(engine, ProgramConfig(), CLOSED, now=now)
+    import_rows(engine, rows, source="seed", clock=clock)
+    close_month(engine, CLOSED, now=now)
     engine.dispose()
     return {"Authorization": f"Bearer {operator.token}"}, pair
 

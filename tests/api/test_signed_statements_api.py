@@ -98,10 +98,10 @@ def test_a_statement_with_a_bust_of_a_paid_month_is_served_in_every_format(signi
     register_users(signing_api)
     august = fill("a1", "2026-08-03T12:00:00Z", price="1000000", quantity="6", fee="600")
     ingest(signing_api, [august])
-    close_month(signing_api.engine, ProgramConfig(), AUGUST, now=signing_api.clock())
+    close_month(signing_api.engine, AUGUST, now=signing_api.clock())
     ingest(signing_api, [{**august, "fill_id": "a1-bust", "corrects": "a1", "quantity": "-6", "fee": "-600"},
                          fill("s1", "2026-09-04T12:00:00Z", price="200", quantity="5", fee="0.5")])
-    close_month(signing_api.engine, ProgramConfig(), SEPTEMBER, now=signing_api.clock())
+    close_month(signing_api.engine, SEPTEMBER, now=signing_api.clock())
 
     document = get(signing_api, pair, "/statements/2026-09").json()
     envelope = get(signing_api, pair, "/statements/2026-09", {"format": "signed"}).json()

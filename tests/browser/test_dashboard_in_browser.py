@@ -129,6 +129,13 @@ def test_the_operator_overview_matches_the_operator_api(page: Page, program: Pro
     expect(page.get_by_role("heading", name="Next close: ")).to_be_visible()
     screenshot(page, "operator-months")
 
+    page.get_by_role("link", name="Settings").click()
+    in_force = program.admin("/v1/admin/program")
+    expect(page.get_by_role("heading", name=f"Version {in_force['version']}, in force for {in_force['month']}")) \
+        .to_be_visible()
+    assert page.locator('[data-setting="cap"]').get_attribute("data-value") == in_force["settings"]["program"]["cap"]
+    screenshot(page, "operator-settings")
+
 
 def test_an_operator_suspends_and_reactivates_a_broker(page: Page, program: Program) -> None:
     sign_in(page, program, program.operator_token)

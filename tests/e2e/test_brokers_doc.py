@@ -8,8 +8,9 @@ starts the server itself, as a real process on a free port. The guide's environm
 filled in as the guide says (BKR_URL, BROKER_ID, the keys from the JSON files the operator wrote),
 and every ```python block runs, in order, each in a fresh namespace (so each snippet must be
 complete on its own), and must print exactly the ```text block(s) that follow it in the guide.
-The snippet about unknown ids runs a second time against a server started with the guide's
-```toml block as its configuration, and must print the guide's second output. The broker's
+The snippet about unknown ids runs a second time once the guide's ```toml block is applied as a
+program version from the current month (`bkr program apply`), against the same running server,
+and must print the guide's second output. The broker's
 figures are finally checked against the venue's own fills, summed here without the program's code.
 """
 
@@ -18,6 +19,7 @@ import io
 import json
 import re
 import shlex
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from venue_support import VenueWorld, run_bkr, venue_world
 
+from bkr.domain.periods import Month
 from bkr.store.tables import venue_fills, venue_orders
 
 pytestmark = pytest.mark.slow
@@ -133,7 +136,6 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
     with venue_world(tmp_path) as world:
         monkeypatch.setenv("BKR_DATABASE_URL", world.db_url)  # as the operator's shell would have it
         run_operator_setup(world, bash[0])
-        strict = world.serve(config=toml[0], wait=False)  # for later: both servers start together
         sandbox = world.serve()
         env = guide_environment(world, sandbox.base)
 
@@ -149,10 +151,13 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
         seen = world.broker_ids_seen()  # ccxt's 1400 traded, and the operator can see it was sent
         assert (seen["1400"]["orders"], seen["1400"]["rejected"]) == (1, 0)
 
-        # The same forgetful client where the exchange rejects ids that are not active brokers.
-        strict.wait_until_it_answers()
-        strict_env = {**env, "BKR_URL": strict.base}
-        assert run_snippet(forgotten_id, strict_env, monkeypatch) == forgotten_id.outputs[1]
+        # The same forgetful client once the exchange rejects ids that are not active brokers: a
+        # program version from this month, which the running server applies from its next order.
+        strict = world.directory / "strict.toml"
+        strict.write_text(toml[0])
+        run_bkr("program", "apply", str(strict), "--from", str(Month.of(datetime.now(UTC))), "--reason",
+                "reject orders whose X-Broker-Id is not an active broker")
+        assert run_snippet(forgotten_id, env, monkeypatch) == forgotten_id.outputs[1]
         assert world.broker_ids_seen()["1400"]["rejected"] == 1
         # … and the refused order left the broker's figures as they were.
-        assert run_snippet(watch, strict_env, monkeypatch) == watch.outputs[0]
+        assert run_snippet(watch, env, monkeypatch) == watch.outputs[0]

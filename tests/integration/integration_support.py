@@ -3,13 +3,14 @@
 A fill is a small dict of text, made by `fill(...)` with defaults that describe one ordinary API
 fill of broker 1400 in May 2024; a test names only what matters to it. `write_fills` writes such
 rows as CSV, NDJSON or Parquet. The registry is set up through the program's own use cases, and
-statements are read back the way an operator sees them: as the documents a close produces.
+statements are read back the way an operator sees them: as the documents a close produces. The
+program's settings are a version in the database (`program_support.use_program`): a helper given
+a `config` makes it the program's settings first.
 """
 
 import csv
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from bkr.domain.config import DEFAULT_CONFIG, ProgramConfig
+from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus
@@ -26,6 +27,7 @@ from bkr.program.close import close_month
 from bkr.program.importer import import_file
 from bkr.program.writer import Tally
 from bkr.store.tables import aggregates, fill_rejections, fills, statements
+from program_support import use_program
 
 BROKER = 1400  # ccxt's id on Backpack
 MAY, JUNE = Month(2024, 5), Month(2024, 6)
@@ -128,9 +130,10 @@ def write_fills(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def import_rows(engine: Engine, path: Path, rows: Sequence[Mapping[str, Any]], *,
-                config: ProgramConfig = DEFAULT_CONFIG, batch_size: int = 5_000) -> Tally:
-    """Write rows to `path` and import that file."""
-    return import_file(engine, config, write_fills(path, rows), clock=clock, batch_size=batch_size)
+                config: ProgramConfig | None = None, batch_size: int = 5_000) -> Tally:
+    """Write rows to `path` and import that file (under `config`, if given)."""
+    use_program(engine, config)
+    return import_file(engine, write_fills(path, rows), clock=clock, batch_size=batch_size)
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -166,14 +169,16 @@ def add_users(engine: Engine, *users: str, code: str | None = None) -> None:
 
 # --- statements and what is stored ----------------------------------------------------------
 
-def preview(engine: Engine, month: Month, config: ProgramConfig = DEFAULT_CONFIG) -> dict[int, dict[str, Any]]:
+def preview(engine: Engine, month: Month, config: ProgramConfig | None = None) -> dict[int, dict[str, Any]]:
     """The statements a close of `month` would issue now, with their lines, by broker id."""
-    result = close_month(engine, config, month, now=NOW, dry_run=True)
+    use_program(engine, config)
+    result = close_month(engine, month, now=NOW, dry_run=True)
     return {statement.broker_id: statement.to_document() for statement in result.statements}
 
 
-def close(engine: Engine, month: Month, config: ProgramConfig = DEFAULT_CONFIG) -> dict[int, dict[str, Any]]:
-    result = close_month(engine, config, month, now=NOW)
+def close(engine: Engine, month: Month, config: ProgramConfig | None = None) -> dict[int, dict[str, Any]]:
+    use_program(engine, config)
+    result = close_month(engine, month, now=NOW)
     return {statement.broker_id: statement.to_document() for statement in result.statements}
 
 
@@ -194,15 +199,12 @@ def stored_state(engine: Engine) -> dict[str, Any]:
             "rejections": [tuple(r) for r in rejection_rows]}
 
 
-APPROVE_ONLY = replace(DEFAULT_CONFIG, review_days=0)  # statements become final by approval only
-
-
-def approve_all(engine: Engine, config: ProgramConfig = APPROVE_ONLY, approver: str = "ops-1") -> None:
+def approve_all(engine: Engine, approver: str = "ops-1") -> None:
     """Approve every draft statement as `approver`."""
     with engine.begin() as connection:
         for broker_id, month in connection.execute(select(statements.c.broker_id, statements.c.month)
                                                    .where(statements.c.status == settlement.DRAFT)).all():
-            settlement.approve(connection, config, broker_id, month, approver, NOW)
+            settlement.approve(connection, broker_id, month, approver, NOW)
 
 
 def statement_count(engine: Engine) -> int:

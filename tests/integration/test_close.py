@@ -31,6 +31,7 @@ from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.periods import Month
 from bkr.program.close import close_month, compute_statements
 from bkr.store.tables import periods
+from program_support import use_program
 
 STATEMENT_FIELDS = {"month", "broker_id", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
                     "fee_base", "payout_exact", "payout"}
@@ -122,6 +123,7 @@ def test_closing_a_month_that_has_not_ended_fails_with_a_one_line_reason(
         engine: Engine, db_url: str, bkr: Any, offset: int) -> None:
     month = Month.of(datetime.now(UTC))
     month = month.next() if offset else month
+    use_program(engine)
 
     result = bkr("close", "--month", str(month), "--db", db_url)
 
@@ -147,7 +149,7 @@ def test_a_dry_run_of_the_month_in_progress_is_its_projection_and_writes_nothing
     assert (dry["month"], dry["dry_run"], dry["projection"]) == (str(month), True, True)
     assert [(s["broker_id"], s["api_volume"], s["payout_exact"]) for s in dry["statements"]] == [(1400, "100", "0.5")]
     with engine.connect() as connection:
-        assert [s.payout_exact for s in compute_statements(connection, ProgramConfig(), month)] == [Decimal("0.5")]
+        assert [s.payout_exact for s in compute_statements(connection, month)] == [Decimal("0.5")]
     assert statement_count(engine) == 0
     assert count(engine, periods) == 1  # the fill's own month, opened by the import; nothing closed
     table = bkr("close", "--month", str(month), "--dry-run", "--db", db_url)
@@ -266,11 +268,11 @@ def test_previous_month_tier_basis_pays_a_month_at_the_tier_of_the_month_before(
     import_rows(engine, tmp_path / "fills.csv", [
         fill("f-april", at="2024-04-15T00:00:00Z", price="10000000", quantity="1", fee="1000"),  # BKR 2: 35%
         fill("f-may", price="1000000", quantity="1", fee="100"),
-    ])
-    april = close_month(engine, PREVIOUS_MONTH, APRIL, now=NOW).statements[0].to_document()
+    ], config=PREVIOUS_MONTH)
+    april = close_month(engine, APRIL, now=NOW).statements[0].to_document()
     assert (april["tier"], april["tier_basis"], april["payout"]) == ("BKR 0", "previous_month", "200.00")
 
-    may = close_month(engine, PREVIOUS_MONTH, MAY, now=NOW).statements[0].to_document()
+    may = close_month(engine, MAY, now=NOW).statements[0].to_document()
 
     assert (may["api_volume"], may["tier"], may["broker_rate"], may["payout"]) == (
         "1000000", "BKR 2", "0.35", "35.00")
@@ -284,10 +286,10 @@ def test_previous_month_tier_basis_uses_the_exact_volume_of_an_open_previous_mon
     import_rows(engine, tmp_path / "fills.csv", [
         fill("f-april", at="2024-04-15T00:00:00Z", price="0.999999999999999999", quantity="5000000.000000000005"),
         fill("f-may", fee="100"),
-    ])
+    ], config=PREVIOUS_MONTH)
 
     with engine.connect() as connection:  # May's projection, as the broker summary shows it while April is open
-        may = compute_statements(connection, PREVIOUS_MONTH, MAY)[0]
+        may = compute_statements(connection, MAY)[0]
 
     assert (may.tier_name, may.payout) == ("BKR 0", Decimal("20.00"))
 
@@ -337,7 +339,6 @@ def test_a_month_without_broker_volume_closes_with_no_statements(engine: Engine,
 
 def test_merged_user_lines_give_the_per_user_statements_totals_to_the_last_digit(
         may_of_broker_1400: Engine, tmp_path: Path) -> None:
-    from bkr.domain.config import DEFAULT_CONFIG
     from bkr.program.close import compute_statements
 
     engine = may_of_broker_1400
@@ -347,8 +348,8 @@ def test_merged_user_lines_give_the_per_user_statements_totals_to_the_last_digit
         fill("f-6", user="carol", market="PERP", price="7", quantity="11", fee="0.7777777"),
     ])
     with engine.connect() as connection:
-        per_user = compute_statements(connection, DEFAULT_CONFIG, MAY)
-        merged = compute_statements(connection, DEFAULT_CONFIG, MAY, per_user=False)
+        per_user = compute_statements(connection, MAY)
+        merged = compute_statements(connection, MAY, per_user=False)
     figures = ("broker_id", "tier_level", "broker_rate", "spot_volume", "futures_volume", "fee_base",
                "adjustment_fee_base", "adjustment_payout_exact", "payout_exact", "payout")
     assert [tuple(getattr(s, f) for f in figures) for s in merged] == \

@@ -15,6 +15,7 @@ from bkr.domain.periods import Month
 from bkr.program.close import close_month
 from bkr.program.schedule import run_scheduled_close
 from bkr.store.tables import periods
+from program_support import use_program
 
 
 def statuses(engine: Engine) -> dict[str, str]:
@@ -29,7 +30,7 @@ def test_a_month_behind_an_open_month_with_fills_is_refused_naming_it(engine: En
     import_rows(engine, tmp_path / "fills.csv", [fill("f-april", at="2024-04-10T00:00:00Z"), fill("f-may")])
 
     with pytest.raises(MonthOutOfOrder, match=r"^close 2024-04 first: it is still open and holds fills to pay"):
-        close_month(engine, ProgramConfig(), MAY, now=NOW)
+        close_month(engine, MAY, now=NOW)
     refused = bkr("close", "--month", "2024-05", "--db", db_url)
 
     assert refused.code == 1
@@ -56,7 +57,7 @@ def test_a_shortfall_carried_past_empty_months_reaches_the_next_close_once(engin
 
     assert (july["carried_in"], july["payout"]) == ("-18", "22.00")  # 200 × 20% − 18
     assert statuses(engine)["2024-06"] == "closed"
-    assert close_month(engine, ProgramConfig(), JUNE, now=NOW).already_closed
+    assert close_month(engine, JUNE, now=NOW).already_closed
 
 
 def test_the_schedule_catches_up_every_month_left_open_in_order(engine: Engine, tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_the_schedule_catches_up_every_month_left_open_in_order(engine: Engine, 
     august = Month(2024, 8)
     after_grace = august.start + timedelta(hours=1)
 
-    closed = [run_scheduled_close(engine, ProgramConfig(), after_grace, timedelta(minutes=30)) for _ in range(4)]
+    closed = [run_scheduled_close(engine, after_grace, timedelta(minutes=30)) for _ in range(4)]
 
     assert [None if r is None else str(r.month) for r in closed] == ["2024-04", "2024-05", "2024-07", None]
     assert statuses(engine) == {"2024-04": "closed", "2024-05": "closed", "2024-06": "closed",
@@ -77,11 +78,11 @@ def test_the_schedule_catches_up_every_month_left_open_in_order(engine: Engine, 
 @pytest.mark.parametrize(("config", "month", "reason"), [
     (ProgramConfig(start=Month(2024, 1)), Month(2023, 12), "month: 2023-12 is before the program's start (2024-01)"),
     (ProgramConfig(), Month(1999, 1), "month: 1999-01 is before the program's start (2000-01)"),
-    (ProgramConfig(start=Month(1990, 1)), Month(1999, 1), "no tier schedule is in force for 1999-01"),
     (ProgramConfig(), Month(0, 1), "month: 0000-01 is before the program's start (2000-01)"),
 ])
 def test_a_month_of_no_program_is_refused(engine: Engine, config: ProgramConfig, month: Month, reason: str) -> None:
+    use_program(engine, config)
     with pytest.raises(InvalidInput) as raised:
-        close_month(engine, config, month, now=NOW)
+        close_month(engine, month, now=NOW)
     assert str(raised.value) == reason
     assert statuses(engine) == {}

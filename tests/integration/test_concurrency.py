@@ -22,7 +22,6 @@ from integration_support import (
 )
 from sqlalchemy import Engine, func, select
 
-from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.errors import AlreadyEnrolled
 from bkr.domain.periods import Month
 from bkr.program import registry
@@ -31,6 +30,7 @@ from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
 from bkr.store import db
 from bkr.store.tables import enrollments, fills, statements
+from program_support import use_program
 
 pytestmark = pytest.mark.postgres
 
@@ -108,8 +108,8 @@ def test_two_concurrent_closes_of_a_month_give_one_result(engines: tuple[Engine,
 
     for month in months:
         outcomes: list[CloseResult] = run_together(
-            lambda month=month: close_month(first, DEFAULT_CONFIG, month, now=NOW),
-            lambda month=month: close_month(second, DEFAULT_CONFIG, month, now=NOW))
+            lambda month=month: close_month(first, month, now=NOW),
+            lambda month=month: close_month(second, month, now=NOW))
 
         assert all(isinstance(o, CloseResult) for o in outcomes), outcomes
         assert sorted(o.already_closed for o in outcomes) == [False, True]
@@ -125,6 +125,7 @@ def test_two_concurrent_closes_of_a_month_give_one_result(engines: tuple[Engine,
 def test_a_fill_imported_while_its_month_closes_is_paid_exactly_once(engines: tuple[Engine, Engine],
                                                                      tmp_path: Path) -> None:
     importer, closer = engines
+    use_program(importer)
     add_broker(importer)
     add_users(importer, "alice")
     rows = [fill(f"f-{n:04d}", at=f"2024-05-{1 + n % 31:02d}T12:00:00Z", price=f"{100 + n}.000000000000000001",
@@ -138,12 +139,12 @@ def test_a_fill_imported_while_its_month_closes_is_paid_exactly_once(engines: tu
             assert close_started.wait(timeout=30)
 
     def import_may() -> Tally:
-        return import_file(importer, DEFAULT_CONFIG, path, clock=lambda: NOW, batch_size=10, on_batch=keep_importing)
+        return import_file(importer, path, clock=lambda: NOW, batch_size=10, on_batch=keep_importing)
 
     def close_may() -> CloseResult:
         assert five_batches_in.wait(timeout=30)
         close_started.set()
-        return close_month(closer, DEFAULT_CONFIG, MAY, now=NOW)
+        return close_month(closer, MAY, now=NOW)
 
     tally, _ = run_together(import_may, close_may)
     assert isinstance(tally, Tally), tally

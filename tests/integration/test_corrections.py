@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from integration_support import (
-    APPROVE_ONLY,
     BROKER,
     JUNE,
     MAY,
@@ -53,7 +52,7 @@ def test_a_bust_in_a_paid_month_is_a_correction_line_on_the_next_statement(engin
     import_rows(engine, tmp_path / "may.csv", [ORIGINAL, fill("f-2", fee="5")])
     may = close(engine, MAY)[BROKER]
     approve_all(engine)
-    settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
+    settlement.settle_month(engine, MAY, NOW)
     paid = _stored(engine, BROKER, MAY)
 
     tally = import_rows(engine, tmp_path / "bust.csv", [

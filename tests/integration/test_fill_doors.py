@@ -13,12 +13,12 @@ from sqlalchemy import Engine, select
 from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.fills import parse_fill
 from bkr.domain.money import D
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.ingest.readers import RawRow
 from bkr.program.writer import DecidedFill, Outcome, write_batch, write_decided_fills
 from bkr.store.tables import fill_rejections, fills
 
-USD = {"USDC": D(1)}
-PLAUSIBLE = DEFAULT_CONFIG.plausibility
+PROGRAM = ProgramTimeline.single(DEFAULT_CONFIG, created_at=NOW)  # the defaults, as version 1
 
 
 def test_a_fill_whose_broker_its_order_entry_judged_is_not_judged_again(engine: Engine) -> None:
@@ -32,7 +32,7 @@ def test_a_fill_whose_broker_its_order_entry_judged_is_not_judged_again(engine: 
     with engine.begin() as connection:
         results = write_decided_fills(
             connection, [DecidedFill(parse_fill(fill(fill_id, user=user)), active) for fill_id, user, active in judged],
-            USD, plausibility=PLAUSIBLE, source="venue", now=NOW)
+            PROGRAM, source="venue", now=NOW)
         stored = dict(connection.execute(select(fills.c.fill_id, fills.c.attribution)).all())
         rate = connection.execute(select(fills.c.affiliate_rate).where(fills.c.fill_id == "f-active")).scalar()
     assert [(r.line, r.fill_id, r.outcome.value) for r in results] == [
@@ -50,9 +50,9 @@ def test_a_typed_fill_beyond_the_bounds_is_rejected_as_the_same_row_is(engine: E
     row = fill("f-row", fee=tiny)
     typed = replace(parse_fill(fill("f-typed")), fee=Decimal(tiny))  # as a venue could compute it
     with engine.begin() as connection:
-        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=PLAUSIBLE, source="file",
+        from_the_row = write_batch(connection, [RawRow(1, row, "")], PROGRAM, source="file",
                                    now=NOW)
-        from_the_venue = write_decided_fills(connection, [DecidedFill(typed, True)], USD, plausibility=PLAUSIBLE,
+        from_the_venue = write_decided_fills(connection, [DecidedFill(typed, True)], PROGRAM,
                                              source="venue", now=NOW)
         kept = connection.execute(select(fill_rejections.c.fill_id, fill_rejections.c.reason)
                                   .order_by(fill_rejections.c.fill_id)).all()
@@ -74,10 +74,10 @@ IMPLAUSIBLE = {
 def test_an_implausible_typed_fill_is_rejected_as_the_same_row_is(engine: Engine, case: str) -> None:
     row = fill("f-1", **IMPLAUSIBLE[case])  # type: ignore[arg-type]
     with engine.begin() as connection:
-        from_the_row = write_batch(connection, [RawRow(1, row, "")], USD, plausibility=PLAUSIBLE, source="file",
+        from_the_row = write_batch(connection, [RawRow(1, row, "")], PROGRAM, source="file",
                                    now=NOW)
-        from_the_venue = write_decided_fills(connection, [DecidedFill(parse_fill(row), True)], USD,
-                                             plausibility=PLAUSIBLE, source="venue", now=NOW)
+        from_the_venue = write_decided_fills(connection, [DecidedFill(parse_fill(row), True)], PROGRAM,
+                                             source="venue", now=NOW)
         assert connection.execute(select(fills)).all() == []
     assert [r.outcome for r in from_the_row + from_the_venue] == [Outcome.REJECTED, Outcome.REJECTED]
     assert from_the_venue[0].reason == from_the_row[0].reason

@@ -23,16 +23,18 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.program.importer import import_file
 from bkr.program.overview import has_fills
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports, periods
+from program_support import use_program
 
 
 @pytest.fixture
 def registry(engine: Engine) -> Engine:
-    """Broker 1400 active all year; alice and bob known, without a referral code."""
+    """Broker 1400 active all year; alice and bob known, without a referral code; the program at its
+    defaults."""
+    use_program(engine)
     add_broker(engine)
     add_users(engine, "alice", "bob")
     return engine
@@ -239,7 +241,8 @@ def test_a_nul_character_in_a_csv_row_is_a_rejection_kept_visibly_on_both_databa
         "broker_id,via_api,fill_type\n"
         "f\x001,o1,u1,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n"
         "f2,o1,u\x001,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n")
-    tally = import_file(engine, ProgramConfig(), path, clock=lambda: datetime(2026, 10, 2, tzinfo=UTC))
+    use_program(engine)
+    tally = import_file(engine, path, clock=lambda: datetime(2026, 10, 2, tzinfo=UTC))
     assert tally.counts() == {"accepted": 0, "duplicates": 0, "conflicts": 0, "rejected": 2}
     with engine.connect() as connection:
         rows = connection.execute(select(fill_rejections.c.line, fill_rejections.c.fill_id, fill_rejections.c.reason,

@@ -29,12 +29,12 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
-from bkr.domain.config import DEFAULT_CONFIG
 from bkr.program import writer
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
 from bkr.store import db
 from bkr.store.tables import fills, imports
+from program_support import use_program
 
 
 class Interrupted(Exception):
@@ -62,6 +62,7 @@ def figures(engine: Engine) -> tuple[str, str]:
 
 @pytest.fixture
 def registry(engine: Engine) -> Engine:
+    use_program(engine)
     add_broker(engine)
     add_users(engine, "alice", "bob")
     return engine
@@ -77,16 +78,16 @@ def test_an_import_interrupted_after_two_batches_keeps_them_and_a_rerun_counts_e
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        import_file(registry, DEFAULT_CONFIG, path, clock=clock, batch_size=3, on_batch=stop_after_second_batch)
+        import_file(registry, path, clock=clock, batch_size=3, on_batch=stop_after_second_batch)
 
     assert count(registry, fills) == 6
     assert figures(registry) == reference_figures(rows[:6])
 
-    tally = import_file(registry, DEFAULT_CONFIG, path, clock=clock, batch_size=3)
+    tally = import_file(registry, path, clock=clock, batch_size=3)
 
     assert tally.counts() == {"accepted": 4, "duplicates": 6, "conflicts": 0, "rejected": 0}
     assert figures(registry) == reference_figures(rows)
-    assert import_file(registry, DEFAULT_CONFIG, path, clock=clock, batch_size=4).accepted == 0
+    assert import_file(registry, path, clock=clock, batch_size=4).accepted == 0
     assert figures(registry) == reference_figures(rows)
 
 
@@ -105,12 +106,12 @@ def test_a_batch_that_fails_midway_leaves_nothing_of_itself(registry: Engine, tm
 
     monkeypatch.setattr(writer, "add_to_aggregates", fail_in_third_batch)
     with pytest.raises(Interrupted):
-        import_file(registry, DEFAULT_CONFIG, path, clock=clock, batch_size=3)
+        import_file(registry, path, clock=clock, batch_size=3)
     monkeypatch.undo()
 
     assert count(registry, fills) == 6
     assert figures(registry) == reference_figures(rows[:6])
-    assert import_file(registry, DEFAULT_CONFIG, path, clock=clock, batch_size=3).accepted == 4
+    assert import_file(registry, path, clock=clock, batch_size=3).accepted == 4
     assert figures(registry) == reference_figures(rows)
 
 
@@ -121,7 +122,9 @@ KILL_BATCH = 1_000
 
 
 def big_registry(engine: Engine) -> None:
-    """Brokers 1400 and 2200; fifty users, every fifth with a referral code at 0.1."""
+    """Brokers 1400 and 2200; fifty users, every fifth with a referral code at 0.1; the program at its
+    defaults."""
+    use_program(engine)
     add_broker(engine, 1400)
     add_broker(engine, 2200)
     add_code(engine, "CODE", "0.1")
@@ -172,7 +175,7 @@ def clean_import_statements(big_file: Path, sqlite_template: Path, run_dir: Path
         path.write_bytes(sqlite_template.read_bytes())
         engine = db.open_engine(f"sqlite:///{path}")
         big_registry(engine)
-        tally = import_file(engine, DEFAULT_CONFIG, big_file, clock=clock)
+        tally = import_file(engine, big_file, clock=clock)
         assert tally.accepted == BIG_FILE_ROWS
         statements = list(close(engine, MAY).values())
         engine.dispose()

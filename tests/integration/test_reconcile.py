@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from integration_support import (
-    APPROVE_ONLY,
     APRIL,
     MAY,
     NOW,
@@ -41,7 +40,7 @@ def _settled_may(engine: Engine, tmp_path: Path) -> None:
     close(engine, APRIL)
     close(engine, MAY)
     approve_all(engine)
-    settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
+    settlement.settle_month(engine, MAY, NOW)
 
 
 def _reconcile(bkr, db_url: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def,type-arg]

@@ -30,6 +30,7 @@ from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.fills import Attribution
 from bkr.domain.money import D
 from bkr.domain.periods import Month
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.ingest.readers import RawRow
 from bkr.program import review
 from bkr.program.attribution import reevaluate
@@ -259,8 +260,8 @@ def test_two_sides_written_at_once_are_matched_whichever_commits_first(pg_url: s
     add_users(engine, "alice")
 
     def write(connection: Connection, row: dict[str, Any]) -> list[RowResult]:
-        return write_batch(connection, [RawRow(1, row, row["fill_id"])], DEFAULT_CONFIG.usd_rates,
-                           plausibility=DEFAULT_CONFIG.plausibility, source="test", now=NOW)
+        return write_batch(connection, [RawRow(1, row, row["fill_id"])],
+                           ProgramTimeline.single(DEFAULT_CONFIG, created_at=NOW), source="test", now=NOW)
 
     second: list[RowResult] = []
     written = threading.Event()

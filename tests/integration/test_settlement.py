@@ -14,27 +14,30 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from integration_support import APPROVE_ONLY, MAY, NOW, add_broker, add_users, approve_all, close, fill, import_rows
+from integration_support import MAY, NOW, add_broker, add_users, approve_all, close, fill, import_rows
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from bkr.domain.config import DEFAULT_CONFIG
+from bkr.domain.config import DEFAULT_CONFIG, ProgramConfig
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import D, total
 from bkr.ledger import journal
 from bkr.ledger.postings import REBATE_EXPENSE, Posting, PostingGroup, broker_account, payout
 from bkr.program import settlement
 from bkr.store.tables import ledger_entries, ledger_groups, statements
+from program_support import use_program
 
 
-def _month_with_brokers(engine: Engine, tmp_path: Path, brokers: int) -> dict[int, Decimal]:
-    """May 2024 closed with one fill per broker (fee 10 + id/100 USD); the payouts by broker."""
+def _month_with_brokers(engine: Engine, tmp_path: Path, brokers: int,
+                        config: ProgramConfig | None = None) -> dict[int, Decimal]:
+    """May 2024 closed with one fill per broker (fee 10 + id/100 USD), under `config` if given; the
+    payouts by broker."""
     ids = list(range(1, brokers + 1))
     for broker_id in ids:
         add_broker(engine, broker_id)
     add_users(engine, "alice")
     rows = [fill(f"f-{b}", broker=b, fee=f"{10 + b / 100:.2f}") for b in ids]
-    import_rows(engine, tmp_path / "may.csv", rows)
+    import_rows(engine, tmp_path / "may.csv", rows, config=config)
     return {b: Decimal(doc["payout"]) for b, doc in close(engine, MAY).items()}
 
 
@@ -56,8 +59,8 @@ def _statuses(engine: Engine) -> dict[int, str]:
 def test_final_statements_are_paid_once_and_the_ledger_says_so(engine: Engine, tmp_path: Path) -> None:
     payouts = _month_with_brokers(engine, tmp_path, 3)
     approve_all(engine)
-    first = settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
-    again = settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
+    first = settlement.settle_month(engine, MAY, NOW)
+    again = settlement.settle_month(engine, MAY, NOW)
     assert (first.paid, first.already_paid) == ([1, 2, 3], [])
     assert (again.paid, again.already_paid) == ([], [1, 2, 3])
     keys, balances, unbalanced = _ledger(engine)
@@ -67,20 +70,25 @@ def test_final_statements_are_paid_once_and_the_ledger_says_so(engine: Engine, t
     assert set(_statuses(engine).values()) == {"paid"}
 
 
-def test_a_draft_waits_for_distinct_approvers_or_its_review_window(engine: Engine, tmp_path: Path) -> None:
-    _month_with_brokers(engine, tmp_path, 2)
-    four_eyes = replace(DEFAULT_CONFIG, review_days=0, approvals_required=2)
+def test_a_draft_waits_for_distinct_approvers(engine: Engine, tmp_path: Path) -> None:
+    _month_with_brokers(engine, tmp_path, 2, replace(DEFAULT_CONFIG, review_days=0, approvals_required=2))
     with engine.begin() as connection:
-        assert settlement.approve(connection, four_eyes, 1, MAY, "ops-1", NOW).status == "draft"
-        assert settlement.approve(connection, four_eyes, 1, MAY, "ops-1", NOW).approvals == 1  # same person
-        assert settlement.approve(connection, four_eyes, 1, MAY, "ops-2", NOW).status == "final"
+        assert settlement.approve(connection, 1, MAY, "ops-1", NOW).status == "draft"
+        assert settlement.approve(connection, 1, MAY, "ops-1", NOW).approvals == 1  # same person
+        assert settlement.approve(connection, 1, MAY, "ops-2", NOW).status == "final"
         with pytest.raises(Conflict, match="already final"):
-            settlement.approve(connection, four_eyes, 1, MAY, "ops-3", NOW)
-    result = settlement.settle_month(engine, four_eyes, MAY, NOW)
+            settlement.approve(connection, 1, MAY, "ops-3", NOW)
+    result = settlement.settle_month(engine, MAY, NOW)
     assert (result.paid, result.not_final) == ([1], [2])
-    window = replace(DEFAULT_CONFIG, review_days=3)
-    assert settlement.settle_month(engine, window, MAY, NOW).not_final == [2]  # closed at NOW: still in review
-    later = settlement.settle_month(engine, window, MAY, NOW.replace(day=NOW.day + 3))
+    assert settlement.settle_month(engine, MAY, NOW.replace(year=NOW.year + 1)).not_final == [2]  # no window
+
+
+def test_a_draft_becomes_final_after_its_review_window(engine: Engine, tmp_path: Path) -> None:
+    _month_with_brokers(engine, tmp_path, 2, replace(DEFAULT_CONFIG, review_days=3))
+    with engine.begin() as connection:
+        assert settlement.approve(connection, 1, MAY, "ops-1", NOW).status == "final"
+    assert settlement.settle_month(engine, MAY, NOW).not_final == [2]  # closed at NOW: still in review
+    later = settlement.settle_month(engine, MAY, NOW.replace(day=NOW.day + 3))
     assert (later.paid, later.already_paid) == ([2], [1])
 
 
@@ -129,7 +137,7 @@ def test_concurrent_settles_pay_each_statement_once(pg_url: str, tmp_path: Path)
         approve_all(engine)
         results: list[settlement.SettleResult] = []
         threads = [threading.Thread(target=lambda: results.append(
-            settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW))) for _ in range(4)]
+            settlement.settle_month(engine, MAY, NOW))) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -147,10 +155,7 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
                                                                           tmp_path: Path) -> None:
     payouts = _month_with_brokers(engine, tmp_path, 150)
     approve_all(engine)
-    config = tmp_path / "bkr.toml"
-    config.write_text("[program]\nreview_days = 0\n")
-    command = [sys.executable, "-m", "bkr.cli", "settle", "--month", "2024-05", "--db", db_url, "--config",
-               str(config)]
+    command = [sys.executable, "-m", "bkr.cli", "settle", "--month", "2024-05", "--db", db_url]
     def paid_count() -> int:
         if db_url.startswith("sqlite:///"):  # a plain reader: bkr's SQLite sessions queue for the write lock
             with closing(sqlite3.connect(f"file:{db_url[len('sqlite:///'):]}?mode=ro", uri=True)) as reader:
@@ -190,23 +195,26 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
 def test_approving_a_month_approves_its_drafts_once_each_and_then_nothing(engine: Engine, tmp_path: Path) -> None:
     _month_with_brokers(engine, tmp_path, 3)
     with engine.begin() as connection:
-        one = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-1", NOW, broker_id=2)
+        one = settlement.approve_month(connection, MAY, "ops-1", NOW, broker_id=2)
         assert settlement.draft_broker_ids(connection, MAY) == [1, 3]
-        rest = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-1", NOW)
-        again = settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-2", NOW)
+        rest = settlement.approve_month(connection, MAY, "ops-1", NOW)
+        again = settlement.approve_month(connection, MAY, "ops-2", NOW)
     assert [(a.broker_id, a.status) for a in one] == [(2, settlement.FINAL)]
     assert [(a.broker_id, a.status) for a in rest] == [(1, settlement.FINAL), (3, settlement.FINAL)]
     assert again == []
     with engine.begin() as connection, pytest.raises(Conflict, match="already final"):
-        settlement.approve_month(connection, APPROVE_ONLY, MAY, "ops-2", NOW, broker_id=2)
+        settlement.approve_month(connection, MAY, "ops-2", NOW, broker_id=2)
 
 
 def test_the_command_line_approves_with_four_eyes_and_settles(db_url: str, engine: Engine, tmp_path: Path,
                                                                bkr) -> None:  # type: ignore[no-untyped-def]
-    payouts = _month_with_brokers(engine, tmp_path, 2)
-    config = tmp_path / "bkr.toml"
+    use_program(engine)
+    config = tmp_path / "four-eyes.toml"
     config.write_text("[program]\nreview_days = 0\napprovals_required = 2\n")
-    common = ("--month", "2024-05", "--db", db_url, "--config", str(config))
+    applied = bkr("program", "apply", str(config), "--from", "2024-05", "--reason", "four eyes", "--db", db_url)
+    assert applied.code == 0 and "program version 2 applies from 2024-05" in applied.err
+    payouts = _month_with_brokers(engine, tmp_path, 2)
+    common = ("--month", "2024-05", "--db", db_url)  # no --config: the month's version says two approvals
     first = bkr("approve", *common, "--by", "alice")
     assert first.code == 0 and "0 now final" in first.err
     assert json.loads(bkr("settle", *common, "--json").out)["not_final"] == [1, 2]
@@ -220,7 +228,7 @@ def test_the_command_line_approves_with_four_eyes_and_settles(db_url: str, engin
 
 def test_settling_a_month_not_closed_is_refused_and_a_closed_empty_month_pays_nothing(engine: Engine) -> None:
     with pytest.raises(NotFound, match="not closed"):
-        settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW)
+        settlement.settle_month(engine, MAY, NOW)
     close(engine, MAY)  # no fills: no statements
-    assert settlement.settle_month(engine, APPROVE_ONLY, MAY, NOW).to_document() == {
+    assert settlement.settle_month(engine, MAY, NOW).to_document() == {
         "month": "2024-05", "paid": [], "already_paid": [], "not_final": []}

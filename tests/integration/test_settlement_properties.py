@@ -12,10 +12,9 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration_support import APPROVE_ONLY, NOW, add_broker, add_users, approve_all, import_file, write_fills
+from integration_support import NOW, add_broker, add_users, approve_all, import_file, write_fills
 from sqlalchemy import Engine, select
 
-from bkr.domain.config import DEFAULT_CONFIG
 from bkr.domain.money import ZERO, D, round_down, total
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
@@ -25,6 +24,7 @@ from bkr.program import settlement
 from bkr.program.close import close_month
 from bkr.program.reconcile import reconcile_month
 from bkr.store.tables import ledger_groups, statements
+from program_support import use_program
 
 _runs = itertools.count()
 _RATE = D("0.20")  # BKR 0's: the volumes here stay far below BKR 1
@@ -46,6 +46,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
     broker, user = 2000 + run, f"user-{run}"
     first = Month(2000 + run // 3, 1 + 4 * (run % 3))  # four months of their own, from 2000 on
     months = [first, first.next(), first.next().next(), first.next().next().next()]
+    use_program(engine)
     add_broker(engine, broker, since="2000-01-01T00:00:00Z")
     add_users(engine, user)
     model: dict[str, list[Decimal]] = {}  # fill id -> [quantity, fee] as corrected, as the model accepted them
@@ -56,7 +57,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
 
     def send(row: dict[str, object]) -> int:
         path = write_fills(tmp_path_factory.mktemp("fills") / "f.csv", [row])
-        return import_file(engine, APPROVE_ONLY, path, clock=lambda: NOW).accepted
+        return import_file(engine, path, clock=lambda: NOW).accepted
 
     for step in plan:
         if step[0] == "fill":
@@ -81,13 +82,13 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
             assert send(row) == 1
             model[target] = [quantity + change[0], fee + change[1]]
         elif step[0] == "close" and closed < 3:
-            close_month(engine, DEFAULT_CONFIG, months[closed], now=NOW)
+            close_month(engine, months[closed], now=NOW)
             closed += 1
         elif step[0] == "settle" and closed:
             month = months[int(step[1]) % closed]  # type: ignore[call-overload]
             approve_all(engine)
             for _ in range(2):  # a retry pays nothing more
-                settlement.settle_month(engine, APPROVE_ONLY, month, NOW)
+                settlement.settle_month(engine, month, NOW)
         with engine.connect() as connection:
             for month_text, document in connection.execute(
                     select(statements.c.month, statements.c.document)
@@ -95,10 +96,10 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
                 assert paid_documents.setdefault(month_text, document) == document
 
     for month in months[closed:]:  # every late fill and correction lands by August's close
-        close_month(engine, DEFAULT_CONFIG, month, now=NOW)
+        close_month(engine, month, now=NOW)
     approve_all(engine)
     for month in months:
-        settlement.settle_month(engine, APPROVE_ONLY, month, NOW)
+        settlement.settle_month(engine, month, NOW)
 
     with engine.connect() as connection:
         issued = connection.execute(select(statements.c.month, statements.c.payout, statements.c.payout_exact,

@@ -46,7 +46,7 @@ SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
 def import_now(engine: Engine, path: Path, rows: list[dict[str, Any]]) -> Tally:
     """Import rows as a file, on the clock the venue trades on (its fills are dated now)."""
-    return import_file(engine, ProgramConfig(), write_fills(path, rows), clock=system_clock)
+    return import_file(engine, write_fills(path, rows), clock=system_clock)
 
 
 @dataclass

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, select
 
 from bkr.domain.clock import system_clock
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import BkrError
 from bkr.domain.fills import Side
 from bkr.domain.money import D
@@ -31,6 +30,7 @@ from bkr.venue.book import OrderType, TimeInForce
 from bkr.venue.exchange import Venue
 from bkr.venue.markets import VenueConfig
 from bkr.venue.orders import OrderInput
+from program_support import use_program
 
 CONFIG = VenueConfig(starting_balances={"USDC": D(1000), "SOL": D(20)})
 PERPS = ("SOL_USDC_PERP", "ETH_USDC_PERP")
@@ -133,7 +133,8 @@ def test_no_balance_goes_negative_and_an_accepted_order_leaves_its_account_above
         engine: Engine, flow: list[tuple[object, ...]]) -> None:
     run = next(_runs)  # accounts of this example, apart from the earlier examples' on the same database
     users = [f"r{run}-u{n}" for n in range(USERS)]
-    venue = Venue(engine, ProgramConfig(), CONFIG, system_clock)
+    use_program(engine)
+    venue = Venue(engine, CONFIG, system_clock)
     with engine.begin() as connection:
         for user in users:
             open_account(connection, CONFIG, user, system_clock())

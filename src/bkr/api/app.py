@@ -1,24 +1,31 @@
 """The FastAPI application: `create_app` wires the routers, the dashboard, errors, observability
-and the scheduled close around one set of services (engine, program config, settings, clock)."""
+and the scheduled close around one set of services (engine, settings, clock). The program's
+rules are not among them: every use case reads the program version in force from the database."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from bkr import __version__
 from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, ops, statement_keys, venue
+from bkr.api.routers import admin, audit, broker, ingest, ops, program, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
+from bkr.domain.errors import StoreNotReady
 from bkr.domain.statement_signing import StatementKey
+from bkr.program.settings_versions import import_first_version
 from bkr.settings import ServiceSettings
 from bkr.venue.exchange import Venue
 from bkr.venue.markets import VenueConfig
+
+log = logging.getLogger("bkr.api")
 
 DESCRIPTION = """bkr runs an exchange's API Broker Program.
 
@@ -40,10 +47,25 @@ The same server is also a Backpack-compatible sandbox exchange under `/api/v1/â€
 """
 
 
-def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings | None = None, *,
-               clock: Clock = system_clock, run_scheduler: bool = False,
-               venue_config: VenueConfig | None = None, statement_key: StatementKey | None = None) -> FastAPI:
-    services = Services(engine, config, settings or ServiceSettings(), clock, statement_key)
+def _import_first_program(engine: Engine, config: ProgramConfig, source: str, clock: Clock) -> None:
+    """Import `config` as the first program version if the database has none. A database that does
+    not answer, or whose schema is behind, is left alone: the app starts, and /readyz says why."""
+    try:
+        with engine.begin() as connection:
+            import_first_version(connection, config, source, "system", clock())
+    except (SQLAlchemyError, StoreNotReady) as error:
+        log.warning("program settings not checked at start: %s", error)
+
+
+def create_app(engine: Engine, first_program: ProgramConfig | None = None, settings: ServiceSettings | None = None,
+               *, clock: Clock = system_clock, run_scheduler: bool = False,
+               venue_config: VenueConfig | None = None, statement_key: StatementKey | None = None,
+               program_source: str = "defaults") -> FastAPI:
+    """The app over `engine`. A database without a program version imports `first_program` (the
+    defaults if None; `program_source` names where it came from) as version 1; one with versions
+    keeps them (`bkr serve` has already imported the config file's, and said so)."""
+    services = Services(engine, settings or ServiceSettings(), clock, statement_key)
+    _import_first_program(engine, first_program or ProgramConfig(), program_source, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,11 +83,11 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
 
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
-    app.state.venue = Venue(engine, config, venue_config or VenueConfig(), clock)
+    app.state.venue = Venue(engine, venue_config or VenueConfig(), clock)
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, audit, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, program, audit, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

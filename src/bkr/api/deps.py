@@ -16,7 +16,6 @@ from sqlalchemy import Connection, Engine
 
 from bkr.api.observability import identify
 from bkr.domain.clock import Clock
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import Forbidden, Unauthenticated
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import check_timing, parse_timing, public_key, verify_request
@@ -30,7 +29,6 @@ from bkr.store import db
 @dataclass(frozen=True)
 class Services:
     engine: Engine
-    config: ProgramConfig
     settings: ServiceSettings
     clock: Clock
     statement_key: StatementKey | None = None  # signs statements (`format=signed`); None: not configured

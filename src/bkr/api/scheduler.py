@@ -28,7 +28,7 @@ class CloseScheduler:
         settings = self.services.settings
         now = self.services.clock()
         try:
-            result = run_scheduled_close(self.services.engine, self.services.config, now, settings.close_grace)
+            result = run_scheduled_close(self.services.engine, now, settings.close_grace)
         except Exception:
             observability.CLOSES.labels(trigger="schedule", result="error").inc()
             log.exception("scheduled close failed; retrying in %d s", settings.schedule_interval_seconds)

@@ -43,6 +43,27 @@ class StatementLineDocument(BaseModel):
     payout_exact: str
 
 
+class StatementTierDocument(BaseModel):
+    tier: str
+    min_volume: str = Field(description="Monthly API volume (USD) from which the tier applies (inclusive).")
+    rate: str = Field(description="The broker rebate rate.")
+
+
+class StatementTierScheduleDocument(BaseModel):
+    effective_from: str = Field(description="The month the schedule took effect, YYYY-MM.")
+    tiers: list[StatementTierDocument]
+
+
+class StatementProgramDocument(BaseModel):
+    """The program version a statement was computed under, and the terms of it that it used."""
+
+    version: int = Field(description="The program version in force for the statement's month "
+                                     "(GET /v1/admin/program/history).")
+    tier_schedule: StatementTierScheduleDocument = Field(description="The tier schedule in force that month.")
+    cap: str = Field(description="The cap on broker rate + affiliate rate.")
+    rounding_quantum: str = Field(description="What the payout was rounded down to.")
+
+
 class StatementFigures(BaseModel):
     """A statement's figures without its lines; decimals are exact strings."""
 
@@ -65,6 +86,10 @@ class StatementFigures(BaseModel):
                                               "this statement's earnings, recovered from the next one.")
     payout: str = Field(description="max(0, payout_exact + carried_in) rounded down once to the rounding "
                                     "quantum: the amount paid.")
+    program: StatementProgramDocument | None = Field(None, description="The program version the statement was "
+                                                                       "computed under and its terms. Absent from "
+                                                                       "statements issued before program versions "
+                                                                       "existed.")
 
 
 class StatementDocument(StatementFigures):

@@ -1,7 +1,8 @@
 """Running the API under uvicorn, with one or several worker processes.
 
 Workers are separate processes, so each builds its own app from the environment this module
-sets (uvicorn imports `bkr.api.server:app_from_environment` in every worker)."""
+sets (uvicorn imports `bkr.api.server:app_from_environment` in every worker). The program's
+settings are in the database (`bkr serve` imports the config file's first, if it has none)."""
 
 import json
 import os
@@ -17,10 +18,9 @@ from sqlalchemy.engine import make_url
 
 from bkr.api.app import create_app
 from bkr.api.observability import MULTIPROC_ENV, configure_logging
-from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey
 from bkr.program.statement_signing import load_signing_key
-from bkr.settings import ServiceSettings, load_config, statement_key_file
+from bkr.settings import ServiceSettings, statement_key_file
 from bkr.store import db
 from bkr.venue.settings import load_venue_config
 
@@ -31,8 +31,8 @@ def app_from_environment() -> FastAPI:
     configure_logging()
     state = json.loads(os.environ[_ENV])
     config_path = Path(state["config"]) if state["config"] else None
-    return create_app(db.open_engine(state["db"], create=False), load_config(config_path),
-                      ServiceSettings(**state["settings"]), run_scheduler=True,
+    return create_app(db.open_engine(state["db"], create=False), None, ServiceSettings(**state["settings"]),
+                      run_scheduler=True,
                       venue_config=load_venue_config(config_path), statement_key=configured_statement_key(config_path))
 
 
@@ -43,7 +43,7 @@ def configured_statement_key(config_path: Path | None) -> StatementKey | None:
     return None if path is None else load_signing_key(path)
 
 
-def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, settings: ServiceSettings) -> None:
+def run_server(db_url: str, config_path: Path | None, settings: ServiceSettings) -> None:
     configure_logging()
     statement_key = configured_statement_key(config_path)
     shown = make_url(db_url).render_as_string(hide_password=True)
@@ -59,7 +59,7 @@ def run_server(db_url: str, config_path: Path | None, config: ProgramConfig, set
     for line in lines:
         console.print(line, soft_wrap=True)  # never wrapped: the URLs stay whole
     if settings.workers == 1:
-        app = create_app(db.open_engine(db_url, create=False), config, settings, run_scheduler=True,
+        app = create_app(db.open_engine(db_url, create=False), None, settings, run_scheduler=True,
                          venue_config=load_venue_config(config_path), statement_key=statement_key)
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
         return

@@ -15,6 +15,7 @@ from bkr.cli.audit import audit_app
 from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
 from bkr.cli.month_end import month_end_app
+from bkr.cli.program import program_app
 from bkr.cli.referrals import affiliate_app, referral_app, user_app
 from bkr.cli.schema import db_app
 from bkr.cli.service import service_app
@@ -24,9 +25,11 @@ from bkr.domain.errors import BkrError
 
 HELP = """The `bkr` command: the operator's handle on the program.
 
-Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db) and `--config FILE`
-(or BKR_CONFIG). Errors a user can make end with exit status 1 and one line on stderr;
-`--json` prints machine-readable output only.
+Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db); those that run the
+program take `--config FILE` (or BKR_CONFIG), the process's settings. The program's rules are
+stored in the database, version by version: `bkr program show|apply|history`. Errors a user
+can make end with exit status 1 and one line on stderr; `--json` prints machine-readable output
+only.
 """
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, pretty_exceptions_enable=False)
@@ -34,6 +37,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, pretty_
 app.add_typer(service_app)
 app.add_typer(month_end_app)
 app.add_typer(simulation_app)
+app.add_typer(program_app, name="program")
 app.add_typer(broker_app, name="broker")
 app.add_typer(affiliate_app, name="affiliate")
 app.add_typer(referral_app, name="referral")

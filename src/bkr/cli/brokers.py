@@ -17,6 +17,7 @@ from bkr.cli.common import (
     JsonOption,
     err,
     moment,
+    open_program,
     out,
     print_json,
     transaction,
@@ -24,7 +25,6 @@ from bkr.cli.common import (
 from bkr.domain.clock import system_clock
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
 from bkr.program import registry, reports
-from bkr.settings import load_config
 from bkr.store import db
 
 broker_app = typer.Typer(no_args_is_help=True, help="Enroll brokers and change their status.")
@@ -98,9 +98,8 @@ def broker_list(db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) 
 def broker_show(broker_id: BrokerIdArgument, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
                 as_json: JsonOption = False) -> None:
     """A broker, its status history, and where it stands this month."""
-    config = load_config(config_path)
-    with transaction(db_url) as connection:
-        summary = reports.broker_summary(connection, config, broker_id, system_clock())
+    with open_program(db_url, config_path).begin() as connection:
+        summary = reports.broker_summary(connection, broker_id, system_clock())
     view = summary.broker
     document: dict[str, Any] = {
         "broker_id": view.broker_id, "account": view.account_id, "name": view.name, "type": view.type.value,

@@ -1,6 +1,7 @@
 """What every command group shares: the common options (`--db`, `--config`, `--json`, `--at`),
 the checks of what a command is given (a broker id, a file to read, a time, a number in its
-range), the two consoles, a transaction on `--db`, JSON output, and messages that are never wrapped.
+range), the two consoles, a transaction on `--db`, the program's settings in it (`open_program`),
+the acting operator, JSON output, and messages that are never wrapped.
 
 The consoles read no markup: names, ids and file names come from outside, and `[/]` in a broker's
 name must neither stop a command nor style its output. Styles are given as styles."""
@@ -17,13 +18,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.periods import parse_instant
+from bkr.domain.program_settings import read_program
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerId, as_broker_id
+from bkr.program import settings_versions
+from bkr.settings import program_sections, read_toml
 from bkr.store import db
 
 out = Console(highlight=False, markup=False)
@@ -39,8 +43,9 @@ def checked_broker_id(value: int | None) -> BrokerId | None:
 DbOption = Annotated[str, typer.Option("--db", envvar="BKR_DATABASE_URL", help="Database URL.")]
 # Files a command reads are checked when it reads them (`readable_file`, the settings' reader): an
 # unreadable one is then a refusal like any other (one line, status 1), not Typer's usage error.
-ConfigOption = Annotated[Path | None, typer.Option("--config", envvar="BKR_CONFIG", help="Program config (TOML).",
-                                                   readable=False)]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", envvar="BKR_CONFIG", help="Config file (TOML): the process's settings; its program settings are "
+                                          "imported if the database has none yet.", readable=False)]
 InputFile = Annotated[Path, typer.Argument(readable=False, show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output only.")]
 AtOption = Annotated[str | None, typer.Option("--at", help="Effective time, ISO 8601 (default: now).")]
@@ -53,6 +58,42 @@ def transaction(url: str) -> Iterator[Connection]:
     """A transaction on `--db` (an empty database is migrated first; one behind the code is refused)."""
     with db.open_engine(url).begin() as connection:
         yield connection
+
+
+def acting_operator() -> str:
+    """Who the command line acts as, for what it records (who applied a program version)."""
+    return "cli"
+
+
+def open_program(url: str, config_path: Path | None) -> Engine:
+    """An engine on `--db` whose database holds the program's settings. A database without a
+    program version imports the config file's program sections (or the defaults) as version 1,
+    and says so on stderr; one with versions keeps them, and a config file whose program sections
+    would change them is ignored with a warning that names `bkr program apply`."""
+    sections = program_sections(read_toml(config_path))
+    config = read_program(sections)  # a config file's program settings are valid, whether used or not
+    engine = db.open_engine(url)
+    with db.snapshot(engine) as connection:
+        stored = settings_versions.count_versions(connection)
+    if not stored:
+        source = str(config_path) if sections else "defaults"
+        with engine.begin() as connection:
+            imported = settings_versions.import_first_version(connection, config, source, acting_operator(),
+                                                              system_clock())
+        if imported is not None:
+            say(err, f"program settings: none were stored yet; imported {source} as program version 1, in force "
+                     f"from {imported.from_month} (see them with `bkr program show`; change them with "
+                     "`bkr program apply`)")
+        return engine
+    if sections:
+        with db.snapshot(engine) as connection:
+            timeline = settings_versions.load_timeline(connection)
+        if settings_versions.differs(timeline, config):
+            latest = timeline.latest
+            say(err, f"warning: the program settings in {config_path} differ from program version {latest.number} "
+                     f"(in force from {latest.from_month}), which bkr uses: the file's are ignored. To use them: "
+                     f"bkr program apply {config_path} --from YYYY-MM --reason TEXT")
+    return engine
 
 
 def print_json(value: Any) -> None:

@@ -13,6 +13,7 @@ from bkr.cli.common import (
     InputFile,
     JsonOption,
     err,
+    open_program,
     out,
     print_json,
     readable_file,
@@ -25,7 +26,6 @@ from bkr.ingest.readers import read_rows
 from bkr.program import review
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
-from bkr.settings import load_config
 from bkr.store import db
 
 fills_app = typer.Typer(no_args_is_help=True, help="Import fills and review what was not accepted.")
@@ -44,9 +44,8 @@ def fills_import(
 ) -> None:
     """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
     within(batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
-    config = load_config(config_path)
-    engine = db.open_engine(db_url)
-    read_rows(readable_file(file), file_format)  # fail on a file that cannot be read before any progress bar
+    read_rows(readable_file(file), file_format)  # fail on a file that cannot be read before anything is done
+    engine = open_program(db_url, config_path)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
         task = progress.add_task(f"importing {file.name}", total=None, rate="")
@@ -57,7 +56,7 @@ def fills_import(
             seconds = max((datetime.now() - started).total_seconds(), 1e-9)
             progress.update(task, completed=seen, rate=f"{seen:,} rows, {seen / seconds:,.0f}/s")
 
-        tally = import_file(engine, config, file, clock=system_clock, batch_size=batch_size,
+        tally = import_file(engine, file, clock=system_clock, batch_size=batch_size,
                             file_format=file_format, on_batch=report)
     if as_json:
         print_json(tally.counts())

@@ -6,14 +6,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, checked_broker_id, err, out, print_json, transaction
+from bkr.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    checked_broker_id,
+    err,
+    open_program,
+    out,
+    print_json,
+)
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical, plain
 from bkr.domain.periods import Month
 from bkr.program import settlement
 from bkr.program.close import close_month
 from bkr.program.reconcile import reconcile_month
-from bkr.settings import load_config
 from bkr.store import db
 
 month_end_app = typer.Typer()  # no name: its commands are bkr's own (`bkr close`, `bkr settle`, ...)
@@ -27,9 +35,10 @@ def close(
     config_path: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Close a month: tiers, payouts, one statement per broker. Idempotent."""
-    config = load_config(config_path)
-    result = close_month(db.open_engine(db_url), config, Month.parse(month), now=system_clock(), dry_run=dry_run)
+    """Close a month: tiers, payouts, one statement per broker, under the program version in force
+    for the month. Idempotent."""
+    target = Month.parse(month)  # the arguments are checked before the database is touched
+    result = close_month(open_program(db_url, config_path), target, now=system_clock(), dry_run=dry_run)
     if as_json:
         document = result.to_document()
         print_json({"month": document["month"], "dry_run": result.dry_run, "projection": result.projection,
@@ -61,13 +70,13 @@ def approve(
     config_path: ConfigOption = None,
 ) -> None:
     """Approve draft statements; with the approvals the program requires they become final."""
-    config = load_config(config_path)
     target = Month.parse(month)
-    with transaction(db_url) as connection:
-        done = settlement.approve_month(connection, config, target, by.strip() or "-", system_clock(), broker_id=broker)
+    with open_program(db_url, config_path).begin() as connection:
+        done = settlement.approve_month(connection, target, by.strip() or "-", system_clock(), broker_id=broker)
+        required = settlement.approvals_required(connection, target)
     final = sum(a.status == settlement.FINAL for a in done)
     err.print(f"{month}: {len(done)} statement(s) approved by {by}; {final} now final "
-              f"({config.approvals_required} distinct approval(s) required)")
+              f"({required} distinct approval(s) required)")
 
 
 @month_end_app.command("reconcile")
@@ -105,8 +114,8 @@ def settle(
     as_json: JsonOption = False,
 ) -> None:
     """Pay every final statement of a month through the ledger, each exactly once (safe to rerun)."""
-    config = load_config(config_path)
-    result = settlement.settle_month(db.open_engine(db_url), config, Month.parse(month), system_clock())
+    target = Month.parse(month)
+    result = settlement.settle_month(open_program(db_url, config_path), target, system_clock())
     if as_json:
         print_json(result.to_document())
         return

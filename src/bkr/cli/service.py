@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, out, print_json, transaction
+from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, open_program, out, print_json, transaction
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
-from bkr.settings import load_config, load_service_settings
+from bkr.settings import load_service_settings
 from bkr.store import db
 
 service_app = typer.Typer()  # no name: its commands are bkr's own (`bkr serve`, `bkr admin-key`)
@@ -55,13 +55,13 @@ def serve(
     """Run the HTTP API: fill ingestion, the operator API and the broker API."""
     from bkr.api.server import run_server  # lazy: FastAPI and uvicorn
 
-    config = load_config(config_path)
     settings = load_service_settings(config_path, os.environ, {
         "host": host, "port": port, "workers": workers, "max_batch": max_batch,
         "close_grace_minutes": close_grace_minutes, "scheduled_close": scheduled_close})
-    db.open_engine(db_url).dispose()  # migrate an empty database, refuse one behind, before serving
     _check_listening(settings.host, settings.port)
-    run_server(db_url, config_path, config, settings)
+    # migrate an empty database, refuse one behind, and have the program's settings in it, before serving
+    open_program(db_url, config_path).dispose()
+    run_server(db_url, config_path, settings)
 
 
 def _check_listening(host: str, port: int) -> None:

@@ -18,7 +18,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, db_hint, err, moment, out, print_json, say, transaction
+from bkr.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    db_hint,
+    err,
+    moment,
+    open_program,
+    out,
+    print_json,
+    say,
+    transaction,
+)
 from bkr.cli.statements import print_statements
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
@@ -29,7 +41,6 @@ from bkr.program.close import close_month, issued_statements
 from bkr.program.importer import import_file
 from bkr.program.periods import closed_months
 from bkr.program.writer import RowResult, Tally
-from bkr.settings import load_config
 from bkr.store import db
 
 if TYPE_CHECKING:
@@ -201,8 +212,7 @@ def demo(
     the statements of the latest closed month and what to try next."""
     from bkr import simulate
 
-    config = load_config(config_path)
-    engine = db.open_engine(db_url)
+    engine = open_program(db_url, config_path)
     with engine.connect() as connection:
         empty = not overview.has_fills(connection)
     if empty:
@@ -225,12 +235,12 @@ def demo(
                     def report(tally: Tally, _results: list[RowResult], task: Any = task, bar: Any = progress) -> None:
                         bar.update(task, completed=tally.accepted + tally.duplicates + tally.conflicts + tally.rejected)
 
-                    tally = import_file(engine, config, path, clock=system_clock, on_batch=report)
+                    tally = import_file(engine, path, clock=system_clock, on_batch=report)
                 say(err, f"{month}: {count:,} simulated fills imported ({tally.counted:,} broker volume, "
                           f"{tally.awaiting_user:,} awaiting their user, {tally.rejected} rejected, "
                           f"{tally.duplicates} duplicates, {tally.conflicts} conflicts)")
                 if until is None:
-                    result = close_month(engine, config, month, now=system_clock())
+                    result = close_month(engine, month, now=system_clock())
                     say(err, f"{month}: closed, {len(result.statements)} statements")
         say(err, f"demo loaded in {time.monotonic() - started:.1f} s")
     with transaction(db_url) as connection:

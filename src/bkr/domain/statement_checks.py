@@ -7,24 +7,29 @@ the lines: `fee_base` of the regular lines, `adjustment_fee_base` and `adjustmen
 the others, `spot_volume` and `futures_volume` of the regular lines (and `api_volume` their sum),
 `payout_exact` of every line, `carried_out` what is left below zero with `carried_in`, and `payout`
 that sum with `carried_in`, if positive, rounded down once to the quantum the payout is written
-with. Every problem is returned, not only the first.
+with (the quantum the statement's `program` terms name, when it carries them). A statement that
+carries its terms is also held to them: its `broker_rate` is its tier's rate in the schedule it
+carries, and each regular line is priced at that tier, under that cap. Every problem is
+returned, not only the first.
 """
 
 from decimal import Decimal, DecimalException
 
 from bkr.domain.money import ZERO, add, canonical, plain
-from bkr.domain.payout import line_payout_at
+from bkr.domain.payout import effective_rate, line_payout_at
 from bkr.domain.problems import Problem
 from bkr.domain.statements import BrokerStatement, StatementLine, total_statement
 
 
 def restated(statement: BrokerStatement) -> BrokerStatement:
     """What a statement's lines make of it: its totals, carry and payout worked out again, with
-    the carry it states it took in and the quantum its payout is written with. Raises a
-    `DecimalException` for figures beyond the money context's exact digits."""
+    the carry it states it took in and the quantum of its terms (or, without terms, the quantum its
+    payout is written with). Raises a `DecimalException` for figures beyond the money context's
+    exact digits."""
+    quantum = statement.program.rounding_quantum if statement.program is not None else statement.quantum
     return total_statement(statement.broker_id, statement.month, statement.tier_level, statement.broker_rate,
-                           statement.tier_basis, statement.lines, statement.carried_in, statement.quantum,
-                           records_carries=statement.records_carries)
+                           statement.tier_basis, statement.lines, statement.carried_in, quantum,
+                           records_carries=statement.records_carries, program=statement.program)
 
 
 def check(statement: BrokerStatement) -> list[Problem]:
@@ -49,6 +54,7 @@ def _check(statement: BrokerStatement) -> list[Problem]:
                 line_name(number, line),
                 f"payout_exact {plain(line.payout_exact)} is not fee_base {plain(line.fee_base)} × effective_rate "
                 f"{plain(line.effective_rate)} = {canonical(expected)}", "payout_exact", expected, line.payout_exact))
+    problems.extend(_terms_problems(statement))
     made = restated(statement)
 
     def compare(name: str, stated: Decimal, expected: Decimal, what: str) -> None:
@@ -75,5 +81,33 @@ def _check(statement: BrokerStatement) -> list[Problem]:
         problems.append(Problem(
             "payout", f"{plain(statement.payout)} is not the lines' payout {canonical(made.payout_exact)} with "
                       f"carried_in {canonical(statement.carried_in)}, if positive, rounded down to "
-                      f"{statement.quantum} = {made.payout}", "payout", made.payout, statement.payout))
+                      f"{canonical(statement.program.rounding_quantum) if statement.program else statement.quantum} "
+                      f"= {made.payout}", "payout", made.payout, statement.payout))
+    return problems
+
+
+def _terms_problems(statement: BrokerStatement) -> list[Problem]:
+    """Where a statement departs from the terms it carries (none to check without terms)."""
+    terms = statement.program
+    if terms is None:
+        return []
+    tiers = terms.tier_schedule.tiers
+    if statement.tier_level >= len(tiers):
+        return [Problem("tier", f"{statement.tier_name} is not in the tier schedule the statement carries "
+                                f"(BKR 0 to BKR {len(tiers) - 1})")]
+    problems = []
+    rate = tiers[statement.tier_level].rate
+    if statement.broker_rate != rate:
+        problems.append(Problem("broker_rate", f"{plain(statement.broker_rate)} is not {statement.tier_name}'s rate "
+                                f"in the schedule the statement carries = {canonical(rate)}", "broker_rate", rate,
+                                statement.broker_rate))
+    for number, line in enumerate(statement.lines, start=1):
+        if line.is_adjustment:  # priced at an earlier month's tier, under that month's schedule
+            continue
+        expected = effective_rate(statement.broker_rate, line.affiliate_rate, terms.cap)
+        if line.tier_level != statement.tier_level or line.effective_rate != expected:
+            problems.append(Problem(
+                line_name(number, line), f"effective_rate {plain(line.effective_rate)} at {line.tier_name} is not "
+                f"min(broker_rate, max(0, cap {canonical(terms.cap)} − affiliate_rate)) at {statement.tier_name} = "
+                f"{canonical(expected)}", "effective_rate", expected, line.effective_rate))
     return problems

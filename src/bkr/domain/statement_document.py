@@ -9,7 +9,9 @@ stored itself, where an unreadable one is corrupt storage and raises). Reading b
 `to_document` wrote gives the same statement, and writing it again gives the same bytes.
 
 A statement issued before carries existed has neither `carried_in` nor `carried_out`: it reads
-back as carrying nothing, and writes back without them.
+back as carrying nothing, and writes back without them. One issued before program versions
+existed has no `program` (the version and terms it was computed under): it reads back without
+them, and writes back without them.
 """
 
 import json
@@ -25,8 +27,8 @@ from bkr.domain.fills import MarketType
 from bkr.domain.money import ZERO, D
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
-from bkr.domain.statements import BrokerStatement, LineKind, StatementLine
-from bkr.domain.tiers import tier_level
+from bkr.domain.statements import BrokerStatement, LineKind, ProgramTerms, StatementLine
+from bkr.domain.tiers import Tier, TierSchedule, tier_level
 
 E = TypeVar("E", bound=Enum)
 
@@ -77,6 +79,7 @@ def read_statement(document: Any) -> tuple[BrokerStatement | None, list[Problem]
         problems.append(Problem("lines", "missing or not a list of lines"))
     fields = _Fields(document, "", problems)
     records_carries = "carried_in" in document or "carried_out" in document
+    terms = _terms(document["program"], problems) if "program" in document else None
     statement = BrokerStatement(
         broker_id=fields.whole("broker_id"), month=fields.month("month"), tier_level=fields.tier("tier"),
         broker_rate=fields.amount("broker_rate"), tier_basis=fields.choice("tier_basis", TierBasis),
@@ -88,8 +91,42 @@ def read_statement(document: Any) -> tuple[BrokerStatement | None, list[Problem]
         carried_in=fields.amount("carried_in", default="0"),
         carried_out=fields.amount("carried_out") if records_carries else ZERO,
         payout=fields.amount("payout"),
-        lines=tuple(line for line in lines if line is not None), records_carries=records_carries)
+        lines=tuple(line for line in lines if line is not None), records_carries=records_carries,
+        program=terms)
     return (None, problems) if problems else (statement, [])
+
+
+def _terms(raw: Any, problems: list[Problem]) -> ProgramTerms | None:
+    """The `program` of a statement: the version it names and the terms it carries."""
+    if not isinstance(raw, dict):
+        problems.append(Problem("program", f"not an object ({raw!r})"))
+        return None
+    before = len(problems)
+    fields = _Fields(raw, "program", problems)
+    version, cap, quantum = fields.whole("version"), fields.amount("cap"), fields.amount("rounding_quantum")
+    schedule = raw.get("tier_schedule")
+    if not isinstance(schedule, dict) or not isinstance(schedule.get("tiers"), list) or not schedule["tiers"]:
+        problems.append(Problem("program: tier_schedule", "missing, or without a list of tiers"))
+        return None
+    effective_from = _Fields(schedule, "program: tier_schedule", problems).month("effective_from")
+    tiers = []
+    for number, tier in enumerate(schedule["tiers"]):
+        where = f"program: tier_schedule: tiers[{number}]"
+        if not isinstance(tier, dict):
+            problems.append(Problem(where, f"not an object ({tier!r})"))
+            continue
+        tier_fields = _Fields(tier, where, problems)
+        level = tier_fields.tier("tier")
+        if level != number:
+            problems.append(Problem(where, f"is BKR {level}, not BKR {number}: tiers are listed in order"))
+        tiers.append(Tier(level, tier_fields.amount("min_volume"), tier_fields.amount("rate")))
+    if len(problems) > before:
+        return None
+    try:
+        return ProgramTerms(version, TierSchedule(effective_from, tuple(tiers)), cap, quantum)
+    except InvalidInput as error:
+        problems.append(Problem("program: tier_schedule", str(error)))
+        return None
 
 
 def _line(number: int, raw: dict[str, Any], problems: list[Problem]) -> StatementLine | None:

@@ -23,7 +23,7 @@ from bkr.domain.fills import MarketType
 from bkr.domain.money import MONEY, ZERO, add, canonical, plain, total
 from bkr.domain.payout import effective_rate, line_payout_at, statement_payout
 from bkr.domain.periods import Month
-from bkr.domain.tiers import Tier, tier_name
+from bkr.domain.tiers import Tier, TierSchedule, tier_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,30 @@ class StatementLine:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgramTerms:
+    """The program's terms a statement was computed under: the number of the program version in
+    force for its month, and the tier schedule, cap and rounding quantum it used (the tier basis is
+    a field of the statement itself). A statement issued before program versions existed has none."""
+
+    version: int
+    tier_schedule: TierSchedule
+    cap: Decimal
+    rounding_quantum: Decimal
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "cap": canonical(self.cap),
+            "rounding_quantum": canonical(self.rounding_quantum),
+            "tier_schedule": {
+                "effective_from": str(self.tier_schedule.effective_from),
+                "tiers": [{"min_volume": canonical(tier.min_volume), "rate": canonical(tier.rate), "tier": tier.name}
+                          for tier in self.tier_schedule.tiers],
+            },
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerStatement:
     """A broker's statement of a month, as the close issues it and as it is read back from its
     stored document (`bkr.domain.statement_document`): every figure it states, including those
@@ -134,6 +158,7 @@ class BrokerStatement:
     payout: Decimal  # max(0, payout_exact + carried_in) rounded once, down; written with the quantum's decimals
     lines: tuple[StatementLine, ...]
     records_carries: bool = True  # False for a statement issued before carries existed: neither field is written
+    program: ProgramTerms | None = None  # None for a statement issued before program versions existed
 
     @property
     def tier_name(self) -> str:
@@ -163,6 +188,7 @@ class BrokerStatement:
             "month": str(self.month),
             "payout": plain(self.payout),  # a multiple of the rounding quantum, with its decimals
             "payout_exact": canonical(self.payout_exact),
+            **({"program": self.program.to_document()} if self.program is not None else {}),
             "spot_volume": canonical(self.spot_volume),
             "tier": self.tier_name,
             "tier_basis": self.tier_basis.value,
@@ -203,10 +229,12 @@ def payable(payout_exact: Decimal, carried_in: Decimal, quantum: Decimal) -> Dec
 
 
 def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: Iterable[AggregateLine],
-                    tier: Tier, prior_tiers: Mapping[Month, Tier], carried_in: Decimal = ZERO) -> BrokerStatement:
+                    tier: Tier, prior_tiers: Mapping[Month, Tier], carried_in: Decimal = ZERO, *,
+                    version: int | None = None) -> BrokerStatement:
     """Price every line and total the statement. `prior_tiers` holds the tier of each earlier
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
-    left to recover."""
+    left to recover. `config` is the program version numbered `version`, in force for `month`:
+    the statement names it and carries the terms it used."""
     priced: list[StatementLine] = []
     rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
     for line in lines:
@@ -225,13 +253,15 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
             payout_exact=line_payout_at(line.fee_base_usd, rate),
         ))
     priced.sort(key=StatementLine.sort_key)
+    terms = (None if version is None
+             else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
     return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
-                           config.rounding_quantum)
+                           config.rounding_quantum, program=terms)
 
 
 def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,
                     lines: Sequence[StatementLine], carried_in: Decimal, quantum: Decimal, *,
-                    records_carries: bool = True) -> BrokerStatement:
+                    records_carries: bool = True, program: ProgramTerms | None = None) -> BrokerStatement:
     """The statement its priced lines make: every total, the carry and the payout. The one place
     these rules are written: the close totals with it, and `statement_checks.check` compares a
     statement read back with what this makes of the same lines."""
@@ -255,5 +285,5 @@ def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: 
         fee_base=total(regular_fee_base), adjustment_fee_base=total(adjustment_fee_base),
         adjustment_payout_exact=total(adjustment_payout), payout_exact=payout_exact, carried_in=carried_in,
         carried_out=carried_out(payout_exact, carried_in), payout=payable(payout_exact, carried_in, quantum),
-        lines=tuple(lines), records_carries=records_carries,
+        lines=tuple(lines), records_carries=records_carries, program=program,
     )

@@ -7,6 +7,11 @@ statements it stored, byte for byte (`statements.document` is the statement's ca
 update, so concurrent closes (any number of replicas) produce one result, and ingestion,
 which holds a shared lock on the periods it writes into, is routed to the next open month
 once the close has committed (see `bkr.program.periods`).
+
+A month is closed under the program version in force for it (`bkr.program.settings_versions`),
+read from the database in the close's transaction; every statement names that version and
+carries the terms it used. A late fill's adjustment line is priced at the tier its own month was
+paid at, under that month's version.
 """
 
 from collections import defaultdict
@@ -22,6 +27,7 @@ from bkr.domain.errors import PeriodNotEnded, StatementNotIssued
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, total
 from bkr.domain.periods import Month
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import (
     AggregateLine,
@@ -33,6 +39,7 @@ from bkr.domain.statements import (
 )
 from bkr.domain.tiers import Tier
 from bkr.program.close_order import check_closable, close_empty_months_before
+from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
@@ -59,24 +66,24 @@ class CloseResult:
         }
 
 
-def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: datetime,
-                dry_run: bool = False) -> CloseResult:
+def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = False) -> CloseResult:
     current = Month.of(now)
     if month == current and dry_run:
-        return _projection(engine, config, month)
+        return _projection(engine, month)
     if month >= current:
         hint = "; preview it with a dry run" if month == current else ""
         raise PeriodNotEnded(f"{month} has not ended yet (it is {now:%Y-%m-%d %H:%M} UTC); "
                              f"a month is closed from the 1st of the next{hint}")
     with engine.connect() as connection, connection.begin() as transaction:
+        program = hold_timeline(connection)  # before the period's lock, as a batch of fills takes them
         if not dry_run:
             insert_ignoring(connection, periods, [{"month": month}], ["month"])
         status = connection.execute(locked(select(periods.c.status).where(periods.c.month == month))).scalar()
         awaiting = _awaiting_user(connection, month)
         if status == "closed":
             return CloseResult(month, True, dry_run, tuple(issued_statements(connection, month)), awaiting)
-        check_closable(connection, config, month)
-        computed = tuple(compute_statements(connection, config, month))
+        check_closable(connection, program.config_for(month), month)
+        computed = tuple(compute_statements(connection, month, program=program))
         if dry_run:
             transaction.rollback()
             return CloseResult(month, False, True, computed, awaiting)
@@ -93,19 +100,20 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
         return CloseResult(month, False, False, computed, awaiting)
 
 
-def _projection(engine: Engine, config: ProgramConfig, month: Month) -> CloseResult:
+def _projection(engine: Engine, month: Month) -> CloseResult:
     """The month in progress as the close would issue it if it ended now: the close's own
     computation over the running totals, read in one snapshot and writing nothing. Earlier months
     still open do not stop it (they stop the real close); their carries are not in it yet."""
     with engine.connect() as connection, connection.begin():
-        computed = tuple(compute_statements(connection, config, month))
+        computed = tuple(compute_statements(connection, month))
         return CloseResult(month, False, True, computed, _awaiting_user(connection, month), projection=True)
 
 
-def compute_statements(connection: Connection, config: ProgramConfig, month: Month,
-                       broker_id: int | None = None, *, per_user: bool = True) -> list[BrokerStatement]:
+def compute_statements(connection: Connection, month: Month, broker_id: int | None = None, *,
+                       per_user: bool = True, program: ProgramTimeline | None = None) -> list[BrokerStatement]:
     """The statements of `month` from its aggregates (regular lines, late-fill adjustments and
-    corrections), each carrying in what the broker's previous statement left to recover. On an
+    corrections), each carrying in what the broker's previous statement left to recover, under
+    the program version in force for `month` (`program`: the versions, read if not given). On an
     open month this is the projection "if the month ended now".
 
     `per_user=False` gives the same statements with the users' lines merged per (fill month,
@@ -119,6 +127,9 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
     owed = carries(connection, month, broker_id)
     for broker in owed:  # a broker still owing a shortfall gets a statement without volume, too
         by_broker.setdefault(broker, [])
+    program = program or load_timeline(connection)
+    version = program.in_force(month)
+    config = version.config
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
@@ -126,9 +137,10 @@ def compute_statements(connection: Connection, config: ProgramConfig, month: Mon
         previous = (api_volume_of(connection, broker, month.previous())
                     if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
         tier = paying_tier(config, month, own, previous)
-        prior = {m: tier_of_closed_month(connection, config, broker, m)
+        prior = {m: tier_of_closed_month(connection, program.config_for(m), broker, m)
                  for m in {line.fill_month for line in lines if line.is_adjustment}}
-        result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO)))
+        result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO),
+                                      version=version.number))
     return result
 
 
@@ -185,7 +197,8 @@ def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decim
 
 
 def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
-    """The tier a closed month was paid at; a broker without a statement that month was at the base tier."""
+    """The tier a closed month was paid at; a broker without a statement that month was at the base
+    tier. `config`: the program version in force for `month`."""
     level = connection.execute(select(statements.c.tier_level).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
     schedule = config.schedule_for(month)

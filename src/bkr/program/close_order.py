@@ -22,10 +22,10 @@ from bkr.store.tables import aggregate_totals, periods
 
 
 def check_closable(connection: Connection, config: ProgramConfig, month: Month) -> None:
-    """Refuse a month of no program (before its start, or outside every tier schedule), or one
-    behind an earlier open month that holds fills. The earlier open months are locked first, so
-    that a fill written into one of them now either is seen here or waits for this close (and is
-    then routed past it)."""
+    """Refuse a month of no program (before its start, or outside every tier schedule of `config`,
+    the program version in force for it), or one behind an earlier open month that holds fills.
+    The earlier open months are locked first, so that a fill written into one of them now either
+    is seen here or waits for this close (and is then routed past it)."""
     if month < config.first_month:
         raise InvalidInput(f"month: {month} is before the program's start ({config.first_month})", field="month")
     config.schedule_for(month)  # refuses a month no tier schedule covers
@@ -62,16 +62,16 @@ def close_empty_months_before(connection: Connection, month: Month, now: datetim
                        .values(status="closed", closed_at=now))
 
 
-def months_due(connection: Connection, config: ProgramConfig, current: Month) -> list[Month]:
-    """What the schedule closes, in order: every open month before `current` that holds fills,
-    then the month before `current` (closed even when empty, so the next month's late fills have
-    a closed month behind them)."""
+def months_due(connection: Connection, program_start: Month, current: Month) -> list[Month]:
+    """What the schedule closes, in order: every open month since the program's start before
+    `current` that holds fills, then the month before `current` (closed even when empty, so the
+    next month's late fills have a closed month behind them)."""
     due: list[Month] = []
-    start = config.first_month
+    start = program_start
     previous = current.previous()
     while (earlier := first_open_month_with_fills(connection, start, previous)) is not None:
         due.append(earlier)
         start = earlier.next()
-    if previous >= config.first_month:
+    if previous >= program_start:
         due.append(previous)
     return due

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from bkr.domain.clock import Clock
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import BkrError, InvalidInput
 from bkr.domain.fills import FIELDS
 from bkr.ingest.readers import RawRow, json_record, ndjson_rows
+from bkr.program.settings_versions import hold_timeline
 from bkr.program.writer import Outcome, RowResult, Tally, write_batch
 from bkr.store.tables import imports
 
@@ -79,17 +79,16 @@ def _json_kind(value: Any) -> str:
     return {dict: "object", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
-def ingest_batch(engine: Engine, config: ProgramConfig, rows: list[RawRow], *, source: str,
-                 clock: Clock) -> FeedResult:
+def ingest_batch(engine: Engine, rows: list[RawRow], *, source: str, clock: Clock) -> FeedResult:
     """Write one batch in one transaction and record it as an import (with its counts), so that
     operators see where each rejected row came from."""
     tally = Tally()
     with engine.begin() as connection:
+        program = hold_timeline(connection)
         now = clock()
         import_id = connection.execute(
             insert(imports).values(source=source, started_at=now).returning(imports.c.import_id)).scalar_one()
-        results = write_batch(connection, rows, config.usd_rates, plausibility=config.plausibility, source=source,
-                              now=now, import_id=import_id)
+        results = write_batch(connection, rows, program, source=source, now=now, import_id=import_id)
         tally.add(results)
         connection.execute(imports.update().where(imports.c.import_id == import_id).values(
             finished_at=clock(), **tally.counts()))

@@ -2,7 +2,9 @@
 
 Memory stays flat in the file's size (only one batch is held). Interrupting an import (a crash,
 Ctrl-C) keeps the batches already committed and nothing of the one in flight; importing the
-same file again finds the committed rows as duplicates and writes the rest.
+same file again finds the committed rows as duplicates and writes the rest. Each batch reads the
+program's versions in its own transaction, and holds them until it commits
+(`settings_versions.hold_timeline`): every fill is priced under the version in force for its month.
 """
 
 import os
@@ -13,8 +15,8 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, update
 
 from bkr.domain.clock import Clock
-from bkr.domain.config import ProgramConfig
 from bkr.ingest.readers import RawRow, read_rows
+from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store.tables import imports
 
@@ -27,7 +29,7 @@ def batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
         yield batch
 
 
-def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *, source: str, clock: Clock,
+def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: Clock,
                 batch_size: int = DEFAULT_BATCH,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
     tally = Tally()
@@ -36,12 +38,13 @@ def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *
     pending = batches(rows, batch_size)
     first = next(pending, None)
     with engine.begin() as connection:
+        load_timeline(connection)  # a program without settings takes no fills: refused before it is recorded
         import_id = connection.execute(
             insert(imports).values(source=source, started_at=clock()).returning(imports.c.import_id)).scalar_one()
     for batch in chain([first] if first is not None else [], pending):
         with engine.begin() as connection:
-            results = write_batch(connection, batch, config.usd_rates, plausibility=config.plausibility,
-                                  source=source, now=clock(), import_id=import_id)
+            results = write_batch(connection, batch, hold_timeline(connection), source=source, now=clock(),
+                                  import_id=import_id)
             batch_tally = Tally()
             batch_tally.add(results)
             connection.execute(update(imports).where(imports.c.import_id == import_id).values(
@@ -57,10 +60,10 @@ def import_rows(engine: Engine, config: ProgramConfig, rows: Iterable[RawRow], *
     return tally
 
 
-def import_file(engine: Engine, config: ProgramConfig, path: Path, *, clock: Clock,
+def import_file(engine: Engine, path: Path, *, clock: Clock,
                 batch_size: int = DEFAULT_BATCH, file_format: str | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
     # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
     source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
-    return import_rows(engine, config, read_rows(path, file_format), source=source, clock=clock,
+    return import_rows(engine, read_rows(path, file_format), source=source, clock=clock,
                        batch_size=batch_size, on_batch=on_batch)

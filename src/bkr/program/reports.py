@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
-from bkr.domain.config import ProgramConfig, TierBasis
+from bkr.domain.config import TierBasis
 from bkr.domain.errors import InvalidInput, NotFound
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, add, canonical, neg, sub, total
@@ -28,6 +28,7 @@ from bkr.program import overview
 from bkr.program.close import api_volume_of, compute_statements, issued_statement, tier_of_closed_month
 from bkr.program.periods import closed_months
 from bkr.program.registry import BrokerView, get_broker
+from bkr.program.settings_versions import load_timeline
 from bkr.store.tables import daily_volumes, fills
 
 # --- where this month stands -----------------------------------------------------------------------
@@ -82,16 +83,19 @@ class BrokerSummary:
         }
 
 
-def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int, now: datetime) -> BrokerSummary:
-    """The current UTC month of one broker, from the projection of its statement.
+def broker_summary(connection: Connection, broker_id: int, now: datetime) -> BrokerSummary:
+    """The current UTC month of one broker, from the projection of its statement, under the
+    program version in force this month.
 
     `tier` follows the tier-basis policy (under `previous_month` it is what last month's
     volume earned); `next_tier` and `volume_to_next_tier` are about this month's own volume,
     which is what a broker can still change."""
     broker = get_broker(connection, broker_id, now)
     month = Month.of(now)
+    program = load_timeline(connection)
+    config = program.config_for(month)
     # merged lines: the same totals as the per-user projection, at a cost that does not grow with users
-    projection = compute_statements(connection, config, month, broker_id, per_user=False)
+    projection = compute_statements(connection, month, broker_id, per_user=False, program=program)
     if projection:
         statement = projection[0]
         spot, futures = statement.spot_volume, statement.futures_volume
@@ -117,7 +121,8 @@ def broker_summary(connection: Connection, config: ProgramConfig, broker_id: int
         volume_to_next_tier=None if upcoming is None else sub(upcoming.min_volume, api_volume),
         last_closed_month=last_closed,
         last_closed_tier=(None if last_closed is None
-                          else tier_of_closed_month(connection, config, broker_id, last_closed)),
+                          else tier_of_closed_month(connection, program.config_for(last_closed), broker_id,
+                                                    last_closed)),
     )
 
 
@@ -216,11 +221,12 @@ class StatementEntry:
                 "payout": format(self.payout, "f"), "status": self.status}
 
 
-def broker_statements(connection: Connection, config: ProgramConfig, broker_id: int) -> list[StatementEntry]:
+def broker_statements(connection: Connection, broker_id: int) -> list[StatementEntry]:
     """A broker's issued statements, newest month first."""
     entries = []
+    program = load_timeline(connection)
     for stored in reversed(overview.broker_statements(connection, broker_id)):
-        schedule_tier = config.schedule_for(stored.month).tiers[stored.tier_level]
+        schedule_tier = program.config_for(stored.month).schedule_for(stored.month).tiers[stored.tier_level]
         tier = Tier(stored.tier_level, schedule_tier.min_volume, stored.broker_rate)  # the rate it was paid at
         entries.append(StatementEntry(stored.month, tier, stored.api_volume, stored.payout_exact, stored.payout,
                                       stored.status))
@@ -266,8 +272,8 @@ class UserBreakdown:
                 "limit": self.limit, "offset": self.offset, "users": [u.to_document() for u in self.users]}
 
 
-def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int, month: Month, *,
-                   limit: int, offset: int) -> UserBreakdown:
+def user_breakdown(connection: Connection, broker_id: int, month: Month, *, limit: int,
+                   offset: int) -> UserBreakdown:
     """Per-user figures of a month, largest fee base first: from the stored statement of a closed
     month (none if the broker had no statement), from the projection of an open one."""
     # a closed month's lines from its stored statement, an open one's from the projection: the same objects
@@ -280,7 +286,7 @@ def user_breakdown(connection: Connection, config: ProgramConfig, broker_id: int
             lines = ()
     else:
         source = "projection"
-        projection = compute_statements(connection, config, month, broker_id)
+        projection = compute_statements(connection, month, broker_id)
         lines = projection[0].lines if projection else ()
     # user -> [spot, futures, fee, fee base, adjustment fee base, payout exact]
     by_user: dict[str, list[Decimal]] = {}

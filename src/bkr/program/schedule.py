@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.periods import Month, as_utc
 from bkr.program.close import CloseResult, close_month
 from bkr.program.close_order import months_due
 from bkr.program.periods import closed_months
+from bkr.program.settings_versions import load_timeline
 
 
 def month_due(now: datetime, grace: timedelta, closed: Collection[Month]) -> Month | None:
@@ -30,16 +30,18 @@ def month_due(now: datetime, grace: timedelta, closed: Collection[Month]) -> Mon
     return None if previous in closed else previous
 
 
-def run_scheduled_close(engine: Engine, config: ProgramConfig, now: datetime, grace: timedelta) -> CloseResult | None:
+def run_scheduled_close(engine: Engine, now: datetime, grace: timedelta) -> CloseResult | None:
     """Close the earliest month that is due, if one is: a month left open behind the previous one
     (its close failed, or the service was down) is caught up first, one month per run, in order.
-    A replica that lost the race to close it gets the stored result back (`already_closed`)."""
+    A replica that lost the race to close it gets the stored result back (`already_closed`). Each
+    month is closed under the program version in force for it."""
     current = Month.of(now)
     if as_utc(now) < current.start + grace:
         return None
     with engine.connect() as connection:
         closed = closed_months(connection)
-        due = [month for month in months_due(connection, config, current) if month not in closed]
+        due = [month for month in months_due(connection, load_timeline(connection).start, current)
+               if month not in closed]
     if not due:
         return None
-    return close_month(engine, config, due[0], now=now)
+    return close_month(engine, due[0], now=now)

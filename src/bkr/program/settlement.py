@@ -1,7 +1,9 @@
 """A statement's life after the close: draft → final → paid, each payment exactly once.
 
 A close writes drafts. A draft becomes final when `approvals_required` distinct operators have
-approved it, or when `review_days` have passed since the close. `settle_month` pays every final
+approved it, or when `review_days` have passed since the close: both are the program version's
+in force for the statement's month (`bkr.program.settings_versions`), which no later version
+can change once the month is closed. `settle_month` pays every final
 statement of a month: one transaction per statement that locks its row, posts the payout to the
 ledger under the idempotency key `payout/<broker>/<month>` and marks it paid. The unique key makes
 a second payment impossible whatever happens (two settlers, a crash between any two steps and a
@@ -14,13 +16,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import ZERO
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
 from bkr.program.periods import closed_months
+from bkr.program.settings_versions import version_for
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import statement_approvals, statements
 
@@ -47,8 +49,7 @@ class SettleResult:
                 "not_final": self.not_final}
 
 
-def approve(connection: Connection, config: ProgramConfig, broker_id: int, month: Month, approver: str,
-            now: datetime) -> Approval:
+def approve(connection: Connection, broker_id: int, month: Month, approver: str, now: datetime) -> Approval:
     """Record `approver`'s approval of a draft; with enough distinct approvers it becomes final.
     Approving twice as the same approver counts once."""
     row = connection.execute(locked(select(statements.c.status).where(
@@ -64,12 +65,17 @@ def approve(connection: Connection, config: ProgramConfig, broker_id: int, month
     count = connection.execute(select(func.count()).select_from(statement_approvals).where(
         (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == month))).scalar_one()
     status = DRAFT
-    if count >= config.approvals_required:
+    if count >= approvals_required(connection, month):
         connection.execute(update(statements).where(
             (statements.c.broker_id == broker_id) & (statements.c.month == month)
             & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
         status = FINAL
     return Approval(broker_id, month, status, int(count))
+
+
+def approvals_required(connection: Connection, month: Month) -> int:
+    """The distinct approvals a statement of `month` needs: its program version's."""
+    return version_for(connection, month).config.approvals_required
 
 
 def draft_broker_ids(connection: Connection, month: Month) -> list[int]:
@@ -79,32 +85,34 @@ def draft_broker_ids(connection: Connection, month: Month) -> list[int]:
                                    .order_by(statements.c.broker_id)).scalars())
 
 
-def approve_month(connection: Connection, config: ProgramConfig, month: Month, approver: str, now: datetime, *,
+def approve_month(connection: Connection, month: Month, approver: str, now: datetime, *,
                   broker_id: int | None = None) -> list[Approval]:
     """Record `approver`'s approval of one broker's statement of `month` or, without `broker_id`, of
     every draft of the month. A month with no draft left approves nothing: that is not an error,
     so that approving a month twice is harmless."""
     brokers = [broker_id] if broker_id is not None else draft_broker_ids(connection, month)
-    return [approve(connection, config, b, month, approver, now) for b in brokers]
+    return [approve(connection, b, month, approver, now) for b in brokers]
 
 
-def finalize_reviewed(connection: Connection, config: ProgramConfig, month: Month, now: datetime) -> int:
-    """Make final the drafts of `month` whose review window has passed. Returns how many."""
-    if config.review_days == 0:
+def finalize_reviewed(connection: Connection, month: Month, now: datetime) -> int:
+    """Make final the drafts of `month` whose review window (its program version's) has passed.
+    Returns how many."""
+    review_days = version_for(connection, month).config.review_days
+    if review_days == 0:
         return 0
-    cutoff = now - timedelta(days=config.review_days)
+    cutoff = now - timedelta(days=review_days)
     return connection.execute(update(statements).where(
         (statements.c.month == month) & (statements.c.status == DRAFT) & (statements.c.created_at <= cutoff))
         .values(status=FINAL, finalized_at=now)).rowcount
 
 
-def settle_month(engine: Engine, config: ProgramConfig, month: Month, now: datetime) -> SettleResult:
+def settle_month(engine: Engine, month: Month, now: datetime) -> SettleResult:
     """Pay every final statement of `month`, each in its own transaction. Safe to run again, to
     run concurrently, and to rerun after a crash at any point."""
     with engine.begin() as connection:
         if month not in closed_months(connection):
             raise NotFound(f"{month} is not closed: close it first (bkr close --month {month})")
-        finalize_reviewed(connection, config, month, now)
+        finalize_reviewed(connection, month, now)
         rows = connection.execute(select(statements.c.broker_id, statements.c.status)
                                   .where(statements.c.month == month).order_by(statements.c.broker_id)).all()
     result = SettleResult(month)

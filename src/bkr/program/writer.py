@@ -4,8 +4,9 @@ Fills come in through two doors. `write_batch` takes the rows of a file or of a 
 (`RawRow`s), each parsed by `parse_fill`. `write_decided_fills` takes the typed fills of the
 venue's order entry, which judged each fill's broker when its order came in: they are never
 parsed, only held to the same bounds, and their broker is not judged again. From there both
-doors share every step: `_admit` prices a fill and checks it is plausible (a fill that fails is
-rejected with its reason), and `_store` is the one implementation of what follows:
+doors share every step: `_admit` prices a fill and checks it is plausible, by the USD rates and
+bounds of the program version in force for the fill's month (a fill that fails is rejected with
+its reason), and `_store` is the one implementation of what follows:
 deduplication, conflicts, the sides of trades (`bkr.program.trades`: a self-trade counts for
 nobody, and a side counted before its trade was known to be one is taken back), attribution,
 the fills' rows, corrections and the running aggregates.
@@ -33,7 +34,6 @@ from bkr.domain.fills import (
     Attribution,
     Fill,
     MarketType,
-    Plausibility,
     PricedFill,
     Side,
     check_plausible,
@@ -43,6 +43,7 @@ from bkr.domain.fills import (
 from bkr.domain.money import MONEY, ZERO, add, canonical, sub, total
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.registry import BrokerId
 from bkr.domain.trades import reversal_id
 from bkr.ingest.readers import RawRow
@@ -167,16 +168,16 @@ class _Kept:
         insert_ignoring(connection, fill_conflicts, self.conflicts, ["fill_id", "incoming_key"])
 
 
-def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mapping[str, Decimal], *,
-                plausibility: Plausibility, source: str, now: datetime,
-                import_id: int | None = None) -> list[RowResult]:
+def write_batch(connection: Connection, rows: Sequence[RawRow], program: ProgramTimeline, *, source: str,
+                now: datetime, import_id: int | None = None) -> list[RowResult]:
     """Validate, price, check for plausibility (against `now`), deduplicate and store one batch of
-    rows. The caller owns the transaction. Whatever one row causes is that row's rejection."""
+    rows, each fill under the version of `program` in force for its month. The caller owns the
+    transaction. Whatever one row causes is that row's rejection."""
     kept = _Kept(source, now, import_id)
     results: list[RowResult | None] = [None] * len(rows)
     candidates: list[_Candidate] = []
     for position, row in enumerate(rows):
-        admitted = _admit(_parsed, row, usd_rates, plausibility, now)
+        admitted = _admit(_parsed, row, program, now)
         if isinstance(admitted, str):
             results[position] = kept.reject(row.line, _fill_id_of(row), row.raw, admitted)
             continue
@@ -185,8 +186,8 @@ def write_batch(connection: Connection, rows: Sequence[RawRow], usd_rates: Mappi
     return [result for result in results if result is not None]
 
 
-def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], usd_rates: Mapping[str, Decimal],
-                        *, plausibility: Plausibility, source: str, now: datetime) -> list[RowResult]:
+def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], program: ProgramTimeline, *,
+                        source: str, now: datetime) -> list[RowResult]:
     """Check, price, deduplicate and store typed fills whose broker their order entry judged (the
     venue's), with the outcomes a file of the same fills would have: the same bounds, plausibility
     and rejections. A fill's `line` in its result is its place in `decided`, from 1. The caller
@@ -195,7 +196,7 @@ def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], 
     results: list[RowResult | None] = [None] * len(decided)
     candidates: list[_Candidate] = []
     for position, item in enumerate(decided):
-        admitted = _admit(_within_bounds, item.fill, usd_rates, plausibility, now)
+        admitted = _admit(_within_bounds, item.fill, program, now)
         if isinstance(admitted, str):
             results[position] = kept.reject(position + 1, item.fill.fill_id, item.fill.fill_id, admitted)
             continue
@@ -205,14 +206,16 @@ def write_decided_fills(connection: Connection, decided: Sequence[DecidedFill], 
     return [result for result in results if result is not None]
 
 
-def _admit(door_check: Callable[[Received], Fill], received: Received, usd_rates: Mapping[str, Decimal],
-           plausibility: Plausibility, now: datetime) -> PricedFill | str:
+def _admit(door_check: Callable[[Received], Fill], received: Received, program: ProgramTimeline,
+           now: datetime) -> PricedFill | str:
     """What both doors do to a fill before storing it: check it as its door does (a row parsed,
-    a typed fill bounded), price it in USD and check it is plausible. The priced fill, or the
-    reason it is rejected."""
+    a typed fill bounded), price it in USD and check it is plausible, by the program version in
+    force for its month. The priced fill, or the reason it is rejected."""
     try:
-        priced = price_in_usd(door_check(received), usd_rates)
-        check_plausible(priced, now, plausibility)
+        fill = door_check(received)
+        config = program.config_for(fill.month)
+        priced = price_in_usd(fill, config.usd_rates)
+        check_plausible(priced, now, config.plausibility)
         return priced
     except InvalidInput as error:
         return str(error)

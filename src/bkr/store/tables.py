@@ -481,3 +481,17 @@ audit_entries = Table(
     Index("ix_audit_entries_actor", "actor", "entry_id"),
     Index("ix_audit_entries_at", "at"),
 )
+
+# The program's settings, one row per version, each applying from a month (until a later
+# version's month): `document` is the whole version as canonical JSON (bkr.domain.program_settings),
+# amounts as exact decimal strings. Append-only: triggers refuse an UPDATE or DELETE.
+program_versions = Table(
+    "program_versions", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3…
+    Column("from_month", MonthText, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("created_by", Text, nullable=False),  # the operator who applied it
+    CheckConstraint("version >= 1", name="version_positive"),
+)

@@ -12,7 +12,8 @@ histories or in neither.
 Books live in memory, validated by `venue_state.sequence`: a process that finds the stored
 sequence ahead of its own (another process traded) reloads the books that changed. The broker
 directory is validated the same way, by the registry's row counts read in the same statement
-as the lock, so neither costs a round trip of its own.
+as the lock, and so are the program's versions (the unknown-broker policy, USD rates and
+plausibility of the month an order trades in), by their number: none costs a round trip of its own.
 """
 
 import threading
@@ -23,9 +24,12 @@ from decimal import Decimal, localcontext
 from sqlalchemy import Connection, Engine
 
 from bkr.domain.clock import Clock
-from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
+from bkr.domain.config import UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, NotFound
 from bkr.domain.money import MONEY
+from bkr.domain.periods import Month
+from bkr.domain.program_versions import ProgramTimeline
+from bkr.program.settings_versions import load_timeline
 from bkr.venue import persistence
 from bkr.venue.book import OrderBook
 from bkr.venue.directory import BrokerDirectory, count_header
@@ -41,15 +45,16 @@ class Venue:
     them. Safe to share between threads; any number of processes may run one on the same
     database."""
 
-    def __init__(self, engine: Engine, program: ProgramConfig, config: VenueConfig, clock: Clock) -> None:
+    def __init__(self, engine: Engine, config: VenueConfig, clock: Clock) -> None:
         self.engine = engine
-        self.program = program
         self.config = config
         self.clock = clock
         self._lock = threading.Lock()
         self._books: dict[str, OrderBook] | None = None
         self._sequence = -1
         self.directory = BrokerDirectory()
+        self._program: ProgramTimeline | None = None  # the program's versions, as of `_program_versions`
+        self._program_versions = -1
 
     # -- use cases -------------------------------------------------------------------------------
 
@@ -62,7 +67,8 @@ class Venue:
         with self._entry() as entry:
             decision = self.directory.decide(broker_header, entry.now)
             if decision.problem is not None:
-                reject = self.program.unknown_broker_policy is UnknownBrokerPolicy.REJECT
+                policy = self.program.config_for(Month.of(entry.now)).unknown_broker_policy
+                reject = policy is UnknownBrokerPolicy.REJECT
                 count_header(entry.connection, decision, reject, len(orders), entry.now)
                 if reject:
                     rejected = BrokerIdRejected(
@@ -114,6 +120,12 @@ class Venue:
             bids, asks = self.book(market.symbol).depth(limit)
             return bids, asks, self._sequence
 
+    @property
+    def program(self) -> ProgramTimeline:
+        """The program's versions as the current order-entry transaction found them."""
+        assert self._program is not None
+        return self._program
+
     def book(self, symbol: str) -> OrderBook:
         assert self._books is not None
         return self._books[symbol]
@@ -132,6 +144,9 @@ class Venue:
                     state = persistence.lock_stream(connection)
                     self._catch_up(connection, state.sequence)
                     self.directory.refresh(connection, state.registry_version)
+                    if state.program_versions != self._program_versions:
+                        self._program = load_timeline(connection)
+                        self._program_versions = state.program_versions
                     entry = Entry(connection, self.config, self.directory, self.clock(), state.sequence,
                                   state.last_order_id, state.last_trade_id, books=self._books or {})
                     yield entry

@@ -15,14 +15,15 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import Side
 from bkr.domain.money import ZERO
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.program.writer import Outcome, write_decided_fills
 from bkr.store.dialect import insert_ignoring
 from bkr.store.tables import (
     broker_status_changes,
     brokers,
+    program_versions,
     venue_balances,
     venue_fills,
     venue_orders,
@@ -42,6 +43,7 @@ _LOCK_STATE = select(
     venue_state.c.sequence, venue_state.c.last_order_id, venue_state.c.last_trade_id,
     select(func.count()).select_from(brokers).scalar_subquery().label("brokers"),
     select(func.count()).select_from(broker_status_changes).scalar_subquery().label("changes"),
+    select(func.count()).select_from(program_versions).scalar_subquery().label("program_versions"),
 ).where(venue_state.c.id == 1).with_for_update(of=venue_state)
 _UPDATE_ORDER = update(venue_orders).where(venue_orders.c.order_id == bindparam("id"))
 _UPDATE_BALANCE = update(venue_balances).where(
@@ -64,17 +66,20 @@ class StreamState:
     last_order_id: int
     last_trade_id: int
     registry_version: tuple[int, int]  # the counts of brokers and of status changes
+    program_versions: int  # how many program versions are stored (append-only: a new one changes it)
 
 
 def lock_stream(connection: Connection) -> StreamState:
     """Take the stream's lock (the one `venue_state` row; SQLite's BEGIN IMMEDIATE already
-    holds the database) and read, in the same statement, the registry's row counts."""
+    holds the database) and read, in the same statement, the registry's row counts and the number
+    of program versions."""
     row = connection.execute(_LOCK_STATE).first()
     if row is None:  # the first order ever
         insert_ignoring(connection, venue_state, [{"id": 1, "sequence": 0, "last_order_id": 0,
                                                     "last_trade_id": 0}], ["id"])
         row = connection.execute(_LOCK_STATE).one()
-    return StreamState(row.sequence, row.last_order_id, row.last_trade_id, (row.brokers, row.changes))
+    return StreamState(row.sequence, row.last_order_id, row.last_trade_id, (row.brokers, row.changes),
+                       row.program_versions)
 
 
 def stored_sequence(connection: Connection) -> int:
@@ -122,7 +127,7 @@ def orders_by_id(connection: Connection, order_ids: Sequence[int]) -> list[Order
     return [order_view(rows[i]) for i in order_ids]
 
 
-def write_entry(entry: Entry, previous: int, program: ProgramConfig) -> None:
+def write_entry(entry: Entry, previous: int, program: ProgramTimeline) -> None:
     """Write what one transaction changed, hand its fills to the broker program and advance the
     stream past `previous` (the sequence the lock found)."""
     if entry.sequence == previous and not entry.order_changes and not entry.placed:
@@ -141,10 +146,9 @@ def write_entry(entry: Entry, previous: int, program: ProgramConfig) -> None:
     connection.execute(_UPDATE_STATE, {"s": changed_at, "o": entry.last_order_id, "t": entry.last_trade_id})
 
 
-def _hand_to_program(connection: Connection, fills: Sequence[VenueFill], program: ProgramConfig,
+def _hand_to_program(connection: Connection, fills: Sequence[VenueFill], program: ProgramTimeline,
                      now: datetime) -> None:
-    results = write_decided_fills(connection, [f.for_program() for f in fills], program.usd_rates,
-                                  plausibility=program.plausibility, source=FILL_SOURCE, now=now)
+    results = write_decided_fills(connection, [f.for_program() for f in fills], program, source=FILL_SOURCE, now=now)
     refused = [r for r in results if r.outcome is not Outcome.ACCEPTED]
     if refused:  # the whole order is undone: a fill is in both histories or in neither
         raise FillNotIngested(f"the broker program refused fill {refused[0].fill_id}: {refused[0].reason}; "

@@ -51,6 +51,40 @@ def test_a_line_whose_payout_is_not_its_fee_base_at_its_rate_is_named_by_positio
                                 "effective_rate 0.2 = 1")
 
 
+def statement_with_terms(*fee_bases: str, quantum: str = "0.01") -> BrokerStatement:
+    """A statement of regular spot lines at BKR 2 under program version 4, with its terms."""
+    config = replace(DEFAULT_CONFIG, rounding_quantum=D(quantum))
+    lines = [AggregateLine(1400, MAY, MAY, f"user-{n}", MarketType.SPOT, D("0.2"), 1, D(1000), D(fee), D(fee))
+             for n, fee in enumerate(fee_bases)]
+    built = build_statement(config, 1400, MAY, lines, TIERS[2], {}, version=4)
+    return parse_statement(canonical_json(built.to_document()))
+
+
+def test_a_statement_that_departs_from_the_terms_it_carries_is_named() -> None:
+    statement = statement_with_terms("10")
+    assert check(statement) == []
+    line = statement.lines[0]
+    # a higher rate written into the statement, its line and its totals, consistently: only the terms tell
+    forged = replace(statement, broker_rate=D("0.5"), lines=(replace(line, effective_rate=D("0.5"),
+                                                                     payout_exact=D("5")),),
+                     payout_exact=D("5"), payout=D("5.00"))
+
+    problems = check(forged)
+
+    assert [p.subject for p in problems] == ["broker_rate", "line 1 (user-0 SPOT 2024-05 regular) effective_rate"]
+    assert str(problems[1]) == ("line 1 (user-0 SPOT 2024-05 regular): effective_rate 0.5 at BKR 2 is not "
+                                "min(broker_rate, max(0, cap 0.5 − affiliate_rate)) at BKR 2 = 0.3")
+
+
+def test_the_payout_is_rounded_to_the_quantum_of_the_terms_not_the_one_it_is_written_with() -> None:
+    statement = statement_with_terms("10.07", quantum="1")  # 10.07 × 0.3 = 3.021: pays 3
+    assert check(statement) == []
+
+    problems = check(replace(statement, payout=D("3.02")))  # written to cents: the terms say units
+
+    assert [(p.subject, p.expected, p.found) for p in problems] == [("payout", D("3"), D("3.02"))]
+
+
 def test_a_positive_carry_in_is_a_problem_without_an_expected_value() -> None:
     problems = check(replace(statement_of("10"), carried_in=D("1")))
 

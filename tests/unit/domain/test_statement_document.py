@@ -33,11 +33,13 @@ def aggregate(user: str, market: str, fee_base: str, *, rate: str = "0", volume:
                          D(fee_base), correction)
 
 
-def closed(lines: list[AggregateLine], *, level: int = 3, carried_in: str = "0", quantum: str = "0.01") -> str:
-    """What the close stores for these lines: the canonical JSON of the statement it builds."""
+def closed(lines: list[AggregateLine], *, level: int = 3, carried_in: str = "0", quantum: str = "0.01",
+           version: int | None = 3) -> str:
+    """What the close stores for these lines: the canonical JSON of the statement it builds, under
+    program version `version` (None: as a statement issued before program versions existed)."""
     config = replace(DEFAULT_CONFIG, rounding_quantum=D(quantum))
     statement = build_statement(config, 1400, MAY, lines, TIERS[level], {APRIL: TIERS[1], MARCH: TIERS[5]},
-                                D(carried_in))
+                                D(carried_in), version=version)
     return canonical_json(statement.to_document())
 
 
@@ -54,8 +56,10 @@ NO_LINES = closed([], carried_in="-2.25")  # a month without volume that only ca
 
 
 @pytest.mark.parametrize("stored", [EVERY_KIND, SHORTFALL, NO_LINES, closed([aggregate("a", "SPOT", "3.3")],
-                                                                             quantum="1")],
-                         ids=["every kind of line", "a shortfall carried out", "no lines", "a quantum of 1"])
+                                                                             quantum="1"),
+                                    closed([aggregate("a", "SPOT", "3.3")], version=None)],
+                         ids=["every kind of line", "a shortfall carried out", "no lines", "a quantum of 1",
+                              "issued before program versions"])
 def test_a_stored_statement_reads_back_and_writes_the_same_bytes(stored: str) -> None:
     statement = parse_statement(stored)
 
@@ -85,6 +89,26 @@ def test_a_statement_issued_before_carries_existed_reads_as_carrying_nothing_and
     statement = parse_statement(stored)
 
     assert not statement.records_carries and statement.carried_in == statement.carried_out == 0
+    assert canonical_json(statement.to_document()) == stored
+
+
+def test_a_statement_names_its_program_version_and_carries_the_terms_it_used() -> None:
+    document = json.loads(closed([aggregate("alice", "SPOT", "10")], level=2, quantum="0.001", version=7))
+
+    assert document["program"] == {
+        "version": 7, "cap": "0.5", "rounding_quantum": "0.001",
+        "tier_schedule": {"effective_from": "2000-01", "tiers": [
+            {"tier": f"BKR {t.level}", "min_volume": str(t.min_volume), "rate": str(t.rate.normalize())}
+            for t in TIERS]}}
+    assert parse_statement(canonical_json(document)).program is not None
+
+
+def test_a_statement_issued_before_program_versions_reads_without_them_and_writes_back_without_them() -> None:
+    stored = closed([aggregate("alice", "SPOT", "10")], version=None)
+
+    statement = parse_statement(stored)
+
+    assert statement.program is None and "program" not in json.loads(stored)
     assert canonical_json(statement.to_document()) == stored
 
 
@@ -139,6 +163,11 @@ def edited(change: dict[str, Any], line_change: dict[str, Any] | None = None) ->
     (edited({}, {"fills": True}), "line 1 (alice SPOT 2024-05 regular): fills: missing or not a whole number (True)"),
     (edited({}, {"fee_base": 12}), "line 1 (alice SPOT 2024-05 regular): fee_base: missing or not a decimal string "
                                    "(12)"),
+    (edited({"program": "v3"}), "program: not an object ('v3')"),
+    (edited({"program": {**json.loads(EVERY_KIND)["program"], "version": "3"}}),
+     "program: version: missing or not a whole number ('3')"),
+    (edited({"program": {**json.loads(EVERY_KIND)["program"], "tier_schedule": {"effective_from": "2000-01"}}}),
+     "program: tier_schedule: missing, or without a list of tiers"),
     ([], "not a statement: expected a JSON object"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_each_field_that_does_not_read_is_a_problem_not_an_exception(document: Any, problem: str) -> None:

@@ -35,12 +35,12 @@ def broker_page(request: Request, broker_id: BrokerIdPath, session: SignedInDep,
     may_open_broker(session, broker_id)
     now = services.clock()
     with db.snapshot(services.engine) as connection:
-        summary = reports.broker_summary(connection, services.config, broker_id, now)
+        summary = reports.broker_summary(connection, broker_id, now)
         series = reports.daily_series(connection, broker_id, summary.month, now)
-        users = reports.user_breakdown(connection, services.config, broker_id, summary.month, limit=TOP_USERS,
+        users = reports.user_breakdown(connection, broker_id, summary.month, limit=TOP_USERS,
                                        offset=0)
         inactive = reports.inactive_orders(connection, broker_id, summary.month)
-        statements = reports.broker_statements(connection, services.config, broker_id)
+        statements = reports.broker_statements(connection, broker_id)
     chart = stacked_bars(
         "daily-volume", f"API volume by day, {summary.month}",
         f"Spot and futures volume counted for broker {broker_id} on each UTC day of {summary.month} so far; "
@@ -63,7 +63,7 @@ def statement_page(request: Request, broker_id: BrokerIdPath, month: str, sessio
     target = month_field(month)
     with db.snapshot(services.engine) as connection:
         statement = issued_statement(connection, broker_id, target)
-        entry = next(e for e in reports.broker_statements(connection, services.config, broker_id)
+        entry = next(e for e in reports.broker_statements(connection, broker_id)
                      if e.month == target)
         name = broker_name(connection, broker_id)
     lines = statement.lines

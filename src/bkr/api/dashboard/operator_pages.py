@@ -1,10 +1,11 @@
 """The operator's pages: the program at a glance, the brokers, the months with their closes and
-settlement, and what waits for review; with the actions the operator API offers (suspend and
-reactivate a broker, approve a statement, settle a month).
+settlement, what waits for review, and the program's settings version by version; with the
+actions the operator API offers (suspend and reactivate a broker, approve a statement, settle a
+month).
 
 Figures come from the use cases behind `/v1/admin/…` (`bkr.program.overview`, `registry`,
-`review`, `settlement`, the close and its dry run, the venue's broker ids), and an action calls
-the same use case as its API endpoint, as the same operator key.
+`review`, `settlement`, `settings_versions`, the close and its dry run, the venue's broker ids),
+and an action calls the same use case as its API endpoint, as the same operator key.
 """
 
 from collections import Counter
@@ -30,9 +31,11 @@ from bkr.api.schemas import BrokerIdPath
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
+from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
-from bkr.program import audit, overview, registry, review, settlement
+from bkr.domain.tiers import TierSchedule
+from bkr.program import audit, overview, registry, review, settings_versions, settlement
 from bkr.program.close import close_month, compute_statements
 from bkr.store import db
 from bkr.venue import history
@@ -46,7 +49,7 @@ REVIEW_PAGE = 50
 def _projection(connection: Connection, services: Services, month: Month) -> list[BrokerStatement]:
     """The statements the close would write if `month` ended now: the close's own computation,
     with users merged (the same totals), as the broker summary uses it."""
-    return compute_statements(connection, services.config, month, per_user=False)
+    return compute_statements(connection, month, per_user=False)
 
 
 @router.get("")
@@ -60,8 +63,8 @@ def program_page(request: Request, session: OperatorReaderDep, services: Service
         brokers = registry.list_brokers(connection, now)
         counts = review.review_counts(connection)
         unknown_ids = history.broker_ids_seen(connection)
+        tiers = settings_versions.version_for(connection, current).config.schedule_for(current).tiers
     closed = [p for p in reversed(periods) if p.status == "closed"][-MONTHS_CHARTED:]
-    tiers = services.config.schedule_for(current).tiers
     per_tier = Counter(statement.tier_level for statement in projection)
     tier_rows = [(tier, per_tier.get(tier.level, 0)) for tier in tiers]
     month_rows = [(str(p.month), p.total_api_volume, p.total_payout, "statements") for p in closed]
@@ -141,7 +144,7 @@ def _preview(services: Services, month: Month) -> tuple[str, list[BrokerStatemen
     progress, which cannot be closed yet, the same computation over its running totals."""
     now = services.clock()
     if month < Month.of(now):
-        result = close_month(services.engine, services.config, month, now=now, dry_run=True)
+        result = close_month(services.engine, month, now=now, dry_run=True)
         return "dry_run", list(result.statements)
     with db.snapshot(services.engine) as connection:
         return "projection", _projection(connection, services, month)
@@ -170,10 +173,11 @@ def month_page(request: Request, month: str, session: OperatorReaderDep, service
     with db.snapshot(services.engine) as connection:
         period = overview.get_period(connection, target)
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, now)}
+        approvals_required = settlement.approvals_required(connection, target)
     mode, preview = ("", []) if period.status == "closed" else _preview(services, target)
     return render(request, "month.html", title=f"Month {target}", period=period, names=names, preview_mode=mode,
                   preview=preview, preview_total=total(s.payout for s in preview),
-                  approvals_required=services.config.approvals_required,
+                  approvals_required=approvals_required,
                   payable=any(s.status == settlement.FINAL for s in period.statements))
 
 
@@ -184,7 +188,7 @@ def approve(month: str, broker_id: BrokerIdPath, session: OperatorActorDep, serv
     so one key approving from both counts once."""
     target = month_field(month)
     with services.engine.begin() as connection:
-        settlement.approve(connection, services.config, broker_id, target, f"key:{session.key_id}",
+        settlement.approve(connection, broker_id, target, f"key:{session.key_id}",
                            services.clock())
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
 
@@ -193,8 +197,29 @@ def approve(month: str, broker_id: BrokerIdPath, session: OperatorActorDep, serv
 def settle(month: str, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
     """Pay the month's final statements through the ledger, each exactly once."""
     target = month_field(month)
-    settlement.settle_month(services.engine, services.config, target, services.clock())
+    settlement.settle_month(services.engine, target, services.clock())
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+@router.get("/settings")
+def settings_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
+                  month: Annotated[str, Query(max_length=7)] = "") -> Response:
+    """The program version in force (this month, or `month`) with its settings, and every version."""
+    target = month_field(month) if month else Month.of(services.clock())
+    with db.snapshot(services.engine) as connection:
+        versions = settings_versions.history(connection)
+    version = ProgramTimeline(tuple(versions)).in_force(target)
+    try:
+        schedule: TierSchedule | None = version.config.schedule_for(target)
+    except InvalidInput:  # before every tier schedule: no program that month
+        schedule = None
+    history = [(v, settings_versions.changes(versions[i - 1] if i else None, v)) for i, v in enumerate(versions)]
+    return render(request, "settings.html", title="Program settings", month=target, version=version,
+                  config=version.config, schedule=schedule, rates=sorted(version.config.usd_rates.items()),
+                  later=[v for v in versions if v.from_month > target], history=list(reversed(history)))
 
 
 # --- review ---------------------------------------------------------------------------------------------

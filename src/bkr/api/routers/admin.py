@@ -34,7 +34,7 @@ from bkr.domain.registry import (
     registry_text,
 )
 from bkr.ledger import journal
-from bkr.program import keys, overview, registry, review, settlement
+from bkr.program import keys, overview, registry, review, settings_versions, settlement
 from bkr.program.close import close_month
 from bkr.program.exports import StatementFormat, render_statement
 from bkr.venue import history
@@ -555,7 +555,7 @@ def show_period(month: MonthPath, _key: ViewerDep, connection: SnapshotDep) -> P
 
 def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
     try:
-        result = close_month(services.engine, services.config, month, now=services.clock(), dry_run=dry_run)
+        result = close_month(services.engine, month, now=services.clock(), dry_run=dry_run)
     except BkrError:
         observability.CLOSES.labels(trigger="api", result="error").inc()
         raise
@@ -627,11 +627,13 @@ class ConfigOut(BaseModel):
     usd_rates: dict[str, str] = Field(description="USD value of one unit of each configured asset.")
 
 
-@router.get("/config", response_model=ConfigOut, summary="The program's configuration", responses=READ)
-def show_config(_key: ViewerDep, services: ServicesDep) -> ConfigOut:
-    """The configuration in force (read-only): tier schedules by the month they take effect,
-    the cap, the tier basis, the unknown-broker policy, the rounding quantum and USD rates."""
-    config = services.config
+@router.get("/config", response_model=ConfigOut, summary="The program's configuration in force now",
+            responses=READ)
+def show_config(_key: ViewerDep, services: ServicesDep, connection: SnapshotDep) -> ConfigOut:
+    """The program version in force this month (read-only): tier schedules by the month they take
+    effect, the cap, the tier basis, the unknown-broker policy, the rounding quantum and USD rates.
+    `GET /v1/admin/program` gives the whole version, for any month, and its history."""
+    config = settings_versions.version_for(connection, Month.of(services.clock())).config
     return ConfigOut(
         schedules=[ScheduleOut(effective_from=str(s.effective_from),
                                tiers=[TierOut(level=t.level, name=t.name, min_volume=canonical(t.min_volume),
@@ -691,7 +693,7 @@ def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: OperatorDe
                       connection: ConnectionDep) -> ApprovalOut:
     """Approve a draft as this operator key; with `approvals_required` distinct keys it becomes
     final (payable). A statement already final or paid is a 409."""
-    done = settlement.approve(connection, services.config, broker_id, month, f"key:{key.key_id}", services.clock())
+    done = settlement.approve(connection, broker_id, month, f"key:{key.key_id}", services.clock())
     return ApprovalOut(broker_id=broker_id, month=str(month), status=done.status, approvals=done.approvals)
 
 
@@ -701,7 +703,7 @@ def settle_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) ->
     """Pay every final statement of the month through the ledger, each exactly once: safe to
     repeat, to run concurrently and to rerun after a failure. Drafts past their review window
     become final first."""
-    result = settlement.settle_month(services.engine, services.config, month, services.clock())
+    result = settlement.settle_month(services.engine, month, services.clock())
     return SettleOut(month=str(month), paid=result.paid, already_paid=result.already_paid,
                      not_final=result.not_final)
 

@@ -93,7 +93,7 @@ class BrokerSummaryOut(BaseModel):
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(SUMMARY))
 def summary(broker_id: Annotated[int, Depends(_own_broker(SUMMARY))], services: ServicesDep,
             connection: SnapshotDep) -> BrokerSummaryOut:
-    found = reports.broker_summary(connection, services.config, broker_id, services.clock())
+    found = reports.broker_summary(connection, broker_id, services.clock())
     return BrokerSummaryOut.model_validate(found.to_document())
 
 
@@ -156,7 +156,7 @@ class BrokerStatementListOut(BaseModel):
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(STATEMENTS))
 def statements(broker_id: Annotated[int, Depends(_own_broker(STATEMENTS))], services: ServicesDep,
                connection: SnapshotDep) -> BrokerStatementListOut:
-    entries = reports.broker_statements(connection, services.config, broker_id)
+    entries = reports.broker_statements(connection, broker_id)
     return BrokerStatementListOut(broker_id=broker_id,
                                   statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries])
 
@@ -231,7 +231,7 @@ def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: Serv
           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Users to skip, largest fee base "
                                                                         "first.")] = 0) -> BrokerUsersOut:
     target = _requested_month(month, services)
-    found = reports.user_breakdown(connection, services.config, broker_id, target, limit=limit, offset=offset)
+    found = reports.user_breakdown(connection, broker_id, target, limit=limit, offset=offset)
     return BrokerUsersOut.model_validate(found.to_document())
 
 

@@ -123,7 +123,7 @@ def post_fills(request: Request, services: ServicesDep, key: OperatorDep,
         rows = read_batch(body, _batch_format(request), services.settings.max_batch)
     except BatchTooLarge as error:
         raise ApiError(413, error.code, str(error), field=error.field) from None
-    fed = ingest_batch(services.engine, services.config, rows, source=f"POST /v1/fills (key {key.key_id})",
+    fed = ingest_batch(services.engine, rows, source=f"POST /v1/fills (key {key.key_id})",
                        clock=services.clock)
     for result in fed.results:
         observability.FILLS.labels(result.outcome.value, reason_field(result)).inc()
