@@ -141,7 +141,8 @@ def test_a_broker_key_pair_is_made_once_and_its_secret_is_not_kept(api: Api, op:
 
     assert pair["broker_id"] == BROKER and pair["secret"]
     with api.engine.connect() as connection:
-        assert keys.broker_for_api_key(connection, pair["api_key"]) == BROKER
+        holder = keys.broker_key(connection, pair["api_key"], api.clock())
+        assert holder is not None and holder.broker_id == BROKER
     assert error(api.client.post("/v1/admin/brokers/2200/keys", headers=op), 404)[0] == "not_found"
 
 

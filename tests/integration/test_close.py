@@ -22,6 +22,7 @@ from integration_support import (
     count,
     fill,
     import_rows,
+    operator_key,
     statement_count,
 )
 from sqlalchemy import Engine
@@ -29,6 +30,7 @@ from sqlalchemy import Engine
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.periods import Month
 from bkr.program.close import close_month, compute_statements
+from bkr.store import db
 from bkr.store.tables import periods
 
 STATEMENT_FIELDS = {"month", "broker_id", "spot_volume", "futures_volume", "api_volume", "tier", "broker_rate",
@@ -53,7 +55,10 @@ def may_of_broker_1400(engine: Engine, tmp_path: Path) -> Engine:
 
 
 def close_json(bkr: Any, db_url: str, month: str = "2024-05", *flags: str) -> Any:
-    result = bkr("close", "--month", month, "--db", db_url, "--json", *flags)
+    engine = db.open_engine(db_url)
+    key = operator_key(engine, "operator")
+    engine.dispose()
+    result = bkr("close", "--month", month, "--db", db_url, "--json", "--key", key, *flags)
     assert result.code == 0, result.err
     return result
 
@@ -121,7 +126,7 @@ def test_closing_a_month_that_has_not_ended_fails_with_a_one_line_reason(
     month = Month.of(datetime.now(UTC))
     month = month.next() if offset else month
 
-    result = bkr("close", "--month", str(month), "--db", db_url)
+    result = bkr("close", "--month", str(month), "--db", db_url, "--key", operator_key(engine, "operator"))
 
     assert result.code == 1
     assert result.err.startswith(f"error: {month} has not ended yet (it is ")

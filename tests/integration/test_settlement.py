@@ -14,7 +14,18 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from integration_support import APPROVE_ONLY, MAY, NOW, add_broker, add_users, approve_all, close, fill, import_rows
+from integration_support import (
+    APPROVE_ONLY,
+    MAY,
+    NOW,
+    add_broker,
+    add_users,
+    approve_all,
+    close,
+    fill,
+    import_rows,
+    operator_key,
+)
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -150,7 +161,7 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
     config = tmp_path / "bkr.toml"
     config.write_text("[program]\nreview_days = 0\n")
     command = [sys.executable, "-m", "bkr.cli", "settle", "--month", "2024-05", "--db", db_url, "--config",
-               str(config)]
+               str(config), "--key", operator_key(engine, "approver")]
     def paid_count() -> int:
         if db_url.startswith("sqlite:///"):  # a plain reader: bkr's SQLite sessions queue for the write lock
             with closing(sqlite3.connect(f"file:{db_url[len('sqlite:///'):]}?mode=ro", uri=True)) as reader:
@@ -206,13 +217,14 @@ def test_the_command_line_approves_with_four_eyes_and_settles(db_url: str, engin
     payouts = _month_with_brokers(engine, tmp_path, 2)
     config = tmp_path / "bkr.toml"
     config.write_text("[program]\nreview_days = 0\napprovals_required = 2\n")
+    alice, bob = operator_key(engine, "approver", "alice"), operator_key(engine, "approver", "bob")
     common = ("--month", "2024-05", "--db", db_url, "--config", str(config))
-    first = bkr("approve", *common, "--by", "alice")
-    assert first.code == 0 and "0 now final" in first.err
-    assert json.loads(bkr("settle", *common, "--json").out)["not_final"] == [1, 2]
-    second = bkr("approve", *common, "--by", "bob")
+    first = bkr("approve", *common, "--key", alice)
+    assert first.code == 0 and "approved by alice; 0 now final" in first.err
+    assert json.loads(bkr("settle", *common, "--json", "--key", alice).out)["not_final"] == [1, 2]
+    second = bkr("approve", *common, "--key", bob)
     assert second.code == 0 and "2 now final" in second.err
-    settled = bkr("settle", *common, "--json")
+    settled = bkr("settle", *common, "--json", "--key", bob)
     assert settled.code == 0 and json.loads(settled.out)["paid"] == [1, 2]
     _, balances, _ = _ledger(engine)
     assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())

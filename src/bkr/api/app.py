@@ -12,7 +12,7 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import DEFAULT_LIMIT, BodyLimit
-from bkr.api.routers import admin, broker, ingest, ops, statement_keys, venue
+from bkr.api.routers import admin, broker, ingest, operators, ops, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.statement_signing import StatementKey
@@ -25,8 +25,9 @@ DESCRIPTION = """bkr runs an exchange's API Broker Program.
 * **Ingest** (`/v1/fills`): the exchange's fill feed posts fills; each is accepted, a duplicate,
   a conflict or rejected with its reason.
 * **Operators** (`/v1/admin/…`): brokers, affiliates, referral codes, users, rejected fills,
-  periods and closes. `Authorization: Bearer <operator key>`; `viewer` keys read, `operator`
-  keys also write.
+  periods, closes, approvals and settlement; operators and keys. `Authorization: Bearer <operator
+  key>`; the key's operator has a role: `viewer` reads, `operator` also changes the program,
+  `approver` also approves and settles, `admin` does everything and manages operators and keys.
 * **Brokers** (`/v1/broker/…`): a broker's own figures, signed with its ED25519 key exactly as
   Backpack's API is signed. Each operation's `x-instruction` is the instruction to sign.
   Statements come signed by the exchange's statement key on request (`format=signed`).
@@ -66,7 +67,7 @@ def create_app(engine: Engine, config: ProgramConfig, settings: ServiceSettings 
     observability.install(app)
     ingest_limit = services.settings.max_body_bytes
     app.add_middleware(BodyLimit, limit_of=lambda path: ingest_limit if path == ingest.PATH else DEFAULT_LIMIT)
-    for module in (ops, ingest, admin, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, operators, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

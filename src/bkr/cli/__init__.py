@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
 from bkr.cli.month_end import month_end_app
+from bkr.cli.operators import key_app, operator_app
 from bkr.cli.referrals import affiliate_app, referral_app, user_app
 from bkr.cli.schema import db_app
 from bkr.cli.service import service_app
@@ -23,8 +24,9 @@ from bkr.domain.errors import BkrError
 HELP = """The `bkr` command: the operator's handle on the program.
 
 Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db) and `--config FILE`
-(or BKR_CONFIG). Errors a user can make end with exit status 1 and one line on stderr;
-`--json` prints machine-readable output only.
+(or BKR_CONFIG). Commands that act as an operator (close, approve, settle, operator, key) take
+its key: `--key` or BKR_OPERATOR_KEY. Errors a user can make end with exit status 1 and one line
+on stderr; `--json` prints machine-readable output only.
 """
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, pretty_exceptions_enable=False)
@@ -40,6 +42,8 @@ app.add_typer(fills_app, name="fills")
 app.add_typer(db_app, name="db")
 app.add_typer(statement_app, name="statement")
 app.add_typer(statement_key_app, name="statement-key")
+app.add_typer(operator_app, name="operator")
+app.add_typer(key_app, name="key")
 
 
 def _fail(message: str) -> int:

@@ -21,6 +21,7 @@ from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import NotFound, PeriodNotEnded
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, total
+from bkr.domain.operators import SYSTEM
 from bkr.domain.periods import Month
 from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import (
@@ -57,7 +58,9 @@ class CloseResult:
 
 
 def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: datetime,
-                dry_run: bool = False) -> CloseResult:
+                dry_run: bool = False, actor: str = SYSTEM) -> CloseResult:
+    """`actor` is who closes: an authenticated operator's name, or `system` (the scheduler),
+    recorded as the month's `closed_by` (see `settlement.barred_from_approving`)."""
     if month >= Month.of(now):
         raise PeriodNotEnded(f"{month} has not ended yet (it is {now:%Y-%m-%d %H:%M} UTC); "
                              "a month is closed from the 1st of the next")
@@ -82,7 +85,7 @@ def close_month(engine: Engine, config: ProgramConfig, month: Month, *, now: dat
                 for s in computed])
         close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == month)
-                           .values(status="closed", closed_at=now))
+                           .values(status="closed", closed_at=now, closed_by=actor))
         return CloseResult(month, False, False, computed, awaiting)
 
 

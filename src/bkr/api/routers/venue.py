@@ -14,9 +14,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bkr.api.deps import ServicesDep
+from bkr.api.deps import ServicesDep, record_use
 from bkr.api.errors import backpack_error
 from bkr.api.observability import identify
 from bkr.domain.errors import InvalidInput, Unauthenticated
@@ -97,11 +98,14 @@ def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., An
         if not any(verifies(key, signature, message) for message in candidates):
             raise Unauthenticated(f"signature does not verify; sign {candidates[0]!r}", code="INVALID_SIGNATURE",
                                   field="X-Signature")
+        now = services.clock()
         with db.snapshot(services.engine) as connection:
-            user_id = keys.user_for_api_key(connection, api_key)
-        if user_id is None:
-            raise Unauthenticated("unknown or revoked API key", code="UNAUTHORIZED", field="X-API-Key")
+            holder = keys.user_key(connection, api_key, now)
+        if holder is None or holder.user_id is None:
+            raise Unauthenticated("unknown, revoked or expired API key", code="UNAUTHORIZED", field="X-API-Key")
+        user_id = holder.user_id
         identify(request, user_id=user_id)
+        await run_in_threadpool(record_use, services, api_key, holder.last_used_at, now)  # a write: off the loop
         return SignedUser(user_id, body)
 
     return authenticate
