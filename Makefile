@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB ?= sqlite:///bkr.db
+DEMO_KEYS ?= bkr-demo-keys.txt
 PORT ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -16,17 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## run: load the demo (a closed month and one in progress) into ./bkr.db if empty, print it, make an
-## operator key and a broker key for it and serve the dashboard and the HTTP API on
-## http://localhost:$(PORT) (Ctrl-C stops it)
+## run: load the demo (a closed month and one in progress) into ./bkr.db if empty, print it, make its
+## named operators (an admin, two approvers, an operator, a viewer) and a broker key, print their keys
+## (kept in $(DEMO_KEYS)) and serve the dashboard and the HTTP API on http://localhost:$(PORT) (Ctrl-C stops it)
 run: $(STAMP)
 	$(BIN)/bkr demo --db $(DB)
-	@set -e; key=$$($(BIN)/bkr admin-key create --role operator --db $(DB) 2>/dev/null); \
-	secret=$$($(BIN)/bkr broker key create 1400 --json --db $(DB) | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'); \
-	printf '\nDashboard:   http://localhost:$(PORT)/dashboard   (sign in with a key below)\n'; \
-	printf '  operator key (operator role):  %s\n' "$$key"; \
-	printf '  broker 1400 secret:            %s\n' "$$secret"; \
-	printf 'Post fills:  curl -H "Authorization: Bearer %s" -H "Content-Type: application/x-ndjson" \\\n' "$$key"; \
+	@set -e; printf '\nOperators and their keys (each signs in to the dashboard; BKR_OPERATOR_KEY=<key> for the CLI):\n'; \
+	scripts/demo-keys.sh $(BIN)/bkr $(DB) $(DEMO_KEYS) | sed 's/^/  /'; \
+	printf '  (admin: everything, operators and keys; alice, bob: approve and settle, two of them for four eyes;\n'; \
+	printf '   olga: enroll, import, close; vera: reads; broker: broker 1400 signs in with this secret)\n'; \
+	printf '\nDashboard:   http://localhost:$(PORT)/dashboard\n'; \
+	printf 'Post fills:  curl -H "Authorization: Bearer <olga'"'"'s key>" -H "Content-Type: application/x-ndjson" \\\n'; \
 	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n'; \
 	printf 'Trade on the sandbox venue (in another terminal; the dashboard moves with it): .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
 	$(BIN)/bkr serve --db $(DB) --port $(PORT)
@@ -88,4 +89,4 @@ bench-dashboard: $(STAMP)
 
 clean:
 	scripts/postgres.sh stop
-	rm -rf .pg $(VENV) bkr.db bkr.db-wal bkr.db-shm .pytest_cache .mypy_cache .ruff_cache tests/browser/artifacts
+	rm -rf .pg $(VENV) bkr.db bkr.db-wal bkr.db-shm $(DEMO_KEYS) .pytest_cache .mypy_cache .ruff_cache tests/browser/artifacts

@@ -45,9 +45,10 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bkr.api.app import create_app  # noqa: E402
 from bkr.domain.fills import FIELDS  # noqa: E402
+from bkr.domain.operators import Role  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
-from bkr.program import keys  # noqa: E402
+from bkr.program import keys, operators  # noqa: E402
 from bkr.program.close import close_month  # noqa: E402
 from bkr.program.importer import import_rows  # noqa: E402
 from bkr.program.periods import closed_months  # noqa: E402
@@ -190,7 +191,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, directory: Path) -
                 .where(aggregates.c.period == str(month)).group_by(aggregates.c.broker_id)).all()
             ranked = sorted(users, key=lambda row: (-row[1], row[0]))
             biggest, median = ranked[0][0], ranked[len(ranked) // 2][0]
-            operator = keys.create_operator_key(connection, "operator", datetime.now(UTC)).token
+            operator = operators.add_operator(connection, "bench", Role.ADMIN, datetime.now(UTC), created_by=None).token
             secrets = {b: keys.create_broker_key(connection, b, datetime.now(UTC)).secret for b in (biggest, median)}
         app = create_app(engine, None, ServiceSettings())
         previous = month.previous()

@@ -73,12 +73,14 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from bkr.domain.config import DEFAULT_CONFIG  # noqa: E402
 from bkr.domain.fills import Attribution, Fill, MarketType, Side, attribute, price_in_usd  # noqa: E402
 from bkr.domain.money import MONEY, ZERO, canonical  # noqa: E402
+from bkr.domain.operators import Role  # noqa: E402
 from bkr.domain.payout import fee_base  # noqa: E402
 from bkr.domain.periods import Month  # noqa: E402
 from bkr.domain.signing import KeyPair, sign, signing_string  # noqa: E402
 from bkr.ingest.readers import RawRow  # noqa: E402
 from bkr.program.importer import import_rows  # noqa: E402
-from bkr.program.keys import create_broker_key, create_operator_key  # noqa: E402
+from bkr.program.keys import create_broker_key  # noqa: E402
+from bkr.program.operators import add_operator  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.bulk import COLUMNS  # noqa: E402
 from bkr.store.tables import aggregates, daily_volumes, fills  # noqa: E402
@@ -265,7 +267,7 @@ def bench_ingest(backend: Backend, world: World, total: int, bodies: Sequence[by
     try:
         engine = db.open_engine(url, create=False)
         with engine.begin() as connection:
-            token = create_operator_key(connection, "operator", datetime.now(UTC)).token
+            token = add_operator(connection, "bench", Role.OPERATOR, datetime.now(UTC), created_by=None).token
         with serving(url, workers, work / f"serve-ingest-{backend.name}.log") as base, LoadSampler() as load:
             log(f"{backend.name}: posting {total:,} fills in {len(bodies)} batches from {clients} clients to {base}")
             posted = post_all(base, token, bodies, clients)

@@ -3,6 +3,7 @@ waited for until it answers and stopped at the end."""
 
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,3 +46,19 @@ class BkrServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def start_bkr_serve(db_url: str, directory: Path, *args: str) -> BkrServer:
+    """`bkr serve --db db_url` on a free port, its output in a file of `directory`, answering."""
+    port = free_port()
+    log = directory / f"serve-{port}.log"
+    with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen([sys.executable, "-m", "bkr.cli", "serve", "--port", str(port), "--db", db_url,
+                                    *args], stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=directory)
+    server = BkrServer(process, f"http://127.0.0.1:{port}", log)
+    try:
+        server.wait_until_it_answers()
+    except BaseException:
+        server.stop()
+        raise
+    return server

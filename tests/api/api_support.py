@@ -8,9 +8,10 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from bkr.domain.operators import Role
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import KeyPair, sign, signing_string
-from bkr.program import keys, registry
+from bkr.program import keys, operators, registry
 
 
 @dataclass
@@ -44,9 +45,14 @@ class Api:
     engine: Engine
     clock: MovableClock
 
-    def operator_key(self, role: str = "operator") -> dict[str, str]:
+    made: list[str] = field(default_factory=list)  # the operators operator_key added, in order
+
+    def operator_key(self, role: str = "operator", name: str | None = None) -> dict[str, str]:
+        """The headers of a new operator's key: `name`, else `<role>-<n>` (each call a new operator)."""
+        name = name or f"{role}-{len(self.made) + 1}"
         with self.engine.begin() as connection:
-            key = keys.create_operator_key(connection, role, self.clock())
+            key = operators.add_operator(connection, name, Role(role), self.clock(), created_by=None)
+        self.made.append(name)
         return {"Authorization": f"Bearer {key.token}"}
 
     def broker(self, broker_id: int, *, active_since: datetime | None = None) -> KeyPair:

@@ -65,13 +65,14 @@ def reference_engine(sqlite_template: Path, tmp_path: Path) -> Engine:
     return db.open_engine(f"sqlite:///{path}")
 
 
-def closed_october(api: Api) -> dict[str, str]:
+def closed_october(api: Api, operator: dict[str, str] | None = None) -> dict[str, str]:
     """Broker 1400 with one fill of alice in October 2026 (fee 12.5 USD, `fill("f-1")`), the clock
-    moved to November and October closed over the operator API; the operator key's headers."""
+    moved to November and October closed over the operator API by `operator` (default: a new
+    operator with the `operator` role); the closing key's headers."""
     api.broker(1400)
     with api.engine.begin() as connection:
         registry.add_users(connection, [("alice", None)], api.clock())
-    operator = api.operator_key()
+    operator = operator or api.operator_key()
     assert api.client.post("/v1/fills", json=[fill("f-1", fee="12.5")], headers=operator).status_code == 200
     api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))
     assert api.client.post("/v1/admin/periods/2026-10/close", headers=operator).status_code == 200

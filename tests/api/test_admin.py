@@ -140,7 +140,8 @@ HUGE_OR_NOT_POSITIVE = [str(2**63), str(2**64), str(-2**63 - 1), "-1", "0", "1" 
 UNKEPT_MONTHS = ["0000-01", "0001-01", "1969-12", "9999-12", "10000-01", "\uff12\uff10\uff12\uff16-10", "2026-00"]
 
 
-def test_integers_past_their_bounds_in_a_path_or_a_query_are_422_naming_them(api: Api, op: dict[str, str]) -> None:
+def test_integers_past_their_bounds_in_a_path_or_a_query_are_422_naming_them(api: Api) -> None:
+    op = api.operator_key("admin")  # every route below, approving included
     for value in HUGE_OR_NOT_POSITIVE:
         for method, path in [("GET", f"/v1/admin/brokers/{value}"), ("POST", f"/v1/admin/brokers/{value}/activate"),
                              ("POST", f"/v1/admin/brokers/{value}/keys"),
@@ -154,7 +155,8 @@ def test_integers_past_their_bounds_in_a_path_or_a_query_are_422_naming_them(api
                     "invalid_input", "after")
 
 
-def test_a_month_no_close_can_have_is_422_naming_it_wherever_it_is_given(api: Api, op: dict[str, str]) -> None:
+def test_a_month_no_close_can_have_is_422_naming_it_wherever_it_is_given(api: Api) -> None:
+    op = api.operator_key("admin")  # every route below, approving and settling included
     for month in UNKEPT_MONTHS:
         for method, path in [("GET", f"/v1/admin/periods/{month}"), ("POST", f"/v1/admin/periods/{month}/preview"),
                              ("POST", f"/v1/admin/periods/{month}/close"),
@@ -218,7 +220,8 @@ def test_a_broker_key_pair_is_made_once_and_its_secret_is_not_kept(api: Api, op:
 
     assert pair["broker_id"] == BROKER and pair["secret"]
     with api.engine.connect() as connection:
-        assert keys.broker_for_api_key(connection, pair["api_key"]) == BROKER
+        holder = keys.broker_key(connection, pair["api_key"], api.clock())
+        assert holder is not None and holder.broker_id == BROKER
     assert error(api.client.post("/v1/admin/brokers/2200/keys", headers=op), 404)[0] == "not_found"
 
 

@@ -64,7 +64,7 @@ def test_the_cookie_is_secure_over_https(api: Api) -> None:
 
 
 def test_a_wrong_key_is_refused_with_the_reason(api: Api) -> None:
-    for key, reason in (("bkr_op_nothere_x", "unknown or revoked operator key"), ("not a key", "not a key bkr issues"),
+    for key, reason in (("bkr_op_nothere_x", "unknown operator key"), ("not a key", "not a key bkr issues"),
                         ("", "paste an operator key")):
         answer = _sign_in(api.client, key)
         assert answer.status_code == 401 and reason in answer.text
@@ -98,7 +98,8 @@ def test_a_forged_or_altered_cookie_is_a_stranger(api: Api) -> None:
     pair = api.broker(2200)
     _sign_in(api.client, pair.secret)
     payload, mac = api.client.cookies[sessions.COOKIE].split(".")
-    forged = sessions.encode(sessions.signed_in(sessions.Role.OPERATOR, "x", None, api.clock()), "another secret " * 3)
+    forged = sessions.encode(sessions.signed_in(sessions.Holder.OPERATOR, "x", None, api.clock()),
+                             "another secret " * 3)
     for cookie in (forged, f"{payload}.{mac[:-2]}AA", "garbage"):
         api.client.cookies.set(sessions.COOKIE, cookie, path="/dashboard")
         assert api.client.get("/dashboard/program", follow_redirects=False).status_code == 303
@@ -170,15 +171,18 @@ def test_a_copy_of_the_cookie_stops_working_when_its_session_signs_out(api: Api)
         assert other.get("/dashboard/program").status_code == 200
 
 
-def test_an_approval_from_the_dashboard_is_the_keys_approval(api: Api) -> None:
-    operator = closed_october(api)
-    _sign_in(api.client, operator["Authorization"].removeprefix("Bearer "))
+def test_an_approval_from_the_dashboard_is_the_operators_approval(api: Api) -> None:
+    closed_october(api)
+    approver = api.operator_key("approver", "alice")
+    _sign_in(api.client, approver["Authorization"].removeprefix("Bearer "))
     page = api.client.get("/dashboard/program/months/2026-10")
     assert page.status_code == 200 and "Approve" in page.text
     done = api.client.post("/dashboard/program/months/2026-10/statements/1400/approve",
                            data={"csrf": _csrf(page)}, follow_redirects=False)
     assert done.status_code == 303
-    again = api.client.post("/v1/admin/periods/2026-10/statements/1400/approve", headers=operator)
+    assert api.client.get("/v1/admin/periods/2026-10", headers=approver).json()["statements"][0]["approved_by"] == \
+        ["alice"]
+    again = api.client.post("/v1/admin/periods/2026-10/statements/1400/approve", headers=approver)
     assert again.status_code == 409 and again.json()["code"] == "statement_final"
     repeated = api.client.post("/dashboard/program/months/2026-10/statements/1400/approve",
                                data={"csrf": _csrf(page)})
@@ -244,3 +248,30 @@ def test_a_statement_page_shows_a_correction_and_the_shortfall_it_carries(api: A
     for name in ("carried_out", "payout"):
         assert f'data-figure="{name}" data-value="{document[name]}"' in page.text
     assert document["carried_out"].startswith("-") and document["payout"] == "0.00"
+
+
+def test_the_page_names_the_signed_in_operator_and_shows_only_what_its_role_may_do(api: Api) -> None:
+    closed_october(api)  # closed by an operator other than the ones below
+    for role, may_approve, may_suspend in (("viewer", False, False), ("operator", False, True),
+                                           ("approver", True, False), ("admin", True, True)):
+        with TestClient(api.client.app) as browser:
+            _sign_in(browser, api.operator_key(role, f"{role}-on-the-page")["Authorization"].removeprefix("Bearer "))
+            month = browser.get("/dashboard/program/months/2026-10").text
+            brokers = browser.get("/dashboard/program/brokers").text
+        assert f'<span id="operator-name">{role}-on-the-page</span> ({role})' in month
+        assert ("Approve the statement of broker 1400" in month) is may_approve, role
+        assert ("Suspend broker 1400" in brokers) is may_suspend, role
+
+
+def test_an_expired_key_ends_its_session_at_the_next_request(api: Api) -> None:
+    admin = api.operator_key("admin", "root")
+    made = api.client.post("/v1/admin/operators", headers=admin, json={
+        "name": "temp", "role": "viewer", "expires_at": "2026-10-15T13:00:00Z"}).json()
+    _sign_in(api.client, made["token"])
+    assert api.client.get("/dashboard/program").status_code == 200
+    api.clock.set(datetime(2026, 10, 15, 13, 0, tzinfo=UTC))
+    expired = api.client.get("/dashboard/program")
+    assert expired.status_code == 401 and f"operator key {made['key_id']} expired at 2026-10-15T13:00:00+00:00" in \
+        expired.text
+    again = _sign_in(api.client, made["token"])
+    assert again.status_code == 401 and "expired" in again.text

@@ -38,12 +38,13 @@ from schemathesis.specs.openapi.checks import (
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
+from bkr.domain.operators import Role
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import KeyPair
 from bkr.domain.statement_signing import new_statement_key
 from bkr.ingest.readers import parse_json_record
-from bkr.program import keys, registry
+from bkr.program import keys, operators, registry
 from bkr.program.close import close_month
 from bkr.program.importer import import_rows
 from bkr.program.statement_signing import publish_statement_key
@@ -97,7 +98,7 @@ def seed(url: str, clock: MovableClock) -> tuple[dict[str, str], KeyPair]:
         registry.enroll_affiliate(connection, AFFILIATE, "Affiliate One", since)
         registry.set_referral_rate(connection, AFFILIATE, CODE, Decimal("0.10"), since, since)
         registry.add_users(connection, [("alice", CODE), ("bob", None)], since)
-        operator = keys.create_operator_key(connection, "operator", now)
+        operator = operators.add_operator(connection, "olga", Role.ADMIN, now, created_by=None)
         pair = keys.create_broker_key(connection, BROKER, now)
         keys.create_broker_key(connection, OTHER_BROKER, now)
     fills = [

@@ -42,14 +42,13 @@ def test_the_first_version_is_the_settings_the_app_started_with(api: Api) -> Non
 
 
 def test_an_operator_applies_a_version_that_governs_its_months_only(api: Api) -> None:
-    operator = api.operator_key()
+    operator = api.operator_key("operator", "olga")
 
     applied = apply(api, operator, "2026-12")
 
     assert applied.status_code == 201, applied.text
     body = applied.json()
-    key_id = re.search(r"key:(\S+)", body["created_by"])
-    assert body["version"] == 2 and body["from_month"] == "2026-12" and key_id is not None
+    assert (body["version"], body["from_month"], body["created_by"]) == (2, "2026-12", "olga")
     assert body["changes"] == ["program.approvals_required", "program.cap", "program.review_days", "tier_schedules",
                                "usd_rates.EUR"]
     december = api.client.get("/v1/admin/program", params={"month": "2026-12"}, headers=operator).json()

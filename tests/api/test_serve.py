@@ -13,7 +13,7 @@ import httpx
 import pytest
 from feed_support import fill
 
-from serve_support import BkrServer, free_port
+from serve_support import BkrServer, free_port, start_bkr_serve
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
     servers: list[BkrServer] = []
 
     def start(db_url: str, *args: str) -> BkrServer:
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("w") as sink:  # a file, not a pipe: a full pipe would block the server
-            process = subprocess.Popen([sys.executable, "-m", "bkr.cli", "serve", "--port", str(port), "--db",
-                                        db_url, *args], stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-        server = BkrServer(process, f"http://127.0.0.1:{port}", log)
+        server = start_bkr_serve(db_url, tmp_path, *args)
         servers.append(server)
-        server.wait_until_it_answers()
         return server
 
     yield start
@@ -44,7 +38,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
 
 def _operator_key(db_url: str) -> dict[str, str]:
-    created = _bkr("admin-key", "create", "--role", "operator", "--json", "--db", db_url)
+    """The first admin's key (added without a key, as on a new database)."""
+    created = _bkr("operator", "add", "root", "--role", "admin", "--json", "--db", db_url)
     assert created.returncode == 0, created.stderr
     return {"Authorization": f"Bearer {json.loads(created.stdout)['token']}"}
 

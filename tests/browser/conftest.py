@@ -30,7 +30,7 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Program]:
     directory = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{directory / 'bkr.db'}"
     _bkr("demo", "--db", url, "--previous-fills", "4000", "--current-fills", "2000")
-    token = json.loads(_bkr("admin-key", "create", "--role", "operator", "--json", "--db", url))["token"]
+    token = json.loads(_bkr("operator", "add", "root", "--role", "admin", "--json", "--db", url))["token"]
     brokers = {}
     for broker_id in (BROKER, OTHER_BROKER):
         created = json.loads(_bkr("broker", "key", "create", str(broker_id), "--json", "--db", url))

@@ -155,8 +155,9 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
         # program version from this month, which the running server applies from its next order.
         strict = world.directory / "strict.toml"
         strict.write_text(toml[0])
+        admin = json.loads(run_bkr("operator", "add", "root", "--role", "admin", "--json", "--db", world.db_url))
         run_bkr("program", "apply", str(strict), "--from", str(Month.of(datetime.now(UTC))), "--reason",
-                "reject orders whose X-Broker-Id is not an active broker")
+                "reject orders whose X-Broker-Id is not an active broker", "--key", admin["token"])
         assert run_snippet(forgotten_id, env, monkeypatch) == forgotten_id.outputs[1]
         assert world.broker_ids_seen()["1400"]["rejected"] == 1
         # … and the refused order left the broker's figures as they were.

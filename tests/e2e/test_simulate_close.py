@@ -18,6 +18,8 @@ from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bkr.domain.periods import Month
 from bkr.simulate import SimRegistry, plan_simulation
 
@@ -188,8 +190,11 @@ def _json(result: Any) -> Any:
     return json.loads(result.out)
 
 
-def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: Any, db_url: str,
-                                                                            tmp_path: Path) -> None:
+def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: Any, db_url: str, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = bkr("operator", "add", "root", "--role", "admin", "--db", db_url)  # the first admin: no key needed
+    assert admin.code == 0, admin.err
+    monkeypatch.setenv("BKR_OPERATOR_KEY", admin.out.strip())  # for every command below, and `bkr` processes
     fills_file = tmp_path / "fills.csv"
     simulate = ("simulate", "--month", MONTH, "--fills", str(FILLS), "--seed", str(SEED), "--out", str(fills_file),
                 "--db", db_url, "--json")

@@ -20,9 +20,10 @@ from sqlalchemy import Engine, func, select
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
+from bkr.domain.operators import Role
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus
-from bkr.program import registry, settlement
+from bkr.program import operators, registry, settlement
 from bkr.program.close import close_month
 from bkr.program.importer import import_file
 from bkr.program.writer import Tally
@@ -205,6 +206,14 @@ def approve_all(engine: Engine, approver: str = "ops-1") -> None:
         for broker_id, month in connection.execute(select(statements.c.broker_id, statements.c.month)
                                                    .where(statements.c.status == settlement.DRAFT)).all():
             settlement.approve(connection, broker_id, month, approver, NOW)
+
+
+def operator_key(engine: Engine, role: str = "admin", name: str | None = None) -> str:
+    """The key of a new operator (`name`, else `<role>-<n>`), for a command's `--key`."""
+    with engine.begin() as connection:
+        taken = len(operators.list_operators(connection, NOW))
+        return operators.add_operator(connection, name or f"{role}-{taken + 1}", Role(role), clock(),
+                                      created_by=None).token
 
 
 def statement_count(engine: Engine) -> int:

@@ -16,6 +16,7 @@ from integration_support import (
     count,
     fill,
     import_rows,
+    operator_key,
     preview,
 )
 from sqlalchemy import Engine
@@ -134,7 +135,8 @@ def test_a_fill_of_an_unknown_user_is_kept_unpaid_until_the_user_is_added(engine
     assert (tally.accepted, tally.counted, tally.awaiting_user) == (2, 1, 1)
     review = json.loads(ok(bkr("fills", "rejected", "--db", db_url, "--json")).out)
     assert review["counts"]["awaiting_user"] == 1
-    dry = json.loads(ok(bkr("close", "--month", "2024-05", "--dry-run", "--db", db_url, "--json")).out)
+    dry = json.loads(ok(bkr("close", "--month", "2024-05", "--dry-run", "--db", db_url, "--json",
+                            "--key", operator_key(engine, "operator"))).out)
     assert dry["awaiting_user_fills"] == 1
     assert (dry["statements"][0]["fee_base"], dry["statements"][0]["payout_exact"]) == ("1", "0.2")
 
@@ -188,7 +190,8 @@ def test_a_user_added_after_the_month_closed_is_paid_next_month_at_the_closed_mo
         fill("f-1", price="5000000", quantity="1", fee="500"),  # BKR 1 in May: 30%
         fill("f-2", user="zed", price="1000000", quantity="1", fee="100"),
     ])
-    closed = json.loads(ok(bkr("close", "--month", "2024-05", "--db", db_url, "--json")).out)
+    closed = json.loads(ok(bkr("close", "--month", "2024-05", "--db", db_url, "--json",
+                               "--key", operator_key(engine, "operator"))).out)
     assert closed["awaiting_user_fills"] == 1
     assert (closed["statements"][0]["tier"], closed["statements"][0]["payout"]) == ("BKR 1", "150.00")
     statement = ok(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url)).out

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import operator_key
+from sqlalchemy import Engine
 
 # Text the registry refuses wherever it comes from: control characters (C0, DEL, C1), a line
 # separator, a bidirectional override, a byte that is not UTF-8 (how the shell hands it over), too long.
@@ -85,7 +87,7 @@ def test_a_broker_id_out_of_range_is_refused_before_the_database(bkr: Any, db_ur
     expected = f"error: broker id: {number} is outside 1..65535"
     for command in (("broker", "activate", number), ("broker", "suspend", number), ("broker", "terminate", number),
                     ("broker", "show", number), ("broker", "key", "create", number),
-                    ("approve", "--month", "2024-05", "--by", "ops", "--broker", number),
+                    ("approve", "--month", "2024-05", "--broker", number),
                     ("statement", "--broker", number, "--month", "2024-05")):
         assert refused(bkr(*command, "--db", db_url)) == expected, command
 
@@ -148,12 +150,13 @@ def test_a_file_name_that_is_not_utf8_is_imported_and_named_with_its_bytes_escap
     assert (imported.code, json.loads(imported.out)["accepted"]) == (0, 1)
 
 
-def test_a_config_file_that_cannot_be_read_is_refused_in_one_line(bkr: Any, db_url: str, tmp_path: Path) -> None:
+def test_a_config_file_that_cannot_be_read_is_refused_in_one_line(bkr: Any, db_url: str, engine: Engine,
+                                                                  tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.toml"
     latin1.write_bytes("[program]\n# caf\xe9\n".encode("latin-1"))
     huge = tmp_path / "huge.toml"
     huge.write_text("[program]\nfuture_tolerance_seconds = 99999999999999999999\n")
-    command = ("close", "--month", "2024-05", "--db", db_url, "--config")
+    command = ("close", "--month", "2024-05", "--db", db_url, "--key", operator_key(engine, "operator"), "--config")
     assert refused(bkr(*command, str(latin1))) == f"error: config: {latin1}: not UTF-8 text"
     assert refused(bkr(*command, str(tmp_path))) == f"error: config: {tmp_path}: Is a directory"
     assert refused(bkr(*command, str(huge))) == (

@@ -22,6 +22,7 @@ from integration_support import (
     count,
     fill,
     import_rows,
+    operator_key,
     statement_count,
     write_fills,
 )
@@ -30,6 +31,7 @@ from sqlalchemy import Engine
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.periods import Month
 from bkr.program.close import close_month, compute_statements
+from bkr.store import db
 from bkr.store.tables import periods
 from program_support import use_program
 
@@ -55,7 +57,10 @@ def may_of_broker_1400(engine: Engine, tmp_path: Path) -> Engine:
 
 
 def close_json(bkr: Any, db_url: str, month: str = "2024-05", *flags: str) -> Any:
-    result = bkr("close", "--month", month, "--db", db_url, "--json", *flags)
+    engine = db.open_engine(db_url)
+    key = operator_key(engine, "operator")
+    engine.dispose()
+    result = bkr("close", "--month", month, "--db", db_url, "--json", "--key", key, *flags)
     assert result.code == 0, result.err
     return result
 
@@ -125,7 +130,7 @@ def test_closing_a_month_that_has_not_ended_fails_with_a_one_line_reason(
     month = month.next() if offset else month
     use_program(engine)
 
-    result = bkr("close", "--month", str(month), "--db", db_url)
+    result = bkr("close", "--month", str(month), "--db", db_url, "--key", operator_key(engine, "operator"))
 
     assert result.code == 1
     assert result.err.startswith(f"error: {month} has not ended yet (it is ")
@@ -152,7 +157,9 @@ def test_a_dry_run_of_the_month_in_progress_is_its_projection_and_writes_nothing
         assert [s.payout_exact for s in compute_statements(connection, month)] == [Decimal("0.5")]
     assert statement_count(engine) == 0
     assert count(engine, periods) == 1  # the fill's own month, opened by the import; nothing closed
-    table = bkr("close", "--month", str(month), "--dry-run", "--db", db_url)
+    table = bkr("close", "--month", str(month), "--dry-run", "--db", db_url, "--key", operator_key(engine, "viewer"))
+    assert table.code == 1  # a viewer may not preview a close
+    table = bkr("close", "--month", str(month), "--dry-run", "--db", db_url, "--key", operator_key(engine, "operator"))
     assert f"projection, if it ended now, of {month}" in table.out.replace("\n", " ")
 
 

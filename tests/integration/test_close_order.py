@@ -6,7 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import APRIL, JUNE, MAY, NOW, add_broker, add_users, close, correction, fill, import_rows
+from integration_support import (
+    APRIL,
+    JUNE,
+    MAY,
+    NOW,
+    add_broker,
+    add_users,
+    close,
+    correction,
+    fill,
+    import_rows,
+    operator_key,
+)
 from sqlalchemy import Engine, select
 
 from bkr.domain.config import ProgramConfig
@@ -31,7 +43,7 @@ def test_a_month_behind_an_open_month_with_fills_is_refused_naming_it(engine: En
 
     with pytest.raises(MonthOutOfOrder, match=r"^close 2024-04 first: it is still open and holds fills to pay"):
         close_month(engine, MAY, now=NOW)
-    refused = bkr("close", "--month", "2024-05", "--db", db_url)
+    refused = bkr("close", "--month", "2024-05", "--db", db_url, "--key", operator_key(engine, "operator"))
 
     assert refused.code == 1
     assert refused.err.startswith("error: close 2024-04 first")

@@ -14,6 +14,7 @@ from integration_support import (
     count,
     fill,
     import_rows,
+    operator_key,
     preview,
     stored_state,
     write_csv,
@@ -270,7 +271,7 @@ def test_a_row_with_too_many_digits_is_rejected_and_the_rest_of_its_batch_is_imp
         (4, "f-tiny", "quantity: 1E-72 has 72 decimal places; at most 15 integer digits and 18 decimal places "
                       "are accepted"),
     ]
-    closed = bkr("close", "--month", str(MAY), "--db", db_url, "--json")
+    closed = bkr("close", "--month", str(MAY), "--db", db_url, "--json", "--key", operator_key(registry, "operator"))
     assert closed.code == 0, closed.err
     assert [s["spot_volume"] for s in json.loads(closed.out)["statements"]] == ["200"]
 

@@ -17,6 +17,7 @@ from integration_support import (
     count,
     fill,
     import_rows,
+    operator_key,
 )
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
@@ -28,6 +29,12 @@ from bkr.domain.periods import Month
 from bkr.program import settings_versions, settlement
 from bkr.store.tables import fills, program_versions
 from program_support import use_program
+
+
+@pytest.fixture(autouse=True)
+def operator(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands below run as an admin (BKR_OPERATOR_KEY), as an operator's shell would."""
+    monkeypatch.setenv("BKR_OPERATOR_KEY", operator_key(engine, "admin", "root"))
 
 JUNE = MAY.next()
 RICHER_TERMS = """\
@@ -136,7 +143,7 @@ def test_the_first_command_imports_the_config_as_version_1_and_says_so_once(db_u
     assert second.err == ""  # said once; the file's settings are the stored ones
     shown = json.loads(first.out)
     assert (shown["version"], shown["from_month"], shown["reason"], shown["created_by"]) == (
-        1, "2024-01", f"imported from {config}", "cli")
+        1, "2024-01", f"imported from {config}", "system")
     assert (shown["settings"]["program"]["cap"], shown["settings"]["program"]["start"]) == ("0.4", "2024-01")
     assert json.loads(second.out) == shown
 

@@ -14,7 +14,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from integration_support import MAY, NOW, add_broker, add_users, approve_all, close, fill, import_rows
+from integration_support import (
+    MAY,
+    NOW,
+    add_broker,
+    add_users,
+    approve_all,
+    close,
+    fill,
+    import_rows,
+    operator_key,
+)
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -155,7 +165,8 @@ def test_a_settle_killed_at_any_point_and_rerun_pays_each_statement_once(db_url:
                                                                           tmp_path: Path) -> None:
     payouts = _month_with_brokers(engine, tmp_path, 150)
     approve_all(engine)
-    command = [sys.executable, "-m", "bkr.cli", "settle", "--month", "2024-05", "--db", db_url]
+    command = [sys.executable, "-m", "bkr.cli", "settle", "--month", "2024-05", "--db", db_url,
+               "--key", operator_key(engine, "approver")]
     def paid_count() -> int:
         if db_url.startswith("sqlite:///"):  # a plain reader: bkr's SQLite sessions queue for the write lock
             with closing(sqlite3.connect(f"file:{db_url[len('sqlite:///'):]}?mode=ro", uri=True)) as reader:
@@ -211,16 +222,19 @@ def test_the_command_line_approves_with_four_eyes_and_settles(db_url: str, engin
     use_program(engine)
     config = tmp_path / "four-eyes.toml"
     config.write_text("[program]\nreview_days = 0\napprovals_required = 2\n")
-    applied = bkr("program", "apply", str(config), "--from", "2024-05", "--reason", "four eyes", "--db", db_url)
+    olga = operator_key(engine, "operator", "olga")
+    applied = bkr("program", "apply", str(config), "--from", "2024-05", "--reason", "four eyes", "--db", db_url,
+                  "--key", olga)
     assert applied.code == 0 and "program version 2 applies from 2024-05" in applied.err
     payouts = _month_with_brokers(engine, tmp_path, 2)
+    alice, bob = operator_key(engine, "approver", "alice"), operator_key(engine, "approver", "bob")
     common = ("--month", "2024-05", "--db", db_url)  # no --config: the month's version says two approvals
-    first = bkr("approve", *common, "--by", "alice")
-    assert first.code == 0 and "0 now final" in first.err
-    assert json.loads(bkr("settle", *common, "--json").out)["not_final"] == [1, 2]
-    second = bkr("approve", *common, "--by", "bob")
+    first = bkr("approve", *common, "--key", alice)
+    assert first.code == 0 and "approved by alice; 0 now final" in first.err
+    assert json.loads(bkr("settle", *common, "--json", "--key", alice).out)["not_final"] == [1, 2]
+    second = bkr("approve", *common, "--key", bob)
     assert second.code == 0 and "2 now final" in second.err
-    settled = bkr("settle", *common, "--json")
+    settled = bkr("settle", *common, "--json", "--key", bob)
     assert settled.code == 0 and json.loads(settled.out)["paid"] == [1, 2]
     _, balances, _ = _ledger(engine)
     assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())

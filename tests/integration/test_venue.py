@@ -19,8 +19,9 @@ from bkr.api.app import create_app
 from bkr.domain.clock import system_clock
 from bkr.domain.config import ProgramConfig, UnknownBrokerPolicy
 from bkr.domain.money import D, canonical
+from bkr.domain.operators import Role
 from bkr.domain.registry import BrokerStatus
-from bkr.program import keys, registry
+from bkr.program import operators, registry
 from bkr.program.importer import import_file
 from bkr.program.writer import Tally
 from bkr.settings import ServiceSettings
@@ -268,7 +269,7 @@ def test_under_the_ignore_policy_an_unknown_id_trades_unattributed_and_is_counte
     assert (taker_fill.broker_id, taker_fill.attribution) == (4242, "broker_unknown")
     assert (seen.header, seen.orders, seen.rejected) == ("4242", 1, 0)
     with venue.engine.begin() as connection:
-        token = keys.create_operator_key(connection, "viewer", datetime.now(UTC)).token
+        token = operators.add_operator(connection, "vera", Role.VIEWER, datetime.now(UTC), created_by=None).token
     listed = venue.client.get("/v1/admin/venue/broker-ids", headers={"Authorization": f"Bearer {token}"}).json()
     assert [(i["header"], i["orders"], i["rejected"], i["reason"]) for i in listed] == [
         ("4242", 1, 0, "X-Broker-Id 4242 is not an enrolled broker")]

@@ -81,7 +81,7 @@ def test_a_body_from_an_unknown_key_is_refused_unread(sandbox: Sandbox) -> None:
 
     for body in (b"{not json", NESTED, json.dumps({"symbol": "A" * 60_000}).encode()):
         message = refused(sandbox.signed("POST", "/api/v1/order", raw=body, key=stranger), 401, "UNAUTHORIZED")
-        assert message == "unknown or revoked API key"
+        assert message == "unknown, revoked or expired API key"
 
 
 @pytest.mark.parametrize("headers", [
@@ -281,6 +281,7 @@ HOSTILE: dict[str, tuple[Hostile, int, str]] = {
     "order body a string": (Hostile("POST", "/api/v1/order", raw=b'"SOL_USDC"'), 400, "INVALID_CLIENT_REQUEST"),
     "order body a number": (Hostile("POST", "/api/v1/order", raw=b"5"), 400, "INVALID_CLIENT_REQUEST"),
     "order body null": (Hostile("POST", "/api/v1/order", raw=b"null"), 400, "INVALID_CLIENT_REQUEST"),
+    "cancel body null": (Hostile("DELETE", "/api/v1/order", raw=b"null"), 400, "INVALID_CLIENT_REQUEST"),
     "order body empty": (Hostile("POST", "/api/v1/order", raw=b""), 400, "INVALID_CLIENT_REQUEST"),
     "order body not JSON": (Hostile("POST", "/api/v1/order", raw=b"{'symbol': 'SOL_USDC'}"), 400,
                             "INVALID_CLIENT_REQUEST"),

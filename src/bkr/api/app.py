@@ -15,7 +15,7 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, ops, program, statement_keys, venue
+from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import StoreNotReady
@@ -32,8 +32,9 @@ DESCRIPTION = """bkr runs an exchange's API Broker Program.
 * **Ingest** (`/v1/fills`): the exchange's fill feed posts fills; each is accepted, a duplicate,
   a conflict or rejected with its reason.
 * **Operators** (`/v1/admin/…`): brokers, affiliates, referral codes, users, rejected fills,
-  periods and closes. `Authorization: Bearer <operator key>`; `viewer` keys read, `operator`
-  keys also write.
+  periods, closes, approvals and settlement; operators and keys. `Authorization: Bearer <operator
+  key>`; the key's operator has a role: `viewer` reads, `operator` also changes the program,
+  `approver` also approves and settles, `admin` does everything and manages operators and keys.
 * **Brokers** (`/v1/broker/…`): a broker's own figures, signed with its ED25519 key exactly as
   Backpack's API is signed. Each operation's `x-instruction` is the instruction to sign.
   Statements come signed by the exchange's statement key on request (`format=signed`).
@@ -87,7 +88,7 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, program, audit, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

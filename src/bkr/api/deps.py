@@ -1,22 +1,28 @@
 """What every endpoint depends on, declared once: the services, a transaction, the caller.
 
-Operators authenticate with `Authorization: Bearer bkr_op_…` (a key from `bkr admin-key
-create`), and hold a role. Brokers sign each request with their ED25519 key exactly as
-Backpack's API is signed (see `bkr.domain.signing`); each broker endpoint names its
-instruction, which is also in its OpenAPI entry as `x-instruction`.
+Operators authenticate with `Authorization: Bearer bkr_op_…` (a key from `bkr operator add` or
+`bkr key create`), checked by `bkr.program.keys.authenticate_operator` as the `bkr` command checks
+its `--key`; the operator's role must allow what the endpoint needs (`Role.allows`). Brokers sign
+each request with their ED25519 key exactly as Backpack's API is signed (see
+`bkr.domain.signing`); each broker endpoint names its instruction, which is also in its OpenAPI
+entry as `x-instruction`. Every request reads its key's row, so a key revoked or expired is
+refused at its next request in every process.
 """
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from bkr.api.observability import identify
 from bkr.domain.clock import Clock
-from bkr.domain.errors import Forbidden, Unauthenticated
+from bkr.domain.errors import BkrError, Forbidden, Unauthenticated
+from bkr.domain.operators import Role
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import check_timing, parse_timing, public_key, verify_request
 from bkr.domain.statement_signing import StatementKey
@@ -42,9 +48,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_connection(services: ServicesDep) -> Iterator[Connection]:
-    """One transaction per request, committed when the endpoint returns without error."""
-    with services.engine.begin() as connection:
+    """One transaction per request, committed when the endpoint returns without error. It begins
+    at the endpoint's first statement, not before: on SQLite a transaction takes the write lock as
+    it begins, and the caller's dependencies (which may record a key's use in a transaction of
+    their own) are resolved before the endpoint runs."""
+    with services.engine.connect() as connection:
         yield connection
+        if connection.in_transaction():
+            connection.commit()
 
 
 ConnectionDep = Annotated[Connection, Depends(get_connection)]
@@ -62,30 +73,48 @@ SnapshotDep = Annotated[Connection, Depends(get_snapshot)]
 # --- operators -----------------------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="OperatorKey",
-                     description="An operator key from `bkr admin-key create --role viewer|operator`.")
+                     description="An operator key (`bkr operator add`, `bkr key create`); its operator's role "
+                                 "(viewer, operator, approver, admin) decides what it may do.")
 
 
-def _operator(role: keys.Role) -> Callable[..., keys.OperatorKey]:
+def record_use(services: Services, key_id: str, last_used_at: datetime | None, now: datetime) -> None:
+    """Record a key's use, in a short transaction of its own, when the last one recorded is a
+    minute old or more: at most one write a minute per key, whatever the number of reads. A read
+    never waits for it: on SQLite, while another writer holds the database, it is left to a later
+    request."""
+    if not keys.use_is_stale(last_used_at, now):
+        return
+    try:
+        with db.write_if_free(services.engine) as connection:
+            keys.record_use(connection, key_id, now)
+    except OperationalError:
+        pass  # the database is busy with a writer: the key's next request records its use
+
+
+def _operator(role: Role) -> Callable[..., keys.Operator]:
     def authenticate(request: Request, services: ServicesDep,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> keys.OperatorKey:
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> keys.Operator:
         if credentials is None:
             raise Unauthenticated("operator key missing: send Authorization: Bearer bkr_op_…",
                                   code="credentials_missing", field="Authorization")
-        with db.snapshot(services.engine) as connection:
-            key = keys.operator_for_token(connection, credentials.credentials)
-        if key is None:
-            raise Unauthenticated("unknown or revoked operator key", code="unknown_key", field="Authorization")
-        identify(request, operator_key_id=key.key_id)
-        if not key.role.allows(role):
-            raise Forbidden(f"this needs the {role.value} role; key {key.key_id} is a {key.role.value}",
-                            code="role_insufficient")
-        return key
+        now = services.clock()
+        try:
+            with db.snapshot(services.engine) as connection:
+                operator = keys.authenticate_operator(connection, credentials.credentials, role, now)
+        except BkrError as error:
+            error.field = error.field or "Authorization"
+            raise
+        identify(request, operator_key_id=operator.key_id, operator=operator.name)
+        record_use(services, operator.key_id, operator.key_last_used_at, now)
+        return operator
 
     return authenticate
 
 
-ViewerDep = Annotated[keys.OperatorKey, Depends(_operator(keys.Role.VIEWER))]
-OperatorDep = Annotated[keys.OperatorKey, Depends(_operator(keys.Role.OPERATOR))]
+ViewerDep = Annotated[keys.Operator, Depends(_operator(Role.VIEWER))]
+OperatorDep = Annotated[keys.Operator, Depends(_operator(Role.OPERATOR))]
+ApproverDep = Annotated[keys.Operator, Depends(_operator(Role.APPROVER))]
+AdminDep = Annotated[keys.Operator, Depends(_operator(Role.ADMIN))]
 
 # --- brokers -------------------------------------------------------------------------------------
 
@@ -119,11 +148,13 @@ def signed_by_broker(instruction: str) -> Callable[..., SignedBroker]:
         verify_request(public_key(api_key), headers.get("x-signature"), instruction, signed_params(request),
                        timestamp, window, other_instructions=sorted(BROKER_INSTRUCTIONS))
         with db.snapshot(services.engine) as connection:
-            broker_id = keys.broker_for_api_key(connection, api_key)
-            if broker_id is None:
-                raise Unauthenticated("unknown or revoked broker key", code="unknown_key", field="X-API-Key")
+            holder = keys.broker_key(connection, api_key, now)
+            if holder is None or holder.broker_id is None:
+                raise Unauthenticated("unknown, revoked or expired broker key", code="unknown_key", field="X-API-Key")
+            broker_id = holder.broker_id
             identify(request, broker_id=broker_id)
             status = get_broker(connection, broker_id, now).status
+        record_use(services, api_key, holder.last_used_at, now)
         if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
             raise Forbidden(f"broker {broker_id} is {status.value}; its keys are refused until it is active again",
                             code=f"broker_{status.value}")

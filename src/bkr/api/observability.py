@@ -76,12 +76,14 @@ def request_id_from(header: str | None) -> str:
 
 
 def identify(request: Request, *, broker_id: int | None = None, operator_key_id: str | None = None,
-             user_id: str | None = None) -> None:
+             operator: str | None = None, user_id: str | None = None) -> None:
     """Name the authenticated caller of `request`, for its access log line."""
     if broker_id is not None:
         request.state.broker_id = broker_id
     if operator_key_id is not None:
         request.state.operator_key_id = operator_key_id
+    if operator is not None:
+        request.state.operator = operator
     if user_id is not None:
         request.state.user_id = user_id
 
@@ -197,7 +199,7 @@ class RequestObserver:
             fields: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "route": route,
                                       "path": scope["path"], "status": status,
                                       "duration_ms": round(elapsed * 1000, 3)}
-            for name in ("broker_id", "operator_key_id", "user_id"):
+            for name in ("broker_id", "operator", "operator_key_id", "user_id"):
                 if state.get(name) is not None:
                     fields[name] = state[name]
             access_log.info("%s %s %s", scope["method"], scope["path"], status, extra=fields)

@@ -15,6 +15,7 @@ from bkr.cli.audit import audit_app
 from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
 from bkr.cli.month_end import month_end_app
+from bkr.cli.operators import key_app, operator_app
 from bkr.cli.program import program_app
 from bkr.cli.referrals import affiliate_app, referral_app, user_app
 from bkr.cli.schema import db_app
@@ -27,9 +28,10 @@ HELP = """The `bkr` command: the operator's handle on the program.
 
 Every command takes `--db URL` (or BKR_DATABASE_URL; default: ./bkr.db); those that run the
 program take `--config FILE` (or BKR_CONFIG), the process's settings. The program's rules are
-stored in the database, version by version: `bkr program show|apply|history`. Errors a user
-can make end with exit status 1 and one line on stderr; `--json` prints machine-readable output
-only.
+stored in the database, version by version: `bkr program show|apply|history`. Commands that act
+as an operator (close, approve, settle, program apply, operator, key) take its key: `--key` or
+BKR_OPERATOR_KEY. Errors a user can make end with exit status 1 and one line on stderr; `--json`
+prints machine-readable output only.
 """
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, pretty_exceptions_enable=False)
@@ -47,6 +49,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(statement_app, name="statement")
 app.add_typer(statement_key_app, name="statement-key")
 app.add_typer(audit_app, name="audit")
+app.add_typer(operator_app, name="operator")
+app.add_typer(key_app, name="key")
 
 
 def _fail(message: str) -> int:

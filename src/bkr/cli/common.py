@@ -1,7 +1,7 @@
-"""What every command group shares: the common options (`--db`, `--config`, `--json`, `--at`),
-the checks of what a command is given (a broker id, a file to read, a time, a number in its
-range), the two consoles, a transaction on `--db`, the program's settings in it (`open_program`),
-the acting operator, JSON output, and messages that are never wrapped.
+"""What every command group shares: the common options (`--db`, `--config`, `--json`, `--at`,
+`--key`), the operator a key belongs to, the checks of what a command is given (a broker id, a
+file to read, a time, a number in its range), the two consoles, a transaction on `--db`, the
+program's settings in it (`open_program`), JSON output, and messages that are never wrapped.
 
 The consoles read no markup: names, ids and file names come from outside, and `[/]` in a broker's
 name must neither stop a command nor style its output. Styles are given as styles."""
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,13 +22,17 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 
 from bkr.domain.clock import system_clock
-from bkr.domain.errors import InvalidInput
+from bkr.domain.errors import InvalidInput, Unauthenticated
+from bkr.domain.operators import SYSTEM, Role
 from bkr.domain.periods import parse_instant
 from bkr.domain.program_settings import read_program
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerId, as_broker_id
 from bkr.program import settings_versions
 from bkr.settings import program_sections, read_toml
 from bkr.store import db
+
+if TYPE_CHECKING:
+    from bkr.program.keys import Operator
 
 out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False, markup=False)
@@ -51,6 +55,26 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 AtOption = Annotated[str | None, typer.Option("--at", help="Effective time, ISO 8601 (default: now).")]
 BrokerIdArgument = Annotated[int, typer.Argument(metavar="BROKER_ID", callback=checked_broker_id,
                                                  help=f"The broker's X-Broker-Id, {BROKER_ID_RANGE}.")]
+KeyOption = Annotated[str | None, typer.Option(
+    "--key", envvar="BKR_OPERATOR_KEY", show_default=False,
+    help="Your operator key (bkr_op_…); better in BKR_OPERATOR_KEY than on a command line others may see.")]
+
+
+def operator_from_key(connection: Connection, key: str | None, needed: Role) -> "Operator":
+    """The operator whose `--key` (or BKR_OPERATOR_KEY) this is, checked exactly as the API checks
+    a bearer key (`keys.authenticate_operator`: known, not revoked, not expired, its operator not
+    disabled, a role that allows `needed`), and its use recorded. Anything else is a domain error:
+    one line on stderr, exit status 1."""
+    from bkr.program import keys  # lazy: the key use cases, which most commands do not need
+
+    if key is None or not key.strip():
+        raise Unauthenticated(f"this command needs an operator key with the {needed.value} role: pass --key or set "
+                              "BKR_OPERATOR_KEY", code="credentials_missing")
+    now = system_clock()
+    operator = keys.authenticate_operator(connection, key, needed, now)
+    if keys.use_is_stale(operator.key_last_used_at, now):
+        keys.record_use(connection, operator.key_id, now)
+    return operator
 
 
 @contextmanager
@@ -58,11 +82,6 @@ def transaction(url: str) -> Iterator[Connection]:
     """A transaction on `--db` (an empty database is migrated first; one behind the code is refused)."""
     with db.open_engine(url).begin() as connection:
         yield connection
-
-
-def acting_operator() -> str:
-    """Who the command line acts as, for what it records (who applied a program version)."""
-    return "cli"
 
 
 def open_program(url: str, config_path: Path | None) -> Engine:
@@ -78,7 +97,7 @@ def open_program(url: str, config_path: Path | None) -> Engine:
     if not stored:
         source = str(config_path) if sections else "defaults"
         with engine.begin() as connection:
-            imported = settings_versions.import_first_version(connection, config, source, acting_operator(),
+            imported = settings_versions.import_first_version(connection, config, source, SYSTEM,
                                                               system_clock())
         if imported is not None:
             say(err, f"program settings: none were stored yet; imported {source} as program version 1, in force "

@@ -1,5 +1,8 @@
 """A month's end: `bkr close` computes its statements, `bkr approve` approves the drafts,
-`bkr reconcile` checks it link by link, `bkr settle` pays the final statements through the ledger."""
+`bkr reconcile` checks it link by link, `bkr settle` pays the final statements through the ledger.
+
+Closing needs an operator key with the `operator` role, approving and settling one with the
+`approver` role (an `admin` may do all three): `--key` or BKR_OPERATOR_KEY."""
 
 from typing import Annotated
 
@@ -10,14 +13,19 @@ from bkr.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    KeyOption,
     checked_broker_id,
     err,
     open_program,
+    operator_from_key,
     out,
     print_json,
+    say,
+    transaction,
 )
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical, plain
+from bkr.domain.operators import Role
 from bkr.domain.periods import Month
 from bkr.program import settlement
 from bkr.program.close import close_month
@@ -31,14 +39,18 @@ month_end_app = typer.Typer()  # no name: its commands are bkr's own (`bkr close
 def close(
     month: Annotated[str, typer.Option(help="YYYY-MM")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute everything, write nothing.")] = False,
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Close a month: tiers, payouts, one statement per broker, under the program version in force
-    for the month. Idempotent."""
-    target = Month.parse(month)  # the arguments are checked before the database is touched
-    result = close_month(open_program(db_url, config_path), target, now=system_clock(), dry_run=dry_run)
+    for the month. Idempotent. Needs the operator role; who closes is recorded (with four eyes, it
+    may not approve the statements)."""
+    target = Month.parse(month)  # the arguments and the key are checked before the program is opened
+    with transaction(db_url) as connection:
+        actor = operator_from_key(connection, key, Role.OPERATOR).name
+    result = close_month(open_program(db_url, config_path), target, now=system_clock(), dry_run=dry_run, actor=actor)
     if as_json:
         document = result.to_document()
         print_json({"month": document["month"], "dry_run": result.dry_run, "projection": result.projection,
@@ -62,21 +74,28 @@ def close(
 @month_end_app.command("approve")
 def approve(
     month: Annotated[str, typer.Option(help="YYYY-MM")],
-    by: Annotated[str, typer.Option("--by", help="Who approves (an operator's name): approvals count per "
-                                                 "distinct approver.")],
     broker: Annotated[int | None, typer.Option(help="One broker's statement (default: every draft of the "
                                                     "month).", callback=checked_broker_id)] = None,
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
 ) -> None:
-    """Approve draft statements; with the approvals the program requires they become final."""
+    """Approve draft statements as the operator of --key (approver role); with the approvals the
+    program requires, by distinct operators, they become final."""
     target = Month.parse(month)
+    with transaction(db_url) as connection:
+        operator = operator_from_key(connection, key, Role.APPROVER)
     with open_program(db_url, config_path).begin() as connection:
-        done = settlement.approve_month(connection, target, by.strip() or "-", system_clock(), broker_id=broker)
+        done = settlement.approve_month(connection, target, operator.name, system_clock(), broker_id=broker)
         required = settlement.approvals_required(connection, target)
+    again = [a for a in done if a.already_approved]
+    for approval in again:
+        say(err, f"broker {approval.broker_id}: {operator.name} had approved this statement already; it stays "
+                 f"{approval.status} ({approval.approvals} of {approval.required} approvals: another operator "
+                 "must approve it)")
     final = sum(a.status == settlement.FINAL for a in done)
-    err.print(f"{month}: {len(done)} statement(s) approved by {by}; {final} now final "
-              f"({required} distinct approval(s) required)")
+    say(err, f"{month}: {len(done) - len(again)} statement(s) approved by {operator.name}; {final} now final "
+             f"({required} distinct approval(s) required)")
 
 
 @month_end_app.command("reconcile")
@@ -109,12 +128,16 @@ def reconcile(
 @month_end_app.command("settle")
 def settle(
     month: Annotated[str, typer.Option(help="YYYY-MM")],
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pay every final statement of a month through the ledger, each exactly once (safe to rerun)."""
+    """Pay every final statement of a month through the ledger, each exactly once (safe to rerun).
+    Needs the approver role."""
     target = Month.parse(month)
+    with transaction(db_url) as connection:
+        operator_from_key(connection, key, Role.APPROVER)
     result = settlement.settle_month(open_program(db_url, config_path), target, system_clock())
     if as_json:
         print_json(result.to_document())

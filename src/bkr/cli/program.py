@@ -14,9 +14,10 @@ from bkr.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
-    acting_operator,
+    KeyOption,
     err,
     open_program,
+    operator_from_key,
     out,
     print_json,
     say,
@@ -25,6 +26,7 @@ from bkr.cli.common import (
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import canonical
+from bkr.domain.operators import Role
 from bkr.domain.periods import Month
 from bkr.domain.program_settings import PROGRAM_SECTIONS, program_document
 from bkr.domain.program_versions import ProgramTimeline, ProgramVersion
@@ -110,20 +112,23 @@ def program_apply(
                                               "[[tier_schedules]]); other sections of a config file are ignored.")],
     from_month: Annotated[str, typer.Option("--from", help="YYYY-MM: the first month the version applies to.")],
     reason: Annotated[str, typer.Option("--reason", help="Why the settings change (kept with the version).")],
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """Store the file's settings as the next program version, from a month on. The whole version is
-    validated first; a month already closed, or before the latest version's, is refused. What the
-    file leaves out takes the defaults, not the previous version's."""
+    """Store the file's settings as the next program version, from a month on (needs the operator
+    role). The whole version is validated first; a month already closed, or before the latest
+    version's, is refused. What the file leaves out takes the defaults, not the previous version's."""
     sections = program_sections(read_toml(file))
     if not sections:
         raise InvalidInput(f"{file}: no program settings to apply (it has none of the sections "
                            f"{', '.join(PROGRAM_SECTIONS)})")
+    target = Month.parse(from_month)
     with transaction(db_url) as connection:
+        operator = operator_from_key(connection, key, Role.OPERATOR)
         previous = settings_versions.history(connection)
-        version = settings_versions.apply_version(connection, sections, Month.parse(from_month), reason,
-                                                  acting_operator(), system_clock())
+        version = settings_versions.apply_version(connection, sections, target, reason, operator.name,
+                                                  system_clock())
     latest = previous[-1] if previous else None
     if as_json:
         print_json(version_json(version, latest))

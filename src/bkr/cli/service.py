@@ -1,7 +1,7 @@
-"""`bkr serve` runs the HTTP API; `bkr admin-key` makes the operator keys it accepts.
+"""`bkr serve` runs the HTTP API (operators' keys are `bkr operator` and `bkr key`).
 
-Each imports what only it needs when it runs, not with this module (which every `bkr` invocation
-imports): the API app with uvicorn takes most of a second, the key use cases load `cryptography`."""
+It imports what only it needs when it runs, not with this module (which every `bkr` invocation
+imports): the API app with uvicorn takes most of a second."""
 
 import os
 import socket
@@ -9,34 +9,12 @@ from typing import Annotated
 
 import typer
 
-from bkr.cli.common import ConfigOption, DbOption, JsonOption, err, open_program, out, print_json, transaction
-from bkr.domain.clock import system_clock
+from bkr.cli.common import ConfigOption, DbOption, open_program
 from bkr.domain.errors import InvalidInput
 from bkr.settings import load_service_settings
 from bkr.store import db
 
-service_app = typer.Typer()  # no name: its commands are bkr's own (`bkr serve`, `bkr admin-key`)
-
-
-@service_app.command("admin-key")
-def admin_key(
-    action: Annotated[str, typer.Argument(help="create")],
-    role: Annotated[str, typer.Option(help="viewer (reads) or operator (reads and changes)")] = "viewer",
-    db_url: DbOption = db.DEFAULT_URL,
-    as_json: JsonOption = False,
-) -> None:
-    """Create an operator key for the HTTP API: `bkr admin-key create --role operator`."""
-    from bkr.program import keys  # lazy: cryptography
-
-    if action != "create":
-        raise InvalidInput(f"admin-key: unknown action {action!r} (use: create)")
-    with transaction(db_url) as connection:
-        key = keys.create_operator_key(connection, role, system_clock())
-    if as_json:
-        print_json({"key_id": key.key_id, "role": key.role.value, "token": key.token})
-        return
-    out.print(key.token)
-    err.print(f"{key.role.value} key {key.key_id}; send it as `Authorization: Bearer <key>`. It is shown only once.")
+service_app = typer.Typer()  # no name: its commands are bkr's own (`bkr serve`)
 
 
 @service_app.command("serve")

@@ -250,7 +250,7 @@ def demo(
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, system_clock())}
     db_flag = db_hint(db_url)
     if latest is None:
-        say(out, "No month is closed yet. Close one with: "
+        say(out, "No month is closed yet. Close one, with an operator's key in BKR_OPERATOR_KEY: "
                   f"bkr close --month {Month.of(system_clock()).previous()}{db_flag}")
         return
     print_statements(latest, statements, names)
@@ -263,7 +263,8 @@ def demo(
         (f"bkr fills rejected{db_flag}", "the planted bad rows, the conflict, fills waiting for their user"),
         (f"bkr user add --id user-new-1 --referral-code BETA-25{db_flag}",
          f"register a waiting user: its fills of {latest} are paid as adjustments next month"),
-        (f"bkr close --month {latest}{db_flag}", "closing again changes nothing"),
+        (f"bkr close --month {latest}{db_flag}",
+         "closing again changes nothing (with an operator's key in BKR_OPERATOR_KEY: `make run` prints some)"),
     ):
         say(out, f"  {command}")
         say(out, f"      {why}", style="dim")

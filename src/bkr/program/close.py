@@ -26,6 +26,7 @@ from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import PeriodNotEnded, StatementNotIssued
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, total
+from bkr.domain.operators import SYSTEM
 from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.statement_document import canonical_json, parse_statement
@@ -66,7 +67,10 @@ class CloseResult:
         }
 
 
-def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = False) -> CloseResult:
+def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = False,
+                actor: str = SYSTEM) -> CloseResult:
+    """`actor` is who closes: an authenticated operator's name, or `system` (the scheduler),
+    recorded as the month's `closed_by` (see `settlement.barred_from_approving`)."""
     current = Month.of(now)
     if month == current and dry_run:
         return _projection(engine, month)
@@ -96,7 +100,7 @@ def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = 
                 for s in computed])
         close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == month)
-                           .values(status="closed", closed_at=now))
+                           .values(status="closed", closed_at=now, closed_by=actor))
         return CloseResult(month, False, False, computed, awaiting)
 
 

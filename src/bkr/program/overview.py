@@ -55,6 +55,7 @@ class PeriodSummary:
     status: str  # open | closed
     closed_at: datetime | None
     statements: tuple[StatementSummary, ...]
+    closed_by: str | None = None  # an operator's name, `system`, or None (not recorded)
 
     @property
     def statement_count(self) -> int:
@@ -119,7 +120,8 @@ def get_period(connection: Connection, month: Month) -> PeriodSummary:
 
 
 def _periods(connection: Connection, month: Month | None) -> list[PeriodSummary]:
-    period_query = select(periods.c.month, periods.c.status, periods.c.closed_at).order_by(periods.c.month.desc())
+    period_query = (select(periods.c.month, periods.c.status, periods.c.closed_at, periods.c.closed_by)
+                    .order_by(periods.c.month.desc()))
     statement_query = select(*_STATEMENT_COLUMNS).order_by(statements.c.broker_id)
     if month is not None:
         period_query = period_query.where(periods.c.month == month)
@@ -127,8 +129,8 @@ def _periods(connection: Connection, month: Month | None) -> list[PeriodSummary]
     by_month: dict[Month, list[StatementSummary]] = defaultdict(list)
     for row in connection.execute(statement_query):
         by_month[row.month].append(_summary(tuple(row)))
-    return [PeriodSummary(period, status, closed_at, tuple(by_month.get(period, ())))
-            for period, status, closed_at in connection.execute(period_query)]
+    return [PeriodSummary(period, status, closed_at, tuple(by_month.get(period, ())), closed_by)
+            for period, status, closed_at, closed_by in connection.execute(period_query)]
 
 
 def has_fills(connection: Connection) -> bool:

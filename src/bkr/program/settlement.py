@@ -3,28 +3,34 @@
 A close writes drafts. A draft becomes final when `approvals_required` distinct operators have
 approved it, or when `review_days` have passed since the close: both are the program version's
 in force for the statement's month (`bkr.program.settings_versions`), which no later version
-can change once the month is closed. `settle_month` pays every final
-statement of a month: one transaction per statement that locks its row, posts the payout to the
-ledger under the idempotency key `payout/<broker>/<month>` and marks it paid. The unique key makes
-a second payment impossible whatever happens (two settlers, a crash between any two steps and a
-retry): a retry finds the statement paid, or finds the key posted with the same amounts and only
-marks it.
+can change once the month is closed. An approval is an authenticated operator's (the callers check
+its key and role); with two approvals or more required, an operator who took part in making the
+month (who closed it, or applied the program version it is paid under) may not be one of them
+(separation of duties).
+
+`settle_month` pays every final statement of a month: one transaction per statement that locks
+its row, posts the payout to the ledger under the idempotency key `payout/<broker>/<month>` and
+marks it paid. The unique key makes a second payment impossible whatever happens (two settlers, a
+crash between any two steps and a retry): a retry finds the statement paid, or finds the key
+posted with the same amounts and only marks it.
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import ZERO
+from bkr.domain.operators import SYSTEM, check_may_approve
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
 from bkr.program.periods import closed_months
 from bkr.program.settings_versions import version_for
-from bkr.store.dialect import insert_ignoring, locked
-from bkr.store.tables import statement_approvals, statements
+from bkr.store.dialect import locked
+from bkr.store.tables import periods, statement_approvals, statements
 
 DRAFT, FINAL, PAID = "draft", "final", "paid"
 
@@ -35,6 +41,8 @@ class Approval:
     month: Month
     status: str  # the statement's status after the approval
     approvals: int  # distinct approvers so far
+    required: int  # distinct approvers the program requires
+    already_approved: bool = False  # this approver had approved it before: nothing changed
 
 
 @dataclass
@@ -49,9 +57,36 @@ class SettleResult:
                 "not_final": self.not_final}
 
 
+def month_closer(connection: Connection, month: Month) -> Iterable[tuple[str, str]]:
+    """The operator who closed `month` (none for the scheduler, or a close bkr did not record)."""
+    closer = connection.execute(select(periods.c.closed_by).where(periods.c.month == month)).scalar()
+    return [] if closer is None or closer == SYSTEM else [(closer, f"closed {month}")]
+
+
+def program_author(connection: Connection, month: Month) -> Iterable[tuple[str, str]]:
+    """The operator who applied the program version `month` is paid under."""
+    version = version_for(connection, month)
+    author = version.created_by
+    return [] if author in (SYSTEM, "tests", "-") else [(author, f"applied program version {version.number}")]
+
+
+# Who may not approve a month's statements when two approvals or more are required: each source
+# names operators with what they did. Another source of the month's making is one more line here.
+BARRED_FROM_APPROVING: tuple[Callable[[Connection, Month], Iterable[tuple[str, str]]], ...] = (
+    month_closer,
+    program_author,
+)
+
+
+def barred_from_approving(connection: Connection, month: Month) -> dict[str, str]:
+    return {name: reason for source in BARRED_FROM_APPROVING for name, reason in source(connection, month)}
+
+
 def approve(connection: Connection, broker_id: int, month: Month, approver: str, now: datetime) -> Approval:
-    """Record `approver`'s approval of a draft; with enough distinct approvers it becomes final.
-    Approving twice as the same approver counts once."""
+    """Record the approval of a draft by `approver`, an authenticated operator's name; with enough
+    distinct approvers it becomes final. The same operator approving again changes nothing (the
+    answer says so); with two approvals or more required, the operators who made the month (closed it,
+    applied its program version) may not approve (`separation_of_duties`)."""
     row = connection.execute(locked(select(statements.c.status).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month)))).first()
     if row is None:
@@ -59,18 +94,35 @@ def approve(connection: Connection, broker_id: int, month: Month, approver: str,
     if row.status != DRAFT:
         raise Conflict(f"the statement of broker {broker_id} for {month} is already {row.status}",
                        code=f"statement_{row.status}")
-    insert_ignoring(connection, statement_approvals, [{"broker_id": broker_id, "month": month,
-                                                       "approver": approver, "approved_at": now}],
-                    ["broker_id", "month", "approver"])
-    count = connection.execute(select(func.count()).select_from(statement_approvals).where(
-        (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == month))).scalar_one()
+    required = approvals_required(connection, month)
+    check_may_approve(approver, required, barred_from_approving(connection, month))
+    mine = (statement_approvals.c.broker_id == broker_id) & (statement_approvals.c.month == month)
+    # the statement's row is locked: no other approval of it is being recorded meanwhile
+    already = connection.execute(select(statement_approvals.c.approver).where(
+        mine & (statement_approvals.c.approver == approver))).first() is not None
+    if not already:
+        connection.execute(insert(statement_approvals).values(broker_id=broker_id, month=month, approver=approver,
+                                                               approved_at=now))
+    count = connection.execute(select(func.count()).select_from(statement_approvals).where(mine)).scalar_one()
     status = DRAFT
-    if count >= approvals_required(connection, month):
+    if count >= required:
         connection.execute(update(statements).where(
             (statements.c.broker_id == broker_id) & (statements.c.month == month)
             & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
         status = FINAL
-    return Approval(broker_id, month, status, int(count))
+    return Approval(broker_id, month, status, int(count), required, already_approved=already)
+
+
+def approvers(connection: Connection, month: Month) -> dict[int, list[str]]:
+    """Who approved each statement of `month`, by broker id, in the order they approved."""
+    found: dict[int, list[str]] = {}
+    for broker_id, approver in connection.execute(
+            select(statement_approvals.c.broker_id, statement_approvals.c.approver)
+            .where(statement_approvals.c.month == month)
+            .order_by(statement_approvals.c.broker_id, statement_approvals.c.approved_at,
+                      statement_approvals.c.approver)):
+        found.setdefault(broker_id, []).append(approver)
+    return found
 
 
 def approvals_required(connection: Connection, month: Month) -> int:

@@ -19,6 +19,7 @@ from bkr.domain.errors import StoreNotReady
 from bkr.domain.money import MONEY, canonical
 
 DEFAULT_URL = "sqlite:///bkr.db"
+SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a SQLite writer waits for another to finish
 
 
 def _dec_add(left: str | None, right: str | None) -> str | None:
@@ -50,7 +51,7 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -73,6 +74,27 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             connection = connection.execution_options(bkr_snapshot=True)
         with connection.begin():
             yield connection
+
+
+@contextmanager
+def write_if_free(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that does not wait for other writers, for a write that may be skipped
+    (a key's last use): on SQLite, if another connection holds the write lock, it raises
+    `OperationalError` at once instead of waiting. On PostgreSQL it is an ordinary transaction
+    (writers only wait there for the rows they share)."""
+    with engine.connect() as connection:
+        if engine.dialect.name != "sqlite":
+            with connection.begin():
+                yield connection
+            return
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=0")  # on the driver: no transaction begins for it
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def make_engine(url: str) -> Engine:

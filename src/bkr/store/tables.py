@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
 )
 
+from bkr.domain.operators import Role
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
 from bkr.store.types import Money, MonthText, UtcTimestamp
 
@@ -246,6 +247,9 @@ periods = Table(
     Column("month", MonthText, primary_key=True),
     Column("status", Text, nullable=False, server_default="open"),
     Column("closed_at", UtcTimestamp, nullable=True),
+    # who closed it: an operator's name, or `system` for the scheduled close (None: closed before
+    # bkr recorded it); with four eyes, that operator may not approve the month's statements
+    Column("closed_by", Text, nullable=True),
     CheckConstraint("status IN ('open', 'closed')", name="status"),
 )
 
@@ -269,8 +273,9 @@ statements = Table(
     PrimaryKeyConstraint("broker_id", "month"),
 )
 
-# Who approved a draft statement (an operator key id, or a name given to the CLI); a statement
-# becomes final with as many distinct approvers as the program requires, or after its review window.
+# Who approved a draft statement: an authenticated operator's name (earlier versions also kept
+# names typed at the command line); a statement becomes final with as many distinct approvers as
+# the program requires, or after its review window.
 statement_approvals = Table(
     "statement_approvals", metadata,
     Column("broker_id", Integer, nullable=False),
@@ -329,23 +334,41 @@ daily_volumes = Table(
     PrimaryKeyConstraint("broker_id", "period", "day", "market_type"),
 )
 
-# API keys. Operators hold a bearer token (only its SHA-256 is stored); brokers and the venue's
-# users hold an ED25519 key pair, Backpack style (the public key, base64, is the X-API-Key; bkr
-# never sees the secret).
+# Operators: named people with one role (`bkr.domain.operators.Role`), each holding keys. A
+# disabled operator's keys are all refused. `created_by` is the admin who added it (None: the
+# first admin, added without a key, or an operator made from the keys of an earlier version).
+operators = Table(
+    "operators", metadata,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("disabled_at", UtcTimestamp, nullable=True),
+    CheckConstraint(f"role IN ({', '.join(repr(role.value) for role in Role)})", name="role"),
+)
+
+# API keys. Operators hold a bearer token (only its SHA-256 is stored) and have the role of their
+# operator; brokers and the venue's users hold an ED25519 key pair, Backpack style (the public key,
+# base64, is the X-API-Key; bkr never sees the secret). A key is refused once revoked or expired,
+# at the next request of any process: every request reads its row. `last_used_at` is recorded at
+# most once a minute per key, so that reads do not each become a write.
 api_keys = Table(
     "api_keys", metadata,
     Column("key_id", Text, primary_key=True),
     Column("kind", Text, nullable=False),
-    Column("role", Text, nullable=True),
+    Column("operator", Text, ForeignKey("operators.name"), nullable=True),
     Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=True),
     Column("token_sha256", Text, nullable=True),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("revoked_at", UtcTimestamp, nullable=True),
     Column("user_id", Text, ForeignKey("users.user_id"), nullable=True),
+    Column("expires_at", UtcTimestamp, nullable=True),
+    Column("last_used_at", UtcTimestamp, nullable=True),
     CheckConstraint("kind IN ('operator', 'broker', 'user')", name="kind"),
-    CheckConstraint("(kind = 'operator' AND role IN ('viewer', 'operator') AND token_sha256 IS NOT NULL) OR "
+    CheckConstraint("(kind = 'operator' AND operator IS NOT NULL AND token_sha256 IS NOT NULL) OR "
                     "(kind = 'broker' AND broker_id IS NOT NULL) OR "
                     "(kind = 'user' AND user_id IS NOT NULL)", name="shape"),
+    Index("ix_api_keys_operator", "operator"),
 )
 
 # --- the venue ------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from sqlalchemy import Connection
 from bkr.api.dashboard.charts import Bar, Series, stacked_bars
 from bkr.api.dashboard.web import (
     PREFIX,
+    ApproverDep,
     FormDep,
-    OperatorActorDep,
+    OperatorChangeDep,
     OperatorReaderDep,
     PageRoute,
     back_to,
@@ -53,7 +54,7 @@ def _projection(connection: Connection, services: Services, month: Month) -> lis
 
 
 @router.get("")
-def program_page(request: Request, session: OperatorReaderDep, services: ServicesDep) -> Response:
+def program_page(request: Request, operator: OperatorReaderDep, services: ServicesDep) -> Response:
     """The program on one screen: brokers per tier, API volume and payouts by month, what waits."""
     now = services.clock()
     current = Month.of(now)
@@ -96,7 +97,7 @@ def program_page(request: Request, session: OperatorReaderDep, services: Service
 
 
 @router.get("/brokers")
-def brokers_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
+def brokers_page(request: Request, operator: OperatorReaderDep, services: ServicesDep,
                  q: Annotated[str, Query(max_length=100)] = "", status: str = "") -> Response:
     """Every broker, searched by id, name or account, with this month's volume and tier so far."""
     now = services.clock()
@@ -113,7 +114,8 @@ def brokers_page(request: Request, session: OperatorReaderDep, services: Service
 
 
 @router.post("/brokers/{broker_id}/status")
-def change_status(broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
+def change_status(broker_id: BrokerIdPath, operator: OperatorChangeDep, services: ServicesDep,
+                  form: FormDep) -> Response:
     """Suspend, activate or reactivate a broker from now on, as `POST /v1/admin/brokers/{id}/suspend`
     and `…/activate` do."""
     try:
@@ -151,7 +153,7 @@ def _preview(services: Services, month: Month) -> tuple[str, list[BrokerStatemen
 
 
 @router.get("/months")
-def months_page(request: Request, session: OperatorReaderDep, services: ServicesDep) -> Response:
+def months_page(request: Request, operator: OperatorReaderDep, services: ServicesDep) -> Response:
     """Every month: open or closed, its statements by settlement status, and the next close previewed."""
     now = services.clock()
     with db.snapshot(services.engine) as connection:
@@ -166,7 +168,7 @@ def months_page(request: Request, session: OperatorReaderDep, services: Services
 
 
 @router.get("/months/{month}")
-def month_page(request: Request, month: str, session: OperatorReaderDep, services: ServicesDep) -> Response:
+def month_page(request: Request, month: str, operator: OperatorReaderDep, services: ServicesDep) -> Response:
     """One month's statements with their settlement status and actions; an open month's preview."""
     target = month_field(month)
     now = services.clock()
@@ -174,27 +176,28 @@ def month_page(request: Request, month: str, session: OperatorReaderDep, service
         period = overview.get_period(connection, target)
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, now)}
         approvals_required = settlement.approvals_required(connection, target)
+        approvers = settlement.approvers(connection, target)
     mode, preview = ("", []) if period.status == "closed" else _preview(services, target)
     return render(request, "month.html", title=f"Month {target}", period=period, names=names, preview_mode=mode,
+                  approvers=approvers,
                   preview=preview, preview_total=total(s.payout for s in preview),
                   approvals_required=approvals_required,
                   payable=any(s.status == settlement.FINAL for s in period.statements))
 
 
 @router.post("/months/{month}/statements/{broker_id}/approve")
-def approve(month: str, broker_id: BrokerIdPath, session: OperatorActorDep, services: ServicesDep,
+def approve(month: str, broker_id: BrokerIdPath, operator: ApproverDep, services: ServicesDep,
             form: FormDep) -> Response:
-    """Approve a draft as this session's operator key: the same approver as the key's API calls,
-    so one key approving from both counts once."""
+    """Approve a draft as this session's operator, the approver its keys are over the API: one
+    operator approving from both counts once."""
     target = month_field(month)
     with services.engine.begin() as connection:
-        settlement.approve(connection, broker_id, target, f"key:{session.key_id}",
-                           services.clock())
+        settlement.approve(connection, broker_id, target, operator.name, services.clock())
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
 
 
 @router.post("/months/{month}/settle")
-def settle(month: str, session: OperatorActorDep, services: ServicesDep, form: FormDep) -> Response:
+def settle(month: str, operator: ApproverDep, services: ServicesDep, form: FormDep) -> Response:
     """Pay the month's final statements through the ledger, each exactly once."""
     target = month_field(month)
     settlement.settle_month(services.engine, target, services.clock())
@@ -226,7 +229,7 @@ def settings_page(request: Request, session: OperatorReaderDep, services: Servic
 
 
 @router.get("/review")
-def review_page(request: Request, session: OperatorReaderDep, services: ServicesDep,
+def review_page(request: Request, operator: OperatorReaderDep, services: ServicesDep,
                 rejected_after: Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID)] = None,
                 conflicts_after: Annotated[int | None, Query(ge=0, le=review.MAX_ROW_ID)] = None,
                 awaiting_after: Annotated[str | None, Query(min_length=1, max_length=256)] = None) -> Response:

@@ -2,8 +2,8 @@
 
 The cookie is `<payload>.<mac>`: the payload is base64url JSON, the mac its HMAC-SHA256 under the
 server's dashboard secret. Nothing secret is in it (an operator key's id, a broker's public key),
-so signing is enough; a key revoked after sign-in is caught by the check each request makes
-against the database (`bkr.api.dashboard.auth`), not by the cookie.
+so signing is enough; a key revoked or expired after sign-in, and an operator's role, are read
+from the database at each request (`bkr.api.dashboard.auth`), never from the cookie.
 
 A visitor who has not signed in holds an anonymous session too: it carries the CSRF token the
 sign-in form must send back, so that another site cannot sign a browser in with its own key.
@@ -23,37 +23,38 @@ COOKIE = "bkr_session"
 LIFETIME = timedelta(hours=12)
 
 
-class Role(StrEnum):
+class Holder(StrEnum):
+    """Whose key opened the session."""
+
     BROKER = "broker"
-    VIEWER = "viewer"  # an operator key with the viewer role: reads operator pages, acts on nothing
-    OPERATOR = "operator"
+    OPERATOR = "operator"  # what it may do is its operator's role, read at each request
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
     csrf: str
     expires: int  # seconds since the epoch
-    role: Role | None = None  # None: not signed in
+    holder: Holder | None = None  # None: not signed in
     key_id: str | None = None  # the operator key's id, or the broker's public key
     broker_id: int | None = None
 
     @property
     def signed_in(self) -> bool:
-        return self.role is not None
+        return self.holder is not None
 
     @property
     def is_operator(self) -> bool:
-        return self.role in (Role.VIEWER, Role.OPERATOR)
+        return self.holder is Holder.OPERATOR
 
 
 def anonymous(now: datetime) -> Session:
     return Session(csrf=secrets.token_urlsafe(24), expires=int((now + LIFETIME).timestamp()))
 
 
-def signed_in(role: Role, key_id: str, broker_id: int | None, now: datetime) -> Session:
+def signed_in(holder: Holder, key_id: str, broker_id: int | None, now: datetime) -> Session:
     """A new session for a key that was just checked; a fresh CSRF token, so that a token seen
     before sign-in is worth nothing after it."""
-    return replace(anonymous(now), role=role, key_id=key_id, broker_id=broker_id)
+    return replace(anonymous(now), holder=holder, key_id=key_id, broker_id=broker_id)
 
 
 def _mac(secret: str, payload: bytes) -> bytes:
@@ -69,7 +70,7 @@ def _unb64(text: str) -> bytes:
 
 
 def encode(session: Session, secret: str) -> str:
-    payload = json.dumps({"c": session.csrf, "e": session.expires, "r": session.role, "k": session.key_id,
+    payload = json.dumps({"c": session.csrf, "e": session.expires, "r": session.holder, "k": session.key_id,
                           "b": session.broker_id}, separators=(",", ":")).encode()
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
@@ -87,8 +88,9 @@ def decode(cookie: str | None, secret: str, now: datetime) -> Session | None:
         return None
     try:
         data = json.loads(payload)
-        role = None if data["r"] is None else Role(data["r"])
-        found = Session(csrf=str(data["c"]), expires=int(data["e"]), role=role, key_id=data["k"], broker_id=data["b"])
+        holder = None if data["r"] is None else Holder(data["r"])
+        found = Session(csrf=str(data["c"]), expires=int(data["e"]), holder=holder, key_id=data["k"],
+                        broker_id=data["b"])
     except (ValueError, KeyError, TypeError):
         return None
     return found if found.expires > now.timestamp() else None

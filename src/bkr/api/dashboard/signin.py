@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from bkr.api.dashboard import session as sessions
 from bkr.api.dashboard.auth import check_session, identify_key
-from bkr.api.dashboard.session import Role, Session
+from bkr.api.dashboard.session import Holder, Session
 from bkr.api.dashboard.web import PREFIX, FormDep, PageRoute, SessionDep, back_to, redirect, render, set_session
 from bkr.api.deps import ServicesDep
 from bkr.api.errors import status_of
@@ -19,7 +19,7 @@ root = APIRouter(include_in_schema=False)
 
 
 def home_of(session: Session) -> str:
-    if session.role is Role.BROKER:
+    if session.holder is Holder.BROKER:
         return f"{PREFIX}/brokers/{session.broker_id}"
     return f"{PREFIX}/program"
 
@@ -55,11 +55,11 @@ def sign_in(request: Request, services: ServicesDep, form: FormDep) -> Response:
     now = services.clock()
     try:
         with services.engine.connect() as connection:
-            role, key_id, broker_id = identify_key(connection, form.get("key", ""), now)
+            holder, key_id, broker_id = identify_key(connection, form.get("key", ""), now)
     except BkrError as error:
         return render(request, "sign_in.html", status=status_of(error), title="Sign in", next=form.get("next", ""),
                       error=str(error))
-    session = sessions.signed_in(role, key_id, broker_id, now)
+    session = sessions.signed_in(holder, key_id, broker_id, now)
     response = redirect(back_to(form.get("next", ""), home_of(session)))
     set_session(request, response, session)
     return response

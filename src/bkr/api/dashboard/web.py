@@ -20,12 +20,13 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from bkr.api.dashboard import format as fmt
 from bkr.api.dashboard import session as sessions
 from bkr.api.dashboard.auth import check_session
-from bkr.api.dashboard.session import COOKIE, Role, Session
-from bkr.api.deps import Services, ServicesDep
+from bkr.api.dashboard.session import COOKIE, Holder, Session
+from bkr.api.deps import Services, ServicesDep, record_use
 from bkr.api.errors import status_of
 from bkr.domain.errors import BkrError, Forbidden, Unauthenticated
+from bkr.domain.operators import Role as OperatorRole
 from bkr.domain.registry import BrokerStatus
-from bkr.program import exports
+from bkr.program import exports, keys
 from bkr.store import db
 
 PACKAGE = Path(__file__).parent
@@ -55,6 +56,7 @@ def make_templates() -> Environment:
     environment.filters["amount"] = fmt.amount
     environment.filters["rate"] = fmt.rate
     environment.globals["actions"] = STATUS_ACTIONS
+    environment.globals["Role"] = OperatorRole  # `operator.role.allows(Role.APPROVER)` decides a button
     environment.globals["amount"] = fmt.amount  # an amount as a page shows it, for the shared statement body
     return environment
 
@@ -100,35 +102,42 @@ def set_session(request: Request, response: Response, session: Session) -> None:
                         samesite="lax", secure=request.url.scheme == "https")
 
 
-def signed_in(services: ServicesDep, session: SessionDep) -> Session:
-    """A signed-in session whose key is still good (checked against the database on every request)."""
+def signed_in(request: Request, services: ServicesDep, session: SessionDep) -> Session:
+    """A signed-in session whose key is still good (checked against the database on every request,
+    as the API checks a key); its operator, if an operator's, is kept for the page to name."""
+    now = services.clock()
     with db.snapshot(services.engine) as connection:
-        check_session(connection, session, services.clock())
+        operator = check_session(connection, session, now)
+    request.state.operator = operator
+    if operator is not None:
+        record_use(services, operator.key_id, operator.key_last_used_at, now)
     return session
 
 
 SignedInDep = Annotated[Session, Depends(signed_in)]
 
 
-def operator_reader(session: SignedInDep) -> Session:
-    if not session.is_operator:
-        raise Forbidden("operator pages need an operator key; this session is a broker's", code="role_insufficient")
-    return session
+def _operator(needed: OperatorRole) -> Callable[..., keys.Operator]:
+    """The signed-in operator, if its role allows what needs `needed`, as the API would decide."""
+
+    def allowed(request: Request, session: SignedInDep) -> keys.Operator:
+        operator: keys.Operator | None = request.state.operator
+        if operator is None:
+            raise Forbidden("operator pages need an operator key; this session is a broker's",
+                            code="role_insufficient")
+        return keys.require_role(operator, needed)
+
+    return allowed
 
 
-def operator_actor(session: Annotated[Session, Depends(operator_reader)]) -> Session:
-    if session.role is not Role.OPERATOR:
-        raise Forbidden("this needs the operator role; this session's key is a viewer", code="role_insufficient")
-    return session
-
-
-OperatorReaderDep = Annotated[Session, Depends(operator_reader)]
-OperatorActorDep = Annotated[Session, Depends(operator_actor)]
+OperatorReaderDep = Annotated[keys.Operator, Depends(_operator(OperatorRole.VIEWER))]
+OperatorChangeDep = Annotated[keys.Operator, Depends(_operator(OperatorRole.OPERATOR))]  # changes the program
+ApproverDep = Annotated[keys.Operator, Depends(_operator(OperatorRole.APPROVER))]  # approves and settles
 
 
 def may_open_broker(session: Session, broker_id: int) -> None:
     """A broker sees only itself; operators see every broker."""
-    if session.role is Role.BROKER and session.broker_id != broker_id:
+    if session.holder is Holder.BROKER and session.broker_id != broker_id:
         raise Forbidden(f"this session belongs to broker {session.broker_id}; it cannot open broker {broker_id}",
                         code="not_your_broker")
 
@@ -167,9 +176,11 @@ def redirect(location: str) -> RedirectResponse:
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     session: Session | None = getattr(request.state, "session", None)
+    operator: keys.Operator | None = getattr(request.state, "operator", None)
     services: Services = request.app.state.services
     page = dashboard(request).templates.get_template(template).render(
-        request=request, session=session, csrf=session.csrf if session else "", now=services.clock(),
+        request=request, session=session, operator=operator, csrf=session.csrf if session else "",
+        now=services.clock(),
         live=request.query_params.get("live") == "1", **context)
     response = HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
     new: Session | None = getattr(request.state, "new_session", None)

@@ -1,9 +1,10 @@
 """The operator API, `/v1/admin/…`: brokers, affiliates, referral codes, users, the review of
 fills that were not accepted, periods and their closes, and the program's configuration.
 
-Reads need a `viewer` (or `operator`) key; anything that changes the program needs an
-`operator` key. Each endpoint parses its input, calls one use case of `bkr.program` and
-shapes the answer; decimals travel as strings.
+Reads need any operator key; changing the program needs the `operator` role, approving and
+settling the `approver` role, and an `admin` may do everything (`bkr.domain.operators.Role`;
+operators and keys themselves are `bkr.api.routers.operators`). Each endpoint parses its input,
+calls one use case of `bkr.program` and shapes the answer; decimals travel as strings.
 """
 
 from datetime import datetime
@@ -15,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Validati
 from pydantic_core import PydanticCustomError
 
 from bkr.api import observability
-from bkr.api.deps import ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
+from bkr.api.deps import ApproverDep, ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
@@ -498,12 +499,15 @@ class PeriodStatementOut(BaseModel):
     payout_exact: str
     payout: str
     status: str
+    approved_by: list[str] = Field(description="The operators who approved it, in order.")
 
 
 class PeriodOut(BaseModel):
     month: str
     status: Literal["open", "closed"]
     closed_at: datetime | None
+    closed_by: str | None = Field(description="Who closed it: an operator, or `system` (the scheduled close); null "
+                                              "while open, or for a close earlier versions did not record.")
     statement_count: int
     total_payout: str = Field(description="Sum of the statements' rounded payouts.")
     total_payout_exact: str
@@ -530,6 +534,7 @@ class CloseOut(BaseModel):
 
 def _period_out(summary: overview.PeriodSummary) -> dict[str, Any]:
     return {"month": str(summary.month), "status": summary.status, "closed_at": summary.closed_at,
+            "closed_by": summary.closed_by,
             "statement_count": summary.statement_count, "total_payout": format(summary.total_payout, "f"),
             "total_payout_exact": canonical(summary.total_payout_exact)}
 
@@ -544,18 +549,19 @@ def list_periods(_key: ViewerDep, connection: SnapshotDep) -> list[PeriodOut]:
 @router.get("/periods/{month}", response_model=PeriodDetailOut, summary="Show a period",
             responses=responses(401, 404, 422, 503))
 def show_period(month: MonthPath, _key: ViewerDep, connection: SnapshotDep) -> PeriodDetailOut:
-    """A month's status and its issued statements, by broker."""
+    """A month's status, who closed it, and its issued statements by broker with their approvers."""
     summary = overview.get_period(connection, month)
+    approvers = settlement.approvers(connection, month)
     return PeriodDetailOut(**_period_out(summary), statements=[
         PeriodStatementOut(broker_id=s.broker_id, tier_level=s.tier_level, broker_rate=canonical(s.broker_rate),
                            api_volume=canonical(s.api_volume), payout_exact=canonical(s.payout_exact),
-                           payout=format(s.payout, "f"), status=s.status)
+                           payout=format(s.payout, "f"), status=s.status, approved_by=approvers.get(s.broker_id, []))
         for s in summary.statements])
 
 
-def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
+def _close(services: ServicesDep, month: Month, actor: str, *, dry_run: bool) -> CloseOut:
     try:
-        result = close_month(services.engine, month, now=services.clock(), dry_run=dry_run)
+        result = close_month(services.engine, month, now=services.clock(), dry_run=dry_run, actor=actor)
     except BkrError:
         observability.CLOSES.labels(trigger="api", result="error").inc()
         raise
@@ -569,20 +575,21 @@ def _close(services: ServicesDep, month: Month, *, dry_run: bool) -> CloseOut:
 # writer in the same request would wait on the first.
 @router.post("/periods/{month}/preview", response_model=CloseOut, summary="Preview a close",
              responses=responses(401, 403, 409, 422, 503))
-def preview_close(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
+def preview_close(month: MonthPath, key: OperatorDep, services: ServicesDep) -> CloseOut:
     """Run the month's close to the end and write nothing: the statements a close would issue
     now. On a closed month, the statements it issued. On the month in progress, the statements
     it would issue if it ended now, marked `projection`; a later month is a 409 `period_not_ended`."""
-    return _close(services, month, dry_run=True)
+    return _close(services, month, key.name, dry_run=True)
 
 
 @router.post("/periods/{month}/close", response_model=CloseOut, summary="Close a period",
              responses=responses(401, 403, 409, 422, 503))
-def close_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> CloseOut:
+def close_period(month: MonthPath, key: OperatorDep, services: ServicesDep) -> CloseOut:
     """Close a month: tiers, payouts, one statement per broker. Idempotent: closing a closed
     month answers with the statements it issued (`already_closed`), byte for byte the same. A
-    month not yet ended is a 409 `period_not_ended`."""
-    return _close(services, month, dry_run=False)
+    month not yet ended is a 409 `period_not_ended`. The key's operator is recorded as the one
+    who closed it: with two approvals or more required, it may not approve the statements."""
+    return _close(services, month, key.name, dry_run=False)
 
 
 @router.get("/periods/{month}/statements/{broker_id}", response_model=StatementDocument, summary="Download a statement",
@@ -670,7 +677,10 @@ class ApprovalOut(BaseModel):
     broker_id: int
     month: str
     status: str = Field(description="The statement's status after this approval: draft or final.")
-    approvals: int = Field(description="Distinct approvers so far (operator key ids).")
+    approvals: int = Field(description="Distinct approvers so far (operators).")
+    approvals_required: int = Field(description="Distinct approvers the program requires.")
+    already_approved: bool = Field(description="This operator had approved the statement before: this request "
+                                               "changed nothing, and the statement waits for another operator.")
 
 
 class SettleOut(BaseModel):
@@ -689,20 +699,23 @@ class LedgerBalanceOut(BaseModel):
 
 @router.post("/periods/{month}/statements/{broker_id}/approve", response_model=ApprovalOut,
              summary="Approve a draft statement", responses=responses(401, 403, 404, 409, 422, 503))
-def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep,
+def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: ApproverDep, services: ServicesDep,
                       connection: ConnectionDep) -> ApprovalOut:
-    """Approve a draft as this operator key; with `approvals_required` distinct keys it becomes
-    final (payable). A statement already final or paid is a 409."""
-    done = settlement.approve(connection, broker_id, month, f"key:{key.key_id}", services.clock())
-    return ApprovalOut(broker_id=broker_id, month=str(month), status=done.status, approvals=done.approvals)
+    """Approve a draft as the key's operator (role `approver` or `admin`); with `approvals_required`
+    distinct operators it becomes final (payable). The same operator approving again changes
+    nothing (`already_approved`). With two approvals or more required, the operator who closed the
+    month is refused (403 `separation_of_duties`). A statement already final or paid is a 409."""
+    done = settlement.approve(connection, broker_id, month, key.name, services.clock())
+    return ApprovalOut(broker_id=broker_id, month=str(month), status=done.status, approvals=done.approvals,
+                       approvals_required=done.required, already_approved=done.already_approved)
 
 
 @router.post("/periods/{month}/settle", response_model=SettleOut, summary="Pay a month's final statements",
              responses=responses(401, 403, 404, 422, 503))
-def settle_period(month: MonthPath, _key: OperatorDep, services: ServicesDep) -> SettleOut:
+def settle_period(month: MonthPath, _key: ApproverDep, services: ServicesDep) -> SettleOut:
     """Pay every final statement of the month through the ledger, each exactly once: safe to
     repeat, to run concurrently and to rerun after a failure. Drafts past their review window
-    become final first."""
+    become final first. Needs the `approver` (or `admin`) role."""
     result = settlement.settle_month(services.engine, month, services.clock())
     return SettleOut(month=str(month), paid=result.paid, already_paid=result.already_paid,
                      not_final=result.not_final)

@@ -103,7 +103,7 @@ def _batch_format(request: Request) -> BatchFormat:
 @router.post(
     PATH, response_model=BatchResult, summary="Post a batch of fills",
     description="The exchange's fill feed: post fills as they happen, with an operator key of the `operator` "
-                "role (`bkr admin-key create --role operator`). The body is a JSON array of fill objects "
+                "role (`bkr operator add NAME --role operator`). The body is a JSON array of fill objects "
                 "(`application/json`) or NDJSON (`application/x-ndjson`, one object per line). Each item is read "
                 "by the same rules as a fill file's row and answered on its own: accepted, duplicate (already "
                 "stored, nothing changes), conflict (same fill_id, other content: kept for an operator) or "
@@ -123,7 +123,7 @@ def post_fills(request: Request, services: ServicesDep, key: OperatorDep,
         rows = read_batch(body, _batch_format(request), services.settings.max_batch)
     except BatchTooLarge as error:
         raise ApiError(413, error.code, str(error), field=error.field) from None
-    fed = ingest_batch(services.engine, rows, source=f"POST /v1/fills (key {key.key_id})",
+    fed = ingest_batch(services.engine, rows, source=f"POST /v1/fills ({key.name}, key {key.key_id})",
                        clock=services.clock)
     for result in fed.results:
         observability.FILLS.labels(result.outcome.value, reason_field(result)).inc()

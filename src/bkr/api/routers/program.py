@@ -116,7 +116,8 @@ class ProgramVersionOut(BaseModel):
     from_month: str = Field(description="The first month the version applies to (until a later version's).")
     reason: str
     created_at: datetime
-    created_by: str = Field(description="Who applied it (an operator key: `key:<id>`).")
+    created_by: str = Field(description="The operator who applied it (`system`: a first version imported "
+                                        "from the config).")
     changes: list[str] = Field(description="The settings it changes from the version before (none for version 1).")
     settings: ProgramSettingsOut
 
@@ -181,5 +182,5 @@ def apply_program(body: ProgramApplyIn, key: OperatorDep, services: ServicesDep,
     previous = settings_versions.history(connection)
     version = settings_versions.apply_version(connection, body.settings.model_dump(exclude_none=True),
                                               month_field(body.from_month, "from_month"), body.reason,
-                                              f"key:{key.key_id}", services.clock())
+                                              key.name, services.clock())
     return _version_out(version, previous[-1] if previous else None)

@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bkr.api.deps import ServicesDep
+from bkr.api.deps import ServicesDep, record_use
 from bkr.api.errors import backpack_error
 from bkr.api.observability import identify
 from bkr.domain.errors import InvalidInput, Unauthenticated
@@ -106,10 +107,12 @@ def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., An
             raise Unauthenticated("X-Signature is missing", code="INVALID_SIGNATURE", field="X-Signature")
         timestamp, window = parse_timing(headers.get("x-timestamp"), headers.get("x-window"))
         check_timing(timestamp, window, int(services.clock().timestamp() * 1000))
+        now = services.clock()
         with db.snapshot(services.engine) as connection:
-            user_id = keys.user_for_api_key(connection, api_key)
-        if user_id is None:
-            raise Unauthenticated("unknown or revoked API key", code="UNAUTHORIZED", field="X-API-Key")
+            holder = keys.user_key(connection, api_key, now)
+        if holder is None or holder.user_id is None:
+            raise Unauthenticated("unknown, revoked or expired API key", code="UNAUTHORIZED", field="X-API-Key")
+        user_id = holder.user_id
         body = await _json_body(request) if request.method in ("POST", "DELETE") else None
         if batch:
             items = batch_of(body)
@@ -119,10 +122,13 @@ def signed_by_user(instruction: str, *, batch: bool = False) -> Callable[..., An
             params = params_of(dict(request.query_params) if body is None else body)
             candidates = [signing_string(instruction, params, timestamp, window),
                           signing_string(instruction, _urlencoded(params), timestamp, window)]
+            if request.method in ("POST", "DELETE"):
+                body = params  # a JSON `null` body: what was signed is the query's parameters
         if not any(verifies(key, signature, message) for message in candidates):
             raise Unauthenticated(f"signature does not verify; sign {_expected(candidates[0])}",
                                   code="INVALID_SIGNATURE", field="X-Signature")
         identify(request, user_id=user_id)
+        await run_in_threadpool(record_use, services, api_key, holder.last_used_at, now)  # a write: off the loop
         return SignedUser(user_id, body)
 
     return authenticate

@@ -1,7 +1,7 @@
 """The audit trail: append-only entries chained by hash (bkr.domain.audit).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-03 21:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from bkr.store.types import UtcTimestamp
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
