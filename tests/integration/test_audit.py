@@ -5,9 +5,11 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import add_broker, add_users, fill, import_rows, operator_key
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -15,6 +17,7 @@ from bkr.domain.audit import GENESIS
 from bkr.domain.periods import Month
 from bkr.program import audit
 from bkr.store import db
+from program_support import use_program
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -146,3 +149,41 @@ def test_concurrent_appends_on_postgresql_make_one_chain(pg_url: str) -> None:
         head, problems = audit.verify(connection)
     engine.dispose()
     assert (head.entries, problems) == (40, [])
+
+
+def test_a_month_from_its_settings_to_its_payment_is_on_the_trail_by_whom(engine: Engine, db_url: str, bkr: Any,
+                                                                           tmp_path: Path) -> None:
+    use_program(engine)
+    add_broker(engine)
+    add_users(engine, "alice-user")
+    import_rows(engine, tmp_path / "may.csv", [fill("f-1", user="alice-user", fee="10")])
+    olga, carol = operator_key(engine, "operator", "olga"), operator_key(engine, "operator", "carol")
+    alice, bob = operator_key(engine, "approver", "alice"), operator_key(engine, "approver", "bob")
+    terms = tmp_path / "four-eyes.toml"
+    terms.write_text("[program]\nreview_days = 0\napprovals_required = 2\n")
+    common = ("--month", "2024-05", "--db", db_url)
+
+    assert bkr("program", "apply", str(terms), "--from", "2024-05", "--reason", "four eyes", "--db", db_url,
+               "--key", olga).code == 0
+    assert bkr("close", *common, "--key", carol).code == 0
+    assert bkr("approve", *common, "--key", alice).code == 0
+    assert bkr("approve", *common, "--key", alice).code == 0  # again: nothing new on the trail
+    assert bkr("approve", *common, "--key", bob).code == 0
+    assert bkr("settle", *common, "--key", alice).code == 0
+
+    with engine.connect() as connection:
+        trail = [(e.actor, e.action, e.subject) for e in audit.entries(connection, audit.AuditQuery())]
+        head, problems = audit.verify(connection)
+        settled = audit.entries(connection, audit.AuditQuery(action="statement.settle"))
+    assert trail == [
+        ("tests", "program.import", "program version 1"),  # use_program imports as `tests`
+        ("olga", "operator.add", "operator olga"), ("carol", "operator.add", "operator carol"),
+        ("alice", "operator.add", "operator alice"), ("bob", "operator.add", "operator bob"),
+        ("olga", "program.apply", "program version 2"),
+        ("carol", "month.close", "2024-05"),
+        ("alice", "statement.approve", "broker 1400 2024-05"),
+        ("bob", "statement.approve", "broker 1400 2024-05"),
+        ("alice", "statement.settle", "broker 1400 2024-05"),
+    ]
+    assert settled[0].after is not None and settled[0].after["payout"] == "2"  # 10 × 20%, exact
+    assert (head.entries, problems) == (len(trail), [])

@@ -137,8 +137,8 @@ def settle(
     Needs the approver role."""
     target = Month.parse(month)
     with transaction(db_url) as connection:
-        operator_from_key(connection, key, Role.APPROVER)
-    result = settlement.settle_month(open_program(db_url, config_path), target, system_clock())
+        settler = operator_from_key(connection, key, Role.APPROVER).name
+    result = settlement.settle_month(open_program(db_url, config_path), target, system_clock(), actor=settler)
     if as_json:
         print_json(result.to_document())
         return

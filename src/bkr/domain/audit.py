@@ -18,14 +18,13 @@ from typing import Any
 from bkr.domain.problems import Problem
 
 GENESIS = "0" * 64  # the previous hash of the first entry
-SYSTEM = "system"  # the actor of what bkr does by itself (the scheduled close)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     entry_id: int  # 1, 2, 3, …: consecutive, so a removed entry leaves a gap
     at: datetime
-    actor: str  # an operator's name, or SYSTEM
+    actor: str  # an operator's name, or `system` (bkr.domain.operators.SYSTEM)
     action: str  # "broker.status", "program.apply", "key.revoke", "month.close", …
     subject: str  # what was changed: "broker 1400", "2026-11", "key 3f2a…"
     before: Mapping[str, Any] | None

@@ -39,6 +39,7 @@ from bkr.domain.statements import (
     paying_tier,
 )
 from bkr.domain.tiers import Tier
+from bkr.program import audit
 from bkr.program.close_order import check_closable, close_empty_months_before
 from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.store.dialect import insert_ignoring, locked
@@ -101,6 +102,8 @@ def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = 
         close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == month)
                            .values(status="closed", closed_at=now, closed_by=actor))
+        audit.record(connection, actor=actor, action="month.close", subject=str(month), at=now,
+                     after={"statements": len(computed), "total_payout": total(s.payout for s in computed)})
         return CloseResult(month, False, False, computed, awaiting)
 
 

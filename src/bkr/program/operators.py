@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from bkr.domain.operators import Role, operator_name
-from bkr.program import keys
+from bkr.program import audit, keys
 from bkr.store.tables import api_keys, operators
 
 
@@ -60,6 +60,9 @@ def add_operator(connection: Connection, name: str, role: Role, now: datetime, *
     except IntegrityError:
         raise Conflict(f"an operator named {checked} exists already (bkr operator list)",
                        code="operator_exists", field="name") from None
+    audit.record(connection, actor=created_by or checked, action="operator.add", subject=f"operator {checked}",
+                 at=now, after={"role": role, "expires_at": expires_at},
+                 reason=None if created_by else "the first admin, added without a key")
     return keys.create_operator_key(connection, checked, now, expires_at)
 
 

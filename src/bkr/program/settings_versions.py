@@ -40,6 +40,7 @@ from bkr.domain.periods import Month
 from bkr.domain.program_settings import changed_settings, program_document, read_program
 from bkr.domain.program_versions import ProgramTimeline, ProgramVersion
 from bkr.domain.statement_document import canonical_json
+from bkr.program import audit
 from bkr.program.periods import closed_months
 from bkr.store.dialect import insert_for, locked
 from bkr.store.tables import fills, program_versions, venue_state
@@ -209,7 +210,12 @@ def _insert(connection: Connection, number: int, config: ProgramConfig, from_mon
             version=number, from_month=from_month, document=canonical_json(program_document(config)), reason=reason,
             created_at=now, created_by=actor.strip())
         .on_conflict_do_nothing(index_elements=["version"]).returning(program_versions.c.version)).scalar()
-    return None if inserted is None else ProgramVersion(number, from_month, config, reason, now, actor.strip())
+    if inserted is None:
+        return None
+    audit.record(connection, actor=actor.strip(), action="program.apply" if number > 1 else "program.import",
+                 subject=f"program version {number}", at=now, after={"version": number, "from_month": from_month},
+                 reason=reason)
+    return ProgramVersion(number, from_month, config, reason, now, actor.strip())
 
 
 def _check_schedule(config: ProgramConfig, from_month: Month) -> None:

@@ -27,6 +27,7 @@ from bkr.domain.operators import SYSTEM, check_may_approve
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
+from bkr.program import audit
 from bkr.program.periods import closed_months
 from bkr.program.settings_versions import version_for
 from bkr.store.dialect import locked
@@ -110,6 +111,9 @@ def approve(connection: Connection, broker_id: int, month: Month, approver: str,
             (statements.c.broker_id == broker_id) & (statements.c.month == month)
             & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
         status = FINAL
+    if not already:
+        audit.record(connection, actor=approver, action="statement.approve", subject=f"broker {broker_id} {month}",
+                     at=now, after={"status": status, "approvals": int(count), "required": required})
     return Approval(broker_id, month, status, int(count), required, already_approved=already)
 
 
@@ -158,9 +162,10 @@ def finalize_reviewed(connection: Connection, month: Month, now: datetime) -> in
         .values(status=FINAL, finalized_at=now)).rowcount
 
 
-def settle_month(engine: Engine, month: Month, now: datetime) -> SettleResult:
+def settle_month(engine: Engine, month: Month, now: datetime, *, actor: str = SYSTEM) -> SettleResult:
     """Pay every final statement of `month`, each in its own transaction. Safe to run again, to
-    run concurrently, and to rerun after a crash at any point."""
+    run concurrently, and to rerun after a crash at any point. `actor`: who settles, for the
+    audit trail (an approver's name, or `system`)."""
     with engine.begin() as connection:
         if month not in closed_months(connection):
             raise NotFound(f"{month} is not closed: close it first (bkr close --month {month})")
@@ -176,12 +181,12 @@ def settle_month(engine: Engine, month: Month, now: datetime) -> SettleResult:
             result.already_paid.append(broker_id)
             continue
         with engine.begin() as connection:
-            paid_now = _pay(connection, broker_id, month, now)
+            paid_now = _pay(connection, broker_id, month, now, actor)
         (result.paid if paid_now else result.already_paid).append(broker_id)
     return result
 
 
-def _pay(connection: Connection, broker_id: int, month: Month, now: datetime) -> bool:
+def _pay(connection: Connection, broker_id: int, month: Month, now: datetime, actor: str) -> bool:
     row = connection.execute(locked(select(statements.c.status, statements.c.payout).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month)))).one()
     if row.status == PAID:
@@ -192,4 +197,6 @@ def _pay(connection: Connection, broker_id: int, month: Month, now: datetime) ->
     connection.execute(update(statements).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month))
         .values(status=PAID, paid_at=now, payout_key=key))
+    audit.record(connection, actor=actor, action="statement.settle", subject=f"broker {broker_id} {month}", at=now,
+                 after={"payout": row.payout, "ledger_key": key})
     return True

@@ -200,7 +200,7 @@ def approve(month: str, broker_id: BrokerIdPath, operator: ApproverDep, services
 def settle(month: str, operator: ApproverDep, services: ServicesDep, form: FormDep) -> Response:
     """Pay the month's final statements through the ledger, each exactly once."""
     target = month_field(month)
-    settlement.settle_month(services.engine, target, services.clock())
+    settlement.settle_month(services.engine, target, services.clock(), actor=operator.name)
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
 
 

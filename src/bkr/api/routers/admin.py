@@ -712,11 +712,11 @@ def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: ApproverDe
 
 @router.post("/periods/{month}/settle", response_model=SettleOut, summary="Pay a month's final statements",
              responses=responses(401, 403, 404, 422, 503))
-def settle_period(month: MonthPath, _key: ApproverDep, services: ServicesDep) -> SettleOut:
+def settle_period(month: MonthPath, key: ApproverDep, services: ServicesDep) -> SettleOut:
     """Pay every final statement of the month through the ledger, each exactly once: safe to
     repeat, to run concurrently and to rerun after a failure. Drafts past their review window
     become final first. Needs the `approver` (or `admin`) role."""
-    result = settlement.settle_month(services.engine, month, services.clock())
+    result = settlement.settle_month(services.engine, month, services.clock(), actor=key.name)
     return SettleOut(month=str(month), paid=result.paid, already_paid=result.already_paid,
                      not_final=result.not_final)
 
