@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from bkr.domain.config import ProgramConfig
+from bkr.domain.operators import SYSTEM
 from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramVersion
 from bkr.program import settings_versions
@@ -21,7 +22,7 @@ def use_program(engine: Engine, config: ProgramConfig | None = None, *,
     with engine.begin() as connection:
         if not settings_versions.count_versions(connection):
             imported = settings_versions.import_first_version(connection, config or ProgramConfig(), "tests",
-                                                              "tests", APPLIED_AT)
+                                                              SYSTEM, APPLIED_AT)
             assert imported is not None
             return imported
         timeline = settings_versions.load_timeline(connection)

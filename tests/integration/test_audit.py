@@ -176,7 +176,7 @@ def test_a_month_from_its_settings_to_its_payment_is_on_the_trail_by_whom(engine
         head, problems = audit.verify(connection)
         settled = audit.entries(connection, audit.AuditQuery(action="statement.settle"))
     assert trail == [
-        ("tests", "program.import", "program version 1"),  # use_program imports as `tests`
+        ("system", "program.import", "program version 1"),
         ("olga", "operator.add", "operator olga"), ("carol", "operator.add", "operator carol"),
         ("alice", "operator.add", "operator alice"), ("bob", "operator.add", "operator bob"),
         ("olga", "program.apply", "program version 2"),

@@ -14,7 +14,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, insert, select, text
 
 from bkr.domain.audit import GENESIS, AuditEntry, ChainHead, check_chain, content_json, entry_hash
 from bkr.domain.errors import InvalidInput
@@ -113,6 +113,3 @@ def verify(connection: Connection) -> tuple[ChainHead, list[Problem]]:
     """The whole trail checked: its head, and every entry edited, removed or out of the chain."""
     return check_chain(_all(connection))
 
-
-def count(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(audit_entries)).scalar_one())

@@ -68,7 +68,7 @@ def program_author(connection: Connection, month: Month) -> Iterable[tuple[str, 
     """The operator who applied the program version `month` is paid under."""
     version = version_for(connection, month)
     author = version.created_by
-    return [] if author in (SYSTEM, "tests", "-") else [(author, f"applied program version {version.number}")]
+    return [] if author == SYSTEM else [(author, f"applied program version {version.number}")]
 
 
 # Who may not approve a month's statements when two approvals or more are required: each source
