@@ -4,12 +4,16 @@ A statement is one document wherever it is downloaded (an operator's `/v1/admin/
 broker's `/v1/broker/…`): the canonical JSON the close stored, described here once.
 """
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from bkr.domain.config import TierBasis
+from bkr.domain.errors import InvalidInput
+from bkr.domain.periods import parse_instant
 from bkr.domain.registry import BROKER_ID_RANGE, MAX_BROKER_ID, MIN_BROKER_ID
 
 
@@ -113,3 +117,19 @@ class SignedStatement(BaseModel):
 
     statement: StatementDocument
     signature: StatementSignature
+
+
+def _instant(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("iso_time", "send an ISO 8601 time, such as 2026-10-01T00:00:00Z")
+    try:
+        return parse_instant(value)
+    except InvalidInput as error:
+        raise PydanticCustomError("iso_time", "{reason}", {"reason": str(error)}) from None
+
+
+Instant = Annotated[datetime, BeforeValidator(_instant),
+                    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
+                                    "description": "ISO 8601; without an offset it is UTC."})]

@@ -18,11 +18,11 @@ from pydantic_core import PydanticCustomError
 from bkr.api import observability
 from bkr.api.deps import ApproverDep, ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.api.schemas import BrokerIdPath, RequestModel, StatementDocument, StatementFigures
+from bkr.api.schemas import BrokerIdPath, Instant, RequestModel, StatementDocument, StatementFigures
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput, StatementNotIssued
 from bkr.domain.money import D, canonical
-from bkr.domain.periods import Month, month_field, parse_instant
+from bkr.domain.periods import Month, month_field
 from bkr.domain.registry import (
     MAX_BROKER_ID,
     MAX_TEXT_LENGTH,
@@ -57,23 +57,9 @@ def _fraction(value: object) -> Decimal:
         raise PydanticCustomError("invalid_rate", "{reason}", {"reason": str(error).removeprefix("rate: ")}) from None
 
 
-def _instant(value: object) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise PydanticCustomError("iso_time", "send an ISO 8601 time, such as 2026-10-01T00:00:00Z")
-    try:
-        return parse_instant(value)
-    except InvalidInput as error:
-        raise PydanticCustomError("iso_time", "{reason}", {"reason": str(error)}) from None
-
-
 Fraction = Annotated[Decimal, BeforeValidator(_fraction),
                      WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["0.10"],
                                      "description": "A fraction in [0, 1] as a decimal string."})]
-Instant = Annotated[datetime, BeforeValidator(_instant),
-                    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-10-01T00:00:00Z"],
-                                    "description": "ISO 8601; without an offset it is UTC."})]
 
 
 def _registry_text(value: str, info: ValidationInfo) -> str:

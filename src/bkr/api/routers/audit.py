@@ -8,8 +8,7 @@ from pydantic import BaseModel, Field
 
 from bkr.api.deps import SnapshotDep, ViewerDep
 from bkr.api.errors import responses
-from bkr.domain.errors import InvalidInput
-from bkr.domain.periods import parse_instant
+from bkr.api.schemas import Instant
 from bkr.program import audit
 
 router = APIRouter(prefix="/v1/admin/audit", tags=["operators"])
@@ -43,8 +42,7 @@ class AuditCheckOut(BaseModel):
 @router.get("", response_model=AuditPageOut, summary="The audit trail", responses=responses(401, 422, 503))
 def list_entries(
         _key: ViewerDep, connection: SnapshotDep,
-        since: Annotated[str | None, Query(max_length=64, description="Entries from this instant (ISO 8601; "
-                                                                     "without an offset it is UTC).")] = None,
+        since: Annotated[Instant | None, Query(description="Entries from this instant.")] = None,
         actor: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         action: Annotated[str | None, Query(min_length=1, max_length=256,
                                             description="An action, or a family: `broker` matches `broker.status`.")]
@@ -52,11 +50,7 @@ def list_entries(
         after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Entries after this id.")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPageOut:
     """Who changed what, when, from which values to which, and why: in the order it happened."""
-    try:
-        start = None if since is None else parse_instant(since)
-    except InvalidInput as error:
-        raise InvalidInput(str(error), field="since") from None
-    found = audit.entries(connection, audit.AuditQuery(start, actor, action, after, limit))
+    found = audit.entries(connection, audit.AuditQuery(since, actor, action, after, limit))
     return AuditPageOut(entries=[AuditEntryOut.model_validate(entry.to_document()) for entry in found],
                         next_after=found[-1].entry_id if len(found) == limit else None)
 
