@@ -31,10 +31,12 @@ BrokerIdPath = Annotated[int, Path(ge=MIN_BROKER_ID, le=MAX_BROKER_ID,
 class StatementLineDocument(BaseModel):
     user_id: str
     market_type: str
-    kind: Literal["regular", "adjustment", "correction"] = Field(
+    kind: Literal["regular", "adjustment", "correction", "retroactive"] = Field(
         description="`adjustment`: late fills of an earlier, closed month, priced at that month's tier; "
                     "`correction`: corrections of fills an earlier statement paid (a bust is negative), "
-                    "priced as those fills were.")
+                    "priced as those fills were; `retroactive`: what a registry change recorded as retroactive "
+                    "moved of fills an earlier statement paid (taken back at their old rate, paid again at the new "
+                    "one), at that month's tier.")
     fill_month: str = Field(description="The month the fills happened in, YYYY-MM.")
     tier: str
     affiliate_rate: str

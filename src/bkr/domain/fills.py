@@ -126,6 +126,24 @@ class Fill:
         return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
+def retroactive_id(fill_id: str, entry_id: int, *, taken_back: bool) -> str:
+    """The fill_id of a row bkr writes when a retroactive registry change (audit entry
+    `entry_id`) changes what a fill paid on an issued statement: `-out` takes back what it was
+    paid as, `-in` pays it as the change decides. Only bkr writes corrections so named."""
+    return f"{fill_id}#retroactive-{entry_id}-{'out' if taken_back else 'in'}"
+
+
+def retroactive_part(fill_id: str, corrects: str | None) -> tuple[int, bool] | None:
+    """(audit entry id, taken back) of a row `retroactive_id` names after the fill it corrects,
+    else None."""
+    if corrects is None or not fill_id.startswith(f"{corrects}#retroactive-"):
+        return None
+    entry, _, part = fill_id[len(corrects) + len("#retroactive-"):].partition("-")
+    if not entry.isascii() or not entry.isdigit() or part not in ("out", "in"):
+        return None
+    return int(entry), part == "out"
+
+
 @dataclass(frozen=True, slots=True)
 class PricedFill:
     """A fill with its volume and fee in USD."""

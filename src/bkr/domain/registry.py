@@ -3,6 +3,7 @@ referral-rate timelines (effective-dated history)."""
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ from typing import NewType
 
 from bkr.domain.bounds import FRACTION, bounded
 from bkr.domain.errors import Conflict, InvalidInput, NotFound
+from bkr.domain.periods import Month
 
 BrokerId = NewType("BrokerId", int)
 """The number a broker's orders carry as `X-Broker-Id`: an unsigned 16-bit integer other than 0, as
@@ -159,6 +161,12 @@ class RateTimeline:
     def rate_at(self, moment: datetime) -> Decimal:
         index = bisect_right(self.changes, moment, key=_effective_from)
         return self.changes[index - 1].rate if index else Decimal(0)
+
+
+def closed_month_reached(effective_at: datetime, closed: Iterable[Month]) -> Month | None:
+    """The latest closed month that a change effective at `effective_at` reaches (one whose end
+    is after it), or None: a change that reaches none only decides fills not yet on a statement."""
+    return max((month for month in closed if effective_at < month.end), default=None)
 
 
 def check_rate(rate: Decimal) -> Decimal:

@@ -5,7 +5,10 @@ API volume and so its tier. Lines whose fills belong to an earlier, already clos
 *prior-period adjustments*: they do not count towards this month's tier and are priced at the
 tier of the month the fills belong to. Lines of *corrections* to fills that were on an earlier
 statement (a busted trade, a corrected quantity or fee) are adjustments too, labelled as such:
-their fee base is the change, negative for a bust, priced like the fills they correct.
+their fee base is the change, negative for a bust, priced like the fills they correct. Lines of
+kind *retroactive* are what a registry change recorded as retroactive moved of fills an earlier
+statement paid: the fills taken back at the rate they were paid at (negative), and paid again
+at the rate the change gives them, both at the tier of the fills' month.
 
 When corrections outweigh what a statement earns, it pays 0 and carries the difference to the
 broker's next statement (`carried_out`, then that one's `carried_in`): nothing paid is taken
@@ -41,6 +44,7 @@ class AggregateLine:
     fee_usd: Decimal
     fee_base_usd: Decimal
     is_correction: bool = False  # corrections of fills paid on an earlier statement
+    is_retroactive: bool = False  # what a retroactive registry change moved (bkr's corrections)
 
     @property
     def is_adjustment(self) -> bool:
@@ -54,9 +58,12 @@ class LineKind(StrEnum):
     REGULAR = "regular"  # fills of the statement's own month: they make its volume and tier
     ADJUSTMENT = "adjustment"  # late fills of an earlier, closed month, priced at that month's tier
     CORRECTION = "correction"  # corrections of fills an earlier statement paid, priced as those were
+    # what a retroactive registry change (a status, a rate) moved of fills an earlier statement paid:
+    # taken back at what they were paid as, paid again as the change decides, at that month's tier
+    RETROACTIVE = "retroactive"
 
 
-_KIND_ORDER = {LineKind.REGULAR: 0, LineKind.ADJUSTMENT: 1, LineKind.CORRECTION: 2}
+_KIND_ORDER = {LineKind.REGULAR: 0, LineKind.ADJUSTMENT: 1, LineKind.CORRECTION: 2, LineKind.RETROACTIVE: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +251,8 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
         rate = rates.get(pair)
         if rate is None:
             rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
-        kind = (LineKind.CORRECTION if line.is_correction else LineKind.ADJUSTMENT if adjustment
-                else LineKind.REGULAR)
+        kind = (LineKind.RETROACTIVE if line.is_retroactive else LineKind.CORRECTION if line.is_correction
+                else LineKind.ADJUSTMENT if adjustment else LineKind.REGULAR)
         priced.append(StatementLine(
             user_id=line.user_id, market_type=line.market_type, kind=kind, fill_month=line.fill_month,
             tier_level=line_tier.level, affiliate_rate=line.affiliate_rate, effective_rate=rate, fills=line.fills,

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, select, tuple_, update
 
-from bkr.domain.fills import Attribution, attribute
+from bkr.domain.fills import Attribution, attribute, retroactive_part
 from bkr.domain.money import ZERO, add, canonical
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
@@ -124,6 +124,7 @@ class Counted:
     fee_usd: Decimal
     correction: bool = False
     fee_base_usd: Decimal | None = None  # a correction's change to its fill's fee base
+    retroactive: bool = False  # bkr's correction after a retroactive registry change (`retroactive_id`)
 
     @property
     def base(self) -> Decimal:
@@ -133,7 +134,10 @@ class Counted:
     @property
     def kind(self) -> str:
         """"correction" for a correction paid after its fills' month: it reaches a later statement
-        than the fill it corrects, which says so; any other row joins its fill's line."""
+        than the fill it corrects, which says so; "retroactive" for what a retroactive registry
+        change moved; any other row joins its fill's line."""
+        if self.retroactive:
+            return "retroactive"
         return "correction" if self.correction and self.fill_month != self.period else "fill"
 
 
@@ -255,14 +259,14 @@ def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]
         for table in (aggregates, aggregate_totals, daily_volumes):
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
-            select(fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month, fills.c.ts,
-                   fills.c.volume_usd, fills.c.fee_usd, fills.c.corrects, fills.c.fee_base_usd)
+            select(fills.c.fill_id, fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month,
+                   fills.c.ts, fills.c.volume_usd, fills.c.fee_usd, fills.c.corrects, fills.c.fee_base_usd)
             .where(tuple_(fills.c.broker_id, fills.c.period) == (broker_id, period))
             .where(fills.c.attribution == Attribution.COUNTED.value))
         add_to_aggregates(connection, (
             Counted(broker_id, period, r.fill_month, r.ts.date().isoformat(), r.user_id,
                     r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd, r.corrects is not None,
-                    r.fee_base_usd) for r in rows))
+                    r.fee_base_usd, retroactive_part(r.fill_id, r.corrects) is not None) for r in rows))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

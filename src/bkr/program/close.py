@@ -176,7 +176,7 @@ def _aggregate_lines(connection: Connection, period: Month, broker_id: int | Non
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
     return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
-                          fee, base, kind == "correction")
+                          fee, base, kind == "correction", kind == "retroactive")
             for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
 
 
@@ -190,7 +190,8 @@ def _merged_lines(connection: Connection, period: Month, broker_id: int | None) 
     if broker_id is not None:
         query = query.where(aggregate_totals.c.broker_id == broker_id)
     return [AggregateLine(r.broker_id, period, r.fill_month, "*", MarketType(r.market_type),
-                          r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction")
+                          r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction",
+                          r.kind == "retroactive")
             for r in connection.execute(query)]
 
 

@@ -1,10 +1,16 @@
 """The registry's use cases: accounts, enrollment, brokers and their status, affiliates,
-referral codes and their rates, users. Every function runs inside the caller's transaction.
+referral codes and their rates, users. Every function runs inside the caller's transaction,
+and every change appends its entry to the audit trail there, naming `actor`.
 
 A change recorded with an effective time in the past re-applies the rules to the fills not
-yet on a statement (see `bkr.program.attribution.reevaluate`).
+yet on a statement (see `bkr.program.attribution.reevaluate`). One that reaches into a closed
+month (a status or rate effective before its end, a user whose waiting fills belong to it) is
+refused unless it is declared retroactive, with a reason: its statements stand, and what it
+changes about the fills they paid reaches the next open month as `retroactive` adjustment lines
+(`bkr.program.retroactive`).
 """
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
 from bkr.domain.fills import Attribution
+from bkr.domain.money import canonical
 from bkr.domain.registry import (
     BrokerStatus,
     BrokerType,
@@ -24,9 +31,12 @@ from bkr.domain.registry import (
     StatusTimeline,
     as_broker_id,
     check_rate,
+    closed_month_reached,
     registry_text,
 )
+from bkr.program import audit, retroactive
 from bkr.program.attribution import reevaluate
+from bkr.program.periods import closed_months
 from bkr.store.dialect import insert_ignoring
 from bkr.store.tables import (
     accounts,
@@ -69,7 +79,7 @@ def _enroll(connection: Connection, account_id: str, program: str, now: datetime
 
 
 def enroll_broker(connection: Connection, broker_id: int, account_id: str, name: str, broker_type: str,
-                  now: datetime) -> None:
+                  now: datetime, *, actor: str) -> None:
     try:
         as_broker_id(broker_id, "broker id")
     except InvalidInput as error:
@@ -89,6 +99,8 @@ def enroll_broker(connection: Connection, broker_id: int, account_id: str, name:
                                                       type=kind.value, created_at=now))
     except IntegrityError:
         raise Conflict(f"broker id {broker_id} was taken by a concurrent enrollment") from None
+    audit.record(connection, actor=actor, action="broker.add", subject=f"broker {broker_id}", at=now,
+                 after={"account": account_id, "name": name, "type": kind})
     # fills that named this id before it was enrolled move from "unknown broker" to "inactive"
     reevaluate(connection, fills.c.broker_id == broker_id)
 
@@ -101,13 +113,46 @@ def status_timeline(connection: Connection, broker_id: int) -> StatusTimeline:
 
 
 def change_broker_status(connection: Connection, broker_id: int, status: BrokerStatus, effective_at: datetime,
-                         now: datetime) -> BrokerView:
+                         now: datetime, *, actor: str, is_retroactive: bool = False,
+                         reason: str | None = None) -> BrokerView:
+    """Record a status change from `effective_at` on. One effective before the end of a closed
+    month needs `is_retroactive` and a reason; see the module's text."""
     broker = get_broker(connection, broker_id, now)
+    reached = _reach(connection, effective_at, f"broker {broker_id} {status.value} from {effective_at.isoformat()}",
+                     is_retroactive, reason)
     broker.timeline.with_change(StatusChange(status, effective_at))  # raises on a forbidden transition
     connection.execute(insert(broker_status_changes).values(
         broker_id=broker_id, status=status.value, effective_at=effective_at, recorded_at=now))
+    entry = audit.record(connection, actor=actor, action="broker.status", subject=f"broker {broker_id}", at=now,
+                         before={"status": broker.timeline.status_at(effective_at)},
+                         after={"status": status, "effective_at": effective_at, **_retroactive(reached)},
+                         reason=reason)
     reevaluate(connection, fills.c.broker_id == broker_id)
+    if reached is not None:
+        retroactive.adjust_closed(connection, fills.c.broker_id == broker_id, entry.entry_id)
     return get_broker(connection, broker_id, now)
+
+
+def _reach(connection: Connection, effective_at: datetime, change: str, is_retroactive: bool,
+           reason: str | None) -> str | None:
+    """The latest closed month a change effective at `effective_at` reaches, if it is declared
+    retroactive; a change that reaches one undeclared is refused, and a declared one needs a reason."""
+    if reason is not None:
+        reason = registry_text(reason, "reason")
+    if is_retroactive and reason is None:
+        raise InvalidInput("reason: a retroactive change needs a reason (--reason TEXT)", field="reason")
+    reached = closed_month_reached(effective_at, closed_months(connection))
+    if reached is not None and not is_retroactive:
+        raise Conflict(f"{change} reaches {reached}, which is closed: its statements stand. Record it as retroactive, "
+                       "with a reason (--retroactive --reason TEXT), and what it changes about the fills they paid "
+                       "reaches the next open month as retroactive adjustment lines",
+                       code="retroactive_change")
+    return None if reached is None else str(reached)
+
+
+def _retroactive(reached: str | None) -> dict[str, str]:
+    """What an audit entry says of a change that reached a closed month."""
+    return {} if reached is None else {"retroactive_to": reached}
 
 
 def _scheduled(effective_at: datetime, now: datetime, what: str) -> None:
@@ -116,7 +161,7 @@ def _scheduled(effective_at: datetime, now: datetime, what: str) -> None:
 
 
 def cancel_status_change(connection: Connection, broker_id: int, effective_at: datetime,
-                         now: datetime) -> BrokerView:
+                         now: datetime, *, actor: str) -> BrokerView:
     """Take back a status change that has not taken effect yet. One in effect stays: the fills
     it judged are history, and a new change (which may be retroactive) is how it is undone."""
     broker = get_broker(connection, broker_id, now)
@@ -124,6 +169,8 @@ def cancel_status_change(connection: Connection, broker_id: int, effective_at: d
     broker.timeline.without_change(effective_at)
     connection.execute(delete(broker_status_changes).where(
         (broker_status_changes.c.broker_id == broker_id) & (broker_status_changes.c.effective_at == effective_at)))
+    audit.record(connection, actor=actor, action="broker.cancel", subject=f"broker {broker_id}", at=now,
+                 before={"status": broker.timeline.status_at(effective_at), "effective_at": effective_at})
     reevaluate(connection, fills.c.broker_id == broker_id)  # a fill may be stamped a little ahead of the clock
     return get_broker(connection, broker_id, now)
 
@@ -161,10 +208,12 @@ def list_brokers(connection: Connection, now: datetime) -> list[BrokerView]:
     return views
 
 
-def enroll_affiliate(connection: Connection, account_id: str, name: str, now: datetime) -> None:
+def enroll_affiliate(connection: Connection, account_id: str, name: str, now: datetime, *, actor: str) -> None:
     account_id, name = registry_text(account_id, "account"), registry_text(name, "name")
     _enroll(connection, account_id, "affiliate", now)
     connection.execute(insert(affiliates).values(account_id=account_id, name=name, created_at=now))
+    audit.record(connection, actor=actor, action="affiliate.add", subject=f"affiliate {account_id}", at=now,
+                 after={"name": name})
 
 
 def list_affiliates(connection: Connection) -> list[tuple[str, str, list[str]]]:
@@ -177,12 +226,20 @@ def list_affiliates(connection: Connection) -> list[tuple[str, str, list[str]]]:
 
 
 def set_referral_rate(connection: Connection, affiliate_account_id: str, code: str, rate: Decimal,
-                      effective_from: datetime, now: datetime) -> RateTimeline:
-    """Create a referral code with its rate, or record a new rate from `effective_from` on."""
+                      effective_from: datetime, now: datetime, *, actor: str, is_retroactive: bool = False,
+                      reason: str | None = None) -> RateTimeline:
+    """Create a referral code with its rate, or record a new rate from `effective_from` on. A new
+    rate of an existing code effective before the end of a closed month needs `is_retroactive`
+    and a reason (a new code has no users yet: its rates decide no fill paid so far)."""
     affiliate_account_id, code = registry_text(affiliate_account_id, "affiliate"), registry_text(code, "code")
     check_rate(rate)
     owner = connection.execute(
         select(referral_codes.c.affiliate_account_id).where(referral_codes.c.code == code)).scalar()
+    reached = None
+    if owner is not None:
+        reached = _reach(connection, effective_from,
+                         f"code {code} rate {canonical(rate)} from {effective_from.isoformat()}", is_retroactive,
+                         reason)
     if owner is None:
         if connection.execute(select(affiliates.c.account_id)
                               .where(affiliates.c.account_id == affiliate_account_id)).scalar() is None:
@@ -197,19 +254,34 @@ def set_referral_rate(connection: Connection, affiliate_account_id: str, code: s
         if exists == rate:
             return rate_timeline(connection, code)
         raise Conflict(f"code {code} already has rate {exists} from {effective_from.isoformat()}")
+    before = rate_timeline(connection, code)
     connection.execute(insert(referral_rates).values(code=code, rate=rate, effective_from=effective_from,
                                                      recorded_at=now))
-    reevaluate(connection, fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code)))
+    entry = audit.record(
+        connection, actor=actor, action="referral.rate", subject=f"code {code}", at=now,
+        before={"rate": before.rate_at(effective_from)} if before.changes else None,
+        after={"affiliate": affiliate_account_id, "rate": rate, "effective_from": effective_from,
+               **_retroactive(reached)},
+        reason=reason)
+    of_code = fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code))
+    reevaluate(connection, of_code)
+    if reached is not None:
+        retroactive.adjust_closed(connection, of_code, entry.entry_id)
     return rate_timeline(connection, code)
 
 
-def cancel_rate_change(connection: Connection, code: str, effective_from: datetime, now: datetime) -> RateTimeline:
+def cancel_rate_change(connection: Connection, code: str, effective_from: datetime, now: datetime, *,
+                       actor: str) -> RateTimeline:
     """Take back a referral rate that has not taken effect yet."""
     _scheduled(effective_from, now, "rate")
-    found = connection.execute(delete(referral_rates).where(
-        (referral_rates.c.code == code) & (referral_rates.c.effective_from == effective_from)))
-    if found.rowcount != 1:
+    rate = connection.execute(select(referral_rates.c.rate).where(
+        (referral_rates.c.code == code) & (referral_rates.c.effective_from == effective_from))).scalar()
+    if rate is None:
         raise NotFound(f"no rate of code {code} from {effective_from.isoformat()}")
+    connection.execute(delete(referral_rates).where(
+        (referral_rates.c.code == code) & (referral_rates.c.effective_from == effective_from)))
+    audit.record(connection, actor=actor, action="referral.cancel", subject=f"code {code}", at=now,
+                 before={"rate": rate, "effective_from": effective_from})
     reevaluate(connection, fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code)))
     return rate_timeline(connection, code)
 
@@ -220,10 +292,14 @@ def rate_timeline(connection: Connection, code: str) -> RateTimeline:
     return RateTimeline(tuple(RateChange(rate, at) for rate, at in rows))
 
 
-def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]], now: datetime) -> int:
+def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]], now: datetime, *, actor: str,
+              source: str | None = None, is_retroactive: bool = False, reason: str | None = None) -> int:
     """Register users with their signup code. A user already known with the same code is left
     alone; with another code it is a conflict (a signup code never changes). Fills that were
-    waiting for these users are then attributed. Returns how many users were new."""
+    waiting for these users are then attributed; if some belong to a closed month, the
+    registration needs `is_retroactive` and a reason (they are paid in the next open month, as
+    adjustment lines). One audit entry records the new users (`source`: the file they came
+    from). Returns how many users were new."""
     wanted: dict[str, str | None] = {}
     for user_id, code in entries:
         user_id = registry_text(user_id, "user_id")
@@ -247,11 +323,55 @@ def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]],
     if unknown_codes:
         raise NotFound(f"unknown referral code(s): {', '.join(unknown_codes[:5])}")
     new = [{"user_id": u, "referral_code": c, "created_at": now} for u, c in wanted.items() if u not in known]
-    if new:
-        connection.execute(insert(users), new)
-        new_ids = [row["user_id"] for row in new]
-        for start in range(0, len(new_ids), 20_000):
-            chunk = new_ids[start:start + 20_000]
-            reevaluate(connection, (fills.c.attribution == Attribution.AWAITING_USER.value)
-                       & fills.c.user_id.in_(chunk))
+    if not new:
+        return 0
+    new_ids = [row["user_id"] for row in new]
+    reached = _waiting_in_closed_months(connection, new_ids, is_retroactive, reason)
+    connection.execute(insert(users), new)
+    audit.record(connection, actor=actor, action="user.add",
+                 subject=f"user {new_ids[0]}" if len(new) == 1 else f"{len(new)} users", at=now,
+                 after={"users": len(new), "with_code": sum(row["referral_code"] is not None for row in new),
+                        "digest": _users_digest(new), "first": new_ids[:10], **({"source": source} if source else {}),
+                        **_retroactive(reached)},
+                 reason=reason)
+    for start in range(0, len(new_ids), 20_000):
+        chunk = new_ids[start:start + 20_000]
+        reevaluate(connection, (fills.c.attribution == Attribution.AWAITING_USER.value)
+                   & fills.c.user_id.in_(chunk))
     return len(new)
+
+
+def _waiting_in_closed_months(connection: Connection, user_ids: list[str], is_retroactive: bool,
+                              reason: str | None) -> str | None:
+    """The latest closed month whose fills wait for one of these users, if the registration is
+    declared retroactive (refused if not; a declared one needs a reason)."""
+    if reason is not None:
+        reason = registry_text(reason, "reason")
+    if is_retroactive and reason is None:
+        raise InvalidInput("reason: a retroactive change needs a reason (--reason TEXT)", field="reason")
+    closed = sorted(closed_months(connection))
+    if not closed:
+        return None
+    months: dict[str, int] = {}
+    for start in range(0, len(user_ids), 20_000):
+        for month, count in connection.execute(
+                select(fills.c.fill_month, func.count()).where(
+                    (fills.c.attribution == Attribution.AWAITING_USER.value)
+                    & fills.c.user_id.in_(user_ids[start:start + 20_000]) & fills.c.fill_month.in_(closed))
+                .group_by(fills.c.fill_month)):
+            months[str(month)] = months.get(str(month), 0) + count
+    if not months:
+        return None
+    if not is_retroactive:
+        waiting = ", ".join(f"{count:,} of {month}" for month, count in sorted(months.items()))
+        raise Conflict(f"these users have fills waiting in closed months ({waiting}): registering them pays those "
+                       "fills in the next open month. Record it as retroactive, with a reason (--retroactive "
+                       "--reason TEXT)", code="retroactive_change")
+    return max(months)
+
+
+def _users_digest(new: list[dict[str, str | None]]) -> str:
+    """SHA-256 of the new users and their codes, one `user_id,code` line each in id order: what
+    the audit entry of a large registration records of it."""
+    lines = sorted(f"{row['user_id']},{row['referral_code'] or ''}" for row in new)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

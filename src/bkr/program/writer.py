@@ -49,6 +49,7 @@ from bkr.domain.trades import reversal_id
 from bkr.ingest.readers import RawRow
 from bkr.program.attribution import Counted, RegistryView, add_to_aggregates, rebuild_aggregates
 from bkr.program.periods import lock_open_periods
+from bkr.program.standing import History, histories
 from bkr.program.trades import EarlierSide, match_trades
 from bkr.store.bulk import insert_new_fills
 from bkr.store.dialect import insert_ignoring, locked
@@ -340,15 +341,20 @@ def _uncount(connection: Connection, earlier: Sequence[EarlierSide], targets: Ma
     touched: set[tuple[int, Month]] = set()
     reversals: list[dict[str, Any]] = []
     counted: list[Counted] = []
+    history = histories(connection, sorted(side.fill.fill_id for side in earlier))
     for side in earlier:
         fill = side.fill
-        if fill.attribution != Attribution.COUNTED.value or targets[fill.period] == fill.period:
+        still_open = targets[fill.period] == fill.period
+        standing = history[fill.fill_id].standing(fill)
+        if still_open or (fill.attribution != Attribution.COUNTED.value and standing is None):
             flips += [{"key": fill_id, "attribution": Attribution.SELF_TRADE.value, "affiliate_rate": None}
                       for fill_id in (fill.fill_id, *(c.fill_id for c in side.corrections))]
             if fill.attribution == Attribution.COUNTED.value:
                 touched.update((fill.broker_id, period) for period in side.periods)
             continue
-        reversal = _reversal(side, targets[fill.period], import_id)
+        if standing is None:  # paid, then taken back by a retroactive change: nothing counts to take back
+            continue
+        reversal = _reversal(side, history[fill.fill_id], targets[fill.period], import_id)
         if reversal is not None:
             reversals.append(reversal[0])
             counted.append(reversal[1])
@@ -362,29 +368,45 @@ def _uncount(connection: Connection, earlier: Sequence[EarlierSide], targets: Ma
     add_to_aggregates(connection, counted)
 
 
-def _reversal(side: EarlierSide, period: Month, import_id: int | None) -> tuple[dict[str, Any], Counted] | None:
+def _reversal(side: EarlierSide, history: History, period: Month,
+              import_id: int | None) -> tuple[dict[str, Any], Counted] | None:
     """The correction that takes back what a side paid on an issued statement counted, with its
-    corrections: its whole standing negated, at the amounts in USD they were counted at (its
-    record and what it adds to the aggregates), or None if they add up to nothing."""
-    fill = side.fill
-    rows = (fill, *side.corrections)
+    corrections, at the rate it stands at (a retroactive change may have moved it), or None if
+    they add up to nothing."""
+    rate = history.standing(side.fill)
+    assert rate is not None  # a side that counts for nobody is not reversed, only marked
+    return standing_correction(side.fill, history.corrections, reversal_id(side.fill.fill_id), taken_back=True,
+                               rate=rate, period=period, import_id=import_id)
+
+
+def standing_correction(fill: Row[Any], corrections: Sequence[Row[Any]], fill_id: str, *, taken_back: bool,
+                        rate: Decimal, period: Month, import_id: int | None,
+                        retroactive: bool = False) -> tuple[dict[str, Any], Counted] | None:
+    """A correction bkr writes of a fill paid on an issued statement, named `fill_id`: its whole
+    standing (the fill with its corrections, at the amounts in USD they were counted at), negated
+    if `taken_back`, counted at `rate` in `period`; its record and what it adds to the
+    aggregates, or None if the standing adds up to nothing (busted already)."""
+    rows = (fill, *corrections)
     quantity, fee = total(r.quantity for r in rows), total(r.fee for r in rows)
     volume, fee_usd = total(r.volume_usd for r in rows), total(r.fee_usd for r in rows)
-    base_change = sub(fee_base(ZERO), fee_base(fee_usd))
-    if not any((quantity, fee, volume, fee_usd, base_change)):  # busted already: nothing left to take back
+    base = sub(fee_base(fee_usd), fee_base(ZERO))
+    if not any((quantity, fee, volume, fee_usd, base)):
         return None
-    reversal = Fill(fill_id=reversal_id(fill.fill_id), order_id=fill.order_id, user_id=fill.user_id,
-                    symbol=fill.symbol, market_type=MarketType(fill.market_type), side=Side(fill.side),
-                    price=fill.price, quantity=MONEY.minus(quantity), fee=MONEY.minus(fee),
-                    fee_symbol=fill.fee_symbol, is_maker=fill.is_maker, timestamp=fill.ts,
-                    broker_id=BrokerId(fill.broker_id), via_api=fill.via_api, fill_type=fill.fill_type,
-                    corrects=fill.fill_id, trade_id=fill.trade_id)
-    priced = PricedFill(reversal, MONEY.minus(volume), MONEY.minus(fee_usd))
-    record = (_fill_record(priced, reversal.content_key(), Attribution.COUNTED, fill.affiliate_rate,
-                           fill.fill_month, period, import_id)
+    signed = MONEY.minus if taken_back else MONEY.plus
+    correction = Fill(fill_id=fill_id, order_id=fill.order_id, user_id=fill.user_id,
+                      symbol=fill.symbol, market_type=MarketType(fill.market_type), side=Side(fill.side),
+                      price=fill.price, quantity=signed(quantity), fee=signed(fee),
+                      fee_symbol=fill.fee_symbol, is_maker=fill.is_maker, timestamp=fill.ts,
+                      broker_id=BrokerId(fill.broker_id), via_api=fill.via_api, fill_type=fill.fill_type,
+                      corrects=fill.fill_id, trade_id=fill.trade_id)
+    priced = PricedFill(correction, signed(volume), signed(fee_usd))
+    base_change = signed(base)
+    record = (_fill_record(priced, correction.content_key(), Attribution.COUNTED, rate, fill.fill_month, period,
+                           import_id)
               | {"corrects": fill.fill_id, "fee_base_usd": base_change})
     return record, Counted(fill.broker_id, period, fill.fill_month, fill.ts.date().isoformat(), fill.user_id,
-                           fill.market_type, fill.affiliate_rate, priced.volume_usd, priced.fee_usd, True, base_change)
+                           fill.market_type, rate, priced.volume_usd, priced.fee_usd, True, base_change,
+                           retroactive)
 
 
 # What a correction must repeat of the fill it corrects: it restates the same trade.
@@ -424,16 +446,14 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
     if not new:
         return
     # each corrected fill as it stands: its quantity and fee with every stored correction applied
-    # (a reversal takes back what the fill counted, not the trade: it is no part of the trade's standing)
-    state: dict[str, tuple[Decimal, Decimal]] = {fill_id: (r.quantity, r.fee_usd) for fill_id, r in originals.items()}
-    reversed_: set[str] = set()
-    for earlier in connection.execute(select(fills.c.fill_id, fills.c.corrects, fills.c.quantity, fills.c.fee_usd)
-                                      .where(fills.c.corrects.in_(sorted(originals)))):
-        if earlier.fill_id == reversal_id(earlier.corrects):
-            reversed_.add(earlier.corrects)
-            continue
-        quantity, fee = state[earlier.corrects]
-        state[earlier.corrects] = (add(quantity, earlier.quantity), add(fee, earlier.fee_usd))
+    # (a self-trade reversal and retroactive corrections move what the fill counted, not the trade:
+    # they are no part of its quantity and fee, but they decide its standing)
+    history = histories(connection, sorted(originals))
+    state: dict[str, tuple[Decimal, Decimal]] = {
+        fill_id: (total([r.quantity, *(c.quantity for c in history[fill_id].corrections)]),
+                  total([r.fee_usd, *(c.fee_usd for c in history[fill_id].corrections)]))
+        for fill_id, r in originals.items()}
+    moved = _moved_attributions(connection, originals, history)
     periods = lock_open_periods(connection, {r.period for r in originals.values()})
     records: list[dict[str, Any]] = []
     accepted: list[tuple[_Candidate, Attribution, Counted | None]] = []
@@ -452,8 +472,8 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         state[original.fill_id] = after
         base_change = sub(fee_base(after[1]), fee_base(fee))
         period = periods[original.period]
-        attribution = Attribution.SELF_TRADE if original.fill_id in reversed_ else Attribution(original.attribution)
-        rate = original.affiliate_rate if attribution is Attribution.COUNTED else None
+        attribution, rate = moved.get(original.fill_id, (Attribution(original.attribution), original.affiliate_rate))
+        rate = rate if attribution is Attribution.COUNTED else None
         records.append(_fill_record(priced, candidate.key, attribution, rate, fill.month, period, kept.import_id)
                        | {"corrects": original.fill_id, "fee_base_usd": base_change})
         counted = None
@@ -473,6 +493,28 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         if counted is not None:
             counted_now.append(counted)
     add_to_aggregates(connection, counted_now)
+
+
+def _moved_attributions(connection: Connection, originals: Mapping[str, Row[Any]],
+                        history: Mapping[str, History]) -> dict[str, tuple[Attribution, Decimal | None]]:
+    """The attribution and rate a correction takes of a fill that no longer stands as stored: a
+    side of a self-trade reversed after its statement counts for nobody; a fill a retroactive
+    change moved stands as its latest retroactive correction left it (counted at its rate, or,
+    taken back, as the registry now judges it)."""
+    moved: dict[str, tuple[Attribution, Decimal | None]] = {}
+    judged = [r for fill_id, r in originals.items() if history[fill_id].latest_entry and not history[fill_id].reversed]
+    view = RegistryView.load(connection, (r.broker_id for r in judged if r.broker_id is not None),
+                             (r.user_id for r in judged)) if judged else None
+    for fill_id, original in originals.items():
+        if history[fill_id].reversed:
+            moved[fill_id] = (Attribution.SELF_TRADE, None)
+        elif history[fill_id].latest_entry:
+            rate = history[fill_id].latest_rate
+            assert view is not None
+            moved[fill_id] = ((Attribution.COUNTED, rate) if rate is not None else
+                              (view.attribute(original.broker_id, original.fill_type, original.via_api,
+                                              original.user_id, original.timestamp)[0], None))
+    return moved
 
 
 def _correction_problem(fill: Fill, original: Row[Any] | None,

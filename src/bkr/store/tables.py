@@ -205,7 +205,8 @@ fill_conflicts = Table(
 
 # Running totals of counted fills, maintained as fills arrive; closes and dashboards read these.
 # `kind` is "correction" for corrections paid in a later period than their fills' month (the
-# fills were on an earlier statement), so statements label them; everything else is "fill".
+# fills were on an earlier statement), so statements label them; "retroactive" for bkr's corrections
+# after a retroactive registry change; everything else is "fill".
 aggregates = Table(
     "aggregates", metadata,
     Column("broker_id", Integer, nullable=False),
