@@ -203,3 +203,33 @@ def test_registering_users_whose_fills_wait_in_a_closed_month_is_retroactive(eng
     assert (entry.subject, entry.reason, entry.after["retroactive_to"]) == ("user dave", "user table replayed",
                                                                              "2024-05")
     assert sum(Decimal(line["payout_exact"]) for line in june["lines"]) == Decimal("0.1") != ZERO
+
+
+def test_a_self_trade_found_after_a_retroactive_change_takes_back_what_the_fill_stands_at(
+        engine: Engine, tmp_path: Path) -> None:
+    """f-9 was paid in May at 0.40, moved to 0.10 by a retroactive rate change; when its trade
+    turns out to be alice's with herself, its reversal takes back what it stands at (0.10). f-10,
+    taken back already by a retroactive suspension, needs no reversal."""
+    add_broker(engine)
+    add_code(engine, "C", "0.40")
+    add_users(engine, "alice", code="C")
+    import_rows(engine, tmp_path / "may.csv", [
+        fill("f-9", user="alice", at="2024-05-12T00:00:00Z", fee="0.5", trade_id="t-9"),
+        fill("f-10", user="alice", at="2024-05-28T00:00:00Z", fee="0.2", trade_id="t-10")])
+    close(engine, MAY)
+    _rate(engine, "0.10", "2024-05-01T00:00:00Z", is_retroactive=True, reason="contract signed in April")
+    _suspend(engine, "2024-05-26T00:00:00Z", is_retroactive=True, reason="terms breached")
+
+    late = import_rows(engine, tmp_path / "late.csv", [
+        fill("f-9-other", user="alice", at="2024-05-12T00:00:00Z", fee="0.5", side="Ask", trade_id="t-9"),
+        fill("f-10-other", user="alice", at="2024-05-28T00:00:00Z", fee="0.2", side="Ask", trade_id="t-10")])
+
+    assert (late.accepted, late.self_trades) == (2, 2)
+    june = preview(engine, JUNE)[BROKER]
+    assert _lines(june) == [("2024-05", "alice", "0.1", "100", "0.5", "0.1"),  # f-9, f-10 in; f-10 out
+                            ("2024-05", "alice", "0.4", "-200", "-0.7", "-0.07")]  # both out
+    assert _lines(june, "correction") == [("2024-05", "alice", "0.1", "-100", "-0.5", "-0.1")]  # f-9's reversal
+    # May paid 0.07 for them; June takes back exactly that
+    assert june["payout_exact"] == "-0.07"
+    close(engine, JUNE)
+    _reconciled(engine, MAY, JUNE)

@@ -129,7 +129,7 @@ def change_broker_status(connection: Connection, broker_id: int, status: BrokerS
                          reason=reason)
     reevaluate(connection, fills.c.broker_id == broker_id)
     if reached is not None:
-        retroactive.adjust_closed(connection, fills.c.broker_id == broker_id, entry.entry_id)
+        retroactive.adjust_closed(connection, fills.c.broker_id == broker_id, effective_at, entry.entry_id)
     return get_broker(connection, broker_id, now)
 
 
@@ -266,7 +266,7 @@ def set_referral_rate(connection: Connection, affiliate_account_id: str, code: s
     of_code = fills.c.user_id.in_(select(users.c.user_id).where(users.c.referral_code == code))
     reevaluate(connection, of_code)
     if reached is not None:
-        retroactive.adjust_closed(connection, of_code, entry.entry_id)
+        retroactive.adjust_closed(connection, of_code, effective_from, entry.entry_id)
     return rate_timeline(connection, code)
 
 

@@ -16,6 +16,7 @@ follows it (`bkr.program.writer`).
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,16 +40,17 @@ class Adjusted:
     periods: frozenset[Month]  # the open months their corrections are paid in
 
 
-def adjust_closed(connection: Connection, condition: Any, entry_id: int) -> Adjusted:
+def adjust_closed(connection: Connection, condition: Any, since: datetime, entry_id: int) -> Adjusted:
     """Re-apply the registry, as it now stands, to the fills of closed months matching
-    `condition`, and write the retroactive corrections of audit entry `entry_id` for each fill
-    whose standing changes. The fills are locked first, as a correction of them locks them."""
+    `condition` from `since` on (the change's effective time: it decides no earlier fill), and
+    write the retroactive corrections of audit entry `entry_id` for each fill whose standing
+    changes. The fills are locked first, as a correction of them locks them."""
     closed = sorted(closed_months(connection))
     if not closed:
         return Adjusted(0, frozenset())
     rows = connection.execute(locked(
         select(*FILL_COLUMNS).where(
-            condition & fills.c.period.in_(closed) & fills.c.corrects.is_(None)
+            condition & (fills.c.ts >= since) & fills.c.period.in_(closed) & fills.c.corrects.is_(None)
             & fills.c.attribution.not_in([Attribution.SELF_TRADE.value, Attribution.AWAITING_USER.value]))
         .order_by(fills.c.fill_id))).all()
     if not rows:
