@@ -191,7 +191,8 @@ def test_registering_users_whose_fills_wait_in_a_closed_month_is_retroactive(eng
     import_rows(engine, tmp_path / "may.csv", [fill("d-1", user="dave", fee="0.5")])
     close(engine, MAY)
 
-    with engine.begin() as connection, pytest.raises(Conflict, match=r"fills waiting in closed months \(1 of 2024-05\)"):
+    waiting = r"fills waiting in closed months \(1 of 2024-05\)"
+    with engine.begin() as connection, pytest.raises(Conflict, match=waiting):
         registry.add_users(connection, [("dave", None)], NOW, actor="ops")
     with engine.begin() as connection:
         assert registry.add_users(connection, [("dave", None)], NOW, actor="ops", is_retroactive=True,
