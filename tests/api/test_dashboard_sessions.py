@@ -133,14 +133,14 @@ def test_revoking_a_key_or_suspending_a_broker_ends_its_sessions(api: Api) -> No
     _sign_in(api.client, pair.secret)
     assert api.client.get("/dashboard/brokers/1400").status_code == 200
     with api.engine.begin() as connection:
-        registry.change_broker_status(connection, 1400, BrokerStatus.SUSPENDED, api.clock(), api.clock())
+        registry.change_broker_status(connection, 1400, BrokerStatus.SUSPENDED, api.clock(), api.clock(), actor="ops")
     suspended = api.client.get("/dashboard/brokers/1400")
     assert suspended.status_code == 403 and "suspended" in suspended.text
     with TestClient(api.client.app) as operator:
         token = _operator_token(api)
         _sign_in(operator, token)
         with api.engine.begin() as connection:
-            keys.revoke_key(connection, token.removeprefix(keys.TOKEN_PREFIX).split("_")[0], api.clock())
+            keys.revoke_key(connection, token.removeprefix(keys.TOKEN_PREFIX).split("_")[0], api.clock(), actor="ops")
         assert operator.get("/dashboard/program").status_code == 401
 
 

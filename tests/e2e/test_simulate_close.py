@@ -259,10 +259,11 @@ def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: 
     assert _json(bkr("close", "--month", MONTH, "--db", db_url, "--json"))["statements"] == closed["statements"]
     assert _json(bkr("fills", "import", str(fills_file), "--db", db_url, "--json"))["accepted"] == 0
 
-    # the waiting fills are paid once their users are known: next month, at this month's tier
+    # the waiting fills are paid once their users are known: next month, at this month's tier. Their
+    # month is closed, so the registration is declared retroactive, with a reason
     for user in registry.unregistered_users:
-        added = bkr("user", "add", "--id", user.user_id, "--db", db_url,
-                    *(("--referral-code", user.referral_code) if user.referral_code else ()))
+        added = bkr("user", "add", "--id", user.user_id, "--retroactive", "--reason", "registered after the close",
+                    "--db", db_url, *(("--referral-code", user.referral_code) if user.referral_code else ()))
         assert added.code == 0, added.err
     adjusted = _json(bkr("close", "--month", NEXT_MONTH, "--db", db_url, "--json"))
     codes = {user.user_id: user.referral_code for user in registry.users}

@@ -134,7 +134,7 @@ def import_rows(engine: Engine, path: Path, rows: Sequence[Mapping[str, Any]], *
                 config: ProgramConfig | None = None, batch_size: int = 5_000) -> Tally:
     """Write rows to `path` and import that file (under `config`, if given)."""
     use_program(engine, config)
-    return import_file(engine, write_fills(path, rows), clock=clock, batch_size=batch_size)
+    return import_file(engine, write_fills(path, rows), clock=clock, actor="ops", batch_size=batch_size)
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -144,14 +144,14 @@ def add_broker(engine: Engine, broker_id: int = BROKER, *, status: BrokerStatus 
     """Enroll a broker and, unless `status` is None (left pending), give it `status` from `since`."""
     with engine.begin() as connection:
         registry.enroll_broker(connection, broker_id, account or f"acct-{broker_id}", f"Broker {broker_id}",
-                               "exchange_aggregator", NOW)
+                               "exchange_aggregator", NOW, actor="ops")
         if status is None:
             return
         if status is not BrokerStatus.ACTIVE:
             # suspended and terminated are reached from active, a day earlier
             registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE,
-                                          parse_instant("2023-12-31T00:00:00Z"), NOW)
-        registry.change_broker_status(connection, broker_id, status, parse_instant(since), NOW)
+                                          parse_instant("2023-12-31T00:00:00Z"), NOW, actor="ops")
+        registry.change_broker_status(connection, broker_id, status, parse_instant(since), NOW, actor="ops")
 
 
 def add_code(engine: Engine, code: str, rate: str, *, affiliate: str = "acct-aff",
@@ -159,13 +159,14 @@ def add_code(engine: Engine, code: str, rate: str, *, affiliate: str = "acct-aff
     """A referral code of `affiliate` (enrolled on first use) with `rate` from `since`."""
     with engine.begin() as connection:
         if affiliate not in {account for account, _, _ in registry.list_affiliates(connection)}:
-            registry.enroll_affiliate(connection, affiliate, f"Affiliate {affiliate}", NOW)
-        registry.set_referral_rate(connection, affiliate, code, Decimal(rate), parse_instant(since), NOW)
+            registry.enroll_affiliate(connection, affiliate, f"Affiliate {affiliate}", NOW, actor="ops")
+        registry.set_referral_rate(connection, affiliate, code, Decimal(rate), parse_instant(since), NOW,
+                                   actor="ops")
 
 
 def add_users(engine: Engine, *users: str, code: str | None = None) -> None:
     with engine.begin() as connection:
-        registry.add_users(connection, [(user, code) for user in users], NOW)
+        registry.add_users(connection, [(user, code) for user in users], NOW, actor="ops")
 
 
 # --- statements and what is stored ----------------------------------------------------------
