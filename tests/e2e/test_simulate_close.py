@@ -205,6 +205,8 @@ def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: 
     assert again["registered"] == {"brokers": 0, "status_changes": 0, "affiliates": 0, "rates": 0, "users": 0,
                                    "kept": []}
     assert summary["registered"]["brokers"] == 14 and summary["registered"]["users"] > 0
+    registered = _json(bkr("audit", "--action", "broker.add", "--db", db_url, "--json"))["entries"]
+    assert len(registered) == 14 and {e["actor"] for e in registered} == {"root"}  # the key's operator
 
     registry = plan_simulation(Month.parse(MONTH), FILLS, SEED).registry
     expected = expected_from_file(fills_file, registry)
@@ -295,3 +297,8 @@ def test_demo_loads_an_empty_database_once_and_then_only_prints(bkr: Any, db_url
     assert second.code == 0, second.err
     assert "imported" not in second.err
     assert second.out == first.out
+    # without a key, the demo's generated world is bkr's own: every entry is system's
+    trail = _json(bkr("audit", "--db", db_url, "--json", "--limit", "10000"))["entries"]
+    assert {e["actor"] for e in trail} == {"system"}
+    assert [e["after"]["file"] for e in trail if e["action"] == "fills.import"] == [
+        f"fills-{previous}.csv", f"fills-{previous.next()}.csv"]
