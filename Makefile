@@ -29,7 +29,8 @@ run: $(STAMP)
 	printf '\nDashboard:   http://localhost:$(PORT)/dashboard\n'; \
 	printf 'Post fills:  curl -H "Authorization: Bearer <olga'"'"'s key>" -H "Content-Type: application/x-ndjson" \\\n'; \
 	printf '               --data-binary @fills.ndjson http://localhost:$(PORT)/v1/fills\n'; \
-	printf 'Trade on the sandbox venue (in another terminal; the dashboard moves with it): .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
+	printf 'Trade on the sandbox venue (in another terminal; the dashboard moves with it):\n'; \
+	printf '  BKR_OPERATOR_KEY=<olga'"'"'s key> .venv/bin/bkr simulate --live --url http://localhost:$(PORT) --db $(DB)\n\n'
 	$(BIN)/bkr serve --db $(DB) --port $(PORT)
 
 ## chromium: Debian's Chromium, which the dashboard's browser tests drive (Playwright downloads no browser)

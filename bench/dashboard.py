@@ -95,7 +95,7 @@ def import_month(engine: Engine, world: Any, fills: int, seed: int, month: Month
             document = dict(zip(FIELDS[:len(row)], row, strict=True))  # the generator leaves optional fields out
             document["fill_id"], document["order_id"] = f"{id_prefix}{row[0]}", f"{id_prefix}{row[1]}"
             raw.append(RawRow(number, document, ""))
-        import_rows(engine, raw, source=f"bench-{month}", clock=lambda: datetime.now(UTC))
+        import_rows(engine, raw, source=f"bench-{month}", clock=lambda: datetime.now(UTC), actor="bench")
         if number % 200_000 < len(chunk):
             log(f"{month}: {number:,} fills written")
 
@@ -192,7 +192,8 @@ def bench_backend(backend: Backend, args: argparse.Namespace, directory: Path) -
             ranked = sorted(users, key=lambda row: (-row[1], row[0]))
             biggest, median = ranked[0][0], ranked[len(ranked) // 2][0]
             operator = operators.add_operator(connection, "bench", Role.ADMIN, datetime.now(UTC), created_by=None).token
-            secrets = {b: keys.create_broker_key(connection, b, datetime.now(UTC)).secret for b in (biggest, median)}
+            secrets = {b: keys.create_broker_key(connection, b, datetime.now(UTC), actor="bench").secret
+                       for b in (biggest, median)}
         app = create_app(engine, None, ServiceSettings())
         previous = month.previous()
         pages: list[tuple[str, Callable[[], TestClient], str]] = [

@@ -436,7 +436,7 @@ def check_against_writer(world: World, total: int, seed: int, month: Month, dire
         register(engine, world)
         generated = generate_chunk(world, total, seed, 0, month)[:CHECKED_FILLS]
         raw = [RawRow(index + 1, fill_object(row), "") for index, row in enumerate(generated)]
-        tally = import_rows(engine, raw, source="writer-check", clock=lambda: month.end)
+        tally = import_rows(engine, raw, source="writer-check", clock=lambda: month.end, actor="bench")
         assert tally.accepted == len(generated), tally
         with engine.connect() as connection:
             written = [tuple(r) for r in connection.execute(select(fills).order_by(fills.c.fill_id))]
@@ -623,7 +623,7 @@ def broker_keys(url: str, broker_ids: Sequence[int]) -> dict[int, KeyPair]:
     engine = db.open_engine(url, create=False)
     try:
         with engine.begin() as connection:
-            return {b: create_broker_key(connection, b, datetime.now(UTC)) for b in broker_ids}
+            return {b: create_broker_key(connection, b, datetime.now(UTC), actor="bench") for b in broker_ids}
     finally:
         engine.dispose()
 

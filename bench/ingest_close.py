@@ -156,12 +156,14 @@ def register(engine: Engine, world: World, program: ProgramConfig = DEFAULT_CONF
         settings_versions.import_first_version(connection, program, "bench", "bench", SETUP_AT)
         for number, broker_id in enumerate(world.broker_ids):
             registry.enroll_broker(connection, broker_id, f"acct-broker-{broker_id}", f"Broker {broker_id}",
-                                   BROKER_TYPES[number % len(BROKER_TYPES)], SETUP_AT)
-            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, ACTIVE_FROM, SETUP_AT)
+                                   BROKER_TYPES[number % len(BROKER_TYPES)], SETUP_AT, actor="bench")
+            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, ACTIVE_FROM, SETUP_AT,
+                                          actor="bench")
         for account, code, rate in world.codes:
-            registry.enroll_affiliate(connection, account, f"Affiliate {account}", SETUP_AT)
-            registry.set_referral_rate(connection, account, code, rate, ACTIVE_FROM, SETUP_AT)
-        registry.add_users(connection, ((user_id(u), code) for u, code in enumerate(world.code_of_user)), SETUP_AT)
+            registry.enroll_affiliate(connection, account, f"Affiliate {account}", SETUP_AT, actor="bench")
+            registry.set_referral_rate(connection, account, code, rate, ACTIVE_FROM, SETUP_AT, actor="bench")
+        registry.add_users(connection, ((user_id(u), code) for u, code in enumerate(world.code_of_user)), SETUP_AT,
+                           actor="bench")
 
 
 def generate(world: World, total: int, seed: int, month: Month = MONTH) -> Iterator[list[Row]]:
@@ -366,7 +368,7 @@ def child_import(url: str, path: str) -> None:
     engine = db.open_engine(url, create=False)
     before = proc_status_kb("VmRSS")
     started = time.perf_counter()
-    tally = import_file(engine, Path(path), clock=lambda: IMPORT_AT)
+    tally = import_file(engine, Path(path), clock=lambda: IMPORT_AT, actor="bench")
     elapsed = time.perf_counter() - started
     engine.dispose()
     print(json.dumps({"seconds": elapsed, "rss_before_kb": before, "peak_rss_kb": proc_status_kb("VmHWM"),

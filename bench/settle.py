@@ -208,7 +208,7 @@ def build_settle_template(backend: Backend, brokers: int, seed: int) -> tuple[st
         registry_s = time.perf_counter() - started
         rows = (RawRow(line, bench_http.fill_object(row), "")
                 for line, row in enumerate((r for chunk in generate(world, total, seed) for r in chunk), 2))
-        imported = import_rows(engine, rows, source="bench-settle", clock=lambda: IMPORT_AT)
+        imported = import_rows(engine, rows, source="bench-settle", clock=lambda: IMPORT_AT, actor="bench")
         assert imported.accepted == total and not imported.rejected, imported
         closed = close_month(engine, MONTH, now=CLOSE_AT)
         assert len(closed.statements) == brokers, (len(closed.statements), brokers)

@@ -241,10 +241,10 @@ def prepare(url: str, users: int) -> list[tuple[str, KeyPair]]:
     try:
         with engine.begin() as connection:
             settings_versions.import_first_version(connection, ProgramConfig(), "defaults", "bench", SINCE)
-            registry.enroll_broker(connection, BROKER, "acct-ccxt", "ccxt", "exchange_aggregator", SINCE)
-            registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, SINCE, SINCE)
+            registry.enroll_broker(connection, BROKER, "acct-ccxt", "ccxt", "exchange_aggregator", SINCE, actor="bench")
+            registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, SINCE, SINCE, actor="bench")
             now = datetime.now(UTC)
-            return [(f"bench-{n:02d}", create_user_key(connection, VenueConfig(), f"bench-{n:02d}", now))
+            return [(f"bench-{n:02d}", create_user_key(connection, VenueConfig(), f"bench-{n:02d}", now, actor="bench"))
                     for n in range(users)]
     finally:
         engine.dispose()

@@ -24,9 +24,11 @@ umask 077
   printf 'admin     %s\n' "$admin"
   for person in alice:approver bob:approver olga:operator vera:viewer; do
     name=${person%%:*} role=${person#*:}
-    printf '%-9s %s\n' "$name" \
-      "$("$bkr" operator add "$name" --role "$role" --json --key "$admin" --db "$db" | field token)"
+    token=$("$bkr" operator add "$name" --role "$role" --json --key "$admin" --db "$db" | field token)
+    [ "$name" = olga ] && olga=$token
+    printf '%-9s %s\n' "$name" "$token"
   done
-  printf 'broker    %s\n' "$("$bkr" broker key create 1400 --json --db "$db" | field secret)"
+  # broker 1400's key is made by olga, the operator: the audit trail names her
+  printf 'broker    %s\n' "$("$bkr" broker key create 1400 --json --key "$olga" --db "$db" | field secret)"
 } >"$file"
 cat "$file"

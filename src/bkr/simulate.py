@@ -622,9 +622,11 @@ class Registration:
                 "rates": self.rates, "users": self.users, "kept": self.kept}
 
 
-def register_simulated_registry(connection: Connection, reg: SimRegistry, now: datetime) -> Registration:
+def register_simulated_registry(connection: Connection, reg: SimRegistry, now: datetime, *,
+                                actor: str) -> Registration:
     """Record the simulated brokers (with their status history), affiliates, referral codes with
-    their rates, and registered users, within the caller's transaction. Idempotent: a broker,
+    their rates, and registered users, within the caller's transaction, as `actor` on the audit
+    trail. Idempotent: a broker,
     affiliate or user that exists is kept, a status already in force at a planned change is not
     changed again, and a planned change the recorded history does not allow is skipped (listed
     in `kept`), so registering the same or the next month again never fails."""
@@ -634,7 +636,7 @@ def register_simulated_registry(connection: Connection, reg: SimRegistry, now: d
             view = registry.get_broker(connection, broker.broker_id, now)
         except NotFound:
             registry.enroll_broker(connection, broker.broker_id, broker.account_id, broker.name,
-                                   broker.broker_type.value, now)
+                                   broker.broker_type.value, now, actor=actor)
             done.brokers += 1
             view = registry.get_broker(connection, broker.broker_id, now)
         timeline = view.timeline
@@ -647,12 +649,13 @@ def register_simulated_registry(connection: Connection, reg: SimRegistry, now: d
             except Conflict as error:
                 done.kept.append(f"broker {broker.broker_id}: {error}")
                 continue
-            registry.change_broker_status(connection, broker.broker_id, change.status, change.effective_at, now)
+            registry.change_broker_status(connection, broker.broker_id, change.status, change.effective_at, now,
+                                          actor=actor)
             done.status_changes += 1
     enrolled = {account for account, _, _ in registry.list_affiliates(connection)}
     for affiliate in reg.affiliates:
         if affiliate.account_id not in enrolled:
-            registry.enroll_affiliate(connection, affiliate.account_id, affiliate.name, now)
+            registry.enroll_affiliate(connection, affiliate.account_id, affiliate.name, now, actor=actor)
             done.affiliates += 1
     for code in reg.codes:
         for rate in code.rates:
@@ -660,7 +663,8 @@ def register_simulated_registry(connection: Connection, reg: SimRegistry, now: d
             if any(c.effective_from == rate.effective_from for c in recorded.changes):
                 continue  # recorded already (a different rate at that moment is the operator's)
             registry.set_referral_rate(connection, code.affiliate_account_id, code.code, rate.rate,
-                                       rate.effective_from, now)
+                                       rate.effective_from, now, actor=actor)
             done.rates += 1
-    done.users = registry.add_users(connection, ((u.user_id, u.referral_code) for u in reg.registered_users), now)
+    done.users = registry.add_users(connection, ((u.user_id, u.referral_code) for u in reg.registered_users), now,
+                                    actor=actor)
     return done

@@ -60,9 +60,9 @@ class Api:
         since = active_since or datetime(2026, 1, 1, tzinfo=UTC)
         with self.engine.begin() as connection:
             registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"Broker {broker_id}",
-                                   "trading_bot", since)
-            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, since, since)
-            return keys.create_broker_key(connection, broker_id, self.clock())
+                                   "trading_bot", since, actor="ops")
+            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, since, since, actor="ops")
+            return keys.create_broker_key(connection, broker_id, self.clock(), actor="ops")
 
     def signed_get(self, pair: KeyPair, path: str, instruction: str, params: dict[str, Any] | None = None,
                    *, window: int = 5_000, timestamp: int | None = None) -> httpx.Response:

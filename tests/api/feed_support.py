@@ -44,7 +44,7 @@ def post_fills(client: TestClient | httpx.Client, headers: Mapping[str, str], it
 
 def register_users(engine: Engine, users: Iterable[str], now: Any) -> None:
     with engine.begin() as connection:
-        registry.add_users(connection, [(user, None) for user in users], now)
+        registry.add_users(connection, [(user, None) for user in users], now, actor="ops")
 
 
 def stored_aggregates(engine: Engine) -> list[Row[Any]]:
@@ -71,7 +71,7 @@ def closed_october(api: Api, operator: dict[str, str] | None = None) -> dict[str
     operator with the `operator` role); the closing key's headers."""
     api.broker(1400)
     with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
+        registry.add_users(connection, [("alice", None)], api.clock(), actor="ops")
     operator = operator or api.operator_key()
     assert api.client.post("/v1/fills", json=[fill("f-1", fee="12.5")], headers=operator).status_code == 200
     api.clock.set(datetime(2026, 11, 2, tzinfo=UTC))

@@ -32,7 +32,7 @@ def fill(fill_id: str, *, user: str = "alice", fee: str = "10", quantity: str = 
 
 def ingest(api: Api, *rows: dict[str, Any], source: str = "feed.ndjson") -> None:
     import_rows(api.engine, [json_record(line, row) for line, row in enumerate(rows, start=1)],
-                source=source, clock=api.clock)
+                source=source, clock=api.clock, actor="ops")
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -291,7 +291,7 @@ def test_rejected_rows_and_conflicts_are_listed_page_by_page_with_the_waiting_fi
         api: Api, op: dict[str, str]) -> None:
     api.broker(BROKER)
     with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
+        registry.add_users(connection, [("alice", None)], api.clock(), actor="ops")
     ingest(api, fill("f-1"), fill("f-2", price="abc"), fill("f-3", quantity="-1"),
            fill("f-4", fee_symbol="BTC"), fill("f-5", user="zed"))
     ingest(api, fill("f-1", fee="11"), source="late.ndjson")
@@ -338,7 +338,7 @@ def september(api: Api) -> Api:
     tier BKR 0 at 20%, payout 2.0246912, paid 2.02."""
     api.broker(BROKER)
     with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
+        registry.add_users(connection, [("alice", None)], api.clock(), actor="ops")
     ingest(api, fill("f-1"), fill("f-2", fee="0.123456", at="2026-09-30T23:59:59Z"))
     return api
 
@@ -383,7 +383,7 @@ def test_the_month_in_progress_previews_as_a_projection_of_what_it_would_issue_n
         api: Api, op: dict[str, str]) -> None:
     api.broker(BROKER)
     with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
+        registry.add_users(connection, [("alice", None)], api.clock(), actor="ops")
     ingest(api, fill("f-1", at="2026-10-02T00:00:00Z"), fill("f-2", fee="0.5", at="2026-10-14T00:00:00Z"))
 
     preview = ok(api.client.post("/v1/admin/periods/2026-10/preview", headers=op))

@@ -53,7 +53,7 @@ def fill(fill_id: str, at: str, *, user: str = "alice", broker: int | None = BRO
 
 def ingest(api: Api, rows: Iterable[Mapping[str, Any]]) -> None:
     raw = [RawRow(number, dict(row), json.dumps(row)) for number, row in enumerate(rows, start=1)]
-    tally = import_rows(api.engine, raw, source="test", clock=api.clock)
+    tally = import_rows(api.engine, raw, source="test", clock=api.clock, actor="ops")
     assert (tally.accepted, tally.rejected, tally.conflicts) == (len(raw), 0, 0)
 
 
@@ -61,9 +61,9 @@ def register_users(api: Api) -> None:
     """alice and bob without a referral code; carol with a 40% affiliate code."""
     since = datetime(2026, 1, 1, tzinfo=UTC)
     with api.engine.begin() as connection:
-        registry.enroll_affiliate(connection, "aff-1", "Affiliate", since)
-        registry.set_referral_rate(connection, "aff-1", "FRIENDS", AFFILIATE_RATE, since, since)
-        registry.add_users(connection, [("alice", None), ("bob", None), ("carol", "FRIENDS")], since)
+        registry.enroll_affiliate(connection, "aff-1", "Affiliate", since, actor="ops")
+        registry.set_referral_rate(connection, "aff-1", "FRIENDS", AFFILIATE_RATE, since, since, actor="ops")
+        registry.add_users(connection, [("alice", None), ("bob", None), ("carol", "FRIENDS")], since, actor="ops")
 
 
 def expected(rows: Iterable[Mapping[str, Any]], broker_rate: Decimal) -> dict[str, Decimal]:
@@ -509,9 +509,9 @@ def test_orders_carrying_the_id_before_activation_or_while_suspended_are_counted
     register_users(api)
     with api.engine.begin() as connection:
         registry.change_broker_status(connection, BROKER, BrokerStatus.SUSPENDED,
-                                      datetime(2026, 10, 8, tzinfo=UTC), api.clock())
+                                      datetime(2026, 10, 8, tzinfo=UTC), api.clock(), actor="ops")
         registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE,
-                                      datetime(2026, 10, 10, tzinfo=UTC), api.clock())
+                                      datetime(2026, 10, 10, tzinfo=UTC), api.clock(), actor="ops")
     ingest(api, [
         fill("p1", "2026-10-02T12:00:00Z", order_id="early"),  # before activation: one order, two fills
         fill("p2", "2026-10-02T12:00:01Z", order_id="early"),

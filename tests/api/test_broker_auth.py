@@ -100,7 +100,8 @@ def test_an_unknown_key_is_refused(api: Api) -> None:
 def test_the_key_of_a_broker_no_longer_active_is_refused(api: Api, status: BrokerStatus) -> None:
     pair = api.broker(BROKER)
     with api.engine.begin() as connection:
-        registry.change_broker_status(connection, BROKER, status, api.clock() - timedelta(hours=1), api.clock())
+        registry.change_broker_status(connection, BROKER, status, api.clock() - timedelta(hours=1), api.clock(),
+                                      actor="ops")
 
     response = api.signed_get(pair, SUMMARY, "brokerSummaryQuery")
 
@@ -111,9 +112,9 @@ def test_the_key_of_a_reactivated_broker_works_again(api: Api) -> None:
     pair = api.broker(BROKER)
     with api.engine.begin() as connection:
         registry.change_broker_status(connection, BROKER, BrokerStatus.SUSPENDED, api.clock() - timedelta(hours=2),
-                                      api.clock())
+                                      api.clock(), actor="ops")
         registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, api.clock() - timedelta(hours=1),
-                                      api.clock())
+                                      api.clock(), actor="ops")
 
     assert api.signed_get(pair, SUMMARY, "brokerSummaryQuery").status_code == 200
 

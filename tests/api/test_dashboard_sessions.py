@@ -14,7 +14,7 @@ from feed_support import closed_october, fill
 from bkr.api.dashboard import session as sessions
 from bkr.domain.errors import InvalidInput
 from bkr.domain.registry import BrokerStatus
-from bkr.program import keys, registry
+from bkr.program import audit, keys, registry
 from bkr.settings import load_service_settings
 
 
@@ -85,6 +85,10 @@ def test_a_post_without_the_session_token_is_refused(api: Api) -> None:
     assert (done.status_code, done.headers["location"]) == (303, "/dashboard/brokers/1400")
     with api.engine.connect() as connection:
         assert registry.get_broker(connection, 1400, api.clock()).status is BrokerStatus.SUSPENDED
+        changes = audit.entries(connection, audit.AuditQuery(action="broker.status", actor=api.made[-1]))
+    # the signed-in operator's, as an API call with its key would be
+    assert [(e.subject, e.before, e.after) for e in changes] == [
+        ("broker 1400", {"status": "active"}, {"status": "suspended", "effective_at": "2026-10-15T12:00:00+00:00"})]
 
 
 def test_the_sign_in_form_needs_its_token_too(api: Api) -> None:
@@ -133,14 +137,14 @@ def test_revoking_a_key_or_suspending_a_broker_ends_its_sessions(api: Api) -> No
     _sign_in(api.client, pair.secret)
     assert api.client.get("/dashboard/brokers/1400").status_code == 200
     with api.engine.begin() as connection:
-        registry.change_broker_status(connection, 1400, BrokerStatus.SUSPENDED, api.clock(), api.clock())
+        registry.change_broker_status(connection, 1400, BrokerStatus.SUSPENDED, api.clock(), api.clock(), actor="ops")
     suspended = api.client.get("/dashboard/brokers/1400")
     assert suspended.status_code == 403 and "suspended" in suspended.text
     with TestClient(api.client.app) as operator:
         token = _operator_token(api)
         _sign_in(operator, token)
         with api.engine.begin() as connection:
-            keys.revoke_key(connection, token.removeprefix(keys.TOKEN_PREFIX).split("_")[0], api.clock())
+            keys.revoke_key(connection, token.removeprefix(keys.TOKEN_PREFIX).split("_")[0], api.clock(), actor="ops")
         assert operator.get("/dashboard/program").status_code == 401
 
 

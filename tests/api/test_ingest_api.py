@@ -46,16 +46,17 @@ def _reference(sqlite_template: Path, tmp_path: Path) -> Engine:
     engine = reference_engine(sqlite_template, tmp_path)
     use_program(engine)
     with engine.begin() as connection:
-        registry.enroll_broker(connection, BROKER, f"acct-{BROKER}", f"Broker {BROKER}", "trading_bot", ACTIVE_SINCE)
-        registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, ACTIVE_SINCE, ACTIVE_SINCE)
-        registry.add_users(connection, [("alice", None), ("bob", None)], ACTIVE_SINCE)
+        registry.enroll_broker(connection, BROKER, f"acct-{BROKER}", f"Broker {BROKER}", "trading_bot", ACTIVE_SINCE,
+                               actor="ops")
+        registry.change_broker_status(connection, BROKER, BrokerStatus.ACTIVE, ACTIVE_SINCE, ACTIVE_SINCE, actor="ops")
+        registry.add_users(connection, [("alice", None), ("bob", None)], ACTIVE_SINCE, actor="ops")
     return engine
 
 
 def _import(engine: Engine, items: list[Any]) -> Tally:
     """The same items through the file import (one batch), for comparison."""
     return import_rows(engine, ndjson_rows(ndjson(items).splitlines()), source="batch.ndjson",
-                       clock=lambda: datetime(2026, 10, 20, tzinfo=UTC))
+                       clock=lambda: datetime(2026, 10, 20, tzinfo=UTC), actor="ops")
 
 
 def _counts(body: dict[str, Any]) -> dict[str, int]:

@@ -93,14 +93,14 @@ def seed(url: str, clock: MovableClock) -> tuple[dict[str, str], KeyPair]:
     with engine.begin() as connection:
         for broker_id in (BROKER, OTHER_BROKER):
             registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"Broker {broker_id}", "trading_bot",
-                                   since)
-            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, since, since)
-        registry.enroll_affiliate(connection, AFFILIATE, "Affiliate One", since)
-        registry.set_referral_rate(connection, AFFILIATE, CODE, Decimal("0.10"), since, since)
-        registry.add_users(connection, [("alice", CODE), ("bob", None)], since)
+                                   since, actor="ops")
+            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, since, since, actor="ops")
+        registry.enroll_affiliate(connection, AFFILIATE, "Affiliate One", since, actor="ops")
+        registry.set_referral_rate(connection, AFFILIATE, CODE, Decimal("0.10"), since, since, actor="ops")
+        registry.add_users(connection, [("alice", CODE), ("bob", None)], since, actor="ops")
         operator = operators.add_operator(connection, "olga", Role.ADMIN, now, created_by=None)
-        pair = keys.create_broker_key(connection, BROKER, now)
-        keys.create_broker_key(connection, OTHER_BROKER, now)
+        pair = keys.create_broker_key(connection, BROKER, now, actor="ops")
+        keys.create_broker_key(connection, OTHER_BROKER, now, actor="ops")
     fills = [
         _fill("f-1", "2026-09-03T10:00:00Z"),
         _fill("f-2", "2026-09-20T15:30:00Z", user="bob", market="PERP"),
@@ -111,7 +111,7 @@ def seed(url: str, clock: MovableClock) -> tuple[dict[str, str], KeyPair]:
         {**_fill("f-7", "2026-10-07T11:00:00Z"), "price": "not a number"},  # rejected
     ]
     rows = [parse_json_record(index, json.dumps(fill)) for index, fill in enumerate(fills, start=1)]
-    import_rows(engine, rows, source="seed", clock=clock)
+    import_rows(engine, rows, source="seed", clock=clock, actor="ops")
     close_month(engine, CLOSED, now=now)
     engine.dispose()
     return {"Authorization": f"Bearer {operator.token}"}, pair

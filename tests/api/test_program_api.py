@@ -120,7 +120,7 @@ def test_a_usd_rate_change_into_a_month_that_holds_fills_is_refused(api: Api) ->
 def test_a_close_names_the_version_in_force_for_its_month(api: Api) -> None:
     api.broker(1400)
     with api.engine.begin() as connection:
-        registry.add_users(connection, [("alice", None)], api.clock())
+        registry.add_users(connection, [("alice", None)], api.clock(), actor="ops")
     operator = api.operator_key()
     assert apply(api, operator, "2026-10", {"program": {"cap": "0.15"}}).status_code == 201
     assert api.client.post("/v1/fills", json=[fill("f-1", fee="10")], headers=operator).status_code == 200

@@ -33,7 +33,7 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Program]:
     token = json.loads(_bkr("operator", "add", "root", "--role", "admin", "--json", "--db", url))["token"]
     brokers = {}
     for broker_id in (BROKER, OTHER_BROKER):
-        created = json.loads(_bkr("broker", "key", "create", str(broker_id), "--json", "--db", url))
+        created = json.loads(_bkr("broker", "key", "create", str(broker_id), "--json", "--key", token, "--db", url))
         brokers[broker_id] = KeyPair(created["api_key"], created["secret"])
     port = free_port()
     log = directory / "serve.log"

@@ -64,11 +64,14 @@ def guide_blocks() -> tuple[list[str], list[Snippet], list[str]]:
     return bash, snippets, toml
 
 
-def run_operator_setup(world: VenueWorld, script: str) -> None:
-    """Every line of the operator's block but `bkr serve`: `bkr ARGS [> FILE]`."""
+def run_operator_setup(world: VenueWorld, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line of the operator's block but `bkr serve`: first the operator's key, exported, then
+    `bkr ARGS [> FILE]`."""
     lines = [line for line in script.splitlines() if line.strip()]
     assert lines[-1].startswith("bkr serve "), "the operator's block ends by serving the sandbox"
-    for line in lines[:-1]:
+    assert lines[0].startswith("export BKR_OPERATOR_KEY="), "the operator's block starts with its key"
+    monkeypatch.setenv("BKR_OPERATOR_KEY", world.operator_key)  # an operator's, as the guide says
+    for line in lines[1:-1]:
         command, _, target = line.partition(" > ")
         words = shlex.split(command)
         assert words[0] == "bkr", f"not a bkr command: {line!r}"
@@ -135,7 +138,7 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
 
     with venue_world(tmp_path) as world:
         monkeypatch.setenv("BKR_DATABASE_URL", world.db_url)  # as the operator's shell would have it
-        run_operator_setup(world, bash[0])
+        run_operator_setup(world, bash[0], monkeypatch)
         sandbox = world.serve()
         env = guide_environment(world, sandbox.base)
 
@@ -155,9 +158,8 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
         # program version from this month, which the running server applies from its next order.
         strict = world.directory / "strict.toml"
         strict.write_text(toml[0])
-        admin = json.loads(run_bkr("operator", "add", "root", "--role", "admin", "--json", "--db", world.db_url))
         run_bkr("program", "apply", str(strict), "--from", str(Month.of(datetime.now(UTC))), "--reason",
-                "reject orders whose X-Broker-Id is not an active broker", "--key", admin["token"])
+                "reject orders whose X-Broker-Id is not an active broker", "--key", world.admin_key)
         assert run_snippet(forgotten_id, env, monkeypatch) == forgotten_id.outputs[1]
         assert world.broker_ids_seen()["1400"]["rejected"] == 1
         # … and the refused order left the broker's figures as they were.

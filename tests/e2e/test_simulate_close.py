@@ -205,6 +205,8 @@ def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: 
     assert again["registered"] == {"brokers": 0, "status_changes": 0, "affiliates": 0, "rates": 0, "users": 0,
                                    "kept": []}
     assert summary["registered"]["brokers"] == 14 and summary["registered"]["users"] > 0
+    registered = _json(bkr("audit", "--action", "broker.add", "--db", db_url, "--json"))["entries"]
+    assert len(registered) == 14 and {e["actor"] for e in registered} == {"root"}  # the key's operator
 
     registry = plan_simulation(Month.parse(MONTH), FILLS, SEED).registry
     expected = expected_from_file(fills_file, registry)
@@ -259,10 +261,11 @@ def test_a_simulated_month_closes_to_the_independently_computed_statements(bkr: 
     assert _json(bkr("close", "--month", MONTH, "--db", db_url, "--json"))["statements"] == closed["statements"]
     assert _json(bkr("fills", "import", str(fills_file), "--db", db_url, "--json"))["accepted"] == 0
 
-    # the waiting fills are paid once their users are known: next month, at this month's tier
+    # the waiting fills are paid once their users are known: next month, at this month's tier. Their
+    # month is closed, so the registration is declared retroactive, with a reason
     for user in registry.unregistered_users:
-        added = bkr("user", "add", "--id", user.user_id, "--db", db_url,
-                    *(("--referral-code", user.referral_code) if user.referral_code else ()))
+        added = bkr("user", "add", "--id", user.user_id, "--retroactive", "--reason", "registered after the close",
+                    "--db", db_url, *(("--referral-code", user.referral_code) if user.referral_code else ()))
         assert added.code == 0, added.err
     adjusted = _json(bkr("close", "--month", NEXT_MONTH, "--db", db_url, "--json"))
     codes = {user.user_id: user.referral_code for user in registry.users}
@@ -294,3 +297,8 @@ def test_demo_loads_an_empty_database_once_and_then_only_prints(bkr: Any, db_url
     assert second.code == 0, second.err
     assert "imported" not in second.err
     assert second.out == first.out
+    # without a key, the demo's generated world is bkr's own: every entry is system's
+    trail = _json(bkr("audit", "--db", db_url, "--json", "--limit", "10000"))["entries"]
+    assert {e["actor"] for e in trail} == {"system"}
+    assert [e["after"]["file"] for e in trail if e["action"] == "fills.import"] == [
+        f"fills-{previous}.csv", f"fills-{previous.next()}.csv"]

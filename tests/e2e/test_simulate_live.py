@@ -56,7 +56,7 @@ def test_live_simulation_trades_on_the_venue_and_the_program_counts_each_brokers
         world.active_broker(ACTIVE)
         world.active_broker(OTHER_ACTIVE)
         run_bkr("broker", "add", "--id", str(PENDING), "--account", "biz-pending", "--name", "Pending",
-                "--type", "trading_bot", "--db", world.db_url)
+                "--type", "trading_bot", "--key", world.operator_key, "--db", world.db_url)
         server = world.serve()
 
         started = time.monotonic()

@@ -90,22 +90,26 @@ def handed_out(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     def run(*args: str) -> str:
         return run_bkr(*args, "--db", db_url)
 
-    for broker_id in BROKERS:
-        run("broker", "add", "--id", str(broker_id), "--account", f"acct-{broker_id}", "--name", f"Broker {broker_id}",
-            "--type", "trading_bot")
-        run("broker", "activate", str(broker_id), "--at", "2024-01-01T00:00:00Z")
-    run("affiliate", "add", "--account", "acct-aff", "--name", "Affiliate")
-    run("referral", "add", "--affiliate", "acct-aff", "--code", "BOB-CODE", "--rate", "0.15", "--from", "2024-01-01")
-    run("user", "add", "--id", "alice")
-    run("user", "add", "--id", "bob", "--referral-code", "BOB-CODE")
-    (directory / "may.csv").write_text(FILLS)
-    run("fills", "import", str(directory / "may.csv"))
     admin = run("operator", "add", "root", "--role", "admin").strip()  # the first admin: no key needed
-    run("close", "--month", "2024-05", "--key", admin)
+
+    def change(*args: str) -> str:
+        return run(*args, "--key", admin)
+
+    for broker_id in BROKERS:
+        change("broker", "add", "--id", str(broker_id), "--account", f"acct-{broker_id}", "--name",
+               f"Broker {broker_id}", "--type", "trading_bot")
+        change("broker", "activate", str(broker_id), "--at", "2024-01-01T00:00:00Z")
+    change("affiliate", "add", "--account", "acct-aff", "--name", "Affiliate")
+    change("referral", "add", "--affiliate", "acct-aff", "--code", "BOB-CODE", "--rate", "0.15", "--from", "2024-01-01")
+    change("user", "add", "--id", "alice")
+    change("user", "add", "--id", "bob", "--referral-code", "BOB-CODE")
+    (directory / "may.csv").write_text(FILLS)
+    change("fills", "import", str(directory / "may.csv"))
+    change("close", "--month", "2024-05")
     (directory / "later.csv").write_text(LATER_FILLS)
-    run("fills", "import", str(directory / "later.csv"))
-    run("close", "--month", "2024-06", "--key", admin)
-    run("close", "--month", "2024-07", "--key", admin)
+    change("fills", "import", str(directory / "later.csv"))
+    change("close", "--month", "2024-06")
+    change("close", "--month", "2024-07")
     run("statement-key", "create", "--out", str(directory / "statement.key"))
     config = directory / "bkr.toml"  # the operator's config names the key file (relative to itself)
     config.write_text('[statements]\nsigning_key_file = "statement.key"\n')

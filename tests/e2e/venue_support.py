@@ -3,7 +3,8 @@
 (optionally with a config file), and the broker API's figures read over HTTP with the broker's key.
 
 The setup runs the command line in-process (`bkr.cli.run`): the same commands an operator types,
-without paying the interpreter's start-up for each. Only the server is a separate process, so
+without paying the interpreter's start-up for each, with the keys of its first admin (`root`) and
+of an operator (`olga`), who makes the registry's changes. Only the server is a separate process, so
 every client request crosses a real socket to a real uvicorn.
 """
 
@@ -55,23 +56,31 @@ class VenueWorld:
     db_url: str = ""
     servers: list[BkrServer] = field(default_factory=list)
     broker_keys: dict[int, Key] = field(default_factory=dict)
+    admin_key: str = ""  # root's, the first admin's
+    operator_key: str = ""  # olga's, an operator's: the registry's changes are hers
 
     def __post_init__(self) -> None:
         self.db_url = f"sqlite:///{self.directory / 'venue.db'}"
         run_bkr("db", "upgrade", "--db", self.db_url)
+        self.admin_key = json.loads(run_bkr("operator", "add", "root", "--role", "admin", "--json",
+                                            "--db", self.db_url))["token"]
+        self.operator_key = json.loads(run_bkr("operator", "add", "olga", "--role", "operator", "--json",
+                                               "--key", self.admin_key, "--db", self.db_url))["token"]
 
     def active_broker(self, broker_id: int) -> Key:
         """Enroll `broker_id`, activate it from now, and give it a key for bkr's broker API."""
+        as_olga = ("--key", self.operator_key, "--db", self.db_url)
         run_bkr("broker", "add", "--id", str(broker_id), "--account", f"biz-{broker_id}", "--name",
-                f"Broker {broker_id}", "--type", "exchange_aggregator", "--db", self.db_url)
-        run_bkr("broker", "activate", str(broker_id), "--db", self.db_url)
-        created = json.loads(run_bkr("broker", "key", "create", str(broker_id), "--json", "--db", self.db_url))
+                f"Broker {broker_id}", "--type", "exchange_aggregator", *as_olga)
+        run_bkr("broker", "activate", str(broker_id), *as_olga)
+        created = json.loads(run_bkr("broker", "key", "create", str(broker_id), "--json", *as_olga))
         self.broker_keys[broker_id] = Key(created["api_key"], created["secret"])
         return self.broker_keys[broker_id]
 
     def user(self, user_id: str) -> Key:
         """A trading user with an account holding the configured play money, and its API key."""
-        created = json.loads(run_bkr("user", "key", "create", user_id, "--json", "--db", self.db_url))
+        created = json.loads(run_bkr("user", "key", "create", user_id, "--json", "--key", self.operator_key,
+                                     "--db", self.db_url))
         assert created["user_id"] == user_id
         return Key(created["api_key"], created["secret"])
 

@@ -134,7 +134,7 @@ def import_rows(engine: Engine, path: Path, rows: Sequence[Mapping[str, Any]], *
                 config: ProgramConfig | None = None, batch_size: int = 5_000) -> Tally:
     """Write rows to `path` and import that file (under `config`, if given)."""
     use_program(engine, config)
-    return import_file(engine, write_fills(path, rows), clock=clock, batch_size=batch_size)
+    return import_file(engine, write_fills(path, rows), clock=clock, actor="ops", batch_size=batch_size)
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Which stored fills are broker volume, and how a registry change recorded in the past (an
-activation, a referral rate, a user who arrives late) re-attributes the fills of open months."""
+activation, a referral rate, a user who arrives late) re-attributes the fills of open months.
+The commands run as an operator (BKR_OPERATOR_KEY), as an operator's shell would."""
 
 import json
 from pathlib import Path
@@ -23,6 +24,11 @@ from sqlalchemy import Engine
 
 from bkr.domain.registry import BrokerStatus
 from bkr.store.tables import fills
+
+
+@pytest.fixture(autouse=True)
+def operator(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BKR_OPERATOR_KEY", operator_key(engine, "operator", "ops"))
 
 
 def figures(statement: dict[str, Any]) -> tuple[str, str, str]:
@@ -111,16 +117,21 @@ def test_a_referral_rate_recorded_in_the_past_reprices_the_fills_of_open_months(
     assert figures(preview(engine, MAY)[1400]) == ("200", "200", "40")
 
     ok(bkr("referral", "add", "--affiliate", "acct-aff", "--code", "ALICE-CODE", "--rate", "0.35",
-           "--from", "2024-04-01T00:00:00Z", "--db", db_url))
+           "--from", "2024-04-01T00:00:00Z", "--retroactive", "--reason", "the rate agreed in March", "--db", db_url))
     ok(bkr("referral", "add", "--affiliate", "acct-aff", "--code", "ALICE-CODE", "--rate", "0.1",
            "--from", "2024-05-01T00:00:00Z", "--db", db_url))
     ok(bkr("referral", "add", "--affiliate", "acct-aff", "--code", "ALICE-CODE", "--rate", "0.35",
            "--from", "2024-05-15T00:00:00Z", "--db", db_url))
 
     may = preview(engine, MAY)[1400]
-    assert [(line["affiliate_rate"], line["effective_rate"], line["payout_exact"]) for line in may["lines"]] == [
-        ("0.1", "0.2", "20"),  # before the 15th: min(20%, 50% − 10%)
-        ("0.35", "0.15", "15"),  # from the 15th: min(20%, 50% − 35%)
+    assert [(line["kind"], line["fill_month"], line["affiliate_rate"], line["effective_rate"], line["payout_exact"])
+            for line in may["lines"]] == [
+        ("regular", "2024-05", "0.1", "0.2", "20"),  # before the 15th: min(20%, 50% − 10%)
+        ("regular", "2024-05", "0.35", "0.15", "15"),  # from the 15th: min(20%, 50% − 35%)
+        # the first change reached closed April, declared retroactive: April's fill is taken back at the
+        # rate April paid (BKR 0, min(20%, 50% − 10%)) and paid again at 35% (min(20%, 50% − 35%))
+        ("retroactive", "2024-04", "0.1", "0.2", "-20"),
+        ("retroactive", "2024-04", "0.35", "0.15", "15"),
     ]
     assert close(engine, MAY.previous()) == april  # a closed month keeps its statement
 
@@ -196,7 +207,8 @@ def test_a_user_added_after_the_month_closed_is_paid_next_month_at_the_closed_mo
     assert (closed["statements"][0]["tier"], closed["statements"][0]["payout"]) == ("BKR 1", "150.00")
     statement = ok(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url)).out
 
-    ok(bkr("user", "add", "--id", "zed", "--referral-code", "ZED-CODE", "--db", db_url))
+    ok(bkr("user", "add", "--id", "zed", "--referral-code", "ZED-CODE", "--retroactive", "--reason",
+           "signed up in May, registered late", "--db", db_url))
 
     june = close(engine, JUNE)[1400]
     assert (june["api_volume"], june["tier"]) == ("0", "BKR 0")  # an adjustment is not June's volume

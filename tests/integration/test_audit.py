@@ -175,10 +175,17 @@ def test_a_month_from_its_settings_to_its_payment_is_on_the_trail_by_whom(engine
         trail = [(e.actor, e.action, e.subject) for e in audit.entries(connection, audit.AuditQuery())]
         head, problems = audit.verify(connection)
         settled = audit.entries(connection, audit.AuditQuery(action="statement.settle"))
+
+    def first_key(name: str, token: str) -> list[tuple[str, str, str]]:
+        """An operator added without a key: by itself, then its first key (its id is the token's second part)."""
+        return [(name, "operator.add", f"operator {name}"),
+                (name, "key.create", f"key {token.removeprefix('bkr_op_').split('_')[0]}")]
+
     assert trail == [
         ("system", "program.import", "program version 1"),
-        ("olga", "operator.add", "operator olga"), ("carol", "operator.add", "operator carol"),
-        ("alice", "operator.add", "operator alice"), ("bob", "operator.add", "operator bob"),
+        ("ops", "broker.add", "broker 1400"), ("ops", "broker.status", "broker 1400"),
+        ("ops", "user.add", "user alice-user"), ("ops", "fills.import", "import 1"),
+        *first_key("olga", olga), *first_key("carol", carol), *first_key("alice", alice), *first_key("bob", bob),
         ("olga", "program.apply", "program version 2"),
         ("carol", "month.close", "2024-05"),
         ("alice", "statement.approve", "broker 1400 2024-05"),

@@ -24,6 +24,15 @@ HOSTILE_TEXT = {"escape": "a\x1b[31mred", "newline": "a\nb", "tab": "a\tb", "DEL
                 "257 characters": "x" * 257}
 
 
+@pytest.fixture(autouse=True)
+def operator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test on a database runs its commands as an operator (BKR_OPERATOR_KEY), so that what they
+    refuse is the input and not the missing key."""
+    if "db_url" in request.fixturenames:
+        engine = request.getfixturevalue("engine")
+        monkeypatch.setenv("BKR_OPERATOR_KEY", operator_key(engine, "operator", "ops"))
+
+
 def refused(result: Any) -> str:
     """The one line a refusal prints, once it is checked to be one line and status 1."""
     lines = result.err.splitlines()

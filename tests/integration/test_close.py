@@ -147,7 +147,8 @@ def test_a_dry_run_of_the_month_in_progress_is_its_projection_and_writes_nothing
     add_broker(engine)
     add_users(engine, "alice")
     path = write_fills(tmp_path / "now.csv", [fill("f-1", at=f"{month}-01T00:00:00Z", fee="2.5")])
-    assert bkr("fills", "import", str(path), "--db", db_url).code == 0  # on today's clock
+    assert bkr("fills", "import", str(path), "--db", db_url,
+               "--key", operator_key(engine, "operator")).code == 0  # on today's clock
 
     dry = json.loads(close_json(bkr, db_url, str(month), "--dry-run").out)
 

@@ -73,12 +73,12 @@ def test_of_two_concurrent_enrollments_of_one_account_exactly_one_wins(engines: 
 
         def enroll_broker(account: str = account, broker_id: int = 1000 + round_number) -> str:
             with as_broker.begin() as connection:
-                registry.enroll_broker(connection, broker_id, account, "ccxt", "exchange_aggregator", NOW)
+                registry.enroll_broker(connection, broker_id, account, "ccxt", "exchange_aggregator", NOW, actor="ops")
             return "broker"
 
         def enroll_affiliate(account: str = account.upper() if round_number % 2 else account) -> str:
             with as_affiliate.begin() as connection:  # every other round the same account in capitals
-                registry.enroll_affiliate(connection, account, "Crypto Weekly", NOW)
+                registry.enroll_affiliate(connection, account, "Crypto Weekly", NOW, actor="ops")
             return "affiliate"
 
         outcomes = run_together(enroll_broker, enroll_affiliate)
@@ -139,7 +139,7 @@ def test_a_fill_imported_while_its_month_closes_is_paid_exactly_once(engines: tu
             assert close_started.wait(timeout=30)
 
     def import_may() -> Tally:
-        return import_file(importer, path, clock=lambda: NOW, batch_size=10, on_batch=keep_importing)
+        return import_file(importer, path, clock=lambda: NOW, batch_size=10, on_batch=keep_importing, actor="ops")
 
     def close_may() -> CloseResult:
         assert five_batches_in.wait(timeout=30)

@@ -238,19 +238,20 @@ class Run:
 def _setup(engine: Engine, case: Case, key: StatementKey) -> None:
     with engine.begin() as connection:
         for broker in BROKERS:
-            registry.enroll_broker(connection, broker, f"acct-{broker}", f"Broker {broker}", "trading_bot", NOW)
+            registry.enroll_broker(connection, broker, f"acct-{broker}", f"Broker {broker}", "trading_bot", NOW,
+                                   actor="ops")
             registry.change_broker_status(connection, broker, BrokerStatus.ACTIVE,
-                                          parse_instant("2024-01-01T00:00:00Z"), NOW)
-        registry.enroll_affiliate(connection, "acct-aff", "Affiliate", NOW)
+                                          parse_instant("2024-01-01T00:00:00Z"), NOW, actor="ops")
+        registry.enroll_affiliate(connection, "acct-aff", "Affiliate", NOW, actor="ops")
         entries = []
         for user, rate in zip(USERS, case.referral_rates, strict=True):
             code = None
             if rate is not None:
                 code = f"code-{user}"
                 registry.set_referral_rate(connection, "acct-aff", code, rate, parse_instant("2024-01-01T00:00:00Z"),
-                                           NOW)
+                                           NOW, actor="ops")
             entries.append((user, code))
-        registry.add_users(connection, entries, NOW)
+        registry.add_users(connection, entries, NOW, actor="ops")
         publish_statement_key(connection, key, NOW)
 
 
@@ -265,7 +266,7 @@ def run_case(url: str, case: Case, key: StatementKey, context: Context, director
         try:
             _setup(engine, case, key)
             use_program(engine, config)
-            tally = import_file(engine, path, clock=clock)
+            tally = import_file(engine, path, clock=clock, actor="ops")
             closed = close_month(engine, MAY, now=NOW)  # never raises, whatever was accepted
             rendered = {}
             with engine.connect() as connection:

@@ -1,5 +1,6 @@
 """Importing fill files: each row's outcome with its line and reason, idempotent re-imports, and
-the same result from CSV, NDJSON and Parquet."""
+the same result from CSV, NDJSON and Parquet. `bkr fills import` runs as an operator
+(BKR_OPERATOR_KEY), as an operator's shell would."""
 
 import json
 from datetime import UTC, datetime
@@ -29,6 +30,11 @@ from bkr.program.importer import import_file
 from bkr.program.overview import has_fills
 from bkr.store.tables import fill_conflicts, fill_rejections, fills, imports, periods
 from program_support import use_program
+
+
+@pytest.fixture(autouse=True)
+def operator(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BKR_OPERATOR_KEY", operator_key(engine, "operator", "ops"))
 
 
 @pytest.fixture
@@ -243,7 +249,7 @@ def test_a_nul_character_in_a_csv_row_is_a_rejection_kept_visibly_on_both_databa
         "f\x001,o1,u1,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n"
         "f2,o1,u\x001,SOL_USDC,SPOT,Bid,1,1,0.01,USDC,true,2026-10-01T00:00:00Z,1400,true,User\n")
     use_program(engine)
-    tally = import_file(engine, path, clock=lambda: datetime(2026, 10, 2, tzinfo=UTC))
+    tally = import_file(engine, path, clock=lambda: datetime(2026, 10, 2, tzinfo=UTC), actor="ops")
     assert tally.counts() == {"accepted": 0, "duplicates": 0, "conflicts": 0, "rejected": 2}
     with engine.connect() as connection:
         rows = connection.execute(select(fill_rejections.c.line, fill_rejections.c.fill_id, fill_rejections.c.reason,

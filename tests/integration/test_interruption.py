@@ -24,6 +24,7 @@ from integration_support import (
     close,
     count,
     fill,
+    operator_key,
     preview,
     write_csv,
 )
@@ -78,16 +79,16 @@ def test_an_import_interrupted_after_two_batches_keeps_them_and_a_rerun_counts_e
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        import_file(registry, path, clock=clock, batch_size=3, on_batch=stop_after_second_batch)
+        import_file(registry, path, clock=clock, batch_size=3, on_batch=stop_after_second_batch, actor="ops")
 
     assert count(registry, fills) == 6
     assert figures(registry) == reference_figures(rows[:6])
 
-    tally = import_file(registry, path, clock=clock, batch_size=3)
+    tally = import_file(registry, path, clock=clock, batch_size=3, actor="ops")
 
     assert tally.counts() == {"accepted": 4, "duplicates": 6, "conflicts": 0, "rejected": 0}
     assert figures(registry) == reference_figures(rows)
-    assert import_file(registry, path, clock=clock, batch_size=4).accepted == 0
+    assert import_file(registry, path, clock=clock, batch_size=4, actor="ops").accepted == 0
     assert figures(registry) == reference_figures(rows)
 
 
@@ -106,12 +107,12 @@ def test_a_batch_that_fails_midway_leaves_nothing_of_itself(registry: Engine, tm
 
     monkeypatch.setattr(writer, "add_to_aggregates", fail_in_third_batch)
     with pytest.raises(Interrupted):
-        import_file(registry, path, clock=clock, batch_size=3)
+        import_file(registry, path, clock=clock, batch_size=3, actor="ops")
     monkeypatch.undo()
 
     assert count(registry, fills) == 6
     assert figures(registry) == reference_figures(rows[:6])
-    assert import_file(registry, path, clock=clock, batch_size=3).accepted == 4
+    assert import_file(registry, path, clock=clock, batch_size=3, actor="ops").accepted == 4
     assert figures(registry) == reference_figures(rows)
 
 
@@ -175,7 +176,7 @@ def clean_import_statements(big_file: Path, sqlite_template: Path, run_dir: Path
         path.write_bytes(sqlite_template.read_bytes())
         engine = db.open_engine(f"sqlite:///{path}")
         big_registry(engine)
-        tally = import_file(engine, big_file, clock=clock)
+        tally = import_file(engine, big_file, clock=clock, actor="ops")
         assert tally.accepted == BIG_FILE_ROWS
         statements = list(close(engine, MAY).values())
         engine.dispose()
@@ -197,7 +198,7 @@ def test_a_killed_fills_import_run_again_gives_the_statements_of_a_clean_import(
         engine: Engine, db_url: str, big_file: Path, clean_import_statements: list[dict[str, Any]]) -> None:
     big_registry(engine)
     command = bkr_command("fills", "import", str(big_file), "--db", db_url, "--batch-size", str(KILL_BATCH),
-                          "--json")
+                          "--json", "--key", operator_key(engine, "operator"))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while committed_fills(engine) < 3 * KILL_BATCH:

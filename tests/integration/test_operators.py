@@ -124,10 +124,10 @@ def test_without_a_working_key_a_command_says_why_in_one_line(db_url: str, engin
     monkeypatch.delenv("BKR_OPERATOR_KEY", raising=False)
     good = operator_key(engine, "admin", "root")
     with engine.begin() as connection:
-        revoked = keys.create_operator_key(connection, "root", NOW)
-        keys.revoke_key(connection, revoked.key_id, NOW)
+        revoked = keys.create_operator_key(connection, "root", NOW, actor="ops")
+        keys.revoke_key(connection, revoked.key_id, NOW, actor="ops")
         past = datetime.now(UTC) - timedelta(days=2)
-        expired = keys.create_operator_key(connection, "root", past, expires_at=past + timedelta(days=1))
+        expired = keys.create_operator_key(connection, "root", past, expires_at=past + timedelta(days=1), actor="ops")
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
 
     for key, message in (
@@ -171,7 +171,7 @@ def test_key_list_shows_every_key_with_its_owner_role_and_life(db_url: str, engi
     root = operator_key(engine, "admin", "root")
     add_broker(engine)
     with engine.begin() as connection:
-        pair = keys.create_broker_key(connection, 1400, NOW)
+        pair = keys.create_broker_key(connection, 1400, NOW, actor="ops")
     made = json.loads(ok(bkr("key", "create", "--operator", "root", "--expires", "30", "--json", "--key", root,
                              "--db", db_url)).out)
     ok(bkr("key", "revoke", pair.api_key, "--key", root, "--db", db_url))
@@ -220,7 +220,7 @@ def test_the_same_operator_approving_twice_leaves_the_statement_draft_and_says_s
     _closed_may(engine, tmp_path, config=FOUR_EYES)
     alice = operator_key(engine, "approver", "alice")
     with engine.begin() as connection:
-        alices_other_key = keys.create_operator_key(connection, "alice", NOW).token
+        alices_other_key = keys.create_operator_key(connection, "alice", NOW, actor="ops").token
     common = ("--month", "2024-05", "--db", db_url)
 
     ok(bkr("approve", *common, "--key", alice))
@@ -314,8 +314,9 @@ def test_a_key_revoked_at_the_command_line_is_refused_by_a_running_server_at_its
         db_url: str, engine: Engine, tmp_path: Path) -> None:
     root = operator_key(engine, "admin", "root")
     with engine.begin() as connection:
-        viewer = keys.create_operator_key(connection, "root", NOW)
-        expiring = keys.create_operator_key(connection, "root", NOW, expires_at=datetime.now(UTC) + timedelta(days=1))
+        viewer = keys.create_operator_key(connection, "root", NOW, actor="ops")
+        expiring = keys.create_operator_key(connection, "root", NOW, expires_at=datetime.now(UTC) + timedelta(days=1),
+                                            actor="ops")
     server = start_bkr_serve(db_url, tmp_path, "--no-scheduled-close")
     try:
         with httpx.Client(base_url=server.base, timeout=30) as client:

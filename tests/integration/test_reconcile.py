@@ -166,7 +166,7 @@ def test_a_snapshot_reads_one_moment_and_lets_writers_commit_meanwhile(engine: E
     with db.snapshot(engine) as reading:
         before = reading.execute(select(func.count()).select_from(brokers)).scalar_one()
         with engine.begin() as writing:  # would wait out the busy timeout if the snapshot held the write lock
-            registry.enroll_broker(writing, 2200, "acct-2200", "Broker 2200", "trading_bot", NOW)
+            registry.enroll_broker(writing, 2200, "acct-2200", "Broker 2200", "trading_bot", NOW, actor="ops")
         during = reading.execute(select(func.count()).select_from(brokers)).scalar_one()
     with engine.connect() as connection:
         after = connection.execute(select(func.count()).select_from(brokers)).scalar_one()

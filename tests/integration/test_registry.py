@@ -1,5 +1,6 @@
 """The registry through the `bkr` command: one program per account, broker ids, status
-transitions and signup codes, each refused with exit status 1 and a one-line reason."""
+transitions and signup codes, each refused with exit status 1 and a one-line reason. The
+commands run as an operator (BKR_OPERATOR_KEY), as an operator's shell would."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -7,13 +8,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from integration_support import NOW
+from integration_support import NOW, operator_key
 from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.registry import BrokerStatus
 from bkr.program import registry
 from bkr.store.tables import brokers, enrollments
+
+
+@pytest.fixture(autouse=True)
+def operator(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BKR_OPERATOR_KEY", operator_key(engine, "operator", "ops"))
 
 
 def add_broker_cli(bkr: Any, db_url: str, broker_id: str = "1400", account: str = "acct-1") -> Any:
@@ -155,9 +161,11 @@ def test_the_broker_list_tells_each_brokers_history_as_showing_it_alone_does(eng
              3100: [BrokerStatus.ACTIVE, BrokerStatus.TERMINATED]}
     with engine.begin() as connection:
         for broker_id in (3100, 1400, 2200):
-            registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"B{broker_id}", "trading_bot", NOW)
+            registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"B{broker_id}", "trading_bot", NOW,
+                                   actor="ops")
             for day, status in enumerate(steps[broker_id], 1):
-                registry.change_broker_status(connection, broker_id, status, NOW + timedelta(days=day), NOW)
+                registry.change_broker_status(connection, broker_id, status, NOW + timedelta(days=day), NOW,
+                                              actor="ops")
         listed = registry.list_brokers(connection, NOW + timedelta(days=2))
         alone = [registry.get_broker(connection, b, NOW + timedelta(days=2)) for b in (1400, 2200, 3100)]
     assert listed == alone

@@ -20,6 +20,7 @@ from integration_support import (
     correction,
     fill,
     import_rows,
+    operator_key,
     preview,
     stored_state,
     write_csv,
@@ -289,7 +290,7 @@ def test_the_command_line_says_how_many_sides_of_self_trades_it_stored(program: 
                                                                         tmp_path: Path) -> None:
     path = write_csv(tmp_path / "fills.csv", [*OTHERS, BUY, SELL])
 
-    imported = bkr("fills", "import", str(path), "--db", db_url)
+    imported = bkr("fills", "import", str(path), "--db", db_url, "--key", operator_key(program, "operator"))
     listed = bkr("fills", "rejected", "--db", db_url, "--json")
 
     assert imported.code == 0, imported.err

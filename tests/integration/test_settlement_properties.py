@@ -47,7 +47,9 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
     first = Month(2000 + run // 3, 1 + 4 * (run % 3))  # four months of their own, from 2000 on
     months = [first, first.next(), first.next().next(), first.next().next().next()]
     use_program(engine)
-    add_broker(engine, broker, since="2000-01-01T00:00:00Z")
+    # active from its own first month: earlier runs' months are closed, and an activation reaching into
+    # them would be a retroactive change
+    add_broker(engine, broker, since=f"{first}-01T00:00:00Z")
     add_users(engine, user)
     model: dict[str, list[Decimal]] = {}  # fill id -> [quantity, fee] as corrected, as the model accepted them
     rows: dict[str, dict[str, object]] = {}
@@ -57,7 +59,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
 
     def send(row: dict[str, object]) -> int:
         path = write_fills(tmp_path_factory.mktemp("fills") / "f.csv", [row])
-        return import_file(engine, path, clock=lambda: NOW).accepted
+        return import_file(engine, path, clock=lambda: NOW, actor="ops").accepted
 
     for step in plan:
         if step[0] == "fill":

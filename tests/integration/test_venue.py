@@ -47,7 +47,7 @@ SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
 def import_now(engine: Engine, path: Path, rows: list[dict[str, Any]]) -> Tally:
     """Import rows as a file, on the clock the venue trades on (its fills are dated now)."""
-    return import_file(engine, write_fills(path, rows), clock=system_clock)
+    return import_file(engine, write_fills(path, rows), clock=system_clock, actor="ops")
 
 
 @dataclass
@@ -59,14 +59,15 @@ class Venue:
     def user(self, user_id: str, broker_id: int | str | None = None, referral_code: str | None = None
              ) -> BackpackClient:
         with self.engine.begin() as connection:
-            pair = create_user_key(connection, self.config, user_id, datetime.now(UTC), referral_code=referral_code)
+            pair = create_user_key(connection, self.config, user_id, datetime.now(UTC), referral_code=referral_code,
+                                   actor="ops")
         return BackpackClient("http://testserver", pair.api_key, pair.secret, broker_id=broker_id, http=self.client)
 
     def broker(self, broker_id: int) -> None:
         with self.engine.begin() as connection:
             registry.enroll_broker(connection, broker_id, f"acct-{broker_id}", f"Broker {broker_id}", "trading_bot",
-                                   SINCE)
-            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, SINCE, SINCE)
+                                   SINCE, actor="ops")
+            registry.change_broker_status(connection, broker_id, BrokerStatus.ACTIVE, SINCE, SINCE, actor="ops")
 
     def balance(self, user_id: str, asset: str) -> tuple[Decimal, Decimal]:
         with self.engine.connect() as connection:
@@ -205,9 +206,9 @@ def test_a_venue_fill_is_stored_as_the_very_row_an_import_of_the_same_fill_store
     venue.broker(2200)
     with venue.engine.begin() as connection:  # 2200 is enrolled but suspended: its orders trade, unpaid
         registry.change_broker_status(connection, 2200, BrokerStatus.SUSPENDED, SINCE + timedelta(days=1),
-                                      SINCE)
-        registry.enroll_affiliate(connection, "acct-aff", "An affiliate", SINCE)
-        registry.set_referral_rate(connection, "acct-aff", "FRIEND", D("0.1"), SINCE, SINCE)
+                                      SINCE, actor="ops")
+        registry.enroll_affiliate(connection, "acct-aff", "An affiliate", SINCE, actor="ops")
+        registry.set_referral_rate(connection, "acct-aff", "FRIEND", D("0.1"), SINCE, SINCE, actor="ops")
     maker, taker = venue.user("maker"), venue.user("taker", broker_id=1400, referral_code="FRIEND")
     # amounts with trailing zeros, and a maker fee of 450.75 × 0.0008 = 0.360600
     maker.order(symbol="SOL_USDC", side="Ask", orderType="Limit", price="150.250", quantity="4.00")
@@ -247,7 +248,7 @@ def test_a_broker_suspended_in_the_registry_is_refused_at_the_next_order(engine:
         trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="10", quantity="1")
         with engine.begin() as connection:  # another process of the exchange suspends the broker
             registry.change_broker_status(connection, 2200, BrokerStatus.SUSPENDED, datetime.now(UTC),
-                                          datetime.now(UTC))
+                                          datetime.now(UTC), actor="ops")
         with pytest.raises(BackpackError) as refused:
             trader.order(symbol="SOL_USDC", side="Bid", orderType="Limit", price="10", quantity="1")
         assert refused.value.status == 400 and refused.value.code == "INVALID_CLIENT_REQUEST"

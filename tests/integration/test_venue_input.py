@@ -56,7 +56,7 @@ def _sandbox(engine: Engine, program: ProgramConfig) -> Iterator[Sandbox]:
     app = create_app(engine, program, ServiceSettings(), venue_config=VenueConfig())
     with TestClient(app):  # the app's lifespan, as a server runs it
         with engine.begin() as connection:
-            key = create_user_key(connection, VenueConfig(), "alice", datetime.now(UTC))
+            key = create_user_key(connection, VenueConfig(), "alice", datetime.now(UTC), actor="ops")
         yield Sandbox(engine, app, key)
 
 

@@ -137,7 +137,7 @@ def test_no_balance_goes_negative_and_an_accepted_order_leaves_its_account_above
     venue = Venue(engine, CONFIG, system_clock)
     with engine.begin() as connection:
         for user in users:
-            open_account(connection, CONFIG, user, system_clock())
+            open_account(connection, CONFIG, user, system_clock(), actor="ops")
     for step in flow:
         user = users[int(step[1])]  # type: ignore[call-overload]
         before, orders_before = everything(engine, users)

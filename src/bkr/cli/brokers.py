@@ -1,5 +1,8 @@
 """`bkr broker`: enroll brokers, change their status, show where one stands, and make its API keys.
 
+Every change needs an operator key with the `operator` role (`--key` or BKR_OPERATOR_KEY), whose
+operator the audit trail names; `list` and `show` need none.
+
 The key use cases are imported by the command that makes a key: they load `cryptography`, which
 would otherwise add some 30 ms to every `bkr` invocation."""
 
@@ -15,14 +18,21 @@ from bkr.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    KeyOption,
+    ReasonOption,
+    RetroactiveOption,
     err,
     moment,
     open_program,
+    operator_from_key,
     out,
     print_json,
+    retroactive_note,
+    say,
     transaction,
 )
 from bkr.domain.clock import system_clock
+from bkr.domain.operators import Role
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
 from bkr.program import registry, reports
 from bkr.store import db
@@ -36,46 +46,57 @@ def broker_add(
     account: Annotated[str, typer.Option(help="The broker's business account.")],
     name: Annotated[str, typer.Option(help="Display name.")],
     broker_type: Annotated[str, typer.Option("--type", help=" | ".join(t.value for t in BrokerType))],
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Enroll a business account as a broker (status: pending)."""
     with transaction(db_url) as connection:
-        registry.enroll_broker(connection, broker_id, account, name, broker_type, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        registry.enroll_broker(connection, broker_id, account, name, broker_type, system_clock(), actor=operator.name)
     err.print(f"broker {broker_id} enrolled (pending); activate it with: bkr broker activate {broker_id}")
 
 
-def _change_status(broker_id: int, status: BrokerStatus, at: str | None, db_url: str) -> None:
+def _change_status(broker_id: int, status: BrokerStatus, at: str | None, key: str | None, retroactive: bool,
+                   reason: str | None, db_url: str) -> None:
+    when = moment(at)
     with transaction(db_url) as connection:
-        view = registry.change_broker_status(connection, broker_id, status, moment(at), system_clock())
-    err.print(f"broker {broker_id} {status.value} from {moment(at) if at else 'now'}; status now: {view.status}")
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        view = registry.change_broker_status(connection, broker_id, status, when, system_clock(),
+                                             actor=operator.name, is_retroactive=retroactive, reason=reason)
+    say(err, f"broker {broker_id} {status.value} from {when if at else 'now'}; status now: {view.status}"
+             + retroactive_note(retroactive, reason))
 
 
 @broker_app.command("activate")
-def broker_activate(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_activate(broker_id: BrokerIdArgument, at: AtOption = None, retroactive: RetroactiveOption = False,
+                    reason: ReasonOption = None, key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Make a broker active: its API fills count from --at on."""
-    _change_status(broker_id, BrokerStatus.ACTIVE, at, db_url)
+    _change_status(broker_id, BrokerStatus.ACTIVE, at, key, retroactive, reason, db_url)
 
 
 @broker_app.command("suspend")
-def broker_suspend(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_suspend(broker_id: BrokerIdArgument, at: AtOption = None, retroactive: RetroactiveOption = False,
+                   reason: ReasonOption = None, key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Suspend a broker: its fills stop counting from --at on."""
-    _change_status(broker_id, BrokerStatus.SUSPENDED, at, db_url)
+    _change_status(broker_id, BrokerStatus.SUSPENDED, at, key, retroactive, reason, db_url)
 
 
 @broker_app.command("terminate")
-def broker_terminate(broker_id: BrokerIdArgument, at: AtOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
+def broker_terminate(broker_id: BrokerIdArgument, at: AtOption = None, retroactive: RetroactiveOption = False,
+                     reason: ReasonOption = None, key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """End a broker's enrollment for good (its id is never reused)."""
-    _change_status(broker_id, BrokerStatus.TERMINATED, at, db_url)
+    _change_status(broker_id, BrokerStatus.TERMINATED, at, key, retroactive, reason, db_url)
 
 
 @broker_app.command("cancel")
 def broker_cancel(broker_id: BrokerIdArgument,
                   at: Annotated[str, typer.Option("--at", help="The scheduled change's effective time (ISO 8601).")],
-                  db_url: DbOption = db.DEFAULT_URL) -> None:
+                  key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Cancel a status change scheduled for later (`bkr broker show N` lists them)."""
     when = moment(at)
     with transaction(db_url) as connection:
-        view = registry.cancel_status_change(connection, broker_id, when, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        view = registry.cancel_status_change(connection, broker_id, when, system_clock(), actor=operator.name)
     err.print(f"broker {broker_id}: the change at {when.isoformat()} is cancelled; status now: {view.status}")
 
 
@@ -129,13 +150,15 @@ broker_app.add_typer(broker_key_app, name="key")
 
 
 @broker_key_app.command("create")
-def broker_key_create(broker_id: BrokerIdArgument, db_url: DbOption = db.DEFAULT_URL,
+def broker_key_create(broker_id: BrokerIdArgument, key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL,
                       as_json: JsonOption = False) -> None:
-    """Make a key pair for a broker's API. The secret is shown once; bkr keeps only the public key."""
+    """Make a key pair for a broker's API (needs the operator role). The secret is shown once; bkr
+    keeps only the public key."""
     from bkr.program import keys  # lazy: cryptography
 
     with transaction(db_url) as connection:
-        pair = keys.create_broker_key(connection, broker_id, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        pair = keys.create_broker_key(connection, broker_id, system_clock(), actor=operator.name)
     if as_json:
         print_json({"broker_id": broker_id, "api_key": pair.api_key, "secret": pair.secret})
         return

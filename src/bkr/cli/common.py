@@ -58,6 +58,11 @@ BrokerIdArgument = Annotated[int, typer.Argument(metavar="BROKER_ID", callback=c
 KeyOption = Annotated[str | None, typer.Option(
     "--key", envvar="BKR_OPERATOR_KEY", show_default=False,
     help="Your operator key (bkr_op_…); better in BKR_OPERATOR_KEY than on a command line others may see.")]
+RetroactiveOption = Annotated[bool, typer.Option(
+    "--retroactive", help="Record a change that reaches into a closed month (needs --reason): its statements stand, "
+                          "and what it changes about the fills they paid reaches the next open month.")]
+ReasonOption = Annotated[str | None, typer.Option(
+    "--reason", show_default=False, help="Why (kept on the audit trail); required with --retroactive.")]
 
 
 def operator_from_key(connection: Connection, key: str | None, needed: Role) -> "Operator":
@@ -113,6 +118,14 @@ def open_program(url: str, config_path: Path | None) -> Engine:
                      f"(in force from {latest.from_month}), which bkr uses: the file's are ignored. To use them: "
                      f"bkr program apply {config_path} --from YYYY-MM --reason TEXT")
     return engine
+
+
+def retroactive_note(retroactive: bool, reason: str | None) -> str:
+    """What the message of a registry change adds when it was recorded as retroactive."""
+    if not retroactive:
+        return ""
+    return (f"; recorded as retroactive ({(reason or '').strip()}): the closed months' statements stand, and what it "
+            "changes about their fills is paid in the next open month (docs/statements.md)")
 
 
 def print_json(value: Any) -> None:

@@ -1,4 +1,7 @@
-"""`bkr fills`: import fill files, and review the rows that were not accepted."""
+"""`bkr fills`: import fill files, and review the rows that were not accepted.
+
+Importing needs an operator key with the `operator` role (`--key` or BKR_OPERATOR_KEY): the
+import's entry on the audit trail names its operator, the file's SHA-256 and the counts."""
 
 from datetime import datetime
 from typing import Annotated
@@ -12,8 +15,10 @@ from bkr.cli.common import (
     DbOption,
     InputFile,
     JsonOption,
+    KeyOption,
     err,
     open_program,
+    operator_from_key,
     out,
     print_json,
     readable_file,
@@ -22,6 +27,7 @@ from bkr.cli.common import (
 )
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical
+from bkr.domain.operators import Role
 from bkr.ingest.readers import read_rows
 from bkr.program import review
 from bkr.program.importer import import_file
@@ -40,11 +46,15 @@ def fills_import(
     file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
     = None,
     batch_size: Annotated[int, typer.Option(help="Fills per transaction.")] = 5_000,
+    key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt."""
+    """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt. Needs the
+    operator role; the finished import is recorded on the audit trail with the file's SHA-256."""
     within(batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
     read_rows(readable_file(file), file_format)  # fail on a file that cannot be read before anything is done
+    with transaction(db_url) as connection:
+        actor = operator_from_key(connection, key, Role.OPERATOR).name
     engine = open_program(db_url, config_path)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as progress:
@@ -56,7 +66,7 @@ def fills_import(
             seconds = max((datetime.now() - started).total_seconds(), 1e-9)
             progress.update(task, completed=seen, rate=f"{seen:,} rows, {seen / seconds:,.0f}/s")
 
-        tally = import_file(engine, file, clock=system_clock, batch_size=batch_size,
+        tally = import_file(engine, file, clock=system_clock, actor=actor, batch_size=batch_size,
                             file_format=file_format, on_batch=report)
     if as_json:
         print_json(tally.counts())

@@ -90,8 +90,8 @@ def disable_operator(
 ) -> None:
     """Disable an operator: every key of it is refused from its next request on."""
     with transaction(db_url) as connection:
-        operator_from_key(connection, key, Role.ADMIN)
-        operators.disable_operator(connection, name.strip(), system_clock())
+        admin = operator_from_key(connection, key, Role.ADMIN)
+        operators.disable_operator(connection, name.strip(), system_clock(), actor=admin.name)
     say(err, f"operator {name.strip()} disabled: its keys are refused from their next request on")
 
 
@@ -135,8 +135,8 @@ def create_key(
     now = system_clock()
     expires_at = None if expires is None else key_expiry(expires, now)
     with transaction(db_url) as connection:
-        operator_from_key(connection, key, Role.ADMIN)
-        new = keys.create_operator_key(connection, operator.strip(), now, expires_at)
+        admin = operator_from_key(connection, key, Role.ADMIN)
+        new = keys.create_operator_key(connection, operator.strip(), now, expires_at, actor=admin.name)
     _print_new_key(new, as_json, "new key")
 
 
@@ -148,6 +148,6 @@ def revoke_key(
 ) -> None:
     """Revoke a key: refused from its next request on, by every running server."""
     with transaction(db_url) as connection:
-        operator_from_key(connection, key, Role.ADMIN)
-        keys.revoke_key(connection, key_id.strip(), system_clock())
+        admin = operator_from_key(connection, key, Role.ADMIN)
+        keys.revoke_key(connection, key_id.strip(), system_clock(), actor=admin.name)
     say(err, f"key {key_id.strip()} revoked: refused from its next request on")

@@ -1,11 +1,15 @@
 """`bkr affiliate`, `bkr referral` and `bkr user`: affiliates, the referral codes they own with
 their rebate rates, and the users who signed up with those codes (and their venue keys).
 
+Every change needs an operator key with the `operator` role (`--key` or BKR_OPERATOR_KEY), whose
+operator the audit trail names; `list` needs none.
+
 `bkr user key create` imports the venue when it runs: its accounts load `cryptography`, which
 would otherwise add some 30 ms to every `bkr` invocation."""
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,16 +21,23 @@ from bkr.cli.common import (
     DbOption,
     InputFile,
     JsonOption,
+    KeyOption,
+    ReasonOption,
+    RetroactiveOption,
     err,
     moment,
+    operator_from_key,
     out,
     print_json,
     readable_file,
+    retroactive_note,
+    say,
     transaction,
 )
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
+from bkr.domain.operators import Role
 from bkr.domain.registry import registry_text
 from bkr.program import registry
 from bkr.store import db
@@ -39,10 +50,11 @@ user_app = typer.Typer(no_args_is_help=True, help="Users and the referral code t
 @affiliate_app.command("add")
 def affiliate_add(account: Annotated[str, typer.Option(help="The affiliate's business account.")],
                   name: Annotated[str, typer.Option(help="Display name.")],
-                  db_url: DbOption = db.DEFAULT_URL) -> None:
+                  key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL) -> None:
     """Enroll a business account as an affiliate."""
     with transaction(db_url) as connection:
-        registry.enroll_affiliate(connection, account, name, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        registry.enroll_affiliate(connection, account, name, system_clock(), actor=operator.name)
     err.print(f"affiliate {account} enrolled")
 
 
@@ -66,6 +78,9 @@ def referral_add(
     code: Annotated[str, typer.Option(help="The referral code.")],
     rate: Annotated[str, typer.Option(help="Affiliate rebate rate, a fraction such as 0.10.")],
     effective_from: Annotated[str | None, typer.Option("--from", help="ISO 8601 (default: now).")] = None,
+    retroactive: RetroactiveOption = False,
+    reason: ReasonOption = None,
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Create a referral code, or record a new rate for it from --from on."""
@@ -75,31 +90,40 @@ def referral_add(
         raise InvalidInput(f"--rate: {error}") from None
     start = moment(effective_from, "--from")
     with transaction(db_url) as connection:
-        registry.set_referral_rate(connection, affiliate, code, amount, start, system_clock())
-    err.print(f"code {code.strip()}: rate {rate.strip()} from {effective_from or 'now'}")
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        registry.set_referral_rate(connection, affiliate, code, amount, start, system_clock(), actor=operator.name,
+                                   is_retroactive=retroactive, reason=reason)
+    say(err, f"code {code.strip()}: rate {rate.strip()} from {effective_from or 'now'}"
+             + retroactive_note(retroactive, reason))
 
 
 @referral_app.command("cancel")
 def referral_cancel(
     code: Annotated[str, typer.Option(help="The referral code.")],
     effective_from: Annotated[str, typer.Option("--from", help="The scheduled rate's start (ISO 8601).")],
+    key: KeyOption = None,
     db_url: DbOption = db.DEFAULT_URL,
 ) -> None:
     """Cancel a rate scheduled for later."""
     when = moment(effective_from, "--from")
     with transaction(db_url) as connection:
-        registry.cancel_rate_change(connection, code, when, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        registry.cancel_rate_change(connection, code, when, system_clock(), actor=operator.name)
     err.print(f"code {code}: the rate from {when.isoformat()} is cancelled")
 
 
 @user_app.command("add")
 def user_add(user_id: Annotated[str, typer.Option("--id", help="The exchange's user id.")],
              referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
+             retroactive: RetroactiveOption = False, reason: ReasonOption = None, key: KeyOption = None,
              db_url: DbOption = db.DEFAULT_URL) -> None:
-    """Register a user (and the referral code it signed up with, if any)."""
+    """Register a user (and the referral code it signed up with, if any). A user whose waiting
+    fills belong to a closed month needs --retroactive and --reason."""
     with transaction(db_url) as connection:
-        registry.add_users(connection, [(user_id, referral_code)], system_clock())
-    err.print(f"user {user_id} registered")
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        registry.add_users(connection, [(user_id, referral_code)], system_clock(), actor=operator.name,
+                           is_retroactive=retroactive, reason=reason)
+    say(err, f"user {user_id} registered" + retroactive_note(retroactive, reason))
 
 
 user_key_app = typer.Typer(no_args_is_help=True, help="A user's venue API keys (ED25519, Backpack style).")
@@ -109,17 +133,20 @@ user_app.add_typer(user_key_app, name="key")
 @user_key_app.command("create")
 def user_key_create(user_id: str,
                     referral_code: Annotated[str | None, typer.Option(help="The code the user signed up with.")] = None,
-                    db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
+                    key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL, config_path: ConfigOption = None,
                     as_json: JsonOption = False) -> None:
     """Make a key pair to trade on the venue as USER (registering the user and opening its
-    account, with the configured play money, if needed). The secret is shown once."""
+    account, with the configured play money, if needed; needs the operator role). The secret is
+    shown once."""
     from bkr.venue.accounts import create_user_key  # lazy: cryptography
     from bkr.venue.settings import load_venue_config
 
     user_id = registry_text(user_id, "user_id")  # the registry's rule, before the venue opens an account
     venue_config = load_venue_config(config_path)
     with transaction(db_url) as connection:
-        pair = create_user_key(connection, venue_config, user_id, system_clock(), referral_code=referral_code)
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        pair = create_user_key(connection, venue_config, user_id, system_clock(), actor=operator.name,
+                               referral_code=referral_code)
     if as_json:
         print_json({"user_id": user_id, "api_key": pair.api_key, "secret": pair.secret})
         return
@@ -128,16 +155,21 @@ def user_key_create(user_id: str,
 
 
 @user_app.command("import")
-def user_import(file: InputFile, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
+def user_import(file: InputFile, retroactive: RetroactiveOption = False, reason: ReasonOption = None,
+                key: KeyOption = None, db_url: DbOption = db.DEFAULT_URL, as_json: JsonOption = False) -> None:
     """Register users from a CSV with columns user_id,referral_code (UTF-8, with or without a
-    byte-order mark)."""
+    byte-order mark). Users whose waiting fills belong to a closed month need --retroactive and
+    --reason."""
     entries = _read_users(readable_file(file))
     with transaction(db_url) as connection:
-        new = registry.add_users(connection, entries, system_clock())
+        operator = operator_from_key(connection, key, Role.OPERATOR)
+        new = registry.add_users(connection, entries, system_clock(), actor=operator.name,
+                                 source=os.fsencode(file.name).decode("utf-8", "backslashreplace"),
+                                 is_retroactive=retroactive, reason=reason)
     if as_json:
         print_json({"users": len(entries), "new": new})
     else:
-        err.print(f"{len(entries)} users read, {new} new")
+        say(err, f"{len(entries)} users read, {new} new" + retroactive_note(retroactive, reason))
 
 
 def _read_users(file: Path) -> list[tuple[str, str | None]]:

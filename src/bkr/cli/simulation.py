@@ -1,6 +1,10 @@
 """Synthetic data: `bkr simulate` writes a month of fills (or, with --live, trades on a running
 venue) and `bkr demo` loads a closed month and the current one into an empty database.
 
+Both generate sample data, and what they record (brokers, affiliates, users, keys, imports, the
+demo's close) is on the audit trail as the operator whose `--key` (or BKR_OPERATOR_KEY, with the
+`operator` role) they were given, or else as `system`: a generator's run, not an operator's change.
+
 The simulator (`bkr.simulate`) and the venue's live traders (`bkr.venue`, httpx) are imported by
 the commands that use them, not here: every `bkr` invocation imports this module, and they would
 add a tenth of a second to each.
@@ -26,6 +30,7 @@ from bkr.cli.common import (
     err,
     moment,
     open_program,
+    operator_from_key,
     out,
     print_json,
     say,
@@ -35,6 +40,7 @@ from bkr.cli.statements import print_statements
 from bkr.domain.clock import system_clock
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
+from bkr.domain.operators import SYSTEM, Role
 from bkr.domain.periods import Month
 from bkr.program import overview, registry
 from bkr.program.close import close_month, issued_statements
@@ -48,6 +54,20 @@ if TYPE_CHECKING:
     from bkr.venue.live import Cast, LiveStats
 
 simulation_app = typer.Typer()  # no name: its commands are bkr's own (`bkr simulate`, `bkr demo`)
+
+GeneratorKeyOption = Annotated[str | None, typer.Option(
+    "--key", envvar="BKR_OPERATOR_KEY", show_default=False,
+    help="An operator key (operator role) to record what is generated as its operator's; without one it is "
+         "recorded as `system`.")]
+
+
+def generator_actor(db_url: str, key: str | None) -> str:
+    """Who a generator's run is recorded as: the operator of `key`, checked as every command
+    checks one, or `system` without a key."""
+    if key is None or not key.strip():
+        return SYSTEM
+    with transaction(db_url) as connection:
+        return operator_from_key(connection, key, Role.OPERATOR).name
 
 
 @simulation_app.command("simulate")
@@ -75,6 +95,7 @@ def simulate_command(
     rate: Annotated[float | None, typer.Option(min=0.1, max=1_000, help="--live: orders per second, maker quotes "
                                                              "included [default: 20]", show_default=False)] = None,
     config_path: ConfigOption = None,
+    key: GeneratorKeyOption = None,
 ) -> None:
     """Write a synthetic month of fills, and register its brokers, affiliates and users; or, with
     --live, make makers and takers trade on a running venue so that the current month grows."""
@@ -83,7 +104,7 @@ def simulate_command(
     if live:
         if month is not None or out_file is not None or until is not None or as_json:
             raise InvalidInput("--live: trades on a running venue; --month, --out, --until and --json do not apply")
-        _simulate_live(url, duration, rate, seed, db_url, config_path)
+        _simulate_live(url, duration, rate, seed, db_url, config_path, key)
         return
     for flag, required in (("--month", month), ("--out", out_file)):
         if required is None:  # a usage error (status 2), as when these options were required
@@ -103,8 +124,10 @@ def simulate_command(
         raise InvalidInput(f"--out: no directory {out_file.parent}")
     registration = None
     if register:  # first, so that a database problem stops us before a long write
+        actor = generator_actor(db_url, key)
         with transaction(db_url) as connection:
-            registration = simulate.register_simulated_registry(connection, simulation.registry, system_clock())
+            registration = simulate.register_simulated_registry(connection, simulation.registry, system_clock(),
+                                                                actor=actor)
     _write_simulation(simulation, out_file, quiet=as_json)
     summary = simulation.summary()
     if as_json:
@@ -124,7 +147,7 @@ def simulate_command(
 
 
 def _simulate_live(url: str | None, duration: float | None, rate: float | None, seed: int, db_url: str,
-                   config_path: Path | None) -> None:
+                   config_path: Path | None, key: str | None) -> None:
     """`bkr simulate --live`: a status line every few seconds, a table of volume per broker at the end."""
     import httpx
 
@@ -142,8 +165,9 @@ def _simulate_live(url: str | None, duration: float | None, rate: float | None, 
     venue_config = load_venue_config(config_path)
     with httpx.Client(base_url=base, timeout=30) as http:
         markets = venue_live.load_markets(http, base)  # before touching --db: a venue that is down stops us here
+    actor = generator_actor(db_url, key)
     with transaction(db_url) as connection:
-        cast = venue_live.open_traders(connection, venue_config, system_clock())
+        cast = venue_live.open_traders(connection, venue_config, system_clock(), actor=actor)
     names = cast.broker_names
     columns = venue_live.brokers_in_order(cast)
     if not names:
@@ -207,11 +231,13 @@ def demo(
     previous_fills: Annotated[int, typer.Option(min=1, help="Fills of the closed month.")] = 50_000,
     current_fills: Annotated[int, typer.Option(min=1, help="Fills of the current month so far.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
+    key: GeneratorKeyOption = None,
 ) -> None:
     """Load a demo into an empty database (last month, closed, and this month so far), then print
     the statements of the latest closed month and what to try next."""
     from bkr import simulate
 
+    actor = generator_actor(db_url, key)
     engine = open_program(db_url, config_path)
     with engine.connect() as connection:
         empty = not overview.has_fills(connection)
@@ -225,7 +251,7 @@ def demo(
                     continue  # the current month has not begun to have fills
                 simulation = simulate.plan_simulation(month, count, seed, until)
                 with engine.begin() as connection:
-                    simulate.register_simulated_registry(connection, simulation.registry, system_clock())
+                    simulate.register_simulated_registry(connection, simulation.registry, system_clock(), actor=actor)
                 path = Path(workdir) / f"fills-{month}.csv"
                 _write_simulation(simulation, path, quiet=False)
                 with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -235,12 +261,12 @@ def demo(
                     def report(tally: Tally, _results: list[RowResult], task: Any = task, bar: Any = progress) -> None:
                         bar.update(task, completed=tally.accepted + tally.duplicates + tally.conflicts + tally.rejected)
 
-                    tally = import_file(engine, path, clock=system_clock, on_batch=report)
+                    tally = import_file(engine, path, clock=system_clock, actor=actor, on_batch=report)
                 say(err, f"{month}: {count:,} simulated fills imported ({tally.counted:,} broker volume, "
                           f"{tally.awaiting_user:,} awaiting their user, {tally.rejected} rejected, "
                           f"{tally.duplicates} duplicates, {tally.conflicts} conflicts)")
                 if until is None:
-                    result = close_month(engine, month, now=system_clock())
+                    result = close_month(engine, month, now=system_clock(), actor=actor)
                     say(err, f"{month}: closed, {len(result.statements)} statements")
         say(err, f"demo loaded in {time.monotonic() - started:.1f} s")
     with transaction(db_url) as connection:
@@ -261,8 +287,9 @@ def demo(
         (f"bkr broker show {top}{db_flag}", "its status history and this month so far"),
         (f"bkr broker list{db_flag}", "every broker (one pending, one suspended)"),
         (f"bkr fills rejected{db_flag}", "the planted bad rows, the conflict, fills waiting for their user"),
-        (f"bkr user add --id user-new-1 --referral-code BETA-25{db_flag}",
-         f"register a waiting user: its fills of {latest} are paid as adjustments next month"),
+        (f"bkr user add --id user-new-1 --referral-code BETA-25 --retroactive --reason 'signup found late'{db_flag}",
+         f"register a waiting user (with an operator's key in BKR_OPERATOR_KEY): its fills of {latest}, closed, are "
+         "paid as adjustments next month"),
         (f"bkr close --month {latest}{db_flag}",
          "closing again changes nothing (with an operator's key in BKR_OPERATOR_KEY: `make run` prints some)"),
     ):

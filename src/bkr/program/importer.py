@@ -5,10 +5,18 @@ Ctrl-C) keeps the batches already committed and nothing of the one in flight; im
 same file again finds the committed rows as duplicates and writes the rest. Each batch reads the
 program's versions in its own transaction, and holds them until it commits
 (`settings_versions.hold_timeline`): every fill is priced under the version in force for its month.
+
+An import that finishes appends one `fills.import` entry to the audit trail, naming `actor`, with
+its counts and, for a file, the file's name, size and SHA-256 (taken before its rows are read), so
+that the trail says which bytes were loaded. An interrupted import has no entry; its batches are
+in `imports`, as are the small batches the HTTP feed posts (`bkr.program.feed`), which the trail
+does not list one by one.
 """
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 
@@ -16,11 +24,30 @@ from sqlalchemy import Engine, insert, update
 
 from bkr.domain.clock import Clock
 from bkr.ingest.readers import RawRow, read_rows
+from bkr.program import audit
 from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store.tables import imports
 
 DEFAULT_BATCH = 5_000
+_DIGEST_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What the audit trail records of an imported file: its bytes' SHA-256 and their number."""
+
+    sha256: str
+    size: int
+
+
+def file_facts(path: Path) -> FileFacts:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_DIGEST_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileFacts(digest.hexdigest(), size)
 
 
 def batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -29,9 +56,10 @@ def batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
         yield batch
 
 
-def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: Clock,
-                batch_size: int = DEFAULT_BATCH,
+def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: Clock, actor: str,
+                batch_size: int = DEFAULT_BATCH, file: FileFacts | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
+    """Import `rows` as `actor`, from `source` (the file's name, if `file` describes one)."""
     tally = Tally()
     # Read the first batch before recording the import: a file refused as a whole (a CSV header
     # without the fill columns, Parquet money columns in floating point) then leaves no trace.
@@ -56,14 +84,19 @@ def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: C
         if on_batch is not None:
             on_batch(tally, results)
     with engine.begin() as connection:
-        connection.execute(update(imports).where(imports.c.import_id == import_id).values(finished_at=clock()))
+        finished = clock()
+        connection.execute(update(imports).where(imports.c.import_id == import_id).values(finished_at=finished))
+        described = {"file": source, "sha256": file.sha256, "bytes": file.size} if file else {"source": source}
+        audit.record(connection, actor=actor, action="fills.import", subject=f"import {import_id}", at=finished,
+                     after={**described, "import_id": import_id, **tally.counts()})
     return tally
 
 
-def import_file(engine: Engine, path: Path, *, clock: Clock,
+def import_file(engine: Engine, path: Path, *, clock: Clock, actor: str,
                 batch_size: int = DEFAULT_BATCH, file_format: str | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
     # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
     source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
-    return import_rows(engine, read_rows(path, file_format), source=source, clock=clock,
-                       batch_size=batch_size, on_batch=on_batch)
+    rows = read_rows(path, file_format)  # a missing file or an unknown format is refused before hashing
+    return import_rows(engine, rows, source=source, clock=clock, actor=actor, batch_size=batch_size,
+                       file=file_facts(path), on_batch=on_batch)

@@ -9,6 +9,9 @@ at its next request in every process, with no cache in between. `authenticate_op
 one check of an operator's key, whichever door it comes through (the operator API, the `bkr`
 command's `--key`, a dashboard session). A key's last use is recorded at most once a minute
 (`record_use`), so that reading with a key does not turn every read into a write.
+
+Making and revoking a key are on the audit trail (`key.create`, `key.revoke`), naming `actor`:
+whose key it is, its role and expiry; never its token or secret.
 """
 
 import hashlib
@@ -24,6 +27,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from bkr.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from bkr.domain.operators import Role
 from bkr.domain.periods import as_utc
+from bkr.program import audit
 from bkr.program.registry import get_broker
 from bkr.store.tables import api_keys, operators
 
@@ -110,7 +114,7 @@ def _status(revoked_at: datetime | None, expires_at: datetime | None, disabled_a
 
 
 def create_operator_key(connection: Connection, operator: str, now: datetime,
-                        expires_at: datetime | None = None) -> NewOperatorKey:
+                        expires_at: datetime | None = None, *, actor: str) -> NewOperatorKey:
     """A new key for an operator that exists and is not disabled."""
     row = connection.execute(select(operators.c.role, operators.c.disabled_at)
                              .where(operators.c.name == operator)).first()
@@ -122,7 +126,17 @@ def create_operator_key(connection: Connection, operator: str, now: datetime,
     token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     connection.execute(insert(api_keys).values(key_id=key_id, kind=KeyKind.OPERATOR.value, operator=operator,
                                                token_sha256=_digest(token), created_at=now, expires_at=expires_at))
+    _record_created(connection, actor, key_id, KeyKind.OPERATOR, operator, now, role=Role(row.role),
+                    expires_at=expires_at)
     return NewOperatorKey(key_id, operator, Role(row.role), token, expires_at)
+
+
+def _record_created(connection: Connection, actor: str, key_id: str, kind: KeyKind, owner: str, now: datetime, *,
+                    role: Role | None = None, expires_at: datetime | None = None) -> None:
+    """The `key.create` entry of a new key: whose it is, its role and expiry (never its token or
+    secret; a key pair's id is its public key)."""
+    audit.record(connection, actor=actor, action="key.create", subject=f"key {key_id}", at=now,
+                 after={"kind": kind, "owner": owner, "role": role, "expires_at": expires_at})
 
 
 def _operator_key_row(connection: Connection, key_id: str) -> Row | None:  # type: ignore[type-arg]
@@ -180,23 +194,25 @@ def operator_of_key_id(connection: Connection, key_id: str, needed: Role, now: d
 # --- brokers' and venue users' keys --------------------------------------------------------------
 
 
-def create_broker_key(connection: Connection, broker_id: int, now: datetime) -> "KeyPair":
+def create_broker_key(connection: Connection, broker_id: int, now: datetime, *, actor: str) -> "KeyPair":
     from bkr.domain.signing import new_key_pair  # lazy: cryptography, which only key pairs need
 
     get_broker(connection, broker_id, now)  # NotFound for an unknown broker
     pair = new_key_pair()
     connection.execute(insert(api_keys).values(key_id=pair.api_key, kind=KeyKind.BROKER.value, broker_id=broker_id,
                                                created_at=now))
+    _record_created(connection, actor, pair.api_key, KeyKind.BROKER, str(broker_id), now)
     return pair
 
 
-def create_user_key(connection: Connection, user_id: str, now: datetime) -> "KeyPair":
+def create_user_key(connection: Connection, user_id: str, now: datetime, *, actor: str) -> "KeyPair":
     """A key pair for a venue user (its account must be open: `bkr.venue.accounts`)."""
     from bkr.domain.signing import new_key_pair
 
     pair = new_key_pair()
     connection.execute(insert(api_keys).values(key_id=pair.api_key, kind=KeyKind.USER.value, user_id=user_id,
                                                created_at=now))
+    _record_created(connection, actor, pair.api_key, KeyKind.USER, user_id, now)
     return pair
 
 
@@ -257,7 +273,7 @@ def _owner(row: Row) -> str:  # type: ignore[type-arg]
     return str(row.broker_id) if row.kind == KeyKind.BROKER.value else str(row.user_id)
 
 
-def revoke_key(connection: Connection, key_id: str, now: datetime) -> None:
+def revoke_key(connection: Connection, key_id: str, now: datetime, *, actor: str) -> None:
     """Revoke any key (an operator's, a broker's, a venue user's): refused from its next request on."""
     done = connection.execute(update(api_keys).where((api_keys.c.key_id == key_id) & api_keys.c.revoked_at.is_(None))
                               .values(revoked_at=now)).rowcount
@@ -266,3 +282,6 @@ def revoke_key(connection: Connection, key_id: str, now: datetime) -> None:
         if known is None:
             raise NotFound(f"no key {key_id} (bkr key list)", field="key_id")
         raise Conflict(f"key {key_id} is already revoked", code="already_revoked")
+    (view,) = list_keys(connection, now, key_id=key_id)
+    audit.record(connection, actor=actor, action="key.revoke", subject=f"key {key_id}", at=now,
+                 before={"kind": view.kind, "owner": view.owner, "role": view.role, "expires_at": view.expires_at})

@@ -51,7 +51,9 @@ def check_bootstrap(connection: Connection, role: Role, now: datetime) -> None:
 
 def add_operator(connection: Connection, name: str, role: Role, now: datetime, *, created_by: str | None,
                  expires_at: datetime | None = None) -> keys.NewOperatorKey:
-    """A new operator and its first key. Names are never reused: a disabled operator keeps its name."""
+    """A new operator and its first key. Names are never reused: a disabled operator keeps its name.
+    The trail records `operator.add` and then the first key's `key.create`, both by `created_by`
+    (the first admin, added without a key, by itself)."""
     checked = operator_name(name)
     try:
         with connection.begin_nested():
@@ -60,10 +62,11 @@ def add_operator(connection: Connection, name: str, role: Role, now: datetime, *
     except IntegrityError:
         raise Conflict(f"an operator named {checked} exists already (bkr operator list)",
                        code="operator_exists", field="name") from None
-    audit.record(connection, actor=created_by or checked, action="operator.add", subject=f"operator {checked}",
+    actor = created_by or checked
+    audit.record(connection, actor=actor, action="operator.add", subject=f"operator {checked}",
                  at=now, after={"role": role, "expires_at": expires_at},
                  reason=None if created_by else "the first admin, added without a key")
-    return keys.create_operator_key(connection, checked, now, expires_at)
+    return keys.create_operator_key(connection, checked, now, expires_at, actor=actor)
 
 
 def list_operators(connection: Connection, now: datetime, *, name: str | None = None) -> list[OperatorView]:
@@ -78,13 +81,16 @@ def list_operators(connection: Connection, now: datetime, *, name: str | None = 
                          0 if row.disabled_at is not None else int(row.n or 0)) for row in rows]
 
 
-def disable_operator(connection: Connection, name: str, now: datetime) -> None:
+def disable_operator(connection: Connection, name: str, now: datetime, *, actor: str) -> None:
     """Disable an operator: every key of it is refused from its next request on. Its name and
     history stay."""
+    found = list_operators(connection, now, name=name)
     done = connection.execute(update(operators).where((operators.c.name == name) & operators.c.disabled_at.is_(None))
                               .values(disabled_at=now)).rowcount
     if not done:
-        known = connection.execute(select(operators.c.name).where(operators.c.name == name)).first()
-        if known is None:
+        if not found:
             raise NotFound(f"no operator named {name!r} (bkr operator list)", field="name")
         raise Conflict(f"operator {name} is already disabled", code="already_disabled")
+    (was,) = found
+    audit.record(connection, actor=actor, action="operator.disable", subject=f"operator {name}", at=now,
+                 before={"role": was.role, "working_keys": was.active_keys}, after={"disabled_at": now})

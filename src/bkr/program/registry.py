@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -322,7 +323,8 @@ def add_users(connection: Connection, entries: Iterable[tuple[str, str | None]],
     unknown_codes = [code for code in codes if code not in existing_codes]
     if unknown_codes:
         raise NotFound(f"unknown referral code(s): {', '.join(unknown_codes[:5])}")
-    new = [{"user_id": u, "referral_code": c, "created_at": now} for u, c in wanted.items() if u not in known]
+    new: list[dict[str, Any]] = [{"user_id": u, "referral_code": c, "created_at": now}
+                                 for u, c in wanted.items() if u not in known]
     if not new:
         return 0
     new_ids = [row["user_id"] for row in new]

@@ -40,10 +40,10 @@ class Position:
     realized_pnl: Decimal
 
 
-def open_account(connection: Connection, config: VenueConfig, user_id: str, now: datetime, *,
+def open_account(connection: Connection, config: VenueConfig, user_id: str, now: datetime, *, actor: str,
                  referral_code: str | None = None, fee_tier: int | None = None) -> bool:
-    """Open `user_id`'s trading account (registering the user if bkr does not know it yet).
-    Returns whether it was new."""
+    """Open `user_id`'s trading account (registering the user if bkr does not know it yet, as
+    `actor`). Returns whether it was new."""
     user_id = user_id.strip()
     if not user_id:
         raise InvalidInput("user_id: empty", field="user_id")
@@ -52,7 +52,7 @@ def open_account(connection: Connection, config: VenueConfig, user_id: str, now:
         raise InvalidInput(f"fee_tier: no fee tier {tier}; configured: {sorted(config.fee_tiers)}", field="fee_tier")
     known = connection.execute(select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
     if not known or referral_code:
-        add_users(connection, [(user_id, referral_code)], now)
+        add_users(connection, [(user_id, referral_code)], now, actor=actor)
     if connection.execute(select(venue_accounts.c.user_id).where(venue_accounts.c.user_id == user_id)).first():
         return False
     insert_ignoring(connection, venue_accounts, [{"user_id": user_id, "fee_tier": tier, "created_at": now}],
@@ -63,11 +63,12 @@ def open_account(connection: Connection, config: VenueConfig, user_id: str, now:
     return True
 
 
-def create_user_key(connection: Connection, config: VenueConfig, user_id: str, now: datetime, *,
+def create_user_key(connection: Connection, config: VenueConfig, user_id: str, now: datetime, *, actor: str,
                     referral_code: str | None = None) -> KeyPair:
-    """A Backpack-style key pair for `user_id`, opening its account first if needed."""
-    open_account(connection, config, user_id, now, referral_code=referral_code)
-    return keys.create_user_key(connection, user_id.strip(), now)
+    """A Backpack-style key pair for `user_id`, opening its account first if needed; `actor`
+    (who asked for it) is named on the audit trail."""
+    open_account(connection, config, user_id, now, actor=actor, referral_code=referral_code)
+    return keys.create_user_key(connection, user_id.strip(), now, actor=actor)
 
 
 def fee_tier(connection: Connection, user_id: str) -> int:

@@ -89,18 +89,19 @@ class Cast:
     broker_names: Mapping[int, str]  # the active brokers the takers were given
 
 
-def open_traders(connection: Connection, config: VenueConfig, now: datetime) -> Cast:
+def open_traders(connection: Connection, config: VenueConfig, now: datetime, *, actor: str) -> Cast:
     """Open the makers' and takers' accounts (kept if they exist) with a fresh key each, and give
-    the takers the ids of the active brokers round-robin, every third taker none."""
+    the takers the ids of the active brokers round-robin, every third taker none. `actor` is
+    named on the audit trail for the users registered and the keys made."""
     active = [view for view in registry.list_brokers(connection, now) if view.status is BrokerStatus.ACTIVE]
-    makers = tuple(Trader(user, create_user_key(connection, config, user, now), None) for user in MAKERS)
+    makers = tuple(Trader(user, create_user_key(connection, config, user, now, actor=actor), None) for user in MAKERS)
     takers: list[Trader] = []
     for index, user in enumerate(TAKERS):
         attributed = index % UNATTRIBUTED_EVERY != UNATTRIBUTED_EVERY - 1
         broker_id = None
         if attributed and active:
             broker_id = active[(index - index // UNATTRIBUTED_EVERY) % len(active)].broker_id
-        takers.append(Trader(user, create_user_key(connection, config, user, now), broker_id))
+        takers.append(Trader(user, create_user_key(connection, config, user, now, actor=actor), broker_id))
     names = {view.broker_id: view.name for view in active}
     return Cast(makers, tuple(takers), names)
 

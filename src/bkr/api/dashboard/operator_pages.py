@@ -127,7 +127,7 @@ def change_status(broker_id: BrokerIdPath, operator: OperatorChangeDep, services
                            field="status")
     now = services.clock()
     with services.engine.begin() as connection:
-        registry.change_broker_status(connection, broker_id, wanted, now, now)
+        registry.change_broker_status(connection, broker_id, wanted, now, now, actor=operator.name)
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/brokers/{broker_id}"))
 
 

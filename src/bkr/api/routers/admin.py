@@ -3,7 +3,8 @@ fills that were not accepted, periods and their closes, and the program's config
 
 Reads need any operator key; changing the program needs the `operator` role, approving and
 settling the `approver` role, and an `admin` may do everything (`bkr.domain.operators.Role`;
-operators and keys themselves are `bkr.api.routers.operators`). Each endpoint parses its input,
+operators and keys themselves are `bkr.api.routers.operators`). Every change is recorded on the
+audit trail as the key's operator. Each endpoint parses its input,
 calls one use case of `bkr.program` and shapes the answer; decimals travel as strings.
 """
 
@@ -85,6 +86,11 @@ def _month(month: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", des
 
 MonthPath = Annotated[Month, Depends(_month)]
 
+RETROACTIVE = ("Record a change that reaches into a closed month (needs `reason`); without it such a change is a "
+               "409 `retroactive_change`. The closed month's statements stand: what the change moves of the fills "
+               "they paid is paid in the next open month, as `retroactive` lines.")
+REASON = "Why the change is made, kept on the audit trail; required when `retroactive` is true."
+
 # --- brokers -------------------------------------------------------------------------------------
 
 
@@ -99,6 +105,8 @@ class BrokerIn(RequestModel):
 class StatusChangeIn(RequestModel):
     effective_at: Instant | None = Field(None, description="When the change takes effect (default: now). "
                                                            "A time in the past re-applies the rules to open months.")
+    retroactive: bool = Field(False, description=RETROACTIVE)
+    reason: Text | None = Field(None, description=REASON)
 
 
 class StatusChangeOut(BaseModel):
@@ -149,11 +157,11 @@ def _statement_out(summary: overview.StatementSummary) -> BrokerStatementOut:
 
 @router.post("/brokers", status_code=201, response_model=BrokerOut, summary="Enroll a broker",
              responses=responses(401, 403, 409, 422, 503))
-def enroll_broker(body: BrokerIn, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
+def enroll_broker(body: BrokerIn, key: OperatorDep, services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
     """Enroll a business account as a broker; it starts `pending`. An account enrolled in the
     affiliate program, or a broker id already taken, is a 409."""
     now = services.clock()
-    registry.enroll_broker(connection, body.broker_id, body.account, body.name, body.type.value, now)
+    registry.enroll_broker(connection, body.broker_id, body.account, body.name, body.type.value, now, actor=key.name)
     return _broker_out(registry.get_broker(connection, body.broker_id, now))
 
 
@@ -178,11 +186,14 @@ def show_broker(broker_id: BrokerIdPath, _key: ViewerDep, services: ServicesDep,
         statements=[_statement_out(s) for s in overview.broker_statements(connection, broker_id)])
 
 
-def _change_status(connection: ConnectionDep, services: ServicesDep, broker_id: int, status: BrokerStatus,
-                   body: StatusChangeIn | None) -> BrokerOut:
+def _change_status(connection: ConnectionDep, services: ServicesDep, key: keys.Operator, broker_id: int,
+                   status: BrokerStatus, body: StatusChangeIn | None) -> BrokerOut:
     now = services.clock()
-    effective_at = body.effective_at if body is not None and body.effective_at is not None else now
-    return _broker_out(registry.change_broker_status(connection, broker_id, status, effective_at, now))
+    if body is None:  # no body: now, not retroactive
+        return _broker_out(registry.change_broker_status(connection, broker_id, status, now, now, actor=key.name))
+    return _broker_out(registry.change_broker_status(
+        connection, broker_id, status, body.effective_at or now, now, actor=key.name,
+        is_retroactive=body.retroactive, reason=body.reason))
 
 
 _STATUS_ERRORS = responses(401, 403, 404, 409, 422, 503)
@@ -190,27 +201,28 @@ _STATUS_ERRORS = responses(401, 403, 404, 409, 422, 503)
 
 @router.post("/brokers/{broker_id}/activate", response_model=BrokerOut, summary="Activate a broker",
              responses=_STATUS_ERRORS)
-def activate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+def activate_broker(broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
                     body: StatusChangeIn | None = None) -> BrokerOut:
     """Make a broker active from `effective_at` (default now): its API fills count from then on.
-    A transition the lifecycle forbids (from terminated) is a 409."""
-    return _change_status(connection, services, broker_id, BrokerStatus.ACTIVE, body)
+    A transition the lifecycle forbids (from terminated) is a 409; so is a time inside a closed
+    month, unless `retroactive` (code `retroactive_change`)."""
+    return _change_status(connection, services, key, broker_id, BrokerStatus.ACTIVE, body)
 
 
 @router.post("/brokers/{broker_id}/suspend", response_model=BrokerOut, summary="Suspend a broker",
              responses=_STATUS_ERRORS)
-def suspend_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+def suspend_broker(broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
                    body: StatusChangeIn | None = None) -> BrokerOut:
     """Suspend an active broker from `effective_at` (default now): its fills stop counting."""
-    return _change_status(connection, services, broker_id, BrokerStatus.SUSPENDED, body)
+    return _change_status(connection, services, key, broker_id, BrokerStatus.SUSPENDED, body)
 
 
 @router.post("/brokers/{broker_id}/terminate", response_model=BrokerOut, summary="Terminate a broker",
              responses=_STATUS_ERRORS)
-def terminate_broker(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+def terminate_broker(broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
                      body: StatusChangeIn | None = None) -> BrokerOut:
     """End a broker's enrollment for good from `effective_at` (default now); its id is never reused."""
-    return _change_status(connection, services, broker_id, BrokerStatus.TERMINATED, body)
+    return _change_status(connection, services, key, broker_id, BrokerStatus.TERMINATED, body)
 
 
 class ScheduledChangeIn(RequestModel):
@@ -219,20 +231,21 @@ class ScheduledChangeIn(RequestModel):
 
 @router.post("/brokers/{broker_id}/cancel-change", response_model=BrokerOut, summary="Cancel a scheduled change",
              responses=_STATUS_ERRORS)
-def cancel_status_change(broker_id: BrokerIdPath, body: ScheduledChangeIn, _key: OperatorDep,
+def cancel_status_change(broker_id: BrokerIdPath, body: ScheduledChangeIn, key: OperatorDep,
                          services: ServicesDep, connection: ConnectionDep) -> BrokerOut:
     """Take back a status change that has not taken effect yet. One already in effect is a 409;
     so is a cancellation that would leave the lifecycle broken (an activation a suspension follows)."""
-    return _broker_out(registry.cancel_status_change(connection, broker_id, body.effective_at, services.clock()))
+    return _broker_out(registry.cancel_status_change(connection, broker_id, body.effective_at, services.clock(),
+                                                     actor=key.name))
 
 
 @router.post("/brokers/{broker_id}/keys", status_code=201, response_model=BrokerKeyOut,
              summary="Create a broker key pair", responses=responses(401, 403, 404, 422, 503))
-def create_broker_key(broker_id: BrokerIdPath, _key: OperatorDep, services: ServicesDep,
+def create_broker_key(broker_id: BrokerIdPath, key: OperatorDep, services: ServicesDep,
                       connection: ConnectionDep) -> BrokerKeyOut:
     """A new ED25519 key pair for the broker API. The secret is in this answer only: hand it to
     the broker now."""
-    pair = keys.create_broker_key(connection, broker_id, services.clock())
+    pair = keys.create_broker_key(connection, broker_id, services.clock(), actor=key.name)
     return BrokerKeyOut(broker_id=broker_id, api_key=pair.api_key, secret=pair.secret)
 
 
@@ -256,6 +269,8 @@ class ReferralRateIn(RequestModel):
     rate: Fraction = Field(description="The affiliate rebate rate, e.g. \"0.10\".")
     effective_from: Instant | None = Field(None, description="From when the rate applies (default: now). "
                                                              "A later time on an existing code records a change.")
+    retroactive: bool = Field(False, description=RETROACTIVE)
+    reason: Text | None = Field(None, description=REASON)
 
 
 class RateOut(BaseModel):
@@ -278,11 +293,11 @@ def _code_out(code: str, affiliate: str, timeline: RateTimeline, now: datetime) 
 
 @router.post("/affiliates", status_code=201, response_model=AffiliateOut, summary="Enroll an affiliate",
              responses=responses(401, 403, 409, 422, 503))
-def enroll_affiliate(body: AffiliateIn, _key: OperatorDep, services: ServicesDep,
+def enroll_affiliate(body: AffiliateIn, key: OperatorDep, services: ServicesDep,
                      connection: ConnectionDep) -> AffiliateOut:
     """Enroll a business account as an affiliate. An account enrolled as a broker is a 409
     `already_enrolled`: the two programs are mutually exclusive."""
-    registry.enroll_affiliate(connection, body.account, body.name, services.clock())
+    registry.enroll_affiliate(connection, body.account, body.name, services.clock(), actor=key.name)
     return AffiliateOut(account=body.account.strip(), name=body.name.strip(), codes=[])
 
 
@@ -295,14 +310,16 @@ def list_affiliates(_key: ViewerDep, connection: SnapshotDep) -> list[AffiliateO
 
 @router.post("/referral-codes", status_code=201, response_model=ReferralCodeOut,
              summary="Create a referral code or change its rate", responses=responses(401, 403, 404, 409, 422, 503))
-def set_referral_rate(body: ReferralRateIn, _key: OperatorDep, services: ServicesDep,
+def set_referral_rate(body: ReferralRateIn, key: OperatorDep, services: ServicesDep,
                       connection: ConnectionDep) -> ReferralCodeOut:
     """Create a referral code of an affiliate with its rate, or record a new rate for an existing
     code from `effective_from` on (the history is kept). A code owned by another affiliate, or a
-    different rate at the same time, is a 409."""
+    different rate at the same time, is a 409; so is a new rate of an existing code from a time
+    inside a closed month, unless `retroactive` (code `retroactive_change`)."""
     now = services.clock()
     effective_from = body.effective_from or now
-    timeline = registry.set_referral_rate(connection, body.affiliate, body.code, body.rate, effective_from, now)
+    timeline = registry.set_referral_rate(connection, body.affiliate, body.code, body.rate, effective_from, now,
+                                          actor=key.name, is_retroactive=body.retroactive, reason=body.reason)
     return _code_out(body.code.strip(), body.affiliate, timeline, now)
 
 
@@ -312,11 +329,11 @@ class ScheduledRateIn(RequestModel):
 
 @router.post("/referral-codes/{code}/cancel-rate", response_model=ReferralCodeOut, summary="Cancel a scheduled rate",
              responses=responses(401, 403, 404, 409, 422, 503))
-def cancel_referral_rate(code: TextPath, body: ScheduledRateIn, _key: OperatorDep, services: ServicesDep,
+def cancel_referral_rate(code: TextPath, body: ScheduledRateIn, key: OperatorDep, services: ServicesDep,
                          connection: ConnectionDep) -> ReferralCodeOut:
     """Take back a referral rate that has not taken effect yet; one in effect is a 409."""
     now = services.clock()
-    registry.cancel_rate_change(connection, code, body.effective_from, now)
+    registry.cancel_rate_change(connection, code, body.effective_from, now, actor=key.name)
     view = overview.get_referral_code(connection, code)
     return _code_out(view.code, view.affiliate_account_id, view.timeline, now)
 
@@ -371,11 +388,18 @@ UsersIn = Annotated[list[UserIn], BeforeValidator(_one_or_many),
 
 @router.post("/users", response_model=UsersAddedOut, summary="Register users",
              responses=responses(401, 403, 404, 409, 422, 503))
-def add_users(body: UsersIn, _key: OperatorDep, services: ServicesDep, connection: ConnectionDep) -> UsersAddedOut:
+def add_users(body: UsersIn, key: OperatorDep, services: ServicesDep, connection: ConnectionDep,
+              retroactive: Annotated[bool, Query(description=RETROACTIVE)] = False,
+              reason: Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=TEXT_PATTERN,
+                                                  description=REASON)] = None) -> UsersAddedOut:
     """Register one user (an object) or many (a list), each with the referral code it signed up
     with. A user already known with the same code is left alone; with another code it is a 409;
-    an unknown code is a 404. Broker fills that were waiting for these users are attributed now."""
-    new = registry.add_users(connection, [(u.user_id, u.referral_code) for u in body], services.clock())
+    an unknown code is a 404. Broker fills that were waiting for these users are attributed now;
+    if some belong to a closed month, the registration is a 409 `retroactive_change` unless it is
+    declared with the query parameters `retroactive=true` and `reason` (they apply to the whole
+    request, whose body is the users themselves)."""
+    new = registry.add_users(connection, [(u.user_id, u.referral_code) for u in body], services.clock(),
+                             actor=key.name, is_retroactive=retroactive, reason=reason)
     return UsersAddedOut(users=len(body), new=new)
 
 

@@ -119,23 +119,23 @@ def add_operator(body: OperatorIn, admin: AdminDep, services: ServicesDep, conne
 
 @router.post("/operators/{name}/disable", response_model=OperatorOut, summary="Disable an operator",
              responses=WRITE)
-def disable_operator(name: OperatorPath, _admin: AdminDep, services: ServicesDep,
+def disable_operator(name: OperatorPath, admin: AdminDep, services: ServicesDep,
                      connection: ConnectionDep) -> OperatorOut:
     """Disable an operator: each of its keys is refused from its next request on. Its name stays taken."""
     now = services.clock()
-    operators.disable_operator(connection, name, now)
+    operators.disable_operator(connection, name, now, actor=admin.name)
     (view,) = operators.list_operators(connection, now, name=name)
     return _operator_out(view)
 
 
 @router.post("/operators/{name}/keys", status_code=201, response_model=NewKeyOut, summary="Make an operator key",
              responses=WRITE)
-def create_key(name: OperatorPath, _admin: AdminDep, services: ServicesDep, connection: ConnectionDep,
+def create_key(name: OperatorPath, admin: AdminDep, services: ServicesDep, connection: ConnectionDep,
                body: KeyIn | None = None) -> NewKeyOut:
     """Another key for an operator (to rotate one: make the new key, then revoke the old)."""
     now = services.clock()
     return _new_key_out(keys.create_operator_key(connection, name, now,
-                                                 _expiry(body.expires_at if body else None, now)))
+                                                 _expiry(body.expires_at if body else None, now), actor=admin.name))
 
 
 @router.get("/keys", response_model=list[KeyOut], summary="List keys", responses=READ)
@@ -146,11 +146,11 @@ def list_keys(_admin: AdminDep, services: ServicesDep, connection: SnapshotDep) 
 
 
 @router.post("/keys/revoke", response_model=KeyOut, summary="Revoke a key", responses=WRITE)
-def revoke_key(body: RevokeIn, _admin: AdminDep, services: ServicesDep, connection: ConnectionDep) -> KeyOut:
+def revoke_key(body: RevokeIn, admin: AdminDep, services: ServicesDep, connection: ConnectionDep) -> KeyOut:
     """Revoke a key of any kind: it is refused from its next request on, in every process. A key
     revoked already is a 409 `already_revoked`. (The id is in the body: a broker's key id is its
     base64 public key, which may hold a `/`.)"""
     now = services.clock()
-    keys.revoke_key(connection, body.key_id, now)
+    keys.revoke_key(connection, body.key_id, now, actor=admin.name)
     (view,) = keys.list_keys(connection, now, key_id=body.key_id)
     return key_out(view)
