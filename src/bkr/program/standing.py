@@ -52,7 +52,7 @@ def histories(connection: Connection, fill_ids: Sequence[str]) -> dict[str, Hist
             if row.fill_id == reversal_id(row.corrects):
                 history.reversed = True
             elif part is None:
-                history.corrections.append(row)
+                history.corrections.append(row)  # type: ignore[arg-type]
             else:
                 entry, taken_back = part
                 if entry > history.latest_entry:

@@ -156,8 +156,8 @@ def edited(change: dict[str, Any], line_change: dict[str, Any] | None = None) ->
     (edited({"tier": "Gold"}), "tier: 'Gold' is not a tier name (BKR 0, BKR 1, …)"),
     (edited({"tier_basis": "yearly"}), "tier_basis: 'yearly' is not same_month or previous_month"),
     (edited({"lines": "none"}), "lines: missing or not a list of lines"),
-    (edited({}, {"kind": "bonus"}), "line 1 (alice SPOT 2024-05 bonus): kind 'bonus' is not regular, adjustment "
-                                    "or correction"),
+    (edited({}, {"kind": "bonus"}), "line 1 (alice SPOT 2024-05 bonus): kind 'bonus' is not regular, adjustment, "
+                                    "correction or retroactive"),
     (edited({}, {"market_type": "OPTION"}), "line 1 (alice OPTION 2024-05 regular): market_type 'OPTION' is not "
                                             "SPOT, PERP, IPERP or DATED"),
     (edited({}, {"fills": True}), "line 1 (alice SPOT 2024-05 regular): fills: missing or not a whole number (True)"),
