@@ -70,3 +70,16 @@ class Api:
         headers = signed_headers(pair, instruction, params,
                                  timestamp=self.clock.ms() if timestamp is None else timestamp, window=window)
         return self.client.get(path, params=params, headers=headers)
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON body of a response that has `status`."""
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def error(response: httpx.Response, status: int) -> tuple[str, str | None]:
+    """The error code and field of a refusal that has `status`."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    return body["code"], body["field"]

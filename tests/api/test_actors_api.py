@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-from api_support import Api
+from api_support import Api, error, ok
 
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus
@@ -22,17 +21,6 @@ BROKER = 1400
 SCHEDULED = 4100  # active, with a suspension scheduled
 AT = "2026-10-01T00:00:00Z"
 AT_STORED = "2026-10-01T00:00:00+00:00"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def error(response: httpx.Response, status: int) -> tuple[str, str | None]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    return body["code"], body["field"]
 
 
 def trail_after(api: Api, headers: dict[str, str], after: int) -> list[dict[str, Any]]:

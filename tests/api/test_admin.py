@@ -7,9 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
-from api_support import Api
+from api_support import Api, error, ok
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.registry import registry_text
@@ -33,17 +32,6 @@ def fill(fill_id: str, *, user: str = "alice", fee: str = "10", quantity: str = 
 def ingest(api: Api, *rows: dict[str, Any], source: str = "feed.ndjson") -> None:
     import_rows(api.engine, [json_record(line, row) for line, row in enumerate(rows, start=1)],
                 source=source, clock=api.clock, actor="ops")
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def error(response: httpx.Response, status: int) -> tuple[str, str | None]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    return body["code"], body["field"]
 
 
 @pytest.fixture

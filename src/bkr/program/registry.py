@@ -138,10 +138,7 @@ def _reach(connection: Connection, effective_at: datetime, change: str, is_retro
            reason: str | None) -> str | None:
     """The latest closed month a change effective at `effective_at` reaches, if it is declared
     retroactive; a change that reaches one undeclared is refused, and a declared one needs a reason."""
-    if reason is not None:
-        reason = registry_text(reason, "reason")
-    if is_retroactive and reason is None:
-        raise InvalidInput("reason: a retroactive change needs a reason (--reason TEXT)", field="reason")
+    _check_declared(is_retroactive, reason)
     reached = closed_month_reached(effective_at, closed_months(connection))
     if reached is not None and not is_retroactive:
         raise Conflict(f"{change} reaches {reached}, which is closed: its statements stand. Record it as retroactive, "
@@ -149,6 +146,14 @@ def _reach(connection: Connection, effective_at: datetime, change: str, is_retro
                        "reaches the next open month as retroactive adjustment lines",
                        code="retroactive_change")
     return None if reached is None else str(reached)
+
+
+def _check_declared(is_retroactive: bool, reason: str | None) -> None:
+    """A change declared retroactive names its reason, a text like any other in the registry."""
+    if reason is not None:
+        registry_text(reason, "reason")
+    if is_retroactive and reason is None:
+        raise InvalidInput("reason: a retroactive change needs a reason (--reason TEXT)", field="reason")
 
 
 def _retroactive(reached: str | None) -> dict[str, str]:
@@ -347,10 +352,7 @@ def _waiting_in_closed_months(connection: Connection, user_ids: list[str], is_re
                               reason: str | None) -> str | None:
     """The latest closed month whose fills wait for one of these users, if the registration is
     declared retroactive (refused if not; a declared one needs a reason)."""
-    if reason is not None:
-        reason = registry_text(reason, "reason")
-    if is_retroactive and reason is None:
-        raise InvalidInput("reason: a retroactive change needs a reason (--reason TEXT)", field="reason")
+    _check_declared(is_retroactive, reason)
     closed = sorted(closed_months(connection))
     if not closed:
         return None
