@@ -68,7 +68,7 @@ from bkr.store import db
 from bkr.store.tables import aggregates, fills, periods, statements
 
 # What a generated row holds: every field of a fill but `corrects` (the generator makes no corrections).
-ROW_FIELDS = tuple(name for name in FIELDS if name != "corrects")
+ROW_FIELDS = tuple(name for name in FIELDS if name not in ("corrects", "trade_id"))  # the generated columns
 
 MONTH = Month(2025, 3)
 SETUP_AT = datetime(2025, 2, 20, tzinfo=UTC)  # when the registry is loaded

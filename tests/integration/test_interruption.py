@@ -30,7 +30,7 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
-from bkr.program import writer
+from bkr.program import set_import, writer
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
 from bkr.store import db
@@ -92,27 +92,29 @@ def test_an_import_interrupted_after_two_batches_keeps_them_and_a_rerun_counts_e
     assert figures(registry) == reference_figures(rows)
 
 
+@pytest.mark.parametrize("set_based", [True, False], ids=["set path", "row path"])
 def test_a_batch_that_fails_midway_leaves_nothing_of_itself(registry: Engine, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                                            monkeypatch: pytest.MonkeyPatch, set_based: bool) -> None:
     rows = ten_fills()
     path = write_csv(tmp_path / "fills.csv", rows)
-    add_to_aggregates = writer.add_to_aggregates
+    module, name = (set_import, "add_sums") if set_based else (writer, "add_to_aggregates")
+    add_to_totals = getattr(module, name)
     calls = []
 
     def fail_in_third_batch(*args: Any) -> None:
         calls.append(1)
-        add_to_aggregates(*args)  # the third batch's fills are written, then the transaction fails
+        add_to_totals(*args)  # the third batch's fills are written, then the transaction fails
         if len(calls) == 3:
             raise Interrupted
 
-    monkeypatch.setattr(writer, "add_to_aggregates", fail_in_third_batch)
+    monkeypatch.setattr(module, name, fail_in_third_batch)
     with pytest.raises(Interrupted):
-        import_file(registry, path, clock=clock, batch_size=3, actor="ops")
+        import_file(registry, path, clock=clock, batch_size=3, actor="ops", set_based=set_based)
     monkeypatch.undo()
 
     assert count(registry, fills) == 6
     assert figures(registry) == reference_figures(rows[:6])
-    assert import_file(registry, path, clock=clock, batch_size=3, actor="ops").accepted == 4
+    assert import_file(registry, path, clock=clock, batch_size=3, actor="ops", set_based=set_based).accepted == 4
     assert figures(registry) == reference_figures(rows)
 
 

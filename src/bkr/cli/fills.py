@@ -45,13 +45,15 @@ def fills_import(
     config_path: ConfigOption = None,
     file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
     = None,
-    batch_size: Annotated[int, typer.Option(help="Fills per transaction.")] = 5_000,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Fills per transaction (default: a block of about 240,000 for CSV, 5,000 for the others).")] = None,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import fills from CSV, NDJSON or Parquet. Safe to repeat and to interrupt. Needs the
     operator role; the finished import is recorded on the audit trail with the file's SHA-256."""
-    within(batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
+    if batch_size is not None:
+        within(batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
     read_rows(readable_file(file), file_format)  # fail on a file that cannot be read before anything is done
     with transaction(db_url) as connection:
         actor = operator_from_key(connection, key, Role.OPERATOR).name

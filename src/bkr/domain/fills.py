@@ -340,9 +340,14 @@ def check_plausible(priced: PricedFill, now: datetime, rules: Plausibility) -> N
         raise InvalidInput(f"timestamp: {moment.isoformat()} is before the program's start "
                            f"({rules.earliest.isoformat()})", field="timestamp")
     fee = magnitude(priced.fee_usd)
-    if priced.fill.corrects is None and fee > mul(rules.max_fee_share, priced.volume_usd):
+    if priced.fill.corrects is None and fee_exceeds_share(priced.fee_usd, rules.max_fee_share, priced.volume_usd):
         raise InvalidInput(f"fee: {canonical(fee)} USD is more than {canonical(rules.max_fee_share)} "
                            f"× the fill's notional of {canonical(priced.volume_usd)} USD", field="fee")
+
+
+def fee_exceeds_share(fee_usd: Decimal, share: Decimal, volume_usd: Decimal) -> bool:
+    """Whether a fee (or a rebate) in USD is more than `share` of a notional of `volume_usd`."""
+    return magnitude(fee_usd) > mul(share, volume_usd)
 
 
 def _duration(span: timedelta) -> str:

@@ -68,35 +68,48 @@ def read_csv(path: Path) -> Iterator[RawRow]:
     with _text_file(path) as handle:
         reader = csv.reader(handle)
         try:
-            header = [name.strip().lower() for name in next(reader)]
+            header = csv_header(path, next(reader))
         except StopIteration:
             return
         except csv.Error as error:
             raise InvalidInput(f"{path.name}: line 1: not a CSV header ({error})") from None
-        if any(_UNDECODED.search(name) for name in header):
-            raise InvalidInput(f"{path.name}: line 1: the header is not UTF-8 text")
-        _check_header(path, header)
-        width = len(header)
-        line = reader.line_num
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:  # the reader resumes at the next line
-                start, line = line + 1, reader.line_num
-                yield RawRow(start, None, "", f"not a CSV record: {error}")
-                continue
-            start, line = line + 1, reader.line_num
-            if not record or record == [""]:
-                continue
-            undecoded = _undecoded(record)
-            if undecoded is not None:
-                yield RawRow(start, None, [_visible(field) for field in record], undecoded)
-            elif len(record) != width:
-                yield RawRow(start, None, record, f"row has {len(record)} fields, the header has {width}")
-            else:
-                yield RawRow(start, dict(zip(header, record, strict=True)), record)
+        yield from csv_records(reader, header, reader.line_num)
+
+
+def csv_header(path: Path, fields: list[str]) -> list[str]:
+    """A CSV file's header as the readers use it (names trimmed, lower case), or `InvalidInput`
+    refusing the whole file: a name that is not UTF-8, a missing fill column or an unknown one."""
+    header = [name.strip().lower() for name in fields]
+    if any(_UNDECODED.search(name) for name in header):
+        raise InvalidInput(f"{path.name}: line 1: the header is not UTF-8 text")
+    _check_header(path, header)
+    return header
+
+
+def csv_records(reader: Any, header: list[str], line: int, before: int = 0) -> Iterator[RawRow]:
+    """The records a `csv.reader` gives after the header, as rows numbered by the line each
+    starts on; `line` is the last line read before them, `before` the lines of the file before
+    the text the reader reads (0: it reads the file from its start)."""
+    width = len(header)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # the reader resumes at the next line
+            start, line = line + 1, before + reader.line_num
+            yield RawRow(start, None, "", f"not a CSV record: {error}")
+            continue
+        start, line = line + 1, before + reader.line_num
+        if not record or record == [""]:
+            continue
+        undecoded = _undecoded(record)
+        if undecoded is not None:
+            yield RawRow(start, None, [_visible(field) for field in record], undecoded)
+        elif len(record) != width:
+            yield RawRow(start, None, record, f"row has {len(record)} fields, the header has {width}")
+        else:
+            yield RawRow(start, dict(zip(header, record, strict=True)), record)
 
 
 # What `surrogateescape` makes of a byte that is not UTF-8: one of U+DC80..U+DCFF.

@@ -170,6 +170,15 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
             day_row[0] += 1
             day_row[1] = add(day_row[1], item.volume_usd)
             day_row[2] = add(day_row[2], base)
+    add_sums(connection, by_line, by_day)
+
+
+def add_sums(connection: Connection, by_line: dict[tuple[Any, ...], list[Any]],
+             by_day: dict[tuple[Any, ...], list[Any]]) -> None:
+    """Add sums already made per key to the running totals: `by_line` per (broker, period,
+    fill_month, user_id, market_type, canonical affiliate rate, kind) of [fills, volume, fee, fee
+    base], `by_day` per (broker, period, day, market_type) of [fills, volume, fee base]. The
+    users-merged totals are derived here from the lines."""
     by_rate: dict[tuple[Any, ...], list[Any]] = {}
     for (broker, period, fill_month, _, market_type, rate, kind), sums in by_line.items():
         merged = (broker, period, fill_month, market_type, rate, kind)

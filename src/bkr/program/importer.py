@@ -23,8 +23,10 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, update
 
 from bkr.domain.clock import Clock
-from bkr.ingest.readers import RawRow, read_rows
+from bkr.ingest.blocks import Block, PlainBlock, csv_blocks
+from bkr.ingest.readers import RawRow, detect_format, read_rows
 from bkr.program import audit
+from bkr.program.set_import import write_block
 from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store.tables import imports
@@ -59,28 +61,40 @@ def batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
 def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: Clock, actor: str,
                 batch_size: int = DEFAULT_BATCH, file: FileFacts | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
-    """Import `rows` as `actor`, from `source` (the file's name, if `file` describes one)."""
+    """Import `rows` as `actor`, from `source` (the file's name, if `file` describes one), by the row path."""
+    return _import(engine, batches(rows, batch_size), source=source, clock=clock, actor=actor, file=file,
+                   on_batch=on_batch)
+
+
+def _import(engine: Engine, units: Iterable[Block], *, source: str, clock: Clock, actor: str,
+            file: FileFacts | None, on_batch: Callable[[Tally, list[RowResult]], None] | None) -> Tally:
+    """Import `units` one transaction each: a list of rows by the row path, a block of columns by
+    the set path (`bkr.program.set_import`)."""
     tally = Tally()
-    # Read the first batch before recording the import: a file refused as a whole (a CSV header
+    # Read the first unit before recording the import: a file refused as a whole (a CSV header
     # without the fill columns, Parquet money columns in floating point) then leaves no trace.
-    pending = batches(rows, batch_size)
+    pending = iter(units)
     first = next(pending, None)
     with engine.begin() as connection:
         load_timeline(connection)  # a program without settings takes no fills: refused before it is recorded
         import_id = connection.execute(
             insert(imports).values(source=source, started_at=clock()).returning(imports.c.import_id)).scalar_one()
-    for batch in chain([first] if first is not None else [], pending):
+    for unit in chain([first] if first is not None else [], pending):
         with engine.begin() as connection:
-            results = write_batch(connection, batch, hold_timeline(connection), source=source, now=clock(),
-                                  import_id=import_id)
-            batch_tally = Tally()
-            batch_tally.add(results)
+            program = hold_timeline(connection)
+            if isinstance(unit, PlainBlock):
+                outcome = write_block(connection, unit, program, source=source, now=clock(), import_id=import_id)
+                unit_tally, results = outcome.tally, outcome.results
+            else:
+                results = write_batch(connection, unit, program, source=source, now=clock(), import_id=import_id)
+                unit_tally = Tally()
+                unit_tally.add(results)
             connection.execute(update(imports).where(imports.c.import_id == import_id).values(
-                accepted=imports.c.accepted + batch_tally.accepted,
-                duplicates=imports.c.duplicates + batch_tally.duplicates,
-                conflicts=imports.c.conflicts + batch_tally.conflicts,
-                rejected=imports.c.rejected + batch_tally.rejected))
-        tally.add(results)
+                accepted=imports.c.accepted + unit_tally.accepted,
+                duplicates=imports.c.duplicates + unit_tally.duplicates,
+                conflicts=imports.c.conflicts + unit_tally.conflicts,
+                rejected=imports.c.rejected + unit_tally.rejected))
+        tally.merge(unit_tally)
         if on_batch is not None:
             on_batch(tally, results)
     with engine.begin() as connection:
@@ -93,10 +107,32 @@ def import_rows(engine: Engine, rows: Iterable[RawRow], *, source: str, clock: C
 
 
 def import_file(engine: Engine, path: Path, *, clock: Clock, actor: str,
-                batch_size: int = DEFAULT_BATCH, file_format: str | None = None,
-                on_batch: Callable[[Tally, list[RowResult]], None] | None = None) -> Tally:
+                batch_size: int | None = None, file_format: str | None = None,
+                on_batch: Callable[[Tally, list[RowResult]], None] | None = None,
+                set_based: bool = True) -> Tally:
+    """Import a fill file. A CSV file goes by the set path (`set_based=False`: the row path, the
+    reference it is checked against): blocks that Arrow reads are decided mostly in SQL, and
+    whatever the set path leaves, and any block it cannot read as columns, by the row path. Both
+    store the same; `on_batch` gets the row path's results only. Each transaction holds
+    `batch_size` records, by default `DEFAULT_BATCH` on the row path and a block
+    (`bkr.ingest.blocks.BLOCK_BYTES` of the file) on the set path."""
     # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
     source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
     rows = read_rows(path, file_format)  # a missing file or an unknown format is refused before hashing
-    return import_rows(engine, rows, source=source, clock=clock, actor=actor, batch_size=batch_size,
-                       file=file_facts(path), on_batch=on_batch)
+    facts = file_facts(path)
+    if set_based and (file_format or detect_format(path)) == "csv":
+        return _import(engine, _pieces(csv_blocks(path), batch_size), source=source, clock=clock, actor=actor,
+                       file=facts, on_batch=on_batch)
+    return import_rows(engine, rows, source=source, clock=clock, actor=actor, batch_size=batch_size or DEFAULT_BATCH,
+                       file=facts, on_batch=on_batch)
+
+
+def _pieces(blocks: Iterable[Block], batch_size: int | None) -> Iterator[Block]:
+    """The blocks cut to at most `batch_size` records each (None: plain blocks whole, rows by `DEFAULT_BATCH`)."""
+    for block in blocks:
+        if isinstance(block, PlainBlock):
+            size = batch_size or block.records
+            for start in range(0, block.records, size):
+                yield block if size >= block.records else block.part(start, size)
+        else:
+            yield from batches(block, batch_size or DEFAULT_BATCH)

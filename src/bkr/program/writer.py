@@ -101,6 +101,12 @@ class Tally:
                 field_name = (result.reason or "").split(":", 1)[0]
                 self.reasons[field_name] = self.reasons.get(field_name, 0) + 1
 
+    def merge(self, other: "Tally") -> None:
+        for name in ("accepted", "duplicates", "conflicts", "rejected", "counted", "awaiting_user", "self_trades"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+
     def counts(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "conflicts": self.conflicts,
                 "rejected": self.rejected}

@@ -83,6 +83,7 @@ def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]
         cursor.close()
 
 
+_COPY_FROM = 1_000  # rows from which an upsert of totals goes through COPY rather than one statement per row
 AGGREGATE_KEY = ("broker_id", "period", "fill_month", "user_id", "market_type", "affiliate_rate", "kind")
 AGGREGATE_SUMS = ("fills", "volume_usd", "fee_usd", "fee_base_usd")
 TOTALS_KEY = ("broker_id", "period", "fill_month", "market_type", "affiliate_rate", "kind")
@@ -106,9 +107,19 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
         adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * width)}) "
-                               f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
-                               [tuple(_plain(value) for value in row) for row in rows])
+            if len(rows) < _COPY_FROM:
+                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * width)}) "
+                                   f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
+                                   [tuple(_plain(value) for value in row) for row in rows])
+                return
+            # many rows (a block of the set-based import): one COPY and one upsert, in key order
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (LIKE {table}) ON COMMIT DELETE ROWS")
+            cursor.execute(f"TRUNCATE incoming_{table}")
+            with cursor.copy(f"COPY incoming_{table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(tuple(_plain(value) for value in row))
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming_{table} "
+                           f"ORDER BY {conflict} ON CONFLICT ({conflict}) DO UPDATE SET {adds}")
         finally:
             cursor.close()
         return

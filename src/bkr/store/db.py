@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from bkr.domain.errors import StoreNotReady
+from bkr.domain.fills import fee_exceeds_share
 from bkr.domain.money import MONEY, canonical
 
 DEFAULT_URL = "sqlite:///bkr.db"
@@ -26,6 +27,15 @@ def _dec_add(left: str | None, right: str | None) -> str | None:
     if left is None or right is None:
         return left if right is None else right
     return canonical(MONEY.add(Decimal(left), Decimal(right)))
+
+
+def _dec_mul(left: str, right: str) -> str:
+    return canonical(MONEY.multiply(Decimal(left), Decimal(right)))
+
+
+def _fee_exceeds(fee: str, share: str, notional: str) -> int:
+    """`fee_exceeds_share` of canonical texts, for SQL over staged fills (PostgreSQL compares NUMERICs)."""
+    return int(fee_exceeds_share(Decimal(fee), Decimal(share), Decimal(notional)))
 
 
 class _DecSum:
@@ -47,6 +57,8 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     dbapi_connection.isolation_level = None  # bkr issues BEGIN itself, see _on_sqlite_begin
     dbapi_connection.create_function("dec_add", 2, _dec_add, deterministic=True)
     dbapi_connection.create_aggregate("dec_sum", 1, _DecSum)  # type: ignore[arg-type]
+    dbapi_connection.create_function("dec_mul", 2, _dec_mul, deterministic=True)
+    dbapi_connection.create_function("fee_exceeds", 3, _fee_exceeds, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,228 @@
+"""The staging table of the set-based import, and the SQL that moves staged fills into `fills`.
+
+A block of fills that passed the column checks (`bkr.ingest.columns`) is loaded into a
+session-local table, `staged_fills` — PostgreSQL `COPY` of the block written as CSV by Arrow,
+SQLite one `executemany` — and each step after that is one statement over the whole block:
+
+1. `price`: volume and fee in USD, `price × quantity × quote rate` and the fee by its asset, exact:
+   NUMERIC arithmetic on PostgreSQL (`trim_scale` gives the canonical scale the row path stores),
+   the `dec_mul` function on SQLite (`bkr.store.db`, the money context's own multiply).
+2. `implausible`: the rows whose fee is more than the configured share of their notional.
+3. `stored`: the rows whose `fill_id` is already in `fills`, with both content keys.
+4. `attribute`: each row's period, attribution and affiliate rate at the fill's time, from the
+   broker status and referral rate timelines, by the rules of `bkr.domain.fills.attribute`.
+5. `insert`: the rows into `fills` (on PostgreSQL `ON CONFLICT (fill_id) DO NOTHING`, the rows
+   another writer stored meanwhile returned as not inserted).
+6. `line_sums`, `day_sums`: the counted rows' increments to the running totals, `GROUP BY`.
+
+The caller (`bkr.program.set_import`) owns the transaction and decides what each result means.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import Connection
+
+from bkr.domain.money import canonical
+from bkr.domain.periods import Month
+from bkr.store.bulk import COLUMNS
+
+# (name, PostgreSQL type, SQLite type) of every staged column, in the order they are loaded
+_LOADED = (
+    ("position", "bigint", "INTEGER"), ("fill_id", "text", "TEXT"), ("order_id", "text", "TEXT"),
+    ("user_id", "text", "TEXT"), ("symbol", "text", "TEXT"), ("market_type", "text", "TEXT"),
+    ("side", "text", "TEXT"), ("price", "numeric", "TEXT"), ("quantity", "numeric", "TEXT"),
+    ("fee", "numeric", "TEXT"), ("fee_symbol", "text", "TEXT"), ("is_maker", "boolean", "INTEGER"),
+    ("ts", "timestamptz", "INTEGER"), ("broker_id", "integer", "INTEGER"), ("via_api", "boolean", "INTEGER"),
+    ("fill_type", "text", "TEXT"), ("content_key", "text", "TEXT"), ("fill_month", "text", "TEXT"),
+    ("day", "text", "TEXT"), ("fee_in", "text", "TEXT"), ("quote_rate", "numeric", "TEXT"),
+    ("fee_rate", "numeric", "TEXT"), ("fee_share", "numeric", "TEXT"),
+)
+_DERIVED = (("volume_usd", "numeric", "TEXT"), ("fee_usd", "numeric", "TEXT"), ("attribution", "text", "TEXT"),
+            ("affiliate_rate", "numeric", "TEXT"), ("period", "text", "TEXT"))
+LOADED = tuple(name for name, _, _ in _LOADED)
+
+
+def _postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def load(connection: Connection, staged: pa.Table) -> None:
+    """Empty `staged_fills` (creating it in this session if need be) and load `staged`, whose
+    columns are `LOADED`: text, booleans, the time as a UTC timestamp, the broker id as an integer."""
+    postgresql = _postgresql(connection)
+    columns = ", ".join(f"{name} {pg if postgresql else lite}" for name, pg, lite in (*_LOADED, *_DERIVED))
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if postgresql:
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_fills ({columns}) ON COMMIT DELETE ROWS")
+            cursor.execute("TRUNCATE staged_fills")
+            buffer = pa.BufferOutputStream()
+            pa_csv.write_csv(staged.select(list(LOADED)), buffer,
+                             pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+            with cursor.copy(f"COPY staged_fills ({', '.join(LOADED)}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buffer.getvalue().to_pybytes())
+            cursor.execute("ANALYZE staged_fills")
+        else:
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_fills ({columns})")
+            cursor.execute("DELETE FROM staged_fills")
+            micros = pc.cast(pc.cast(staged.column("ts"), pa.timestamp("us")), pa.int64())
+            rows = staged.select(list(LOADED)).set_column(LOADED.index("ts"), "ts", micros)
+            values = [column.to_pylist() for column in rows.columns]
+            cursor.executemany(f"INSERT INTO staged_fills ({', '.join(LOADED)}) "
+                               f"VALUES ({', '.join('?' for _ in LOADED)})", list(zip(*values, strict=True)))
+    finally:
+        cursor.close()
+
+
+_VOLUME = {
+    "postgresql": "trim_scale(price * quantity * quote_rate)",
+    "sqlite": "CASE quote_rate WHEN '1' THEN dec_mul(price, quantity) "
+              "ELSE dec_mul(dec_mul(price, quantity), quote_rate) END",
+}
+_FEE = {
+    "postgresql": "trim_scale(CASE fee_in WHEN 'quote' THEN fee * quote_rate WHEN 'base' THEN fee * price * quote_rate "
+                  "ELSE fee * fee_rate END)",
+    "sqlite": "CASE fee_in WHEN 'quote' THEN CASE quote_rate WHEN '1' THEN fee ELSE dec_mul(fee, quote_rate) END "
+              "WHEN 'base' THEN CASE quote_rate WHEN '1' THEN dec_mul(fee, price) "
+              "ELSE dec_mul(dec_mul(fee, price), quote_rate) END ELSE dec_mul(fee, fee_rate) END",
+}
+# Each staged row beside what the registry says at its time: whether its broker is enrolled, the
+# broker's status then (the latest change at or before it, as `StatusTimeline.status_at`), whether
+# its user is known, and the rate of the user's code then (as `RateTimeline.rate_at`).
+_REGISTRY = """
+SELECT s.position, b.broker_id AS enrolled, st.status, u.user_id AS known, r.rate
+FROM staged_fills s
+LEFT JOIN brokers b ON b.broker_id = s.broker_id
+LEFT JOIN (SELECT broker_id, status, effective_at AS since,
+                  LEAD(effective_at) OVER (PARTITION BY broker_id ORDER BY effective_at) AS until
+           FROM broker_status_changes) st
+       ON st.broker_id = s.broker_id AND st.since <= s.ts AND (st.until IS NULL OR s.ts < st.until)
+LEFT JOIN users u ON u.user_id = s.user_id
+LEFT JOIN (SELECT code, rate, effective_from AS since,
+                  LEAD(effective_from) OVER (PARTITION BY code ORDER BY effective_from) AS until
+           FROM referral_rates) r
+       ON r.code = u.referral_code AND r.since <= s.ts AND (r.until IS NULL OR s.ts < r.until)
+"""
+# `bkr.domain.fills.attribute`, in its order
+_ATTRIBUTION = """CASE
+    WHEN staged_fills.broker_id IS NULL THEN 'no_broker'
+    WHEN staged_fills.fill_type <> 'User' THEN 'system'
+    WHEN NOT staged_fills.via_api THEN 'web'
+    WHEN a.enrolled IS NULL THEN 'broker_unknown'
+    WHEN a.status IS NULL OR a.status <> 'active' THEN 'broker_inactive'
+    WHEN a.known IS NULL THEN 'awaiting_user'
+    ELSE 'counted' END"""
+
+
+def price_and_attribute(connection: Connection, periods: Mapping[Month, Month]) -> None:
+    """Each staged row's volume and fee in USD, by `bkr.domain.fills.price_in_usd`'s rules; its
+    period (its month's paying period, from `periods`); its attribution by the rules of
+    `bkr.domain.fills.attribute`, and, counted, its affiliate rate at its time (0 for a user
+    without a code, and before the code's first rate)."""
+    dialect = connection.dialect.name
+    moved = {str(month): str(target) for month, target in periods.items() if month != target}
+    period = ("CASE fill_month " + " ".join(f"WHEN '{m}' THEN '{t}'" for m, t in sorted(moved.items()))
+              + " ELSE fill_month END") if moved else "fill_month"
+    zero = "0" if dialect == "postgresql" else "'0'"
+    connection.exec_driver_sql(
+        f"UPDATE staged_fills SET volume_usd = {_VOLUME[dialect]}, fee_usd = {_FEE[dialect]}, period = {period}, "
+        f"attribution = {_ATTRIBUTION}, "
+        f"affiliate_rate = CASE WHEN {_ATTRIBUTION} = 'counted' THEN COALESCE(a.rate, {zero}) END "
+        f"FROM ({_REGISTRY}) a WHERE a.position = staged_fills.position")
+
+
+def implausible(connection: Connection) -> list[int]:
+    """The positions of staged rows whose fee or rebate is more than its share of the notional."""
+    condition = ("abs(fee_usd) > fee_share * volume_usd" if _postgresql(connection)
+                 else "fee_exceeds(fee_usd, fee_share, volume_usd)")
+    return list(connection.exec_driver_sql(f"SELECT position FROM staged_fills WHERE {condition}").scalars())
+
+
+def stored(connection: Connection) -> list[tuple[int, str, str]]:
+    """(position, staged content key, stored content key) of the staged rows whose fill_id is stored."""
+    return [(row[0], row[1], row[2]) for row in connection.exec_driver_sql(
+        "SELECT s.position, s.content_key, f.content_key FROM staged_fills s JOIN fills f ON f.fill_id = s.fill_id")]
+
+
+def drop(connection: Connection, positions: Iterable[int]) -> None:
+    """Take rows out of the staging table: the row path decides them, or nothing is to be done."""
+    chosen = [(position,) for position in positions]
+    if chosen:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            marker = "%s" if _postgresql(connection) else "?"
+            cursor.executemany(f"DELETE FROM staged_fills WHERE position = {marker}", chosen)
+        finally:
+            cursor.close()
+
+
+def insert(connection: Connection, import_id: int | None) -> tuple[int, list[int]]:
+    """Move the staged rows into `fills`: (how many went in, the positions of those that did not,
+    because another writer stored their fill_id meanwhile)."""
+    postgresql = _postgresql(connection)
+    given = {"import_id": "%s" if postgresql else "?", "corrects": "NULL", "fee_base_usd": "NULL",
+             "trade_id": "NULL"}
+    values = ", ".join(given.get(name, name) for name in COLUMNS)
+    sql = f"INSERT INTO fills ({', '.join(COLUMNS)}) SELECT {values} FROM staged_fills ORDER BY fill_id"
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if not postgresql:  # the writer holds the database's write lock: nothing can come between
+            cursor.execute(sql, (import_id,))
+            return cursor.rowcount, []
+        cursor.execute(f"{sql} ON CONFLICT (fill_id) DO NOTHING", (import_id,))
+        inserted = cursor.rowcount
+        cursor.execute("SELECT count(*) FROM staged_fills")
+        staged = cursor.fetchone()
+        if staged is not None and inserted == staged[0]:
+            return inserted, []
+        cursor.execute("SELECT s.position FROM staged_fills s JOIN fills f ON f.fill_id = s.fill_id "
+                       "WHERE f.import_id IS DISTINCT FROM %s OR f.content_key <> s.content_key", (import_id,))
+        return inserted, [position for (position,) in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def counts(connection: Connection) -> dict[str, int]:
+    """How many staged rows have each attribution."""
+    return {attribution: count for attribution, count in connection.exec_driver_sql(
+        "SELECT attribution, count(*) FROM staged_fills GROUP BY attribution")}
+
+
+def line_sums(connection: Connection) -> dict[tuple[Any, ...], list[Any]]:
+    """The counted rows' sums per aggregate line, keyed as `bkr.program.attribution.add_sums` takes them."""
+    rows = _sums(connection, "broker_id, period, fill_month, user_id, market_type, affiliate_rate",
+                 ("volume_usd", "fee_usd", "base"))
+    return {(broker, Month.parse(period), Month.parse(fill_month), user, market, _canonical(rate), "fill"): sums
+            for (broker, period, fill_month, user, market, rate), sums in rows}
+
+
+def day_sums(connection: Connection) -> dict[tuple[Any, ...], list[Any]]:
+    """The counted rows' sums per (broker, period, day, market type)."""
+    rows = _sums(connection, "broker_id, period, day, market_type", ("volume_usd", "base"))
+    return {(broker, Month.parse(period), day, market): sums for (broker, period, day, market), sums in rows}
+
+
+def _sums(connection: Connection, keys: str, money: Sequence[str]) -> list[tuple[tuple[Any, ...], list[Any]]]:
+    postgresql = _postgresql(connection)
+    base = ("CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END" if postgresql
+            else "CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END")
+    total = "sum" if postgresql else "dec_sum"
+    sums = ", ".join(f"{total}({base if name == 'base' else name})" for name in money)
+    width = keys.count(",") + 1
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"SELECT {keys}, count(*), {sums} FROM staged_fills WHERE attribution = 'counted' "
+                       f"GROUP BY {keys}")
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [(tuple(row[:width]), [row[width], *(Decimal(value) for value in row[width + 1:])]) for row in rows]
+
+
+def _canonical(rate: Any) -> str:
+    return canonical(Decimal(rate))
