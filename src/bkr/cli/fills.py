@@ -46,7 +46,7 @@ def fills_import(
     file_format: Annotated[str | None, typer.Option("--format", help="csv | ndjson | parquet (default: by name)")]
     = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Fills per transaction (default: a block of about 240,000 for CSV, 5,000 for the others).")] = None,
+        help="Fills per transaction (default: a block of about 120,000 for CSV, 5,000 for the others).")] = None,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:

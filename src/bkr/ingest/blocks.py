@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 from bkr.domain.errors import InvalidInput
 from bkr.ingest.readers import RawRow, csv_header, csv_records
 
-BLOCK_BYTES = 32 << 20  # about 240,000 records of a typical fill file
+BLOCK_BYTES = 16 << 20  # about 120,000 records of a typical fill file
 
 # every byte a plain block may hold: printable ASCII and the newline
 _PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\n"

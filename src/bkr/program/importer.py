@@ -115,7 +115,7 @@ def import_file(engine: Engine, path: Path, *, clock: Clock, actor: str,
     whatever the set path leaves, and any block it cannot read as columns, by the row path. Both
     store the same; `on_batch` gets the row path's results only. Each transaction holds
     `batch_size` records, by default `DEFAULT_BATCH` on the row path and a block
-    (`bkr.ingest.blocks.BLOCK_BYTES` of the file) on the set path."""
+    (`bkr.ingest.blocks.BLOCK_BYTES` of the file, about 120,000 records) on the set path."""
     # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
     source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
     rows = read_rows(path, file_format)  # a missing file or an unknown format is refused before hashing

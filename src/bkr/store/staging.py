@@ -45,6 +45,7 @@ _LOADED = (
 _DERIVED = (("volume_usd", "numeric", "TEXT"), ("fee_usd", "numeric", "TEXT"), ("attribution", "text", "TEXT"),
             ("affiliate_rate", "numeric", "TEXT"), ("period", "text", "TEXT"))
 LOADED = tuple(name for name, _, _ in _LOADED)
+_ROWS_AT_ONCE = 20_000
 
 
 def _postgresql(connection: Connection) -> bool:
@@ -72,9 +73,10 @@ def load(connection: Connection, staged: pa.Table) -> None:
             cursor.execute("DELETE FROM staged_fills")
             micros = pc.cast(pc.cast(staged.column("ts"), pa.timestamp("us")), pa.int64())
             rows = staged.select(list(LOADED)).set_column(LOADED.index("ts"), "ts", micros)
-            values = [column.to_pylist() for column in rows.columns]
-            cursor.executemany(f"INSERT INTO staged_fills ({', '.join(LOADED)}) "
-                               f"VALUES ({', '.join('?' for _ in LOADED)})", list(zip(*values, strict=True)))
+            sql = f"INSERT INTO staged_fills ({', '.join(LOADED)}) VALUES ({', '.join('?' for _ in LOADED)})"
+            for start in range(0, rows.num_rows, _ROWS_AT_ONCE):  # Python's objects for a slice at a time
+                part = rows.slice(start, _ROWS_AT_ONCE)
+                cursor.executemany(sql, zip(*(column.to_pylist() for column in part.columns), strict=True))
     finally:
         cursor.close()
 
