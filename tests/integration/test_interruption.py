@@ -30,10 +30,10 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
-from bkr.program import set_import, writer
+from bkr.program import writer
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
-from bkr.store import db
+from bkr.store import db, staging
 from bkr.store.tables import fills, imports
 from program_support import use_program
 
@@ -97,7 +97,7 @@ def test_a_batch_that_fails_midway_leaves_nothing_of_itself(registry: Engine, tm
                                                             monkeypatch: pytest.MonkeyPatch, set_based: bool) -> None:
     rows = ten_fills()
     path = write_csv(tmp_path / "fills.csv", rows)
-    module, name = (set_import, "add_sums") if set_based else (writer, "add_to_aggregates")
+    module, name = (staging, "add_counted") if set_based else (writer, "add_to_aggregates")
     add_to_totals = getattr(module, name)
     calls = []
 

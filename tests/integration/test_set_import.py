@@ -27,7 +27,15 @@ from bkr.program import registry
 from bkr.program.importer import import_file
 from bkr.program.writer import Tally
 from bkr.store import db
-from bkr.store.tables import aggregate_totals, aggregates, daily_volumes, fill_conflicts, fill_rejections, fills, imports
+from bkr.store.tables import (
+    aggregate_totals,
+    aggregates,
+    daily_volumes,
+    fill_conflicts,
+    fill_rejections,
+    fills,
+    imports,
+)
 from program_support import use_program
 
 USERS = ("alice", "bob", "carol", "dave-unknown", "erin-unknown")

@@ -3,8 +3,10 @@
 `RegistryView` loads, for a set of fills, what the rules need: each broker's status timeline,
 each user's signup code, each code's rate timeline. `RegistryView.attribute` applies the domain's
 `attribute` to one fill (`attribute_decided`, when whoever took the order already judged its
-broker). `add_to_aggregates` is the one place where counted fills become
-running totals, used by ingestion and by `reevaluate` after a retroactive registry change.
+broker). `add_to_aggregates` is where counted fills become running totals, used by ingestion and
+by `reevaluate` after a retroactive registry change; the set path (`bkr.program.set_import`)
+makes the same increments from a `GROUP BY` over a staged block (`bkr.store.staging.add_counted`),
+and its differential test holds the two to the same totals.
 """
 
 from collections import defaultdict

@@ -38,7 +38,6 @@ from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramTimeline
 from bkr.ingest.blocks import PlainBlock
 from bkr.ingest.columns import certain_fills
-from bkr.program.attribution import add_sums
 from bkr.program.periods import lock_open_periods
 from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store import staging
@@ -79,7 +78,7 @@ def write_block(connection: Connection, block: PlainBlock, program: ProgramTimel
             staging.drop(connection, taken)
             left.update(taken)
             counts = staging.counts(connection)
-        add_sums(connection, staging.line_sums(connection), staging.day_sums(connection))
+        staging.add_counted(connection)
         outcome.tally.accepted += accepted
         outcome.tally.counted += counts.get(Attribution.COUNTED.value, 0)
         outcome.tally.awaiting_user += counts.get(Attribution.AWAITING_USER.value, 0)

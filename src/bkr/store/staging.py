@@ -13,23 +13,20 @@ SQLite one `executemany` — and each step after that is one statement over the 
    broker status and referral rate timelines, by the rules of `bkr.domain.fills.attribute`.
 5. `insert`: the rows into `fills` (on PostgreSQL `ON CONFLICT (fill_id) DO NOTHING`, the rows
    another writer stored meanwhile returned as not inserted).
-6. `line_sums`, `day_sums`: the counted rows' increments to the running totals, `GROUP BY`.
+6. `add_counted`: the counted rows' increments to the running totals, `GROUP BY` and upsert.
 
 The caller (`bkr.program.set_import`) owns the transaction and decides what each result means.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy import Connection
 
-from bkr.domain.money import canonical
 from bkr.domain.periods import Month
-from bkr.store.bulk import COLUMNS
+from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, COLUMNS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY
 
 # (name, PostgreSQL type, SQLite type) of every staged column, in the order they are loaded
 _LOADED = (
@@ -76,7 +73,7 @@ def load(connection: Connection, staged: pa.Table) -> None:
             sql = f"INSERT INTO staged_fills ({', '.join(LOADED)}) VALUES ({', '.join('?' for _ in LOADED)})"
             for start in range(0, rows.num_rows, _ROWS_AT_ONCE):  # Python's objects for a slice at a time
                 part = rows.slice(start, _ROWS_AT_ONCE)
-                cursor.executemany(sql, zip(*(column.to_pylist() for column in part.columns), strict=True))
+                cursor.executemany(sql, list(zip(*(column.to_pylist() for column in part.columns), strict=True)))
     finally:
         cursor.close()
 
@@ -195,36 +192,37 @@ def counts(connection: Connection) -> dict[str, int]:
         "SELECT attribution, count(*) FROM staged_fills GROUP BY attribution")}
 
 
-def line_sums(connection: Connection) -> dict[tuple[Any, ...], list[Any]]:
-    """The counted rows' sums per aggregate line, keyed as `bkr.program.attribution.add_sums` takes them."""
-    rows = _sums(connection, "broker_id, period, fill_month, user_id, market_type, affiliate_rate",
-                 ("volume_usd", "fee_usd", "base"))
-    return {(broker, Month.parse(period), Month.parse(fill_month), user, market, _canonical(rate), "fill"): sums
-            for (broker, period, fill_month, user, market, rate), sums in rows}
+# the running totals a counted staged row adds to: (table, its key columns as selected, its sums)
+_TOTALS = (
+    ("aggregates", AGGREGATE_KEY, "broker_id, period, fill_month, user_id, market_type, affiliate_rate, 'fill'",
+     AGGREGATE_SUMS),
+    ("aggregate_totals", TOTALS_KEY, "broker_id, period, fill_month, market_type, affiliate_rate, 'fill'",
+     AGGREGATE_SUMS),
+    ("daily_volumes", DAILY_KEY, "broker_id, period, day, market_type", DAILY_SUMS),
+)
 
 
-def day_sums(connection: Connection) -> dict[tuple[Any, ...], list[Any]]:
-    """The counted rows' sums per (broker, period, day, market type)."""
-    rows = _sums(connection, "broker_id, period, day, market_type", ("volume_usd", "base"))
-    return {(broker, Month.parse(period), day, market): sums for (broker, period, day, market), sums in rows}
-
-
-def _sums(connection: Connection, keys: str, money: Sequence[str]) -> list[tuple[tuple[Any, ...], list[Any]]]:
+def add_counted(connection: Connection) -> None:
+    """Add the counted staged rows to the running totals, exactly: per table, one `GROUP BY` of
+    the rows and one upsert of the sums, in key order (the order `bulk.add_to_totals` writes in,
+    so that no two writers deadlock). The same increments `bkr.program.attribution.add_to_aggregates`
+    makes of the row path's fills, with the sums made by the database."""
     postgresql = _postgresql(connection)
-    base = ("CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END" if postgresql
-            else "CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END")
     total = "sum" if postgresql else "dec_sum"
-    sums = ", ".join(f"{total}({base if name == 'base' else name})" for name in money)
-    width = keys.count(",") + 1
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(f"SELECT {keys}, count(*), {sums} FROM staged_fills WHERE attribution = 'counted' "
-                       f"GROUP BY {keys}")
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    return [(tuple(row[:width]), [row[width], *(Decimal(value) for value in row[width + 1:])]) for row in rows]
-
-
-def _canonical(rate: Any) -> str:
-    return canonical(Decimal(rate))
+    sums = {"fills": "count(*)", "volume_usd": f"{total}(volume_usd)", "fee_usd": f"{total}(fee_usd)",
+            "fee_base_usd": f"{total}(CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END)" if postgresql
+            else f"{total}(CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END)"}
+    for table, keys, selected, money in _TOTALS:
+        grouped = [column for column in selected.split(", ") if not column.startswith("'")]  # not the kind
+        groups = ", ".join(str(number) for number in range(1, len(grouped) + 1))
+        if postgresql:
+            adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in money)
+        else:
+            adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" if c == "fills"
+                             else f"{c} = dec_add({table}.{c}, excluded.{c})" for c in money)
+        key_columns = ", ".join(keys)
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({key_columns}, {', '.join(money)}) "
+            f"SELECT {selected}, {', '.join(sums[c] for c in money)} FROM staged_fills "
+            f"WHERE attribution = 'counted' GROUP BY {groups} ORDER BY {groups} "
+            f"ON CONFLICT ({key_columns}) DO UPDATE SET {adds}")
