@@ -1,4 +1,4 @@
-"""The set-based import leaves the store the row path leaves, for any file: the differential test.
+"""The set-based import leaves the store the row path leaves, for any file, CSV or Parquet: the differential test.
 
 Each example is one CSV file of mixed records — ordinary fills in every shape `parse_fill`
 accepts (leading and trailing zeros, lower-case flags, defaults left empty), fills already stored
@@ -15,9 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration_support import APRIL, add_broker, add_code, add_users, clock, close, fill, write_csv
+from integration_support import APRIL, add_broker, add_code, add_users, clock, close, fill, write_csv, write_parquet
 from sqlalchemy import Engine, select
 
 from bkr.domain.fills import FIELDS
@@ -109,6 +112,11 @@ def records(draw: st.DrawFn) -> list[dict[str, str]]:
 
 
 def write_records(path: Path, rows: list[dict[str, str]]) -> Path:
+    """The records as CSV, or as Parquet with a text column per field (an empty value a null)."""
+    if path.suffix == ".parquet":
+        columns = {name: pa.array([row.get(name) or None for row in rows], pa.string()) for name in FIELDS}
+        pq.write_table(pa.table(columns), path)
+        return path
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, FIELDS, lineterminator="\n", restval="")
         writer.writeheader()
@@ -171,11 +179,12 @@ def run(url: str, path: Path, tmp_path: Path, *, set_based: bool,
         engine.dispose()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=records())
-def test_the_set_path_leaves_the_store_the_row_path_leaves(rows: list[dict[str, str]], tmp_path: Path,
+def test_the_set_path_leaves_the_store_the_row_path_leaves(rows: list[dict[str, str]], suffix: str, tmp_path: Path,
                                                            fresh_db_url: Callable[[], str]) -> None:
-    path = write_records(tmp_path / "month.csv", rows)
+    path = write_records(tmp_path / f"month{suffix}", rows)
 
     by_set, set_state = run(fresh_db_url(), path, tmp_path, set_based=True)
     by_row, row_state = run(fresh_db_url(), path, tmp_path, set_based=False)
@@ -185,15 +194,18 @@ def test_the_set_path_leaves_the_store_the_row_path_leaves(rows: list[dict[str, 
         assert set_state[table.name] == row_state[table.name], table.name
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_a_file_of_plain_fills_is_decided_in_sql_and_equals_the_row_path(
-        fresh_db_url: Callable[[], str], tmp_path: Path) -> None:
-    """The common case: every record is accepted by the set path itself, none left to the row path."""
-    rows = [{name: _text(value) for name, value in fill(
-        f"p{n}", at=DAYS[1 + n % 6], user=USERS[n % 5], fee=FEES[n % 6], price=PRICES[n % 4]).items()}
-        for n in range(3000)]
-    for n, row in enumerate(rows):
-        row["broker_id"] = BROKERS[n % 5]
-    path = write_records(tmp_path / "plain.csv", rows)
+        fresh_db_url: Callable[[], str], tmp_path: Path, suffix: str) -> None:
+    """The common case: every record is accepted by the set path itself, none left to the row path.
+    The Parquet file has typed columns, as an exchange's export would: decimals, booleans, UTC times."""
+    rows = [fill(f"p{n}", at=DAYS[1 + n % 6], user=USERS[n % 5], fee=FEES[n % 6], price=PRICES[n % 4],
+                 broker=int(BROKERS[n % 5]) if BROKERS[n % 5] else None) for n in range(3000)]
+    if suffix == ".csv":
+        path = write_records(tmp_path / "plain.csv", [{name: _text(value) for name, value in row.items()}
+                                                      for row in rows])
+    else:
+        path = write_parquet(tmp_path / "plain.parquet", rows)
 
     left: list[int] = []
     by_set, set_state = run(fresh_db_url(), path, tmp_path, set_based=True, left=left)

@@ -16,14 +16,16 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv as pa_csv
 
 from bkr.domain.errors import InvalidInput
-from bkr.ingest.readers import RawRow, csv_header, csv_records
+from bkr.ingest.readers import RawRow, csv_header, csv_records, parquet_batches, parquet_row
 
 BLOCK_BYTES = 16 << 20  # about 120,000 records of a typical fill file
 
@@ -53,7 +55,65 @@ class PlainBlock:
         return RawRow(self.first_line + index, dict(zip(self.header, fields, strict=True)), fields)
 
 
-Block = PlainBlock | list[RawRow]
+@dataclass(frozen=True, slots=True)
+class ParquetBlock:
+    """Records of a Parquet file: as stored (`batch`), and as the text the column checks read
+    (`columns`: a decimal, an integer or a boolean as its text, a time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+    in UTC; a column of any other type is left empty, so its records go to the row path)."""
+
+    batch: pa.RecordBatch
+    columns: pa.Table
+    first_record: int  # records are numbered from 1, as `read_parquet` numbers them
+
+    @property
+    def records(self) -> int:
+        return int(self.batch.num_rows)
+
+    def part(self, start: int, length: int) -> "ParquetBlock":
+        return ParquetBlock(self.batch.slice(start, length), self.columns.slice(start, length),
+                            self.first_record + start)
+
+    def row(self, index: int) -> RawRow:
+        """Record `index` as `read_parquet` yields it: the row path's input."""
+        return parquet_row(self.first_record + index, self.batch.slice(index, 1).to_pylist()[0])
+
+
+ColumnBlock = PlainBlock | ParquetBlock
+Block = PlainBlock | ParquetBlock | list[RawRow]
+PARQUET_RECORDS = 100_000  # records per block of a Parquet file
+
+
+def parquet_blocks(path: Path, records: int = PARQUET_RECORDS) -> Iterator[ParquetBlock]:
+    """A Parquet file's records, a batch at a time, with their text for the column checks."""
+    first = 1
+    for batch in parquet_batches(path, records):
+        yield ParquetBlock(batch, pa.table({name: _as_text(batch.column(name)) for name in batch.schema.names}),
+                           first)
+        first += batch.num_rows
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    """A Parquet column as the text `parse_fill` would read the same values as; empty where no text
+    reads the same (a time below microseconds, a type no fill field has), which the checks refuse."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pa.compute.cast(column, pa.string())
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return pa.compute.cast(column, pa.string())
+    if pa.types.is_decimal(kind):
+        # Arrow writes a zero or a small value in scientific notation (0E-18, 1.0E-7), which no
+        # fill's text is: those few are written out plainly here
+        text = pa.compute.cast(column, pa.string())
+        scientific = pa.compute.fill_null(pa.compute.match_substring(text, "E"), False)
+        if not pa.compute.any(scientific).as_py():
+            return text
+        plain = [format(Decimal(value), "f") for value in pa.compute.filter(text, scientific).to_pylist()]
+        return pa.compute.replace_with_mask(text, scientific, pa.array(plain, pa.string()))
+    if pa.types.is_timestamp(kind) and kind.unit in ("s", "ms", "us"):
+        # `as_utc`: a time without a zone is UTC, one with a zone is converted to UTC
+        utc = pa.compute.cast(column, pa.timestamp("us", tz="UTC")) if kind.tz else column
+        return pa.compute.strftime(pa.compute.cast(utc, pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%SZ")
+    return pa.nulls(len(column), pa.string())
 
 
 def csv_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[Block]:

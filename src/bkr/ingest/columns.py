@@ -1,4 +1,4 @@
-"""Which records of a plain block are certainly fills, judged column by column, in their canonical form.
+"""Which records of a block are certainly fills, judged column by column, in their canonical form.
 
 `certain_fills` applies to whole columns of text the checks `bkr.domain.fills.parse_fill` applies
 to one row, in a stricter form: a record passes only if every field is in the one shape that
@@ -35,6 +35,7 @@ _BROKER = r"^[1-9][0-9]{0,4}$"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
+_OPTIONAL = frozenset({"broker_id", "via_api", "fill_type", "corrects", "trade_id"})
 SEPARATOR = "\x1f"  # `Fill.content_key` joins its parts with it
 
 
@@ -47,9 +48,11 @@ def certain_fills(columns: pa.Table) -> pa.Table:
     names = set(columns.column_names)
 
     def text(name: str) -> pa.Array:
-        if name in names:
-            return pc.cast(columns.column(name).combine_chunks(), pa.string())
-        return pa.array([""] * count, pa.string())
+        if name not in names:
+            return pa.array([""] * count, pa.string())
+        values = pc.cast(columns.column(name).combine_chunks(), pa.string())
+        # an optional field with no value (a Parquet null) is absent, as `parse_fill` reads None
+        return pc.fill_null(values, "") if name in _OPTIONAL else values
 
     def matches(array: pa.Array, pattern: str) -> pa.Array:
         return pc.match_substring_regex(array, pattern)

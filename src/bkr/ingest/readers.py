@@ -199,6 +199,16 @@ def untextual_field(values: Mapping[str, Any]) -> str | None:
 
 
 def read_parquet(path: Path) -> Iterator[RawRow]:
+    number = 0
+    for batch in parquet_batches(path, 10_000):
+        for record in batch.to_pylist():
+            number += 1
+            yield parquet_row(number, record)
+
+
+def parquet_batches(path: Path, size: int) -> Iterator[Any]:
+    """The record batches of a Parquet file of fills, after the checks that refuse it whole: not
+    readable, a column that is not a fill field, money in floating point."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,7 +225,7 @@ def read_parquet(path: Path) -> Iterator[RawRow]:
         raise InvalidInput(f"{path.name}: columns {', '.join(floats)} are floating point, which is not exact; "
                            "write them as decimal or string")
     number = 0
-    batches = parquet.iter_batches(batch_size=10_000)
+    batches = parquet.iter_batches(batch_size=size)
     while True:
         try:
             batch = next(batches)
@@ -223,9 +233,13 @@ def read_parquet(path: Path) -> Iterator[RawRow]:
             return
         except (pa.ArrowException, OSError) as error:  # the batches before it are read and kept
             raise InvalidInput(f"{path.name}: unreadable after record {number} ({_first_line(error)})") from None
-        for record in batch.to_pylist():
-            number += 1
-            yield RawRow(number, record, json.dumps(record, default=_json_default, sort_keys=True))
+        number += batch.num_rows
+        yield batch
+
+
+def parquet_row(number: int, record: dict[str, Any]) -> RawRow:
+    """One Parquet record (as `to_pylist` gives it), numbered from 1, as a row."""
+    return RawRow(number, record, json.dumps(record, default=_json_default, sort_keys=True))
 
 
 def _first_line(error: BaseException) -> str:

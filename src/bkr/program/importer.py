@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, update
 
 from bkr.domain.clock import Clock
-from bkr.ingest.blocks import Block, PlainBlock, csv_blocks
+from bkr.ingest.blocks import Block, ParquetBlock, PlainBlock, csv_blocks, parquet_blocks
 from bkr.ingest.readers import RawRow, detect_format, read_rows
 from bkr.program import audit
 from bkr.program.set_import import write_block
@@ -82,7 +82,7 @@ def _import(engine: Engine, units: Iterable[Block], *, source: str, clock: Clock
     for unit in chain([first] if first is not None else [], pending):
         with engine.begin() as connection:
             program = hold_timeline(connection)
-            if isinstance(unit, PlainBlock):
+            if isinstance(unit, (PlainBlock, ParquetBlock)):
                 outcome = write_block(connection, unit, program, source=source, now=clock(), import_id=import_id)
                 unit_tally, results = outcome.tally, outcome.results
             else:
@@ -110,18 +110,21 @@ def import_file(engine: Engine, path: Path, *, clock: Clock, actor: str,
                 batch_size: int | None = None, file_format: str | None = None,
                 on_batch: Callable[[Tally, list[RowResult]], None] | None = None,
                 set_based: bool = True) -> Tally:
-    """Import a fill file. A CSV file goes by the set path (`set_based=False`: the row path, the
+    """Import a fill file. A CSV or Parquet file goes by the set path (`set_based=False`: the row path, the
     reference it is checked against): blocks that Arrow reads are decided mostly in SQL, and
     whatever the set path leaves, and any block it cannot read as columns, by the row path. Both
     store the same; `on_batch` gets the row path's results only. Each transaction holds
     `batch_size` records, by default `DEFAULT_BATCH` on the row path and a block
-    (`bkr.ingest.blocks.BLOCK_BYTES` of the file, about 120,000 records) on the set path."""
+    (`bkr.ingest.blocks.BLOCK_BYTES` of a CSV file, about 120,000 records; `PARQUET_RECORDS` of
+    a Parquet file) on the set path."""
     # the file's name as text a database stores: a byte that is not UTF-8 is written as \xff
     source = os.fsencode(path.name).decode("utf-8", "backslashreplace")
     rows = read_rows(path, file_format)  # a missing file or an unknown format is refused before hashing
     facts = file_facts(path)
-    if set_based and (file_format or detect_format(path)) == "csv":
-        return _import(engine, _pieces(csv_blocks(path), batch_size), source=source, clock=clock, actor=actor,
+    file_format = file_format or detect_format(path)
+    if set_based and file_format in ("csv", "parquet"):
+        blocks = csv_blocks(path) if file_format == "csv" else parquet_blocks(path)
+        return _import(engine, _pieces(blocks, batch_size), source=source, clock=clock, actor=actor,
                        file=facts, on_batch=on_batch)
     return import_rows(engine, rows, source=source, clock=clock, actor=actor, batch_size=batch_size or DEFAULT_BATCH,
                        file=facts, on_batch=on_batch)
@@ -130,7 +133,7 @@ def import_file(engine: Engine, path: Path, *, clock: Clock, actor: str,
 def _pieces(blocks: Iterable[Block], batch_size: int | None) -> Iterator[Block]:
     """The blocks cut to at most `batch_size` records each (None: plain blocks whole, rows by `DEFAULT_BATCH`)."""
     for block in blocks:
-        if isinstance(block, PlainBlock):
+        if isinstance(block, (PlainBlock, ParquetBlock)):
             size = batch_size or block.records
             for start in range(0, block.records, size):
                 yield block if size >= block.records else block.part(start, size)

@@ -1,7 +1,7 @@
 """The set-based write of a block of fills: the common rows decided in SQL, the rest by the row path.
 
-`write_block` takes a block of a CSV file that Arrow read (`bkr.ingest.blocks.PlainBlock`) and,
-in the caller's transaction:
+`write_block` takes a block of a CSV or Parquet file that Arrow read (`bkr.ingest.blocks`) and, in
+the caller's transaction:
 
 1. judges its columns (`bkr.ingest.columns.certain_fills`): the records that are certainly valid
    fills, in canonical form, with their content keys;
@@ -36,7 +36,7 @@ from bkr.domain.fills import Attribution
 from bkr.domain.money import canonical
 from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramTimeline
-from bkr.ingest.blocks import PlainBlock
+from bkr.ingest.blocks import ColumnBlock
 from bkr.ingest.columns import certain_fills
 from bkr.program.periods import lock_open_periods
 from bkr.program.writer import RowResult, Tally, write_batch
@@ -52,7 +52,7 @@ class BlockResult:
     results: list[RowResult] = field(default_factory=list)
 
 
-def write_block(connection: Connection, block: PlainBlock, program: ProgramTimeline, *, source: str,
+def write_block(connection: Connection, block: ColumnBlock, program: ProgramTimeline, *, source: str,
                 now: datetime, import_id: int | None) -> BlockResult:
     """Store one block of fills as the row path would, deciding the common records in SQL."""
     certain = certain_fills(block.columns)
