@@ -28,7 +28,6 @@ from integration_support import (
     import_rows,
     operator_key,
 )
-from program_support import use_program
 from sqlalchemy import Engine, func, select, text
 
 from bkr.domain.errors import Conflict
@@ -41,6 +40,7 @@ from bkr.program.importer import file_facts
 from bkr.store import db
 from bkr.store.partitions import fill_partitions
 from bkr.store.tables import fill_archives, fill_keys, fills
+from program_support import use_program
 
 MAY_FILLS = [fill("f-1", fee="12.5"), fill("f-2", user="bob", fee="7.25", market="PERP"),
              fill("f-3", broker=2200, fee="-0.5", is_maker=True),
@@ -266,7 +266,7 @@ def test_fills_land_in_their_months_partition_made_on_demand_also_by_concurrent_
                 import_rows(engine, tmp_path / f"{name}.csv", [
                     fill(f"{name}-1", at="2024-09-01T00:00:00Z"), fill("shared", at="2024-09-02T00:00:00Z"),
                     fill(f"{name}-2", at="2024-05-05T00:00:00Z")])
-            except BaseException as error:  # noqa: BLE001 - reported below
+            except BaseException as error:
                 failures.append(error)
 
         threads = [threading.Thread(target=write, args=(name,)) for name in ("a", "b")]

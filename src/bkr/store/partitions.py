@@ -19,7 +19,8 @@ writer writes into them again.
 
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -44,7 +45,7 @@ def partition_name(month: Month) -> str:
     return f"{PARENT}_{month.year:04d}_{month.month:02d}"
 
 
-def declared_name(name: str | None, type_: str, _parents: Mapping[str, str | None]) -> bool:
+def declared_name(name: str | None, type_: str, _parents: MutableMapping[Any, str | None]) -> bool:
     """Alembic's `include_name` hook: a month's partition is part of `fills`, not a table of the
     schema of its own, and schema comparisons (autogenerate, the migration tests) skip it."""
     return not (type_ == "table" and name is not None and _NAME.match(name) is not None)
