@@ -9,13 +9,14 @@ from alembic.runtime.migration import MigrationContext
 from integration_support import add_broker, add_users, fill, import_rows
 from sqlalchemy import Engine, select
 
-from bkr.store import db
+from bkr.store import db, partitions
 from bkr.store.tables import aggregate_totals, metadata
 
 
 def _differences(engine: Engine) -> list[object]:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        context = MigrationContext.configure(connection, opts={"compare_type": False,
+                                                               "include_name": partitions.declared_name})
         return list(compare_metadata(context, metadata))
 
 

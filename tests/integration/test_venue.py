@@ -30,6 +30,7 @@ from bkr.store.tables import (
     aggregates,
     daily_volumes,
     fill_conflicts,
+    fill_keys,
     fill_rejections,
     fills,
     venue_balances,
@@ -167,7 +168,7 @@ def test_a_fill_the_program_refuses_leaves_no_trace_anywhere(engine: Engine, cas
         assert depth["asks"] == [["100", "1"]]
 
 
-PROGRAM_HISTORY = (fills, aggregates, aggregate_totals, daily_volumes)
+PROGRAM_HISTORY = (fills, fill_keys, aggregates, aggregate_totals, daily_volumes)
 
 
 def _program_history(connection: Connection) -> dict[str, list[tuple[tuple[str, str], ...]]]:

@@ -1,9 +1,12 @@
-"""`bkr fills`: import fill files, and review the rows that were not accepted.
+"""`bkr fills`: import fill files, review the rows that were not accepted, and archive a closed,
+settled month's fills to Parquet.
 
-Importing needs an operator key with the `operator` role (`--key` or BKR_OPERATOR_KEY): the
-import's entry on the audit trail names its operator, the file's SHA-256 and the counts."""
+Importing and archiving need an operator key with the `operator` role (`--key` or
+BKR_OPERATOR_KEY): the import's entry on the audit trail names its operator, the file's SHA-256
+and the counts; an archive's names the file, its SHA-256, its rows and what they add up to."""
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,8 +31,10 @@ from bkr.cli.common import (
 from bkr.domain.clock import system_clock
 from bkr.domain.money import canonical
 from bkr.domain.operators import Role
+from bkr.domain.periods import Month
 from bkr.ingest.readers import read_rows
 from bkr.program import review
+from bkr.program.archive import archive_month
 from bkr.program.importer import import_file
 from bkr.program.writer import RowResult, Tally
 from bkr.store import db
@@ -142,3 +147,29 @@ def fills_awaiting(db_url: DbOption = db.DEFAULT_URL,
         out.print(f"More: bkr fills awaiting --after {users[-1].user_id}", markup=False, highlight=False)
     if users:
         out.print("Register them with their referral code (bkr user add / bkr user import); their fills are then paid.")
+
+
+@fills_app.command("archive")
+def fills_archive(
+    month: Annotated[str, typer.Option(help="YYYY-MM: a closed month whose statements are all paid.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The Parquet file to write (must not exist).",
+                                           show_default=False)],
+    db_url: DbOption = db.DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a closed, settled month's fills to a new Parquet file and out of the database. The
+    file's SHA-256, rows and sums are recorded (and on the audit trail); `bkr reconcile` then
+    proves the month from the file. Needs the operator role."""
+    target = Month.parse(month)
+    with transaction(db_url) as connection:
+        actor = operator_from_key(connection, key, Role.OPERATOR).name
+    record = archive_month(db.open_engine(db_url), target, out_file, actor=actor, now=system_clock())
+    if as_json:
+        print_json({"month": str(record.month), "file": record.path, "sha256": record.sha256, "bytes": record.bytes,
+                    "rows": record.rows, "counted_fills": record.counted_fills,
+                    "volume_usd": canonical(record.volume_usd), "fee_base_usd": canonical(record.fee_base_usd)})
+        return
+    out.print(f"{record.month}: {record.rows:,} fills ({record.counted_fills:,} counted) archived to {record.path}, "
+              f"{record.bytes:,} bytes, SHA-256 {record.sha256}; removed from the database. "
+              f"Reconcile it with: bkr reconcile --month {record.month}", markup=False, highlight=False)

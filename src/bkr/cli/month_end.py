@@ -4,6 +4,7 @@
 Closing needs an operator key with the `operator` role, approving and settling one with the
 `approver` role (an `admin` may do all three): `--key` or BKR_OPERATOR_KEY."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -103,23 +104,28 @@ def reconcile(
     month: Annotated[str, typer.Option(help="YYYY-MM (a closed month)")],
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
+    archive: Annotated[Path | None, typer.Option(
+        "--archive", help="An archived month's Parquet file, if not where it was written.", show_default=False)]
+    = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check a closed month link by link: fills -> aggregates -> statement lines -> totals, paid
-    statements -> ledger payouts, and that the ledger balances. Exits 1 if anything differs."""
+    statements -> ledger payouts, and that the ledger balances. An archived month's fills are
+    read from its file, whose SHA-256 must be the one recorded. Exits 1 if anything differs."""
     # `--config` is taken as by every month-end command; reconcile needs none: the statements carry
     # their quantum, and the stored rows the rest
     with db.snapshot(db.open_engine(db_url)) as connection:  # one consistent state, without holding writers up
-        result = reconcile_month(connection, Month.parse(month))
+        result = reconcile_month(connection, Month.parse(month), archive=archive)
     if as_json:
         print_json({"month": str(result.month), "statements": result.statements, "fills": result.fills,
-                     "clean": result.clean, "differences": [
+                     "archive": result.archive, "clean": result.clean, "differences": [
                          {"link": d.link, "subject": d.subject, "expected": d.expected, "found": d.found}
                          for d in result.differences]})
     else:
         for difference in result.differences:
             out.print(str(difference), markup=False, highlight=False)
-        err.print(f"{month}: {result.statements} statements, {result.fills:,} counted fills: "
+        source = f" (from the archive {result.archive})" if result.archive is not None else ""
+        err.print(f"{month}: {result.statements} statements, {result.fills:,} counted fills{source}: "
                   + ("everything reconciles" if result.clean else f"{len(result.differences)} difference(s)"))
     if not result.clean:
         raise typer.Exit(1)

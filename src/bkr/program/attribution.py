@@ -25,6 +25,7 @@ from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
 from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY, add_to_totals
+from bkr.store.partitions import ensure_fill_partitions
 from bkr.store.tables import (
     aggregate_totals,
     aggregates,
@@ -236,6 +237,7 @@ def reevaluate(connection: Connection, condition: Any) -> int:
                 touched.update({(row.broker_id, row.period), (row.broker_id, period)})
     changes += _follow_corrected(connection, changes, touched)
     if changes:
+        ensure_fill_partitions(connection, {change["period"] for change in changes})  # a fill may move to a new month
         connection.execute(
             update(fills).where(fills.c.fill_id == bindparam("key"))
             .values(attribution=bindparam("attribution"), affiliate_rate=bindparam("affiliate_rate"),

@@ -8,16 +8,20 @@ rather than stopping at the first: one run tells finance everything that does no
 sums are exact: NUMERIC on PostgreSQL, the `dec_sum` aggregate over decimal text on SQLite. A
 statement's own arithmetic (lines -> totals) is `bkr.domain.statement_checks.check`, the check
 `bkr statement verify` runs on a signed statement.
+
+The fills of an archived month (`bkr fills archive`) are read from its Parquet file instead of
+the database, once the file's SHA-256 is shown to be the one recorded (`bkr.program.fill_archives`);
+every other link is checked as for any month.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
-from sqlalchemy import Connection, Table, case, func, literal, select
+from sqlalchemy import Connection, Table, func, select
 
-from bkr.domain.errors import NotFound
-from bkr.domain.fills import Attribution
+from bkr.domain.errors import InvalidInput, NotFound
 from bkr.domain.money import ZERO, canonical, neg, total
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
@@ -27,10 +31,11 @@ from bkr.domain.statements import BrokerStatement
 from bkr.ledger import journal
 from bkr.ledger.postings import REBATE_EXPENSE, broker_account
 from bkr.program.close import carries
+from bkr.program.fill_archives import archive_record, archived_by_broker, counted_by_broker
 from bkr.program.periods import closed_months
 from bkr.program.settlement import PAID
 from bkr.store.dialect import exact_sum
-from bkr.store.tables import aggregate_totals, aggregates, fills, ledger_entries, ledger_groups, statements
+from bkr.store.tables import aggregate_totals, aggregates, ledger_entries, ledger_groups, statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ class Reconciliation:
     statements: int
     fills: int
     differences: tuple[Difference, ...]
+    archive: str | None = None  # the file the month's fills were read from, if it is archived
 
     @property
     def clean(self) -> bool:
@@ -63,11 +69,18 @@ _FIGURES = ("fills", "volume_usd", "fee_base")
 _NOTHING = dict.fromkeys(_FIGURES, ZERO)
 
 
-def reconcile_month(connection: Connection, month: Month) -> Reconciliation:
+def reconcile_month(connection: Connection, month: Month, *, archive: Path | None = None) -> Reconciliation:
+    """Reconcile closed `month`; its fills from the database, or from its archive if it is
+    archived (at `archive`, else where it was written)."""
     if month not in closed_months(connection):
         raise NotFound(f"{month} is not closed; reconcile a closed month (bkr close --month {month})")
     differences: list[Difference] = []
-    from_fills = _fills_by_broker(connection, month)
+    record = archive_record(connection, month)
+    if record is None and archive is not None:
+        raise InvalidInput(f"{month} is not archived: its fills are in the database (reconcile it without --archive)",
+                           field="archive")
+    source = None if record is None else (Path(record.path) if archive is None else archive)
+    from_fills = counted_by_broker(connection, month) if record is None else archived_by_broker(record, source)
     from_aggregates = _aggregates_by_broker(connection, month)
     differences += _compare("fills -> aggregates", from_fills, from_aggregates)
     differences += _compare("aggregates -> merged totals", from_aggregates,
@@ -92,7 +105,7 @@ def reconcile_month(connection: Connection, month: Month) -> Reconciliation:
                     for difference in _carried(broker, issued[broker], stored, owed.get(broker, ZERO))]
     differences += _ledger(connection, month)
     return Reconciliation(month, len(rows), sum(int(f["fills"]) for f in from_fills.values()),
-                          tuple(differences))
+                          tuple(differences), None if source is None else str(source))
 
 
 def _difference(link: str, broker: int, problem: Problem) -> Difference:
@@ -102,21 +115,6 @@ def _difference(link: str, broker: int, problem: Problem) -> Difference:
     if problem.expected is not None and problem.found is not None:
         return Difference(link, subject, canonical(problem.expected), canonical(problem.found))
     return Difference(link, subject, "nothing wrong", problem.what)
-
-
-def _fills_by_broker(connection: Connection, month: Month) -> dict[int, dict[str, Decimal]]:
-    """Counted fills paid in `month`, summed per broker by the database in one pass. The fee base
-    is the positive fees of the fills and the stored fee-base change of each correction."""
-    counted = (fills.c.period == month) & (fills.c.attribution == Attribution.COUNTED.value)
-    postgresql = connection.dialect.name == "postgresql"
-    positive = fills.c.fee_usd > 0 if postgresql else ~fills.c.fee_usd.startswith("-")
-    zero = literal(0) if postgresql else literal("0")  # SQLite sums decimal text
-    fee_base = case((fills.c.corrects.is_not(None), fills.c.fee_base_usd), (positive, fills.c.fee_usd), else_=zero)
-    rows = connection.execute(
-        select(fills.c.broker_id, func.count(), exact_sum(connection, fills.c.volume_usd),
-               exact_sum(connection, fee_base)).where(counted).group_by(fills.c.broker_id))
-    return {int(broker): {"fills": Decimal(count), "volume_usd": Decimal(volume), "fee_base": Decimal(base)}
-            for broker, count, volume, base in rows}
 
 
 def _aggregates_by_broker(connection: Connection, month: Month, table: Table = aggregates,

@@ -26,6 +26,7 @@ from bkr.domain.errors import Conflict
 from bkr.domain.fills import Attribution, retroactive_id
 from bkr.domain.periods import Month
 from bkr.program.attribution import Counted, RegistryView, add_to_aggregates
+from bkr.program.fill_archives import archived_months
 from bkr.program.periods import closed_months, lock_open_periods
 from bkr.program.standing import FILL_COLUMNS, History, histories
 from bkr.program.writer import standing_correction
@@ -48,6 +49,13 @@ def adjust_closed(connection: Connection, condition: Any, since: datetime, entry
     closed = sorted(closed_months(connection))
     if not closed:
         return Adjusted(0, frozenset())
+    # a fill from `since` on is paid in its own month or a later one: an archived month from
+    # `since`'s on may hold fills this change re-judges, and they are no longer at hand
+    reached = sorted(month for month in archived_months(connection) if month >= Month.of(since))
+    if reached:
+        raise Conflict(f"the change reaches {', '.join(map(str, reached))}, whose fills are archived "
+                       "(bkr fills archive): they cannot be judged again, so the change is not recorded",
+                       code="month_archived")
     rows = connection.execute(locked(
         select(*FILL_COLUMNS).where(
             condition & (fills.c.ts >= since) & fills.c.period.in_(closed) & fills.c.corrects.is_(None)

@@ -21,7 +21,7 @@ from bkr.domain.fills import Attribution, Fill, Side
 from bkr.domain.periods import Month
 from bkr.domain.trades import TradeKey, TradeSide, is_self_trade, reversal_id, side_of, side_problem, trade_key
 from bkr.store.dialect import lock_keys, locked
-from bkr.store.tables import fills
+from bkr.store.tables import fill_keys, fills
 
 _CHUNK = 10_000  # ids per IN list: within SQLite's and PostgreSQL's limits on parameters
 
@@ -32,7 +32,8 @@ _SIDES = locked(
            fills.c.fee_usd, fills.c.attribution, fills.c.affiliate_rate, fills.c.fill_month, fills.c.period)
     .where(fills.c.trade_id.in_(bindparam("ids", expanding=True)) & fills.c.corrects.is_(None))
     .order_by(fills.c.fill_id))
-_STORED = select(fills.c.fill_id).where(fills.c.fill_id.in_(bindparam("ids", expanding=True)))
+# ids claimed by a fill, also one whose month was archived
+_STORED = select(fill_keys.c.fill_id).where(fill_keys.c.fill_id.in_(bindparam("ids", expanding=True)))
 _CORRECTIONS = (
     select(fills.c.fill_id, fills.c.corrects, fills.c.quantity, fills.c.fee, fills.c.volume_usd, fills.c.fee_usd,
            fills.c.fee_base_usd, fills.c.period)

@@ -51,7 +51,7 @@ from bkr.program.attribution import Counted, RegistryView, add_to_aggregates, re
 from bkr.program.periods import lock_open_periods
 from bkr.program.standing import History, histories
 from bkr.program.trades import EarlierSide, match_trades
-from bkr.store.bulk import insert_new_fills
+from bkr.store.bulk import claimed_keys, insert_new_fills
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import fill_conflicts, fill_rejections, fills
 
@@ -313,8 +313,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
     stored: dict[str, str] = {}
     missing = [c.priced.fill.fill_id for c in ordered if c.priced.fill.fill_id not in inserted]
     if missing:
-        stored = dict(connection.execute(
-            select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(missing))).all())
+        stored = claimed_keys(connection, missing)
     counted: list[Counted] = []
     for candidate in ordered:
         priced = candidate.priced
@@ -440,9 +439,8 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
     targets = sorted({c.priced.fill.corrects for c in corrections if c.priced.fill.corrects is not None})
     originals = {r.fill_id: r for r in connection.execute(
         locked(_ORIGINAL.where(fills.c.fill_id.in_(targets)).order_by(fills.c.fill_id)))}
-    ids = [c.priced.fill.fill_id for c in corrections]
-    stored = dict(connection.execute(
-        select(fills.c.fill_id, fills.c.content_key).where(fills.c.fill_id.in_(ids))).all())
+    stored = claimed_keys(connection, [c.priced.fill.fill_id for c in corrections])
+    archived = set(claimed_keys(connection, [fill_id for fill_id in targets if fill_id not in originals]))
     new = []
     for candidate in corrections:
         if candidate.priced.fill.fill_id in stored:
@@ -467,7 +465,7 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         priced = candidate.priced
         fill = priced.fill
         original = originals.get(fill.corrects or "")
-        reason = _correction_problem(fill, original, state)
+        reason = _correction_problem(fill, original, state, archived)
         if reason is not None:
             results[candidate.position] = kept.reject(candidate.line, candidate.received_fill_id, candidate.raw,
                                                       reason)
@@ -523,9 +521,13 @@ def _moved_attributions(connection: Connection, originals: Mapping[str, Row[Any]
     return moved
 
 
-def _correction_problem(fill: Fill, original: Row[Any] | None,
-                        state: Mapping[str, tuple[Decimal, Decimal]]) -> str | None:
-    """Why a correction cannot apply to the fill it names, or None."""
+def _correction_problem(fill: Fill, original: Row[Any] | None, state: Mapping[str, tuple[Decimal, Decimal]],
+                        archived: set[str]) -> str | None:
+    """Why a correction cannot apply to the fill it names, or None. `archived`: fill ids that were
+    stored and whose rows went to an archive with their month (`bkr.program.archive`)."""
+    if original is None and fill.corrects in archived:
+        return (f"corrects: fill {fill.corrects!r} was archived with its month (bkr fills archive): its stored "
+                "standing is no longer at hand, so a correction of it cannot be applied here")
     if original is None:
         return f"corrects: no fill {fill.corrects!r} is stored; send a fill before its corrections"
     if original.corrects is not None:

@@ -1,14 +1,25 @@
 """The fast paths of ingestion: new fills and aggregate increments, written per batch.
 
+A fill is stored by claiming its id in `fill_keys` and inserting its row into `fills`, in one
+transaction: the claim is what keeps a fill_id unique across every fill (on PostgreSQL `fills`
+is partitioned by month, and no index of it spans the months; and an archived month's ids stay
+claimed after its rows are gone). `move_staged_fills` is that step for any writer holding its
+new fills in a staging table; `insert_new_fills` is the row path's, from records.
+
 SQLAlchemy's per-row parameter processing costs more than the database itself here, so new
 fills are written with the driver directly, values converted once by the same rules as the
 column types (`bkr.store.types`):
 
 - SQLite: the writer already holds the database's write lock (BEGIN IMMEDIATE), so the ids
-  that exist are read first and the rest are inserted with one `executemany`.
-- PostgreSQL: the rows are `COPY`ed into a session-local staging table and moved with
-  `INSERT … SELECT … ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id`, which stays
-  correct while other writers insert the same ids concurrently.
+  that are claimed are read first and the rest are inserted with one `executemany` each.
+- PostgreSQL: the rows are `COPY`ed into a session-local staging table and moved with one
+  statement that claims the ids (`INSERT … ON CONFLICT (fill_id) DO NOTHING RETURNING`, in
+  fill_id order, so that writers claiming the same ids never deadlock) and inserts the rows of
+  the ids it claimed. It stays correct while other writers claim the same ids: a second claim
+  waits for the first to commit, then skips the id (a duplicate or conflict, which the caller
+  decides from `fill_keys`), or takes it if the first rolled back.
+
+Before rows go in, the months they are paid in get their partitions (`bkr.store.partitions`).
 
 Aggregate increments are an upsert that adds exactly: NUMERIC `+` on PostgreSQL, the
 `dec_add` function registered on every SQLite connection (`bkr.store.db`) on SQLite.
@@ -22,32 +33,77 @@ from sqlalchemy import Connection, select
 
 from bkr.domain.money import canonical
 from bkr.domain.periods import Month
-from bkr.store.tables import fills
+from bkr.store.partitions import ensure_fill_partitions
+from bkr.store.tables import fill_keys, fills
 from bkr.store.types import to_micros
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
+_CHUNK = 10_000  # ids per IN list: within SQLite's and PostgreSQL's limits on parameters
 _MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate", "fee_base_usd"})
 
 
 def insert_new_fills(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert the records whose fill_id is not stored yet; return the ids inserted."""
+    """Insert the records whose fill_id is not claimed yet, claiming it; return the ids inserted.
+    The records' fill_ids are distinct."""
     if not records:
         return set()
+    ensure_fill_partitions(connection, {record["period"] for record in records})
     if connection.dialect.name == "postgresql":
         return _insert_postgresql(connection, records)
     return _insert_sqlite(connection, records)
 
 
+def claimed_keys(connection: Connection, fill_ids: Sequence[str]) -> dict[str, str]:
+    """The content key of each of these fill_ids that is claimed: a fill stored, or archived."""
+    found: dict[str, str] = {}
+    for start in range(0, len(fill_ids), _CHUNK):
+        found.update((fill_id, key) for fill_id, key in connection.execute(
+            select(fill_keys.c.fill_id, fill_keys.c.content_key)
+            .where(fill_keys.c.fill_id.in_(fill_ids[start:start + _CHUNK]))))
+    return found
+
+
+def move_staged_fills(connection: Connection, staging: str) -> set[str]:
+    """Move the rows of table `staging` whose fill_id nobody has claimed into `fills`, claiming
+    each id in `fill_keys`; return the ids moved. `staging` has the columns of `fills` (at least
+    `COLUMNS`), its values as the columns store them on this database, and one row per fill_id
+    (decide duplicates within a batch before). Call it in the transaction that does the rest of
+    the batch's writes: the claims are released if it rolls back. The caller then reads the
+    stored content key of each id not moved (`claimed_keys`) to tell a duplicate from a conflict."""
+    periods = [Month.parse(text) for (text,) in connection.exec_driver_sql(f"SELECT DISTINCT period FROM {staging}")]
+    ensure_fill_partitions(connection, periods)
+    columns = ", ".join(COLUMNS)
+    if connection.dialect.name == "postgresql":
+        moved = connection.exec_driver_sql(_MOVE_POSTGRESQL.format(staging=staging, columns=columns))
+        return set(moved.scalars())
+    # SQLite: the writer holds the write lock; no other claim can come between these statements
+    moved = connection.exec_driver_sql(
+        f"INSERT INTO fills ({columns}) SELECT {columns} FROM {staging} "
+        "WHERE fill_id NOT IN (SELECT fill_id FROM fill_keys) ORDER BY fill_id RETURNING fill_id")
+    ids = set(moved.scalars())
+    connection.exec_driver_sql(
+        f"INSERT INTO fill_keys (fill_id, content_key) SELECT fill_id, content_key FROM {staging} "
+        "WHERE fill_id NOT IN (SELECT fill_id FROM fill_keys) ORDER BY fill_id")
+    return ids
+
+
+# One statement: the claims, in fill_id order, and the rows of the ids claimed.
+_MOVE_POSTGRESQL = (
+    "WITH claimed AS (INSERT INTO fill_keys (fill_id, content_key) "
+    "SELECT fill_id, content_key FROM {staging} ORDER BY fill_id "
+    "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id) "
+    "INSERT INTO fills ({columns}) SELECT {columns} FROM {staging} JOIN claimed USING (fill_id) "
+    "RETURNING fill_id")
+
+
 def _insert_sqlite(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
-    ids = [record["fill_id"] for record in records]
-    existing: set[str] = set()
-    for start in range(0, len(ids), 30_000):
-        existing.update(connection.execute(
-            select(fills.c.fill_id).where(fills.c.fill_id.in_(ids[start:start + 30_000]))).scalars())
+    existing = claimed_keys(connection, [record["fill_id"] for record in records])
     new = [record for record in records if record["fill_id"] not in existing]
     rows = [tuple(_sqlite_value(name, record[name]) for name in COLUMNS) for record in new]
     if rows:
         placeholders = ", ".join("?" for _ in COLUMNS)
+        connection.exec_driver_sql("INSERT INTO fill_keys (fill_id, content_key) VALUES (?, ?)",
+                                   [(record["fill_id"], record["content_key"]) for record in new])
         connection.exec_driver_sql(f"INSERT INTO fills ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
     return {record["fill_id"] for record in new}
 
@@ -67,20 +123,18 @@ def _sqlite_value(name: str, value: Any) -> Any:
 
 
 def _insert_postgresql(connection: Connection, records: Sequence[dict[str, Any]]) -> set[str]:
-    columns = ", ".join(COLUMNS)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_fills "
                        "(LIKE fills INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         cursor.execute("TRUNCATE incoming_fills")
-        with cursor.copy(f"COPY incoming_fills ({columns}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY incoming_fills ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for record in records:
                 copy.write_row(tuple(_plain(record[name]) for name in COLUMNS))
-        cursor.execute(f"INSERT INTO fills ({columns}) SELECT {columns} FROM incoming_fills "
-                       "ORDER BY fill_id ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id")
-        return {fill_id for (fill_id,) in cursor.fetchall()}
     finally:
         cursor.close()
+    moved = connection.exec_driver_sql(_MOVE_POSTGRESQL.format(staging="incoming_fills", columns=", ".join(COLUMNS)))
+    return set(moved.scalars())
 
 
 _COPY_FROM = 1_000  # rows from which an upsert of totals goes through COPY rather than one statement per row

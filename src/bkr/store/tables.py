@@ -122,6 +122,18 @@ imports = Table(
     Column("rejected", BigInteger, nullable=False, server_default="0"),
 )
 
+# Every fill_id ever accepted, with its content key: what makes a fill_id unique across all fills
+# and all time, also once its month's rows are archived (`fill_archives`) and gone from `fills`.
+# Writers claim an id here, in the transaction that stores the fill (`bkr.store.bulk`); a second
+# claim of the same id waits for the first to commit and then finds it, as a unique index does. On
+# PostgreSQL `fills` is partitioned by month and its own key holds the month too, so this table
+# is the only global unique index on fill_id there.
+fill_keys = Table(
+    "fill_keys", metadata,
+    Column("fill_id", Text, primary_key=True),
+    Column("content_key", Text, nullable=False),
+)
+
 # Every accepted fill, as received plus what bkr derived from it. `period` is the statement
 # month it is paid in: its own month, or for a fill that arrived after its month closed, the
 # next open month (a prior-period adjustment). A correction (`corrects` set) is a row of its own
@@ -130,6 +142,10 @@ imports = Table(
 # cannot be derived from the correction alone). Ordinary fills leave both empty. `trade_id` names the
 # trade a fill is one side of, when its source says; a side of a self-trade has attribution
 # `self_trade` and counts for nobody.
+#
+# On PostgreSQL the table is partitioned by `period` (LIST, one partition per month, created on
+# demand by `bkr.store.partitions`), so its primary key there is (fill_id, period); `fill_keys`
+# keeps fill_id unique across partitions. On SQLite it is one table keyed by fill_id.
 fills = Table(
     "fills", metadata,
     Column("fill_id", Text, primary_key=True),
@@ -174,6 +190,24 @@ fills = Table(
     Index("ix_fills_broker_inactive", "broker_id", "fill_month",
           postgresql_where=text("attribution = 'broker_inactive'"),
           sqlite_where=text("attribution = 'broker_inactive'")),
+    postgresql_partition_by="LIST (period)",
+)
+
+# A closed, settled month whose fills were moved to a Parquet file (`bkr fills archive`): where the
+# file was written, its SHA-256 and size, and what its rows add up to (every fill of the period,
+# and the counted ones reconcile sums), so that `bkr reconcile` can prove the month from the file.
+fill_archives = Table(
+    "fill_archives", metadata,
+    Column("month", MonthText, ForeignKey("periods.month"), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("counted_fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),  # of the counted fills
+    Column("fee_base_usd", Money, nullable=False),  # of the counted fills, as reconcile sums it
+    Column("archived_at", UtcTimestamp, nullable=False),
+    Column("archived_by", Text, nullable=False),
 )
 
 fill_rejections = Table(
