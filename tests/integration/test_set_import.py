@@ -35,6 +35,7 @@ from bkr.store.tables import (
     aggregates,
     daily_volumes,
     fill_conflicts,
+    fill_keys,
     fill_rejections,
     fills,
     imports,
@@ -150,7 +151,7 @@ def set_up(engine: Engine, tmp_path: Path) -> None:
     close(engine, APRIL)
 
 
-TABLES = (fills, fill_rejections, fill_conflicts, aggregates, aggregate_totals, daily_volumes, imports)
+TABLES = (fills, fill_keys, fill_rejections, fill_conflicts, aggregates, aggregate_totals, daily_volumes, imports)
 UNORDERED = {"fill_rejections": "rejection_id", "fill_conflicts": "conflict_id"}  # serial ids: compared without
 
 

@@ -8,11 +8,11 @@ SQLite one `executemany` — and each step after that is one statement over the 
    NUMERIC arithmetic on PostgreSQL (`trim_scale` gives the canonical scale the row path stores),
    the `dec_mul` function on SQLite (`bkr.store.db`, the money context's own multiply).
 2. `implausible`: the rows whose fee is more than the configured share of their notional.
-3. `stored`: the rows whose `fill_id` is already in `fills`, with both content keys.
+3. `stored`: the rows whose `fill_id` is already claimed (`fill_keys`), with both content keys.
 4. `attribute`: each row's period, attribution and affiliate rate at the fill's time, from the
    broker status and referral rate timelines, by the rules of `bkr.domain.fills.attribute`.
-5. `insert`: the rows into `fills` (on PostgreSQL `ON CONFLICT (fill_id) DO NOTHING`, the rows
-   another writer stored meanwhile returned as not inserted).
+5. `insert`: the rows into `fills`, each id claimed in `fill_keys` (`bulk.move_staged_fills`;
+   on PostgreSQL the rows another writer claimed meanwhile are returned as not inserted).
 6. `add_counted`: the counted rows' increments to the running totals, `GROUP BY` and upsert.
 
 The caller (`bkr.program.set_import`) owns the transaction and decides what each result means.
@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import Connection
 
 from bkr.domain.periods import Month
-from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, COLUMNS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY
+from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY, move_staged_fills
 
 # (name, PostgreSQL type, SQLite type) of every staged column, in the order they are loaded
 _LOADED = (
@@ -39,8 +39,10 @@ _LOADED = (
     ("day", "text", "TEXT"), ("fee_in", "text", "TEXT"), ("quote_rate", "numeric", "TEXT"),
     ("fee_rate", "numeric", "TEXT"), ("fee_share", "numeric", "TEXT"),
 )
+# set by the statements below, and the columns of `fills` a new fill leaves empty
 _DERIVED = (("volume_usd", "numeric", "TEXT"), ("fee_usd", "numeric", "TEXT"), ("attribution", "text", "TEXT"),
-            ("affiliate_rate", "numeric", "TEXT"), ("period", "text", "TEXT"))
+            ("affiliate_rate", "numeric", "TEXT"), ("period", "text", "TEXT"), ("import_id", "integer", "INTEGER"),
+            ("corrects", "text", "TEXT"), ("fee_base_usd", "numeric", "TEXT"), ("trade_id", "text", "TEXT"))
 LOADED = tuple(name for name, _, _ in _LOADED)
 _ROWS_AT_ONCE = 20_000
 
@@ -143,9 +145,11 @@ def implausible(connection: Connection) -> list[int]:
 
 
 def stored(connection: Connection) -> list[tuple[int, str, str]]:
-    """(position, staged content key, stored content key) of the staged rows whose fill_id is stored."""
+    """(position, staged content key, stored content key) of the staged rows whose fill_id is
+    claimed (`fill_keys`: stored, or archived with its month)."""
     return [(row[0], row[1], row[2]) for row in connection.exec_driver_sql(
-        "SELECT s.position, s.content_key, f.content_key FROM staged_fills s JOIN fills f ON f.fill_id = s.fill_id")]
+        "SELECT s.position, s.content_key, k.content_key FROM staged_fills s "
+        "JOIN fill_keys k ON k.fill_id = s.fill_id")]
 
 
 def drop(connection: Connection, positions: Iterable[int]) -> None:
@@ -161,29 +165,15 @@ def drop(connection: Connection, positions: Iterable[int]) -> None:
 
 
 def insert(connection: Connection, import_id: int | None) -> tuple[int, list[int]]:
-    """Move the staged rows into `fills`: (how many went in, the positions of those that did not,
-    because another writer stored their fill_id meanwhile)."""
-    postgresql = _postgresql(connection)
-    given = {"import_id": "%s" if postgresql else "?", "corrects": "NULL", "fee_base_usd": "NULL",
-             "trade_id": "NULL"}
-    values = ", ".join(given.get(name, name) for name in COLUMNS)
-    sql = f"INSERT INTO fills ({', '.join(COLUMNS)}) SELECT {values} FROM staged_fills ORDER BY fill_id"
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if not postgresql:  # the writer holds the database's write lock: nothing can come between
-            cursor.execute(sql, (import_id,))
-            return cursor.rowcount, []
-        cursor.execute(f"{sql} ON CONFLICT (fill_id) DO NOTHING", (import_id,))
-        inserted = cursor.rowcount
-        cursor.execute("SELECT count(*) FROM staged_fills")
-        staged = cursor.fetchone()
-        if staged is not None and inserted == staged[0]:
-            return inserted, []
-        cursor.execute("SELECT s.position FROM staged_fills s JOIN fills f ON f.fill_id = s.fill_id "
-                       "WHERE f.import_id IS DISTINCT FROM %s OR f.content_key <> s.content_key", (import_id,))
-        return inserted, [position for (position,) in cursor.fetchall()]
-    finally:
-        cursor.close()
+    """Move the staged rows into `fills`, claiming their ids (`bkr.store.bulk.move_staged_fills`):
+    (how many went in, the positions of those that did not, because another writer claimed their
+    fill_id meanwhile)."""
+    connection.exec_driver_sql("UPDATE staged_fills SET import_id = "
+                               f"{'%(import_id)s' if _postgresql(connection) else ':import_id'}",
+                               {"import_id": import_id})
+    moved = move_staged_fills(connection, "staged_fills")
+    staged = connection.exec_driver_sql("SELECT position, fill_id FROM staged_fills").all()
+    return len(moved), [position for position, fill_id in staged if fill_id not in moved]
 
 
 def counts(connection: Connection) -> dict[str, int]:
