@@ -4,7 +4,11 @@
 each user's signup code, each code's rate timeline. `RegistryView.attribute` applies the domain's
 `attribute` to one fill (`attribute_decided`, when whoever took the order already judged its
 broker). `add_to_aggregates` is the one place where counted fills become
-running totals, used by ingestion and by `reevaluate` after a retroactive registry change.
+running totals, used by ingestion and by `reevaluate` after a retroactive registry change; it
+keeps, in the same transaction, the aggregates, their users-merged totals (`aggregate_totals`),
+each user's month (`user_totals`) and the daily series. `rebuild_aggregates` recomputes all four
+for some (broker, period) pairs from the stored fills. Whatever writes aggregates goes through
+these two, so that the tables stay in step.
 """
 
 from collections import defaultdict
@@ -16,13 +20,21 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, select, tuple_, update
 
-from bkr.domain.fills import Attribution, attribute, retroactive_part
+from bkr.domain.fills import Attribution, MarketType, attribute, retroactive_part
 from bkr.domain.money import ZERO, add, canonical
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
-from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY, add_to_totals
+from bkr.store.bulk import (
+    AGGREGATE_KEY,
+    AGGREGATE_SUMS,
+    DAILY_KEY,
+    DAILY_SUMS,
+    TOTALS_KEY,
+    add_to_totals,
+    add_to_user_totals,
+)
 from bkr.store.tables import (
     aggregate_totals,
     aggregates,
@@ -31,6 +43,7 @@ from bkr.store.tables import (
     daily_volumes,
     fills,
     referral_rates,
+    user_totals,
     users,
 )
 
@@ -142,8 +155,8 @@ class Counted:
 
 
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
-    """Add counted fills to the running aggregates, their users-merged totals and the daily
-    series, exactly.
+    """Add counted fills to the running aggregates, their users-merged totals, the users' totals
+    and the daily series, exactly.
 
     Each is summed here first, per key, then added in one upsert; the rows go in sorted so that
     concurrent writers lock them in the same order."""
@@ -186,6 +199,25 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
                   [(*key[:4], Decimal(key[4]), key[5], *sums) for key, sums in sorted(by_rate.items())])
     add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
                   [(*key, *sums) for key, sums in sorted(by_day.items())])
+    add_to_user_totals(connection, _user_totals(by_line))
+
+
+def _user_totals(by_line: dict[tuple[Any, ...], list[Any]]) -> list[tuple[Any, ...]]:
+    """The aggregate increments summed per (broker, period, user), as `user_totals` keeps them:
+    volumes, fee and fee base of the month's own fills, the fee base of the other lines."""
+    by_user: dict[tuple[Any, ...], list[Decimal]] = {}
+    for (broker, period, fill_month, user, market_type, _, kind), (_, volume, fee, base) in by_line.items():
+        sums = by_user.get((broker, period, user))
+        if sums is None:
+            sums = by_user[(broker, period, user)] = [ZERO] * 5
+        if kind == "fill" and fill_month == period:
+            slot = 0 if market_type == MarketType.SPOT.value else 1
+            sums[slot] = add(sums[slot], volume)
+            sums[2] = add(sums[2], fee)
+            sums[3] = add(sums[3], base)
+        else:
+            sums[4] = add(sums[4], base)
+    return [(*key, *sums) for key, sums in sorted(by_user.items())]
 
 
 def reevaluate(connection: Connection, condition: Any) -> int:
@@ -256,7 +288,7 @@ def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]] | set[tuple[int, Month]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
-        for table in (aggregates, aggregate_totals, daily_volumes):
+        for table in (aggregates, aggregate_totals, user_totals, daily_volumes):
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
             select(fills.c.fill_id, fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month,

@@ -15,6 +15,7 @@ paid at, under that month's version.
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +34,7 @@ from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import (
     AggregateLine,
     BrokerStatement,
+    StatementLine,
     api_volumes,
     build_statement,
     carried_out,
@@ -140,15 +142,40 @@ def compute_statements(connection: Connection, month: Month, broker_id: int | No
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
-        own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
-        previous = (api_volume_of(connection, broker, month.previous())
-                    if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
-        tier = paying_tier(config, month, own, previous)
-        prior = {m: tier_of_closed_month(connection, program.config_for(m), broker, m)
-                 for m in {line.fill_month for line in lines if line.is_adjustment}}
+        tier, prior = _pricing(connection, program, month, broker, lines)
         result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO),
                                       version=version.number))
     return result
+
+
+def _pricing(connection: Connection, program: ProgramTimeline, month: Month, broker_id: int,
+             lines: Sequence[AggregateLine]) -> tuple[Tier, dict[Month, Tier]]:
+    """The tier a broker's `month` is paid at, given all its lines of the month (per user or
+    merged: the totals are the same), and the tier of each earlier month its adjustments belong to."""
+    config = program.config_for(month)
+    own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
+    previous = (api_volume_of(connection, broker_id, month.previous())
+                if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
+    tier = paying_tier(config, month, own, previous)
+    prior = {m: tier_of_closed_month(connection, program.config_for(m), broker_id, m)
+             for m in {line.fill_month for line in lines if line.is_adjustment}}
+    return tier, prior
+
+
+def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: Sequence[str], *,
+               program: ProgramTimeline | None = None) -> tuple[StatementLine, ...]:
+    """The lines of some users in a broker's statement of `month`, priced exactly as
+    `compute_statements` prices them (at the tier of the broker's whole month, read from the
+    merged totals), without reading the other users' lines: a page of a broker's users."""
+    if not user_ids:
+        return ()
+    program = program or load_timeline(connection)
+    merged = _merged_lines(connection, month, broker_id)
+    tier, prior = _pricing(connection, program, month, broker_id, merged)
+    # every fill month the broker's lines have: with the users, the aggregates' primary key finds them
+    fill_months = sorted({line.fill_month for line in merged})
+    lines = _aggregate_lines(connection, month, broker_id, users=user_ids, fill_months=fill_months)
+    return build_statement(program.config_for(month), broker_id, month, lines, tier, prior).lines
 
 
 def carries(connection: Connection, month: Month, broker_id: int | None = None) -> dict[int, Decimal]:
@@ -166,15 +193,22 @@ def carries(connection: Connection, month: Month, broker_id: int | None = None) 
     return {broker: amount for broker, amount in owed.items() if amount < 0}
 
 
-def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
-    """The period's aggregate lines, one per user. A large broker has tens of thousands: rows are
-    unpacked as tuples, and market types looked up in a dict (months are interned)."""
+def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None, *,
+                     users: Sequence[str] | None = None,
+                     fill_months: Sequence[Month] | None = None) -> list[AggregateLine]:
+    """The period's aggregate lines, one per user (only `users`' if given, in `fill_months`). A
+    large broker has tens of thousands: rows are unpacked as tuples, and market types looked up
+    in a dict (months are interned)."""
     columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
                aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
                aggregates.c.fee_base_usd, aggregates.c.kind)
     query = select(*columns).where(aggregates.c.period == period)
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
+    if users is not None:
+        query = query.where(aggregates.c.user_id.in_(list(users)))
+    if fill_months is not None:
+        query = query.where(aggregates.c.fill_month.in_(list(fill_months)))
     return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
                           fee, base, kind == "correction", kind == "retroactive")
             for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]

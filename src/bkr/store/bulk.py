@@ -12,6 +12,7 @@ column types (`bkr.store.types`):
 
 Aggregate increments are an upsert that adds exactly: NUMERIC `+` on PostgreSQL, the
 `dec_add` function registered on every SQLite connection (`bkr.store.db`) on SQLite.
+`add_to_user_totals` does the same for `user_totals` and keeps each row's sort key in step.
 """
 
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ from sqlalchemy import Connection, select
 
 from bkr.domain.money import canonical
 from bkr.domain.periods import Month
+from bkr.store.db import user_rank_key
 from bkr.store.tables import fills
-from bkr.store.types import to_micros
+from bkr.store.types import ordered_key, to_micros
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
 _MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate", "fee_base_usd"})
@@ -119,6 +121,40 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}) "
         f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
         [(*(_sqlite_key(v) for v in row[:split]), *(canonical(v) for v in row[split:])) for row in rows])
+
+
+USER_SUMS = ("spot_volume_usd", "futures_volume_usd", "fee_usd", "fee_base_usd", "adjustment_fee_base_usd")
+
+
+def add_to_user_totals(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rows of (broker_id, period, user_id, spot volume, futures volume, fee, fee base,
+    adjustment fee base) to `user_totals`, and set each row's `rank_key` from its new sums.
+
+    Keys must be unique within `rows`, and sorted, as for `add_to_totals`."""
+    if not rows:
+        return
+    columns = ", ".join(("broker_id", "period", "user_id", *USER_SUMS, "rank_key"))
+    fee_base, adjustment = "fee_base_usd", "adjustment_fee_base_usd"
+    if connection.dialect.name == "postgresql":
+        # the key is minus a sum: it adds like the sums do
+        adds = ", ".join(f"{c} = user_totals.{c} + excluded.{c}" for c in (*USER_SUMS, "rank_key"))
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(f"INSERT INTO user_totals ({columns}) VALUES ({', '.join(['%s'] * 9)}) "
+                               f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}",
+                               [(*(_plain(v) for v in row), user_rank_key(row[6], row[7])) for row in rows])
+        finally:
+            cursor.close()
+        return
+    # every expression of the SET reads the row as it was before the update
+    adds = ", ".join([f"{c} = dec_add(user_totals.{c}, excluded.{c})" for c in USER_SUMS]
+                     + [f"rank_key = dec_rank_key(dec_add(user_totals.{fee_base}, excluded.{fee_base}), "
+                        f"dec_add(user_totals.{adjustment}, excluded.{adjustment}))"])
+    connection.exec_driver_sql(
+        f"INSERT INTO user_totals ({columns}) VALUES ({', '.join(['?'] * 9)}) "
+        f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}",
+        [(row[0], str(row[1]), row[2], *(canonical(v) for v in row[3:]), ordered_key(user_rank_key(row[6], row[7])))
+         for row in rows])
 
 
 def _sqlite_key(value: Any) -> Any:

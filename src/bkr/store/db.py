@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from bkr.domain.errors import StoreNotReady
 from bkr.domain.money import MONEY, canonical
+from bkr.store.types import ordered_key
 
 DEFAULT_URL = "sqlite:///bkr.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a SQLite writer waits for another to finish
@@ -26,6 +27,17 @@ def _dec_add(left: str | None, right: str | None) -> str | None:
     if left is None or right is None:
         return left if right is None else right
     return canonical(MONEY.add(Decimal(left), Decimal(right)))
+
+
+def user_rank_key(fee_base: Decimal, adjustment_fee_base: Decimal) -> Decimal:
+    """A user's `user_totals.rank_key`: minus its fee base of both kinds, so that ascending order
+    is largest fee base first."""
+    return MONEY.minus(MONEY.add(fee_base, adjustment_fee_base))
+
+
+def _dec_rank_key(fee_base: str, adjustment_fee_base: str) -> str:
+    """SQL `dec_rank_key(fee base, adjustment fee base)`: `user_rank_key` as SQLite stores it."""
+    return ordered_key(user_rank_key(Decimal(fee_base), Decimal(adjustment_fee_base)))
 
 
 class _DecSum:
@@ -47,6 +59,7 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     dbapi_connection.isolation_level = None  # bkr issues BEGIN itself, see _on_sqlite_begin
     dbapi_connection.create_function("dec_add", 2, _dec_add, deterministic=True)
     dbapi_connection.create_aggregate("dec_sum", 1, _DecSum)  # type: ignore[arg-type]
+    dbapi_connection.create_function("dec_rank_key", 2, _dec_rank_key, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
