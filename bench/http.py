@@ -88,8 +88,9 @@ from bkr.program.keys import create_broker_key  # noqa: E402
 from bkr.program.operators import add_operator  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.bulk import COLUMNS  # noqa: E402
-from bkr.store.tables import aggregates, daily_volumes, fills  # noqa: E402
-from bkr.store.types import to_micros  # noqa: E402
+from bkr.store.db import user_rank_key  # noqa: E402
+from bkr.store.tables import aggregates, daily_volumes, fills, user_totals  # noqa: E402
+from bkr.store.types import ordered_key, to_micros  # noqa: E402
 from ingest_close import (  # noqa: E402
     MAX_USERS,
     ROW_FIELDS,
@@ -398,6 +399,8 @@ def sqlite_connect(url: str) -> sqlite3.Connection:
     assert path is not None
     connection = sqlite3.connect(path, isolation_level=None)
     connection.create_aggregate("dec_sum", 1, DecimalSum)  # type: ignore[arg-type]
+    connection.create_function("dec_rank_key", 2, lambda base, adjustment: ordered_key(
+        user_rank_key(Decimal(base), Decimal(adjustment))), deterministic=True)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
@@ -408,6 +411,14 @@ TOTALS_SQL = ("INSERT INTO aggregate_totals (broker_id, period, fill_month, mark
               "volume_usd, fee_usd, fee_base_usd) SELECT broker_id, period, fill_month, market_type, affiliate_rate, "
               "kind, sum(fills), {sum}(volume_usd), {sum}(fee_usd), {sum}(fee_base_usd) FROM aggregates "
               "GROUP BY 1, 2, 3, 4, 5, 6")
+# each user's month, from the aggregates, as migration 0016 fills it (every line here is of the month's own fills)
+USERS_SQL = ("INSERT INTO user_totals (broker_id, period, user_id, spot_volume_usd, futures_volume_usd, fee_usd, "
+             "fee_base_usd, adjustment_fee_base_usd, rank_key) SELECT broker_id, period, user_id, "
+             "{sum}(CASE WHEN market_type = 'SPOT' THEN volume_usd ELSE {zero} END), "
+             "{sum}(CASE WHEN market_type <> 'SPOT' THEN volume_usd ELSE {zero} END), {sum}(fee_usd), "
+             "{sum}(fee_base_usd), {zero}, {zero} FROM aggregates GROUP BY 1, 2, 3")
+USERS_RANK_SQL = {"postgresql": "UPDATE user_totals SET rank_key = -(fee_base_usd + adjustment_fee_base_usd)",
+                  "sqlite": "UPDATE user_totals SET rank_key = dec_rank_key(fee_base_usd, adjustment_fee_base_usd)"}
 AGGREGATE_SQL = {
     "postgresql": (
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -418,7 +429,7 @@ AGGREGATE_SQL = {
         "SELECT broker_id, period, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), market_type, count(*), "
         "sum(volume_usd), sum(CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END) "
         "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
-        TOTALS_SQL.format(sum="sum")),
+        TOTALS_SQL.format(sum="sum"), USERS_SQL.format(sum="sum", zero="0"), USERS_RANK_SQL["postgresql"]),
     "sqlite": (
         # fee_usd is text on SQLite: its sign is its first character
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -430,7 +441,7 @@ AGGREGATE_SQL = {
         "SELECT broker_id, period, strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), market_type, count(*), "
         "dec_sum(volume_usd), dec_sum(CASE WHEN fee_usd LIKE '-%' OR fee_usd = '0' THEN '0' ELSE fee_usd END) "
         "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
-        TOTALS_SQL.format(sum="dec_sum")),
+        TOTALS_SQL.format(sum="dec_sum"), USERS_SQL.format(sum="dec_sum", zero="'0'"), USERS_RANK_SQL["sqlite"]),
 }
 
 
@@ -470,6 +481,14 @@ def aggregate_totals(engine: Engine) -> tuple[Totals, dict[int, Decimal]]:
         daily: dict[int, Decimal] = {}
         for broker_id, volume in connection.execute(select(daily_volumes.c.broker_id, daily_volumes.c.volume_usd)):
             daily[broker_id] = MONEY.add(daily.get(broker_id, ZERO), volume)
+        by_user: Totals = {}  # broker -> [0, volume, fee, fee base], from user_totals
+        for row in connection.execute(select(user_totals)):
+            volume = MONEY.add(row.spot_volume_usd, row.futures_volume_usd)
+            if row.rank_key != MONEY.minus(MONEY.add(row.fee_base_usd, row.adjustment_fee_base_usd)):
+                raise SystemExit(f"user_totals: a wrong rank key for user {row.user_id}")
+            merge(by_user, {row.broker_id: [0, volume, row.fee_usd, row.fee_base_usd]})
+    if {b: s[1:] for b, s in by_user.items()} != {b: s[1:] for b, s in totals.items()}:
+        raise SystemExit("user_totals differ from the aggregates")
     return totals, daily
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, update
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import PeriodNotEnded, StatementNotIssued
@@ -181,16 +181,31 @@ def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: S
 def carries(connection: Connection, month: Month, broker_id: int | None = None) -> dict[int, Decimal]:
     """What each broker's latest statement before `month` left to recover, for the brokers whose
     latest statement carried a shortfall out (one query for every broker)."""
-    latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
-        statements.c.month < month).group_by(statements.c.broker_id)
-    if broker_id is not None:
-        latest = latest.where(statements.c.broker_id == broker_id)
-    last = latest.subquery()
-    rows = connection.execute(
-        select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
-        .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
+    rows = (connection.execute(_CARRIES, {"month": month}) if broker_id is None
+            else connection.execute(_CARRIES_OF, {"month": month, "broker_id": broker_id}))
     owed = {row.broker_id: carried_out(row.payout_exact, row.carried_in) for row in rows}
     return {broker: amount for broker, amount in owed.items() if amount < 0}
+
+
+def _carries_query(one_broker: bool) -> Select[Any]:
+    latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
+        statements.c.month < bindparam("month")).group_by(statements.c.broker_id)
+    if one_broker:
+        latest = latest.where(statements.c.broker_id == bindparam("broker_id"))
+    last = latest.subquery()
+    return (select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
+            .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
+
+
+# Built once: the broker reads run these on every request, and building a statement costs more
+# than SQLite takes to run it.
+_CARRIES = _carries_query(one_broker=False)
+_CARRIES_OF = _carries_query(one_broker=True)
+_MERGED = select(aggregate_totals).where(aggregate_totals.c.period == bindparam("period"))
+_MERGED_OF = _MERGED.where(aggregate_totals.c.broker_id == bindparam("broker_id"))
+_STATEMENT_FIGURES = (select(statements.c.api_volume, statements.c.tier_level)
+                      .where((statements.c.broker_id == bindparam("broker_id"))
+                             & (statements.c.month == bindparam("month"))))
 
 
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None, *,
@@ -220,31 +235,28 @@ _MARKET_TYPES = {market.value: market for market in MarketType}
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
     """The period's aggregate lines with users merged (user_id "*"): the running totals kept
     beside the aggregates, a few rows per broker."""
-    query = select(aggregate_totals).where(aggregate_totals.c.period == period)
-    if broker_id is not None:
-        query = query.where(aggregate_totals.c.broker_id == broker_id)
-    return [AggregateLine(r.broker_id, period, r.fill_month, "*", MarketType(r.market_type),
+    rows = (connection.execute(_MERGED, {"period": period}) if broker_id is None
+            else connection.execute(_MERGED_OF, {"period": period, "broker_id": broker_id}))
+    return [AggregateLine(r.broker_id, period, r.fill_month, "*", _MARKET_TYPES[r.market_type],
                           r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction",
                           r.kind == "retroactive")
-            for r in connection.execute(query)]
+            for r in rows]
 
 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """A broker's API volume in a month: from its statement if closed, else the running aggregates."""
-    stored = connection.execute(select(statements.c.api_volume).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
+    stored = connection.execute(_STATEMENT_FIGURES, {"broker_id": broker_id, "month": month}).first()
     if stored is not None:
-        return stored  # type: ignore[no-any-return]
+        return stored.api_volume  # type: ignore[no-any-return]
     return total(api_volumes(_merged_lines(connection, month, broker_id)))
 
 
 def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
     """The tier a closed month was paid at; a broker without a statement that month was at the base
     tier. `config`: the program version in force for `month`."""
-    level = connection.execute(select(statements.c.tier_level).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
+    stored = connection.execute(_STATEMENT_FIGURES, {"broker_id": broker_id, "month": month}).first()
     schedule = config.schedule_for(month)
-    return schedule.tiers[level] if level is not None else schedule.tiers[0]
+    return schedule.tiers[stored.tier_level] if stored is not None else schedule.tiers[0]
 
 
 def _awaiting_user(connection: Connection, month: Month) -> int:

@@ -89,14 +89,16 @@ class BrokerSummary:
         }
 
 
-def broker_summary(connection: Connection, broker_id: int, now: datetime) -> BrokerSummary:
+def broker_summary(connection: Connection, broker_id: int, now: datetime, *,
+                   broker: BrokerView | None = None) -> BrokerSummary:
     """The current UTC month of one broker, from the projection of its statement, under the
     program version in force this month.
 
     `tier` follows the tier-basis policy (under `previous_month` it is what last month's
     volume earned); `next_tier` and `volume_to_next_tier` are about this month's own volume,
-    which is what a broker can still change."""
-    broker = get_broker(connection, broker_id, now)
+    which is what a broker can still change. `broker`: its registry entry at `now`, when the
+    caller has read it already (in the same snapshot)."""
+    broker = broker or get_broker(connection, broker_id, now)
     month = Month.of(now)
     program = load_timeline(connection)
     config = program.config_for(month)
@@ -179,6 +181,12 @@ class DailySeries:
                 "days": [d.to_document() for d in self.days]}
 
 
+_DAYS = (select(daily_volumes.c.day, daily_volumes.c.market_type, daily_volumes.c.fills, daily_volumes.c.volume_usd,
+                daily_volumes.c.fee_base_usd)
+         .where(and_(daily_volumes.c.broker_id == bindparam("broker_id"), daily_volumes.c.day >= bindparam("first"),
+                     daily_volumes.c.day <= bindparam("last"))))
+
+
 def daily_series(connection: Connection, broker_id: int, month: Month, now: datetime) -> DailySeries:
     """The broker's counted volume on each UTC day of `month`, up to today for the current month.
 
@@ -190,11 +198,7 @@ def daily_series(connection: Connection, broker_id: int, month: Month, now: date
     first = month.start.date()
     last = (now.date() if month == Month.of(now) else (month.end - timedelta(days=1)).date())
     totals: dict[date, list[Any]] = {}  # day -> [spot volume, futures volume, fills, fee base]
-    rows = connection.execute(
-        select(daily_volumes.c.day, daily_volumes.c.market_type, daily_volumes.c.fills,
-               daily_volumes.c.volume_usd, daily_volumes.c.fee_base_usd)
-        .where(and_(daily_volumes.c.broker_id == broker_id, daily_volumes.c.day >= first.isoformat(),
-                    daily_volumes.c.day <= last.isoformat())))
+    rows = connection.execute(_DAYS, {"broker_id": broker_id, "first": first.isoformat(), "last": last.isoformat()})
     for day_text, market_type, count, volume, base in rows:
         sums = totals.setdefault(date.fromisoformat(day_text), [ZERO, ZERO, 0, ZERO])
         slot = 1 if MarketType(market_type).is_futures else 0
