@@ -15,7 +15,7 @@ paid at, under that month's version.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +39,7 @@ from bkr.domain.statements import (
     build_statement,
     carried_out,
     paying_tier,
+    price_lines,
 )
 from bkr.domain.tiers import Tier
 from bkr.program import audit
@@ -163,19 +164,20 @@ def _pricing(connection: Connection, program: ProgramTimeline, month: Month, bro
 
 
 def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: Sequence[str], *,
-               program: ProgramTimeline | None = None) -> tuple[StatementLine, ...]:
+               program: ProgramTimeline | None = None) -> list[StatementLine]:
     """The lines of some users in a broker's statement of `month`, priced exactly as
     `compute_statements` prices them (at the tier of the broker's whole month, read from the
     merged totals), without reading the other users' lines: a page of a broker's users."""
     if not user_ids:
-        return ()
+        return []
     program = program or load_timeline(connection)
     merged = _merged_lines(connection, month, broker_id)
     tier, prior = _pricing(connection, program, month, broker_id, merged)
     # every fill month the broker's lines have: with the users, the aggregates' primary key finds them
     fill_months = sorted({line.fill_month for line in merged})
-    lines = _aggregate_lines(connection, month, broker_id, users=user_ids, fill_months=fill_months)
-    return build_statement(program.config_for(month), broker_id, month, lines, tier, prior).lines
+    rows = connection.execute(_USERS_LINES, {"period": month, "broker_id": broker_id, "fill_months": fill_months,
+                                             "users": list(user_ids)})
+    return price_lines(program.config_for(month), _lines_of(month, rows), tier, prior)
 
 
 def carries(connection: Connection, month: Month, broker_id: int | None = None) -> dict[int, Decimal]:
@@ -208,25 +210,30 @@ _STATEMENT_FIGURES = (select(statements.c.api_volume, statements.c.tier_level)
                              & (statements.c.month == bindparam("month"))))
 
 
-def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None, *,
-                     users: Sequence[str] | None = None,
-                     fill_months: Sequence[Month] | None = None) -> list[AggregateLine]:
-    """The period's aggregate lines, one per user (only `users`' if given, in `fill_months`). A
-    large broker has tens of thousands: rows are unpacked as tuples, and market types looked up
-    in a dict (months are interned)."""
-    columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
-               aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
-               aggregates.c.fee_base_usd, aggregates.c.kind)
-    query = select(*columns).where(aggregates.c.period == period)
+_LINE_COLUMNS = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
+                 aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
+                 aggregates.c.fee_base_usd, aggregates.c.kind)
+# some users' lines; with the fill months, the aggregates' primary key finds them without a scan
+_USERS_LINES = select(*_LINE_COLUMNS).where(
+    (aggregates.c.broker_id == bindparam("broker_id")) & (aggregates.c.period == bindparam("period"))
+    & aggregates.c.fill_month.in_(bindparam("fill_months", expanding=True))
+    & aggregates.c.user_id.in_(bindparam("users", expanding=True)))
+
+
+def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
+    """The period's aggregate lines, one per user."""
+    query = select(*_LINE_COLUMNS).where(aggregates.c.period == period)
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
-    if users is not None:
-        query = query.where(aggregates.c.user_id.in_(list(users)))
-    if fill_months is not None:
-        query = query.where(aggregates.c.fill_month.in_(list(fill_months)))
+    return _lines_of(period, connection.execute(query))
+
+
+def _lines_of(period: Month, rows: Iterable[Any]) -> list[AggregateLine]:
+    """Rows of `_LINE_COLUMNS` as lines. A large broker has tens of thousands: rows are unpacked
+    as tuples, and market types looked up in a dict (months are interned)."""
     return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
                           fee, base, kind == "correction", kind == "retroactive")
-            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
+            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in rows]
 
 
 _MARKET_TYPES = {market.value: market for market in MarketType}
