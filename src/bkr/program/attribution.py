@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, select, tuple_, update
 
-from bkr.domain.fills import Attribution, MarketType, attribute, retroactive_part
+from bkr.domain.fills import Attribution, attribute, retroactive_part
 from bkr.domain.money import ZERO, add, canonical
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
@@ -34,6 +34,7 @@ from bkr.store.bulk import (
     TOTALS_KEY,
     add_to_totals,
     add_to_user_totals,
+    user_rows_of,
 )
 from bkr.store.tables import (
     aggregate_totals,
@@ -193,31 +194,13 @@ def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> Non
             rate_row[0] += sums[0]
             for index in (1, 2, 3):
                 rate_row[index] = add(rate_row[index], sums[index])
-    add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
-                  [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())])
+    aggregate_rows = [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())]
+    add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS, aggregate_rows)
     add_to_totals(connection, "aggregate_totals", TOTALS_KEY, AGGREGATE_SUMS,
                   [(*key[:4], Decimal(key[4]), key[5], *sums) for key, sums in sorted(by_rate.items())])
     add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
                   [(*key, *sums) for key, sums in sorted(by_day.items())])
-    add_to_user_totals(connection, _user_totals(by_line))
-
-
-def _user_totals(by_line: dict[tuple[Any, ...], list[Any]]) -> list[tuple[Any, ...]]:
-    """The aggregate increments summed per (broker, period, user), as `user_totals` keeps them:
-    volumes, fee and fee base of the month's own fills, the fee base of the other lines."""
-    by_user: dict[tuple[Any, ...], list[Decimal]] = {}
-    for (broker, period, fill_month, user, market_type, _, kind), (_, volume, fee, base) in by_line.items():
-        sums = by_user.get((broker, period, user))
-        if sums is None:
-            sums = by_user[(broker, period, user)] = [ZERO] * 5
-        if kind == "fill" and fill_month == period:
-            slot = 0 if market_type == MarketType.SPOT.value else 1
-            sums[slot] = add(sums[slot], volume)
-            sums[2] = add(sums[2], fee)
-            sums[3] = add(sums[3], base)
-        else:
-            sums[4] = add(sums[4], base)
-    return [(*key, *sums) for key, sums in sorted(by_user.items())]
+    add_to_user_totals(connection, user_rows_of(aggregate_rows))
 
 
 def reevaluate(connection: Connection, condition: Any) -> int:

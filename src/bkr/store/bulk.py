@@ -21,12 +21,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from bkr.domain.money import canonical
+from bkr.domain.fills import MarketType
+from bkr.domain.money import MONEY, canonical
 from bkr.domain.periods import Month
 from bkr.store.db import user_rank_key
 from bkr.store.tables import fills
 from bkr.store.types import ordered_key, to_micros
 
+_ZERO = Decimal(0)
 COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
 _MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate", "fee_base_usd"})
 
@@ -124,6 +126,27 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
 
 
 USER_SUMS = ("spot_volume_usd", "futures_volume_usd", "fee_usd", "fee_base_usd", "adjustment_fee_base_usd")
+
+
+def user_rows_of(aggregate_rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Increments of `aggregates` (rows of `AGGREGATE_KEY` then `AGGREGATE_SUMS`, as given to
+    `add_to_totals`) summed per (broker, period, user), as `add_to_user_totals` takes them:
+    volumes, fee and fee base of lines of the month's own fills (kind `fill`, fill month = period),
+    the fee base of every other line (late fills, corrections, retroactive changes) apart. Whatever
+    adds to `aggregates` adds these to `user_totals` in the same transaction."""
+    by_user: dict[tuple[Any, ...], list[Decimal]] = {}
+    for broker, period, fill_month, user, market_type, _, kind, _, volume, fee, base in aggregate_rows:
+        sums = by_user.get((broker, period, user))
+        if sums is None:
+            sums = by_user[(broker, period, user)] = [_ZERO] * 5
+        if kind == "fill" and fill_month == period:
+            slot = 0 if market_type == MarketType.SPOT.value else 1  # every other market type is futures
+            sums[slot] = MONEY.add(sums[slot], volume)
+            sums[2] = MONEY.add(sums[2], fee)
+            sums[3] = MONEY.add(sums[3], base)
+        else:
+            sums[4] = MONEY.add(sums[4], base)
+    return [(*key, *sums) for key, sums in sorted(by_user.items())]
 
 
 def add_to_user_totals(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
