@@ -1,5 +1,6 @@
 """Benchmark: fills ingested over HTTP beside the direct import of the same fills, and the broker
-summary's latency under 50 concurrent clients on a database holding a month of 10M fills.
+reads' latency under 50 concurrent clients on a database holding a month of 10M fills, beside a
+bare endpoint of the same server.
 
     .venv/bin/python bench/http.py --pg postgresql+psycopg://postgres@127.0.0.1:54329/postgres
     .venv/bin/python bench/http.py --pg URL --fills 20000 --summary-fills 200000 --seconds 5   # a quick look
@@ -25,10 +26,13 @@ are httpx, in this process. What it does, per database:
    into a scratch database are stored exactly as the bulk load stores them; every broker's totals
    in `aggregates` and `daily_volumes` equal the totals summed in Python while generating; three
    brokers' aggregate totals equal a direct `SUM` over their fills. With `--keep` the database is
-   kept and reused by the next run with the same size, month and seed. Then `--clients` (50)
-   concurrent clients each send signed `GET /v1/broker/{id}/summary` requests for a random broker
-   of the month, back to back, for `--seconds` (20) per round, `--rounds` (3) rounds after a
-   warm-up; per round p50/p90/p99/max and requests/s, and the median of the rounds.
+   kept and reused by the next run with the same size, month and seed (with `--tmp DIR`, SQLite's
+   under DIR/bkr-bench-http/). Then, for each read of `--endpoints`, `--clients` (50) concurrent
+   clients send requests for a random broker of the month, back to back, for `--seconds` (10) per
+   round, `--rounds` (3) rounds after a warm-up, the reads taking turns within a round: `GET /healthz`
+   (the bare endpoint: no database, no signature; the server's and the clients' own cost), and the
+   signed `GET /v1/broker/{id}/summary`, `…/volume/daily` and `…/users` (the first page of 100).
+   Per round p50/p90/p99/max and requests/s, and the median of the rounds, per read.
 
 The month of the summary database is the current UTC month (the summary reports the month in
 progress). Progress goes to stderr; the table and one JSON line to stdout.
@@ -60,6 +64,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -83,8 +88,9 @@ from bkr.program.keys import create_broker_key  # noqa: E402
 from bkr.program.operators import add_operator  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.bulk import COLUMNS  # noqa: E402
-from bkr.store.tables import aggregates, daily_volumes, fills  # noqa: E402
-from bkr.store.types import to_micros  # noqa: E402
+from bkr.store.db import user_rank_key  # noqa: E402
+from bkr.store.tables import aggregates, daily_volumes, fills, user_totals  # noqa: E402
+from bkr.store.types import ordered_key, to_micros  # noqa: E402
 from ingest_close import (  # noqa: E402
     MAX_USERS,
     ROW_FIELDS,
@@ -107,7 +113,6 @@ from ingest_close import (  # noqa: E402
     write_csv,
 )
 
-SUMMARY_INSTRUCTION = "brokerSummaryQuery"
 WINDOW_MS = 5_000
 BUILD_PROCESSES = 2
 CHECKED_FILLS = 2_000  # fills written through the real writer to check the bulk load's columns
@@ -188,10 +193,14 @@ def serving(url: str, workers: int, log_path: Path) -> Iterator[str]:
 
 # --- part 1: HTTP ingest beside the direct import -------------------------------------------------
 
+# the generator makes neither corrections nor trade ids: its rows hold the other fields, in order
+GENERATED_FIELDS = tuple(name for name in ROW_FIELDS if name != "trade_id")
+
+
 def fill_object(row: Row) -> dict[str, Any]:
     """One generated fill as the JSON object of `POST /v1/fills`: the fields of docs/fills.md,
     money as strings, booleans and the broker id as JSON values."""
-    return dict(zip(ROW_FIELDS, row, strict=True))
+    return dict(zip(GENERATED_FIELDS, row, strict=True))
 
 
 def json_batches(world: World, total: int, seed: int, size: int) -> list[bytes]:
@@ -304,7 +313,6 @@ def stored_fills(world: World, total: int, seed: int, chunk: int, month: Month) 
     the domain's own pricing and attribution), and what its counted fills add per broker."""
     rate_of_code = {code: rate for _, code, rate in world.codes}
     usd_rates = DEFAULT_CONFIG.usd_rates
-    month_text = str(month)
     rows: list[Stored] = []
     totals: Totals = {}
     for r in generate_chunk(world, total, seed, chunk, month):
@@ -326,19 +334,19 @@ def stored_fills(world: World, total: int, seed: int, chunk: int, month: Month) 
         rows.append((fill.fill_id, fill.order_id, fill.user_id, fill.symbol, fill.market_type.value, fill.side.value,
                      fill.price, fill.quantity, fill.fee, fill.fee_symbol, fill.is_maker, fill.timestamp,
                      fill.broker_id, fill.via_api, fill.fill_type, priced.volume_usd, priced.fee_usd,
-                     fill.content_key(), attribution.value, rate, month_text, month_text, None, None, None))
+                     fill.content_key(), attribution.value, rate, month, month, None, None, None, None))
     return rows, totals
 
 
 def sqlite_row(row: Stored) -> tuple[Any, ...]:
     """A row as SQLite stores it (`bkr.store.types`): canonical decimal text, integer microseconds."""
     return tuple(canonical(v) if isinstance(v, Decimal) else to_micros(v) if isinstance(v, datetime)
-                 else int(v) if isinstance(v, bool) else v for v in row)
+                 else int(v) if isinstance(v, bool) else str(v) if isinstance(v, Month) else v for v in row)
 
 
 def postgres_row(row: Stored) -> tuple[Any, ...]:
     """A row for COPY: decimals as their canonical text (NUMERIC parses it), the rest as is."""
-    return tuple(canonical(v) if isinstance(v, Decimal) else v for v in row)
+    return tuple(canonical(v) if isinstance(v, Decimal) else str(v) if isinstance(v, Month) else v for v in row)
 
 
 _WORKER: dict[str, Any] = {}
@@ -391,6 +399,8 @@ def sqlite_connect(url: str) -> sqlite3.Connection:
     assert path is not None
     connection = sqlite3.connect(path, isolation_level=None)
     connection.create_aggregate("dec_sum", 1, DecimalSum)  # type: ignore[arg-type]
+    connection.create_function("dec_rank_key", 2, lambda base, adjustment: ordered_key(
+        user_rank_key(Decimal(base), Decimal(adjustment))), deterministic=True)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
@@ -401,6 +411,14 @@ TOTALS_SQL = ("INSERT INTO aggregate_totals (broker_id, period, fill_month, mark
               "volume_usd, fee_usd, fee_base_usd) SELECT broker_id, period, fill_month, market_type, affiliate_rate, "
               "kind, sum(fills), {sum}(volume_usd), {sum}(fee_usd), {sum}(fee_base_usd) FROM aggregates "
               "GROUP BY 1, 2, 3, 4, 5, 6")
+# each user's month, from the aggregates, as migration 0016 fills it (every line here is of the month's own fills)
+USERS_SQL = ("INSERT INTO user_totals (broker_id, period, user_id, spot_volume_usd, futures_volume_usd, fee_usd, "
+             "fee_base_usd, adjustment_fee_base_usd, rank_key) SELECT broker_id, period, user_id, "
+             "{sum}(CASE WHEN market_type = 'SPOT' THEN volume_usd ELSE {zero} END), "
+             "{sum}(CASE WHEN market_type <> 'SPOT' THEN volume_usd ELSE {zero} END), {sum}(fee_usd), "
+             "{sum}(fee_base_usd), {zero}, {zero} FROM aggregates GROUP BY 1, 2, 3")
+USERS_RANK_SQL = {"postgresql": "UPDATE user_totals SET rank_key = -(fee_base_usd + adjustment_fee_base_usd)",
+                  "sqlite": "UPDATE user_totals SET rank_key = dec_rank_key(fee_base_usd, adjustment_fee_base_usd)"}
 AGGREGATE_SQL = {
     "postgresql": (
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -411,7 +429,7 @@ AGGREGATE_SQL = {
         "SELECT broker_id, period, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), market_type, count(*), "
         "sum(volume_usd), sum(CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END) "
         "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
-        TOTALS_SQL.format(sum="sum")),
+        TOTALS_SQL.format(sum="sum"), USERS_SQL.format(sum="sum", zero="0"), USERS_RANK_SQL["postgresql"]),
     "sqlite": (
         # fee_usd is text on SQLite: its sign is its first character
         "INSERT INTO aggregates (broker_id, period, fill_month, user_id, market_type, affiliate_rate, fills, "
@@ -423,7 +441,7 @@ AGGREGATE_SQL = {
         "SELECT broker_id, period, strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), market_type, count(*), "
         "dec_sum(volume_usd), dec_sum(CASE WHEN fee_usd LIKE '-%' OR fee_usd = '0' THEN '0' ELSE fee_usd END) "
         "FROM fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4",
-        TOTALS_SQL.format(sum="dec_sum")),
+        TOTALS_SQL.format(sum="dec_sum"), USERS_SQL.format(sum="dec_sum", zero="'0'"), USERS_RANK_SQL["sqlite"]),
 }
 
 
@@ -463,6 +481,14 @@ def aggregate_totals(engine: Engine) -> tuple[Totals, dict[int, Decimal]]:
         daily: dict[int, Decimal] = {}
         for broker_id, volume in connection.execute(select(daily_volumes.c.broker_id, daily_volumes.c.volume_usd)):
             daily[broker_id] = MONEY.add(daily.get(broker_id, ZERO), volume)
+        by_user: Totals = {}  # broker -> [0, volume, fee, fee base], from user_totals
+        for row in connection.execute(select(user_totals)):
+            volume = MONEY.add(row.spot_volume_usd, row.futures_volume_usd)
+            if row.rank_key != MONEY.minus(MONEY.add(row.fee_base_usd, row.adjustment_fee_base_usd)):
+                raise SystemExit(f"user_totals: a wrong rank key for user {row.user_id}")
+            merge(by_user, {row.broker_id: [0, volume, row.fee_usd, row.fee_base_usd]})
+    if {b: s[1:] for b, s in by_user.items()} != {b: s[1:] for b, s in totals.items()}:
+        raise SystemExit("user_totals differ from the aggregates")
     return totals, daily
 
 
@@ -628,16 +654,37 @@ def broker_keys(url: str, broker_ids: Sequence[int]) -> dict[int, KeyPair]:
         engine.dispose()
 
 
-def summary_headers(pair: KeyPair) -> dict[str, str]:
+@dataclass(frozen=True)
+class Endpoint:
+    """One read measured under load: its path for a broker, and the instruction its request is
+    signed for (None: not signed, as the bare endpoint)."""
+
+    name: str
+    instruction: str | None
+    path: Callable[[int], str]
+
+
+# The bare endpoint first: the same server's cost of answering at all (HTTP, routing, JSON, the
+# event loop and this process's clients), beside which bkr's own work on the others shows.
+ENDPOINTS = (
+    Endpoint("healthz", None, lambda _: "/healthz"),
+    Endpoint("summary", "brokerSummaryQuery", lambda b: f"/v1/broker/{b}/summary"),
+    Endpoint("daily", "brokerDailyVolumeQuery", lambda b: f"/v1/broker/{b}/volume/daily"),
+    Endpoint("users", "brokerUsersQuery", lambda b: f"/v1/broker/{b}/users"),
+)
+
+
+def signed_headers(pair: KeyPair, instruction: str) -> dict[str, str]:
     timestamp = int(time.time() * 1000)
-    message = signing_string(SUMMARY_INSTRUCTION, {}, timestamp, WINDOW_MS)
+    message = signing_string(instruction, {}, timestamp, WINDOW_MS)
     return {"X-API-Key": pair.api_key, "X-Signature": sign(pair.secret, message), "X-Timestamp": str(timestamp),
             "X-Window": str(WINDOW_MS)}
 
 
-async def summary_round(base: str, keys: dict[int, KeyPair], clients: int, seconds: float,
-                        seed: int) -> dict[str, Any]:
-    """`clients` closed-loop clients for `seconds`: each sends its next request when the last one is answered."""
+async def load_round(base: str, endpoint: Endpoint, keys: dict[int, KeyPair], clients: int, seconds: float,
+                     seed: int) -> dict[str, Any]:
+    """`clients` closed-loop clients for `seconds`: each sends its next request when the last one
+    is answered, for a random broker of the month. The request is signed before its clock starts."""
     latencies: list[float] = []
     failures: dict[str, int] = {}
     ids = sorted(keys)
@@ -649,10 +696,11 @@ async def summary_round(base: str, keys: dict[int, KeyPair], clients: int, secon
             rng = random.Random(seed * 1000 + number)
             while time.perf_counter() < deadline:
                 broker_id = rng.choice(ids)
-                headers = summary_headers(keys[broker_id])
+                headers = ({} if endpoint.instruction is None
+                           else signed_headers(keys[broker_id], endpoint.instruction))
                 started = time.perf_counter()
                 try:
-                    response = await session.get(f"/v1/broker/{broker_id}/summary", headers=headers)
+                    response = await session.get(endpoint.path(broker_id), headers=headers)
                 except httpx.HTTPError as error:  # a timeout, a refused connection: counted, not fatal
                     reason = f"{type(error).__name__}"
                 else:
@@ -666,45 +714,52 @@ async def summary_round(base: str, keys: dict[int, KeyPair], clients: int, secon
         await asyncio.gather(*(client(n) for n in range(clients)))
         wall = time.perf_counter() - started
     if not latencies:
-        raise SystemExit(f"no summary request succeeded: {failures}")
+        raise SystemExit(f"no {endpoint.name} request succeeded: {failures}")
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {"requests": len(latencies), "failed": sum(failures.values()), "failures": failures,
             "seconds": wall, "requests_per_s": len(latencies) / wall, "p50_ms": cuts[49] * 1000,
             "p90_ms": cuts[89] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(latencies) * 1000}
 
 
-def bench_summary(backend: Backend, world: World, args: argparse.Namespace, month: Month, directory: Path,
-                  work: Path) -> dict[str, Any]:
+def bench_reads(backend: Backend, world: World, args: argparse.Namespace, month: Month, directory: Path,
+                work: Path) -> dict[str, Any]:
     total = args.summary_fills
     if backend.name == "sqlite" and args.sqlite_summary_fills:
         total = args.sqlite_summary_fills
     with LoadSampler() as build_load:
         url, dataset = build_summary_db(backend, world, total, args.seed, month, directory)
     dataset["build_load"] = build_load.summary()
+    endpoints = [e for e in ENDPOINTS if e.name in args.endpoints]
     try:
         engine = db.open_engine(url, create=False)
         with engine.connect() as connection:
             ids = sorted(connection.execute(select(aggregates.c.broker_id).distinct()
-                                            .where(aggregates.c.period == str(month))).scalars())
+                                            .where(aggregates.c.period == month)).scalars())
         engine.dispose()
         keys = broker_keys(url, ids)
-        rounds: list[dict[str, Any]] = []
-        with serving(url, args.workers, work / f"serve-summary-{backend.name}.log") as base:
-            log(f"{backend.name}: warm-up {args.warmup:.0f} s, then {args.rounds} x {args.seconds:.0f} s "
-                f"with {args.clients} clients, {len(ids)} brokers")
-            warmup = asyncio.run(summary_round(base, keys, args.clients, args.warmup, args.seed))
-            for number in range(args.rounds):
-                with LoadSampler() as load:
-                    measured = asyncio.run(summary_round(base, keys, args.clients, args.seconds, args.seed + number))
-                measured["load"] = load.summary()
-                rounds.append(measured)
-                log(f"{backend.name}: round {number + 1}: {measured['requests_per_s']:,.0f} req/s, "
-                    f"p50 {measured['p50_ms']:.1f} ms, p99 {measured['p99_ms']:.1f} ms, "
-                    f"failed {measured['failed']}")
-        medians = {name: statistics.median(r[name] for r in rounds)
-                   for name in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")}
-        return {"dataset": dataset, "brokers": len(ids), "clients": args.clients, "rounds": rounds,
-                "warmup_requests": warmup["requests"], "median": medians, "url": url}
+        rounds: dict[str, list[dict[str, Any]]] = {e.name: [] for e in endpoints}
+        warmups: dict[str, int] = {}
+        with serving(url, args.workers, work / f"serve-reads-{backend.name}.log") as base:
+            log(f"{backend.name}: per endpoint a warm-up of {args.warmup:.0f} s, then {args.rounds} x "
+                f"{args.seconds:.0f} s with {args.clients} clients, {len(ids)} brokers")
+            for endpoint in endpoints:
+                warmups[endpoint.name] = asyncio.run(
+                    load_round(base, endpoint, keys, args.clients, args.warmup, args.seed))["requests"]
+            for number in range(args.rounds):  # the endpoints take turns, so a drift in the machine hits all
+                for endpoint in endpoints:
+                    with LoadSampler() as load:
+                        measured = asyncio.run(load_round(base, endpoint, keys, args.clients, args.seconds,
+                                                          args.seed + number))
+                    measured["load"] = load.summary()
+                    rounds[endpoint.name].append(measured)
+                    log(f"{backend.name}: round {number + 1}, {endpoint.name}: {measured['requests_per_s']:,.0f} "
+                        f"req/s, p50 {measured['p50_ms']:.1f} ms, p99 {measured['p99_ms']:.1f} ms, "
+                        f"failed {measured['failed']}")
+        figures = {name: {"rounds": measured, "warmup_requests": warmups[name],
+                          "median": {key: statistics.median(r[key] for r in measured)
+                                     for key in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")}}
+                   for name, measured in rounds.items()}
+        return {"dataset": dataset, "brokers": len(ids), "clients": args.clients, "endpoints": figures, "url": url}
     finally:
         if not args.keep:
             if isinstance(backend, PostgresBackend):
@@ -741,13 +796,17 @@ def print_table(report: dict[str, Any]) -> None:
                                                                       else ""))
         add("  aggregate rows", lambda r: f"{r['summary']['dataset']['checks']['aggregate_rows']:,}")
         clients = with_summary[0]["summary"]["clients"]
-        for key, label in (("requests_per_s", "requests/s"), ("p50_ms", "p50 (ms)"), ("p90_ms", "p90 (ms)"),
-                           ("p99_ms", "p99 (ms)   (aim < 50 ms)"), ("max_ms", "max (ms)")):
-            add(f"summary, {clients} clients, {label}", lambda r, k=key: f"{r['summary']['median'][k]:,.1f}")
-        add("  failed requests (all rounds)", lambda r: str(sum(x["failed"] for x in r["summary"]["rounds"])))
+        measured = [e.name for e in ENDPOINTS if e.name in with_summary[0]["summary"]["endpoints"]]
+        for name in measured:
+            for key, label in (("requests_per_s", "requests/s"), ("p50_ms", "p50 (ms)"), ("p99_ms", "p99 (ms)"),
+                               ("max_ms", "max (ms)")):
+                add(f"{name}, {clients} clients, {label}",
+                    lambda r, n=name, k=key: f"{r['summary']['endpoints'][n]['median'][k]:,.1f}")
+            add(f"  {name}: failed requests (all rounds)",
+                lambda r, n=name: str(sum(x["failed"] for x in r["summary"]["endpoints"][n]["rounds"])))
         add("  load during the rounds (min-max)",
-            lambda r: f"{min(x['load']['min'] for x in r['summary']['rounds']):.1f}-"
-                      f"{max(x['load']['max'] for x in r['summary']['rounds']):.1f}")
+            lambda r: f"{min(x['load']['min'] for e in r['summary']['endpoints'].values() for x in e['rounds']):.1f}-"
+                      f"{max(x['load']['max'] for e in r['summary']['endpoints'].values() for x in e['rounds']):.1f}")
 
     width = max(len(label) for label, _ in rows) + 2
     facts = report["machine"]
@@ -779,10 +838,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="fills per POST (1,000)")
     parser.add_argument("--ingest-clients", type=int, default=4, help="concurrent posting clients (4)")
     parser.add_argument("--summary-fills", type=int, default=10_000_000, help="fills in the summary's month (10M)")
-    parser.add_argument("--clients", type=int, default=50, help="concurrent summary clients (50)")
-    parser.add_argument("--seconds", type=float, default=20, help="length of one summary round (20)")
-    parser.add_argument("--rounds", type=int, default=3, help="summary rounds; the table shows their median (3)")
-    parser.add_argument("--warmup", type=float, default=3, help="seconds of summary requests not counted (3)")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent read clients (50)")
+    parser.add_argument("--endpoints", type=lambda text: text.split(","),
+                        default=[e.name for e in ENDPOINTS],
+                        help="the reads measured, comma-separated (healthz,summary,daily,users)")
+    parser.add_argument("--seconds", type=float, default=10, help="length of one round of one read (10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each read; the table shows their median (3)")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of each read not counted (3)")
     parser.add_argument("--workers", type=int, default=2, help="bkr serve --workers (2)")
     parser.add_argument("--pg", metavar="URL", help="PostgreSQL server URL; databases are created and dropped")
     parser.add_argument("--sqlite-only", action="store_true")
@@ -841,7 +903,7 @@ def main() -> None:
                 report[backend.name]["ingest"] = bench_ingest(backend, ingest_world, args.fills, bodies, csv_path,
                                                               args.ingest_clients, args.workers, work)
             if not args.skip_summary and args.summary_on in ("both", backend.name):
-                report[backend.name]["summary"] = bench_summary(backend, summary_world, args, month, summary_dir,
+                report[backend.name]["summary"] = bench_reads(backend, summary_world, args, month, summary_dir,
                                                                 work)
     finally:
         if args.keep:

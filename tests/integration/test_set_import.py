@@ -39,6 +39,7 @@ from bkr.store.tables import (
     fill_rejections,
     fills,
     imports,
+    user_totals,
 )
 from program_support import use_program
 
@@ -151,7 +152,8 @@ def set_up(engine: Engine, tmp_path: Path) -> None:
     close(engine, APRIL)
 
 
-TABLES = (fills, fill_keys, fill_rejections, fill_conflicts, aggregates, aggregate_totals, daily_volumes, imports)
+TABLES = (fills, fill_keys, fill_rejections, fill_conflicts, aggregates, aggregate_totals, user_totals, daily_volumes,
+          imports)
 UNORDERED = {"fill_rejections": "rejection_id", "fill_conflicts": "conflict_id"}  # serial ids: compared without
 
 

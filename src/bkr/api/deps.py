@@ -9,11 +9,14 @@ entry as `x-instruction`. Every request reads its key's row, so a key revoked or
 refused at its next request in every process.
 """
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from weakref import WeakKeyDictionary
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
@@ -27,9 +30,11 @@ from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import check_timing, parse_timing, public_key, verify_request
 from bkr.domain.statement_signing import StatementKey
 from bkr.program import keys
-from bkr.program.registry import get_broker
+from bkr.program.registry import BrokerView, get_broker
 from bkr.settings import ServiceSettings
 from bkr.store import db
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Services:
     statement_key: StatementKey | None = None  # signs statements (`format=signed`); None: not configured
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no thread for a field read
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -127,18 +132,22 @@ BROKER_INSTRUCTIONS: set[str] = set()  # every broker endpoint's instruction, to
 
 
 @dataclass(frozen=True, slots=True)
-class SignedBroker:
-    broker_id: int
+class BrokerSignature:
+    """A broker request whose signature checked out, before any database read: its key, and the
+    time it was checked at (which the key's and the broker's standing are then judged at)."""
+
     api_key: str
+    now: datetime
 
 
-def signed_by_broker(instruction: str) -> Callable[..., SignedBroker]:
-    """The dependency of a broker endpoint: the request must be signed for `instruction` by a
-    key of an active (or pending) broker."""
+def broker_signature(instruction: str) -> Callable[..., Awaitable[BrokerSignature]]:
+    """The dependency of a broker endpoint: the request must carry a key and be signed for
+    `instruction` within its window. Checked in the event loop (no database, no thread); the
+    key's broker is read with the endpoint's own figures, in one snapshot (`signed_broker`)."""
     BROKER_INSTRUCTIONS.add(instruction)
 
-    def authenticate(request: Request, services: ServicesDep,
-                     api_key: Annotated[str | None, Depends(_api_key)]) -> SignedBroker:
+    async def check(request: Request, services: ServicesDep,
+                    api_key: Annotated[str | None, Depends(_api_key)]) -> BrokerSignature:
         if not api_key:
             raise Unauthenticated("X-API-Key is missing", code="credentials_missing", field="X-API-Key")
         headers = request.headers
@@ -147,20 +156,50 @@ def signed_by_broker(instruction: str) -> Callable[..., SignedBroker]:
         check_timing(timestamp, window, int(now.timestamp() * 1000))
         verify_request(public_key(api_key), headers.get("x-signature"), instruction, signed_params(request),
                        timestamp, window, other_instructions=sorted(BROKER_INSTRUCTIONS))
-        with db.snapshot(services.engine) as connection:
-            holder = keys.broker_key(connection, api_key, now)
-            if holder is None or holder.broker_id is None:
-                raise Unauthenticated("unknown, revoked or expired broker key", code="unknown_key", field="X-API-Key")
-            broker_id = holder.broker_id
-            identify(request, broker_id=broker_id)
-            status = get_broker(connection, broker_id, now).status
-        record_use(services, api_key, holder.last_used_at, now)
-        if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
-            raise Forbidden(f"broker {broker_id} is {status.value}; its keys are refused until it is active again",
-                            code=f"broker_{status.value}")
-        return SignedBroker(broker_id, api_key)
+        return BrokerSignature(api_key, now)
 
-    return authenticate
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBroker:
+    broker_id: int
+    api_key: str
+    broker: BrokerView  # its registry entry, status at the request's time
+    key_last_used_at: datetime | None
+
+    def check_standing(self) -> None:
+        """A suspended or terminated broker's keys are refused until it is active again."""
+        status = self.broker.status
+        if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
+            raise Forbidden(f"broker {self.broker_id} is {status.value}; its keys are refused until it is active "
+                            "again", code=f"broker_{status.value}")
+
+
+def signed_broker(connection: Connection, request: Request, signature: BrokerSignature) -> SignedBroker:
+    """The broker whose key signed the request, read in `connection` (the request's snapshot):
+    refused unless the key exists and is neither revoked nor expired."""
+    holder = keys.broker_key(connection, signature.api_key, signature.now)
+    if holder is None or holder.broker_id is None:
+        raise Unauthenticated("unknown, revoked or expired broker key", code="unknown_key", field="X-API-Key")
+    identify(request, broker_id=holder.broker_id)
+    return SignedBroker(holder.broker_id, signature.api_key, get_broker(connection, holder.broker_id, signature.now),
+                        holder.last_used_at)
+
+
+READ_THREADS = 8  # broker reads at once per process: more only queue for the GIL and the connections
+_read_limiters: "WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]" = WeakKeyDictionary()
+
+
+async def in_read_thread(work: Callable[[], T]) -> T:
+    """Run a read's blocking work (its snapshot, from the key to the response's JSON) in one
+    worker thread: one hand-off per request, under a limit of its own, so that reads neither
+    take the threads of other endpoints nor crowd the event loop's."""
+    loop = asyncio.get_running_loop()
+    limiter = _read_limiters.get(loop)
+    if limiter is None:  # one per event loop: a test client runs several, one after another
+        limiter = _read_limiters[loop] = anyio.CapacityLimiter(READ_THREADS)
+    return await anyio.to_thread.run_sync(work, limiter=limiter)
 
 
 def signed_params(request: Request) -> dict[str, Any]:

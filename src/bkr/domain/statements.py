@@ -242,6 +242,19 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
     left to recover. `config` is the program version numbered `version`, in force for `month`:
     the statement names it and carries the terms it used."""
+    priced = price_lines(config, lines, tier, prior_tiers)
+    priced.sort(key=StatementLine.sort_key)
+    terms = (None if version is None
+             else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
+    return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
+                           config.rounding_quantum, program=terms)
+
+
+def price_lines(config: ProgramConfig, lines: Iterable[AggregateLine], tier: Tier,
+                prior_tiers: Mapping[Month, Tier]) -> list[StatementLine]:
+    """Each line priced as its statement prices it: a line of the month's own fills at `tier`,
+    any other at the tier of its fill month (`prior_tiers`). In the lines' order. A statement is
+    these lines totalled (`build_statement`); a page of some users' lines is priced alone."""
     priced: list[StatementLine] = []
     rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
     for line in lines:
@@ -259,11 +272,7 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
             volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
             payout_exact=line_payout_at(line.fee_base_usd, rate),
         ))
-    priced.sort(key=StatementLine.sort_key)
-    terms = (None if version is None
-             else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
-    return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
-                           config.rounding_quantum, program=terms)
+    return priced
 
 
 def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,

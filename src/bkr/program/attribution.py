@@ -4,9 +4,12 @@
 each user's signup code, each code's rate timeline. `RegistryView.attribute` applies the domain's
 `attribute` to one fill (`attribute_decided`, when whoever took the order already judged its
 broker). `add_to_aggregates` is where counted fills become running totals, used by ingestion and
-by `reevaluate` after a retroactive registry change; the set path (`bkr.program.set_import`)
-makes the same increments from a `GROUP BY` over a staged block (`bkr.store.staging.add_counted`),
-and its differential test holds the two to the same totals.
+by `reevaluate` after a retroactive registry change; it keeps, in the same transaction, the
+aggregates, their users-merged totals (`aggregate_totals`), each user's month (`user_totals`) and
+the daily series. `rebuild_aggregates` recomputes all four for some (broker, period) pairs from the
+stored fills. The set path (`bkr.program.set_import`) makes the same increments to the same four
+tables from a `GROUP BY` over a staged block (`bkr.store.staging.add_counted`), and its
+differential test holds the two to the same totals.
 """
 
 from collections import defaultdict
@@ -24,7 +27,16 @@ from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
-from bkr.store.bulk import AGGREGATE_KEY, AGGREGATE_SUMS, DAILY_KEY, DAILY_SUMS, TOTALS_KEY, add_to_totals
+from bkr.store.bulk import (
+    AGGREGATE_KEY,
+    AGGREGATE_SUMS,
+    DAILY_KEY,
+    DAILY_SUMS,
+    TOTALS_KEY,
+    add_to_totals,
+    add_to_user_totals,
+    user_rows_of,
+)
 from bkr.store.partitions import ensure_fill_partitions
 from bkr.store.tables import (
     aggregate_totals,
@@ -34,6 +46,7 @@ from bkr.store.tables import (
     daily_volumes,
     fills,
     referral_rates,
+    user_totals,
     users,
 )
 
@@ -145,8 +158,8 @@ class Counted:
 
 
 def add_to_aggregates(connection: Connection, counted: Iterable[Counted]) -> None:
-    """Add counted fills to the running aggregates, their users-merged totals and the daily
-    series, exactly.
+    """Add counted fills to the running aggregates, their users-merged totals, the users' totals
+    and the daily series, exactly.
 
     Each is summed here first, per key, then added in one upsert; the rows go in sorted so that
     concurrent writers lock them in the same order."""
@@ -192,12 +205,13 @@ def add_sums(connection: Connection, by_line: dict[tuple[Any, ...], list[Any]],
             rate_row[0] += sums[0]
             for index in (1, 2, 3):
                 rate_row[index] = add(rate_row[index], sums[index])
-    add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
-                  [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())])
+    aggregate_rows = [(*key[:5], Decimal(key[5]), key[6], *sums) for key, sums in sorted(by_line.items())]
+    add_to_totals(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS, aggregate_rows)
     add_to_totals(connection, "aggregate_totals", TOTALS_KEY, AGGREGATE_SUMS,
                   [(*key[:4], Decimal(key[4]), key[5], *sums) for key, sums in sorted(by_rate.items())])
     add_to_totals(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
                   [(*key, *sums) for key, sums in sorted(by_day.items())])
+    add_to_user_totals(connection, user_rows_of(aggregate_rows))
 
 
 def reevaluate(connection: Connection, condition: Any) -> int:
@@ -269,7 +283,7 @@ def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]] | set[tuple[int, Month]]) -> None:
     """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
     for broker_id, period in sorted(pairs):
-        for table in (aggregates, aggregate_totals, daily_volumes):
+        for table in (aggregates, aggregate_totals, user_totals, daily_volumes):
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
         rows = connection.execute(
             select(fills.c.fill_id, fills.c.user_id, fills.c.market_type, fills.c.affiliate_rate, fills.c.fill_month,

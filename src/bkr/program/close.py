@@ -15,12 +15,13 @@ paid at, under that month's version.
 """
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, update
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.errors import PeriodNotEnded, StatementNotIssued
@@ -33,10 +34,12 @@ from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import (
     AggregateLine,
     BrokerStatement,
+    StatementLine,
     api_volumes,
     build_statement,
     carried_out,
     paying_tier,
+    price_lines,
 )
 from bkr.domain.tiers import Tier
 from bkr.program import audit
@@ -140,44 +143,97 @@ def compute_statements(connection: Connection, month: Month, broker_id: int | No
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
-        own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
-        previous = (api_volume_of(connection, broker, month.previous())
-                    if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
-        tier = paying_tier(config, month, own, previous)
-        prior = {m: tier_of_closed_month(connection, program.config_for(m), broker, m)
-                 for m in {line.fill_month for line in lines if line.is_adjustment}}
+        tier, prior = _pricing(connection, program, month, broker, lines)
         result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO),
                                       version=version.number))
     return result
 
 
+def _pricing(connection: Connection, program: ProgramTimeline, month: Month, broker_id: int,
+             lines: Sequence[AggregateLine]) -> tuple[Tier, dict[Month, Tier]]:
+    """The tier a broker's `month` is paid at, given all its lines of the month (per user or
+    merged: the totals are the same), and the tier of each earlier month its adjustments belong to."""
+    config = program.config_for(month)
+    own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
+    previous = (api_volume_of(connection, broker_id, month.previous())
+                if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
+    tier = paying_tier(config, month, own, previous)
+    prior = {m: tier_of_closed_month(connection, program.config_for(m), broker_id, m)
+             for m in {line.fill_month for line in lines if line.is_adjustment}}
+    return tier, prior
+
+
+def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: Sequence[str], *,
+               program: ProgramTimeline | None = None) -> list[StatementLine]:
+    """The lines of some users in a broker's statement of `month`, priced exactly as
+    `compute_statements` prices them (at the tier of the broker's whole month, read from the
+    merged totals), without reading the other users' lines: a page of a broker's users."""
+    if not user_ids:
+        return []
+    program = program or load_timeline(connection)
+    merged = _merged_lines(connection, month, broker_id)
+    tier, prior = _pricing(connection, program, month, broker_id, merged)
+    # every fill month the broker's lines have: with the users, the aggregates' primary key finds them
+    fill_months = sorted({line.fill_month for line in merged})
+    rows = connection.execute(_USERS_LINES, {"period": month, "broker_id": broker_id, "fill_months": fill_months,
+                                             "users": list(user_ids)})
+    return price_lines(program.config_for(month), _lines_of(month, rows), tier, prior)
+
+
 def carries(connection: Connection, month: Month, broker_id: int | None = None) -> dict[int, Decimal]:
     """What each broker's latest statement before `month` left to recover, for the brokers whose
     latest statement carried a shortfall out (one query for every broker)."""
-    latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
-        statements.c.month < month).group_by(statements.c.broker_id)
-    if broker_id is not None:
-        latest = latest.where(statements.c.broker_id == broker_id)
-    last = latest.subquery()
-    rows = connection.execute(
-        select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
-        .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
+    rows = (connection.execute(_CARRIES, {"month": month}) if broker_id is None
+            else connection.execute(_CARRIES_OF, {"month": month, "broker_id": broker_id}))
     owed = {row.broker_id: carried_out(row.payout_exact, row.carried_in) for row in rows}
     return {broker: amount for broker, amount in owed.items() if amount < 0}
 
 
+def _carries_query(one_broker: bool) -> Select[Any]:
+    latest = select(statements.c.broker_id, func.max(statements.c.month).label("month")).where(
+        statements.c.month < bindparam("month")).group_by(statements.c.broker_id)
+    if one_broker:
+        latest = latest.where(statements.c.broker_id == bindparam("broker_id"))
+    last = latest.subquery()
+    return (select(statements.c.broker_id, statements.c.payout_exact, statements.c.carried_in)
+            .join(last, (statements.c.broker_id == last.c.broker_id) & (statements.c.month == last.c.month)))
+
+
+# Built once: the broker reads run these on every request, and building a statement costs more
+# than SQLite takes to run it.
+_CARRIES = _carries_query(one_broker=False)
+_CARRIES_OF = _carries_query(one_broker=True)
+_MERGED = select(aggregate_totals).where(aggregate_totals.c.period == bindparam("period"))
+_MERGED_OF = _MERGED.where(aggregate_totals.c.broker_id == bindparam("broker_id"))
+_STATEMENT_FIGURES = (select(statements.c.api_volume, statements.c.tier_level)
+                      .where((statements.c.broker_id == bindparam("broker_id"))
+                             & (statements.c.month == bindparam("month"))))
+
+
+_LINE_COLUMNS = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
+                 aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
+                 aggregates.c.fee_base_usd, aggregates.c.kind)
+# some users' lines; with the fill months, the aggregates' primary key finds them without a scan
+_USERS_LINES = select(*_LINE_COLUMNS).where(
+    (aggregates.c.broker_id == bindparam("broker_id")) & (aggregates.c.period == bindparam("period"))
+    & aggregates.c.fill_month.in_(bindparam("fill_months", expanding=True))
+    & aggregates.c.user_id.in_(bindparam("users", expanding=True)))
+
+
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
-    """The period's aggregate lines, one per user. A large broker has tens of thousands: rows are
-    unpacked as tuples, and market types looked up in a dict (months are interned)."""
-    columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
-               aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
-               aggregates.c.fee_base_usd, aggregates.c.kind)
-    query = select(*columns).where(aggregates.c.period == period)
+    """The period's aggregate lines, one per user."""
+    query = select(*_LINE_COLUMNS).where(aggregates.c.period == period)
     if broker_id is not None:
         query = query.where(aggregates.c.broker_id == broker_id)
+    return _lines_of(period, connection.execute(query))
+
+
+def _lines_of(period: Month, rows: Iterable[Any]) -> list[AggregateLine]:
+    """Rows of `_LINE_COLUMNS` as lines. A large broker has tens of thousands: rows are unpacked
+    as tuples, and market types looked up in a dict (months are interned)."""
     return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
                           fee, base, kind == "correction", kind == "retroactive")
-            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
+            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in rows]
 
 
 _MARKET_TYPES = {market.value: market for market in MarketType}
@@ -186,31 +242,28 @@ _MARKET_TYPES = {market.value: market for market in MarketType}
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
     """The period's aggregate lines with users merged (user_id "*"): the running totals kept
     beside the aggregates, a few rows per broker."""
-    query = select(aggregate_totals).where(aggregate_totals.c.period == period)
-    if broker_id is not None:
-        query = query.where(aggregate_totals.c.broker_id == broker_id)
-    return [AggregateLine(r.broker_id, period, r.fill_month, "*", MarketType(r.market_type),
+    rows = (connection.execute(_MERGED, {"period": period}) if broker_id is None
+            else connection.execute(_MERGED_OF, {"period": period, "broker_id": broker_id}))
+    return [AggregateLine(r.broker_id, period, r.fill_month, "*", _MARKET_TYPES[r.market_type],
                           r.affiliate_rate, r.fills, r.volume_usd, r.fee_usd, r.fee_base_usd, r.kind == "correction",
                           r.kind == "retroactive")
-            for r in connection.execute(query)]
+            for r in rows]
 
 
 def api_volume_of(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """A broker's API volume in a month: from its statement if closed, else the running aggregates."""
-    stored = connection.execute(select(statements.c.api_volume).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
+    stored = connection.execute(_STATEMENT_FIGURES, {"broker_id": broker_id, "month": month}).first()
     if stored is not None:
-        return stored  # type: ignore[no-any-return]
+        return stored.api_volume  # type: ignore[no-any-return]
     return total(api_volumes(_merged_lines(connection, month, broker_id)))
 
 
 def tier_of_closed_month(connection: Connection, config: ProgramConfig, broker_id: int, month: Month) -> Tier:
     """The tier a closed month was paid at; a broker without a statement that month was at the base
     tier. `config`: the program version in force for `month`."""
-    level = connection.execute(select(statements.c.tier_level).where(
-        (statements.c.broker_id == broker_id) & (statements.c.month == month))).scalar()
+    stored = connection.execute(_STATEMENT_FIGURES, {"broker_id": broker_id, "month": month}).first()
     schedule = config.schedule_for(month)
-    return schedule.tiers[level] if level is not None else schedule.tiers[0]
+    return schedule.tiers[stored.tier_level] if stored is not None else schedule.tiers[0]
 
 
 def _awaiting_user(connection: Connection, month: Month) -> int:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from bkr.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from bkr.domain.operators import Role
@@ -216,10 +216,14 @@ def create_user_key(connection: Connection, user_id: str, now: datetime, *, acto
     return pair
 
 
+# built once: every signed request reads its key
+_HOLDER = select(api_keys.c.broker_id, api_keys.c.user_id, api_keys.c.revoked_at, api_keys.c.expires_at,
+                 api_keys.c.last_used_at).where((api_keys.c.key_id == bindparam("key_id"))
+                                                & (api_keys.c.kind == bindparam("kind")))
+
+
 def _holder(connection: Connection, api_key: str, kind: KeyKind, now: datetime) -> KeyHolder | None:
-    row = connection.execute(select(api_keys.c.broker_id, api_keys.c.user_id, api_keys.c.revoked_at,
-                                    api_keys.c.expires_at, api_keys.c.last_used_at).where(
-        (api_keys.c.key_id == api_key) & (api_keys.c.kind == kind.value))).first()
+    row = connection.execute(_HOLDER, {"key_id": api_key, "kind": kind.value}).first()
     if row is None or _status(row.revoked_at, row.expires_at, None, now) is not KeyStatus.ACTIVE:
         return None
     return KeyHolder(api_key, row.broker_id, row.user_id, row.last_used_at)

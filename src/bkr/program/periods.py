@@ -8,10 +8,11 @@ from bkr.domain.periods import Month
 from bkr.store.dialect import insert_ignoring, locked
 from bkr.store.tables import periods
 
+_CLOSED = select(periods.c.month).where(periods.c.status == "closed")  # built once: every read asks
+
 
 def closed_months(connection: Connection) -> set[Month]:
-    rows = connection.execute(select(periods.c.month).where(periods.c.status == "closed"))
-    return set(rows.scalars())
+    return set(connection.execute(_CLOSED).scalars())
 
 
 def paying_period(fill_month: Month, closed: set[Month]) -> Month:

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import AlreadyEnrolled, Conflict, InvalidInput, NotFound
@@ -181,11 +181,22 @@ def cancel_status_change(connection: Connection, broker_id: int, effective_at: d
     return get_broker(connection, broker_id, now)
 
 
+# A broker with its status changes, in one query (built once: every broker request reads it).
+_BROKER = (select(brokers.c.broker_id, brokers.c.account_id, brokers.c.name, brokers.c.type,
+                  broker_status_changes.c.status, broker_status_changes.c.effective_at)
+           .select_from(brokers.outerjoin(broker_status_changes,
+                                          broker_status_changes.c.broker_id == brokers.c.broker_id))
+           .where(brokers.c.broker_id == bindparam("broker_id"))
+           .order_by(broker_status_changes.c.effective_at))
+
+
 def get_broker(connection: Connection, broker_id: int, now: datetime) -> BrokerView:
-    row = connection.execute(select(brokers).where(brokers.c.broker_id == broker_id)).first()
-    if row is None:
+    rows = connection.execute(_BROKER, {"broker_id": broker_id}).all()
+    if not rows:
         raise NotFound(f"no broker with id {broker_id}")
-    timeline = status_timeline(connection, broker_id)
+    row = rows[0]
+    timeline = StatusTimeline(tuple(StatusChange(BrokerStatus(r.status), r.effective_at)
+                                    for r in rows if r.status is not None))
     return BrokerView(row.broker_id, row.account_id, row.name, BrokerType(row.type), timeline.status_at(now),
                       timeline)
 

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 
 from bkr.domain.config import TierBasis
 from bkr.domain.errors import InvalidInput, NotFound
@@ -25,11 +25,17 @@ from bkr.domain.periods import Month
 from bkr.domain.statements import StatementLine, paying_tier
 from bkr.domain.tiers import Tier
 from bkr.program import overview
-from bkr.program.close import api_volume_of, compute_statements, issued_statement, tier_of_closed_month
+from bkr.program.close import (
+    api_volume_of,
+    compute_statements,
+    issued_statement,
+    tier_of_closed_month,
+    user_lines,
+)
 from bkr.program.periods import closed_months
 from bkr.program.registry import BrokerView, get_broker
 from bkr.program.settings_versions import load_timeline
-from bkr.store.tables import daily_volumes, fills
+from bkr.store.tables import daily_volumes, fills, user_totals
 
 # --- where this month stands -----------------------------------------------------------------------
 
@@ -83,14 +89,16 @@ class BrokerSummary:
         }
 
 
-def broker_summary(connection: Connection, broker_id: int, now: datetime) -> BrokerSummary:
+def broker_summary(connection: Connection, broker_id: int, now: datetime, *,
+                   broker: BrokerView | None = None) -> BrokerSummary:
     """The current UTC month of one broker, from the projection of its statement, under the
     program version in force this month.
 
     `tier` follows the tier-basis policy (under `previous_month` it is what last month's
     volume earned); `next_tier` and `volume_to_next_tier` are about this month's own volume,
-    which is what a broker can still change."""
-    broker = get_broker(connection, broker_id, now)
+    which is what a broker can still change. `broker`: its registry entry at `now`, when the
+    caller has read it already (in the same snapshot)."""
+    broker = broker or get_broker(connection, broker_id, now)
     month = Month.of(now)
     program = load_timeline(connection)
     config = program.config_for(month)
@@ -173,6 +181,12 @@ class DailySeries:
                 "days": [d.to_document() for d in self.days]}
 
 
+_DAYS = (select(daily_volumes.c.day, daily_volumes.c.market_type, daily_volumes.c.fills, daily_volumes.c.volume_usd,
+                daily_volumes.c.fee_base_usd)
+         .where(and_(daily_volumes.c.broker_id == bindparam("broker_id"), daily_volumes.c.day >= bindparam("first"),
+                     daily_volumes.c.day <= bindparam("last"))))
+
+
 def daily_series(connection: Connection, broker_id: int, month: Month, now: datetime) -> DailySeries:
     """The broker's counted volume on each UTC day of `month`, up to today for the current month.
 
@@ -184,11 +198,7 @@ def daily_series(connection: Connection, broker_id: int, month: Month, now: date
     first = month.start.date()
     last = (now.date() if month == Month.of(now) else (month.end - timedelta(days=1)).date())
     totals: dict[date, list[Any]] = {}  # day -> [spot volume, futures volume, fills, fee base]
-    rows = connection.execute(
-        select(daily_volumes.c.day, daily_volumes.c.market_type, daily_volumes.c.fills,
-               daily_volumes.c.volume_usd, daily_volumes.c.fee_base_usd)
-        .where(and_(daily_volumes.c.broker_id == broker_id, daily_volumes.c.day >= first.isoformat(),
-                    daily_volumes.c.day <= last.isoformat())))
+    rows = connection.execute(_DAYS, {"broker_id": broker_id, "first": first.isoformat(), "last": last.isoformat()})
     for day_text, market_type, count, volume, base in rows:
         sums = totals.setdefault(date.fromisoformat(day_text), [ZERO, ZERO, 0, ZERO])
         slot = 1 if MarketType(market_type).is_futures else 0
@@ -276,18 +286,38 @@ def user_breakdown(connection: Connection, broker_id: int, month: Month, *, limi
                    offset: int) -> UserBreakdown:
     """Per-user figures of a month, largest fee base first: from the stored statement of a closed
     month (none if the broker had no statement), from the projection of an open one."""
-    # a closed month's lines from its stored statement, an open one's from the projection: the same objects
-    lines: Iterable[StatementLine]
     if month in closed_months(connection):
-        source = "statement"
         try:
             lines = issued_statement(connection, broker_id, month).lines
         except NotFound:  # no volume that month: no statement
             lines = ()
-    else:
-        source = "projection"
-        projection = compute_statements(connection, month, broker_id)
-        lines = projection[0].lines if projection else ()
+        figures = sorted(_users_of(lines), key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
+        return UserBreakdown(broker_id, month, "statement", len(figures), limit, offset,
+                             tuple(figures[offset:offset + limit]))
+    # an open month: the page of users, sorted by the database from their running totals, and the
+    # payout of those users' lines as the projection prices them (the same lines, the same tier)
+    where = {"broker_id": broker_id, "period": month}
+    count = connection.execute(_USER_COUNT, where).scalar_one()
+    page = connection.execute(_USER_PAGE, where | {"limit": limit, "offset": offset}).all()
+    payouts: dict[str, Decimal] = {}
+    for line in user_lines(connection, month, broker_id, [row.user_id for row in page]):
+        payouts[line.user_id] = add(payouts.get(line.user_id, ZERO), line.payout_exact)
+    page_figures = tuple(UserFigures(row.user_id, row.spot_volume_usd, row.futures_volume_usd, row.fee_usd,
+                                     row.fee_base_usd, row.adjustment_fee_base_usd, payouts.get(row.user_id, ZERO))
+                         for row in page)
+    return UserBreakdown(broker_id, month, "projection", count, limit, offset, page_figures)
+
+
+_USER_WHERE = and_(user_totals.c.broker_id == bindparam("broker_id"), user_totals.c.period == bindparam("period"))
+_USER_COUNT = select(func.count()).select_from(user_totals).where(_USER_WHERE)
+_USER_PAGE = (select(user_totals.c.user_id, user_totals.c.spot_volume_usd, user_totals.c.futures_volume_usd,
+                     user_totals.c.fee_usd, user_totals.c.fee_base_usd, user_totals.c.adjustment_fee_base_usd)
+              .where(_USER_WHERE).order_by(user_totals.c.rank_key, user_totals.c.user_id)
+              .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+def _users_of(lines: Iterable[StatementLine]) -> list[UserFigures]:
+    """A statement's lines summed per user."""
     # user -> [spot, futures, fee, fee base, adjustment fee base, payout exact]
     by_user: dict[str, list[Decimal]] = {}
     for line in lines:
@@ -300,10 +330,7 @@ def user_breakdown(connection: Connection, broker_id: int, month: Month, *, limi
             sums[2] = add(sums[2], line.fee_usd)
             sums[3] = add(sums[3], line.fee_base)
         sums[5] = add(sums[5], line.payout_exact)
-    figures = sorted((UserFigures(user, *sums) for user, sums in by_user.items()),
-                     key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
-    return UserBreakdown(broker_id, month, source, len(figures), limit, offset,
-                         tuple(figures[offset:offset + limit]))
+    return [UserFigures(user, *sums) for user, sums in by_user.items()]
 
 
 # --- orders while inactive ------------------------------------------------------------------------------

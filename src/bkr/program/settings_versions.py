@@ -57,9 +57,12 @@ class NoProgramVersion(StoreNotReady):
 # --- reading -------------------------------------------------------------------------------------
 
 
+_HISTORY = select(program_versions).order_by(program_versions.c.version)  # built once: every read asks
+
+
 def history(connection: Connection) -> list[ProgramVersion]:
     """Every version, oldest first."""
-    rows = connection.execute(select(program_versions).order_by(program_versions.c.version))
+    rows = connection.execute(_HISTORY)
     return [ProgramVersion(row.version, row.from_month, _config_of(row.document), row.reason, row.created_at,
                            row.created_by) for row in rows]
 

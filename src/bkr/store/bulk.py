@@ -23,6 +23,7 @@ Before rows go in, the months they are paid in get their partitions (`bkr.store.
 
 Aggregate increments are an upsert that adds exactly: NUMERIC `+` on PostgreSQL, the
 `dec_add` function registered on every SQLite connection (`bkr.store.db`) on SQLite.
+`add_to_user_totals` does the same for `user_totals` and keeps each row's sort key in step.
 """
 
 from collections.abc import Sequence
@@ -31,12 +32,15 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from bkr.domain.money import canonical
+from bkr.domain.fills import MarketType
+from bkr.domain.money import MONEY, canonical
 from bkr.domain.periods import Month
+from bkr.store.db import user_rank_key
 from bkr.store.partitions import ensure_fill_partitions
 from bkr.store.tables import fill_keys, fills
-from bkr.store.types import to_micros
+from bkr.store.types import ordered_key, to_micros
 
+_ZERO = Decimal(0)
 COLUMNS: tuple[str, ...] = tuple(column.name for column in fills.columns)
 _CHUNK = 10_000  # ids per IN list: within SQLite's and PostgreSQL's limits on parameters
 _MONEY = frozenset({"price", "quantity", "fee", "volume_usd", "fee_usd", "affiliate_rate", "fee_base_usd"})
@@ -184,6 +188,61 @@ def add_to_totals(connection: Connection, table: str, keys: Sequence[str], sums:
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}) "
         f"ON CONFLICT ({conflict}) DO UPDATE SET {adds}",
         [(*(_sqlite_key(v) for v in row[:split]), *(canonical(v) for v in row[split:])) for row in rows])
+
+
+USER_SUMS = ("spot_volume_usd", "futures_volume_usd", "fee_usd", "fee_base_usd", "adjustment_fee_base_usd")
+
+
+def user_rows_of(aggregate_rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Increments of `aggregates` (rows of `AGGREGATE_KEY` then `AGGREGATE_SUMS`, as given to
+    `add_to_totals`) summed per (broker, period, user), as `add_to_user_totals` takes them:
+    volumes, fee and fee base of lines of the month's own fills (kind `fill`, fill month = period),
+    the fee base of every other line (late fills, corrections, retroactive changes) apart. Whatever
+    adds to `aggregates` adds these to `user_totals` in the same transaction."""
+    by_user: dict[tuple[Any, ...], list[Decimal]] = {}
+    for broker, period, fill_month, user, market_type, _, kind, _, volume, fee, base in aggregate_rows:
+        sums = by_user.get((broker, period, user))
+        if sums is None:
+            sums = by_user[(broker, period, user)] = [_ZERO] * 5
+        if kind == "fill" and fill_month == period:
+            slot = 0 if market_type == MarketType.SPOT.value else 1  # every other market type is futures
+            sums[slot] = MONEY.add(sums[slot], volume)
+            sums[2] = MONEY.add(sums[2], fee)
+            sums[3] = MONEY.add(sums[3], base)
+        else:
+            sums[4] = MONEY.add(sums[4], base)
+    return [(*key, *sums) for key, sums in sorted(by_user.items())]
+
+
+def add_to_user_totals(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rows of (broker_id, period, user_id, spot volume, futures volume, fee, fee base,
+    adjustment fee base) to `user_totals`, and set each row's `rank_key` from its new sums.
+
+    Keys must be unique within `rows`, and sorted, as for `add_to_totals`."""
+    if not rows:
+        return
+    columns = ", ".join(("broker_id", "period", "user_id", *USER_SUMS, "rank_key"))
+    fee_base, adjustment = "fee_base_usd", "adjustment_fee_base_usd"
+    if connection.dialect.name == "postgresql":
+        # the key is minus a sum: it adds like the sums do
+        adds = ", ".join(f"{c} = user_totals.{c} + excluded.{c}" for c in (*USER_SUMS, "rank_key"))
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(f"INSERT INTO user_totals ({columns}) VALUES ({', '.join(['%s'] * 9)}) "
+                               f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}",
+                               [(*(_plain(v) for v in row), user_rank_key(row[6], row[7])) for row in rows])
+        finally:
+            cursor.close()
+        return
+    # every expression of the SET reads the row as it was before the update
+    adds = ", ".join([f"{c} = dec_add(user_totals.{c}, excluded.{c})" for c in USER_SUMS]
+                     + [f"rank_key = dec_rank_key(dec_add(user_totals.{fee_base}, excluded.{fee_base}), "
+                        f"dec_add(user_totals.{adjustment}, excluded.{adjustment}))"])
+    connection.exec_driver_sql(
+        f"INSERT INTO user_totals ({columns}) VALUES ({', '.join(['?'] * 9)}) "
+        f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}",
+        [(row[0], str(row[1]), row[2], *(canonical(v) for v in row[3:]), ordered_key(user_rank_key(row[6], row[7])))
+         for row in rows])
 
 
 def _sqlite_key(value: Any) -> Any:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from bkr.domain.errors import StoreNotReady
 from bkr.domain.fills import fee_exceeds_share
 from bkr.domain.money import MONEY, canonical
+from bkr.store.types import ordered_key
 
 DEFAULT_URL = "sqlite:///bkr.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a SQLite writer waits for another to finish
@@ -36,6 +37,17 @@ def _dec_mul(left: str, right: str) -> str:
 def _fee_exceeds(fee: str, share: str, notional: str) -> int:
     """`fee_exceeds_share` of canonical texts, for SQL over staged fills (PostgreSQL compares NUMERICs)."""
     return int(fee_exceeds_share(Decimal(fee), Decimal(share), Decimal(notional)))
+
+
+def user_rank_key(fee_base: Decimal, adjustment_fee_base: Decimal) -> Decimal:
+    """A user's `user_totals.rank_key`: minus its fee base of both kinds, so that ascending order
+    is largest fee base first."""
+    return MONEY.minus(MONEY.add(fee_base, adjustment_fee_base))
+
+
+def _dec_rank_key(fee_base: str, adjustment_fee_base: str) -> str:
+    """SQL `dec_rank_key(fee base, adjustment fee base)`: `user_rank_key` as SQLite stores it."""
+    return ordered_key(user_rank_key(Decimal(fee_base), Decimal(adjustment_fee_base)))
 
 
 class _DecSum:
@@ -59,6 +71,7 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     dbapi_connection.create_aggregate("dec_sum", 1, _DecSum)  # type: ignore[arg-type]
     dbapi_connection.create_function("dec_mul", 2, _dec_mul, deterministic=True)
     dbapi_connection.create_function("fee_exceeds", 3, _fee_exceeds, deterministic=True)
+    dbapi_connection.create_function("dec_rank_key", 2, _dec_rank_key, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -182,6 +182,10 @@ def counts(connection: Connection) -> dict[str, int]:
         "SELECT attribution, count(*) FROM staged_fills GROUP BY attribution")}
 
 
+# what a fill's fee adds to the fee base (`bkr.domain.payout.fee_base`): the fee, or 0 for a rebate
+# (on SQLite money is text: its sign is its first character)
+_FEE_BASE = {"postgresql": "CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END",
+             "sqlite": "CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END"}
 # the running totals a counted staged row adds to: (table, its key columns as selected, its sums)
 _TOTALS = (
     ("aggregates", AGGREGATE_KEY, "broker_id, period, fill_month, user_id, market_type, affiliate_rate, 'fill'",
@@ -199,9 +203,9 @@ def add_counted(connection: Connection) -> None:
     makes of the row path's fills, with the sums made by the database."""
     postgresql = _postgresql(connection)
     total = "sum" if postgresql else "dec_sum"
+    base = _FEE_BASE[connection.dialect.name]
     sums = {"fills": "count(*)", "volume_usd": f"{total}(volume_usd)", "fee_usd": f"{total}(fee_usd)",
-            "fee_base_usd": f"{total}(CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END)" if postgresql
-            else f"{total}(CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END)"}
+            "fee_base_usd": f"{total}({base})"}
     for table, keys, selected, money in _TOTALS:
         grouped = [column for column in selected.split(", ") if not column.startswith("'")]  # not the kind
         groups = ", ".join(str(number) for number in range(1, len(grouped) + 1))
@@ -216,3 +220,34 @@ def add_counted(connection: Connection) -> None:
             f"SELECT {selected}, {', '.join(sums[c] for c in money)} FROM staged_fills "
             f"WHERE attribution = 'counted' GROUP BY {groups} ORDER BY {groups} "
             f"ON CONFLICT ({key_columns}) DO UPDATE SET {adds}")
+    _add_to_user_totals(connection, total, base)
+
+
+def _add_to_user_totals(connection: Connection, total: str, base: str) -> None:
+    """Each user's month (`user_totals`), as `bulk.user_rows_of` and `bulk.add_to_user_totals`
+    keep it: a staged fill of its own month adds to the user's volume (spot or futures), fee and
+    fee base; a late one (paid in a later period) to the adjustment fee base; and the rank key
+    follows the new fee bases."""
+    postgresql = _postgresql(connection)
+    zero = "0" if postgresql else "'0'"
+    own = "fill_month = period"
+    columns = {
+        "spot_volume_usd": f"{total}(CASE WHEN {own} AND market_type = 'SPOT' THEN volume_usd ELSE {zero} END)",
+        "futures_volume_usd": f"{total}(CASE WHEN {own} AND market_type <> 'SPOT' THEN volume_usd ELSE {zero} END)",
+        "fee_usd": f"{total}(CASE WHEN {own} THEN fee_usd ELSE {zero} END)",
+        "fee_base_usd": f"{total}(CASE WHEN {own} THEN {base} ELSE {zero} END)",
+        "adjustment_fee_base_usd": f"{total}(CASE WHEN {own} THEN {zero} ELSE {base} END)",
+    }
+    if postgresql:
+        rank = f"-{total}({base})"
+        adds = ", ".join(f"{c} = user_totals.{c} + excluded.{c}" for c in (*columns, "rank_key"))
+    else:
+        rank = f"dec_rank_key({columns['fee_base_usd']}, {columns['adjustment_fee_base_usd']})"
+        adds = ", ".join([f"{c} = dec_add(user_totals.{c}, excluded.{c})" for c in columns]
+                         + ["rank_key = dec_rank_key(dec_add(user_totals.fee_base_usd, excluded.fee_base_usd), "
+                            "dec_add(user_totals.adjustment_fee_base_usd, excluded.adjustment_fee_base_usd))"])
+    connection.exec_driver_sql(
+        f"INSERT INTO user_totals (broker_id, period, user_id, {', '.join(columns)}, rank_key) "
+        f"SELECT broker_id, period, user_id, {', '.join(columns.values())}, {rank} FROM staged_fills "
+        "WHERE attribution = 'counted' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+        f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}")

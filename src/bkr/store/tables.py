@@ -22,10 +22,11 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects import postgresql
 
 from bkr.domain.operators import Role
 from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID
-from bkr.store.types import Money, MonthText, UtcTimestamp
+from bkr.store.types import Money, MonthText, OrderedMoney, UtcTimestamp
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -275,6 +276,29 @@ aggregate_totals = Table(
     Column("fee_base_usd", Money, nullable=False),
     PrimaryKeyConstraint("broker_id", "period", "fill_month", "market_type", "affiliate_rate", "kind"),
     Index("ix_aggregate_totals_period", "period"),
+)
+
+# Each user's month with a broker, kept beside `aggregates` in the same transactions (by
+# `bkr.program.attribution.add_to_aggregates` and `rebuild_aggregates`): what the broker's users
+# report reads, a page of rows sorted by the database, where `aggregates` would need every line of
+# every user of the broker summed per request. Volumes, fee and fee base are of the month's own
+# fills (lines of kind `fill` whose fill month is the period); `adjustment_fee_base_usd` of the
+# rest (late fills, corrections, retroactive changes). `rank_key` is minus the sum of both fee
+# bases, so that ascending (rank_key, user_id) is the report's order: largest fee base first.
+user_totals = Table(
+    "user_totals", metadata,
+    Column("broker_id", Integer, nullable=False),
+    Column("period", MonthText, nullable=False),
+    # byte order on PostgreSQL too, as on SQLite and in Python, whatever the database's collation
+    Column("user_id", Text().with_variant(postgresql.TEXT(collation="C"), "postgresql"), nullable=False),
+    Column("spot_volume_usd", Money, nullable=False),
+    Column("futures_volume_usd", Money, nullable=False),
+    Column("fee_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    Column("adjustment_fee_base_usd", Money, nullable=False),
+    Column("rank_key", OrderedMoney, nullable=False),
+    PrimaryKeyConstraint("broker_id", "period", "user_id"),
+    Index("ix_user_totals_rank", "broker_id", "period", "rank_key", "user_id"),
 )
 
 periods = Table(

@@ -7,18 +7,31 @@ in the path is refused with 403 `not_your_broker`, whether that broker exists or
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection
 
-from bkr.api.deps import ServicesDep, SignedBroker, SnapshotDep, instruction, signed_by_broker
+from bkr.api.deps import (
+    BrokerSignature,
+    Services,
+    ServicesDep,
+    SignedBroker,
+    broker_signature,
+    in_read_thread,
+    instruction,
+    record_use,
+    signed_broker,
+)
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, SignedStatement, StatementDocument
 from bkr.domain.errors import Forbidden, StatementNotIssued
 from bkr.domain.periods import Month, month_field
 from bkr.program import reports
 from bkr.program.exports import StatementFormat, render_statement
+from bkr.store import db
 
 router = APIRouter(prefix="/v1/broker/{broker_id}", tags=["broker"])
 
@@ -29,28 +42,50 @@ STATEMENT = "brokerStatementQuery"
 USERS = "brokerUsersQuery"
 INACTIVE_ORDERS = "brokerInactiveOrdersQuery"
 
+# each endpoint's signature check, declared once (a request signed for another instruction is refused)
+SummarySignature = Annotated[BrokerSignature, Depends(broker_signature(SUMMARY))]
+DailyVolumeSignature = Annotated[BrokerSignature, Depends(broker_signature(DAILY_VOLUME))]
+StatementsSignature = Annotated[BrokerSignature, Depends(broker_signature(STATEMENTS))]
+StatementSignature = Annotated[BrokerSignature, Depends(broker_signature(STATEMENT))]
+UsersSignature = Annotated[BrokerSignature, Depends(broker_signature(USERS))]
+InactiveOrdersSignature = Annotated[BrokerSignature, Depends(broker_signature(INACTIVE_ORDERS))]
+
 Amount = Annotated[str, Field(description="An exact decimal as a string (amounts in USD, rates as fractions).",
                                examples=["5000000", "1234.5678"])]
 MonthText = Annotated[str, Field(description="A calendar month in UTC, YYYY-MM.", examples=["2026-10"])]
 
 
-def _own_broker(name: str) -> Callable[..., int]:
-    """The dependency of an endpoint signed for instruction `name`: the path's broker id, once
-    the request is signed by a key of that broker."""
-    authenticate = signed_by_broker(name)
+async def _as_broker(request: Request, services: Services, signature: BrokerSignature, broker_id: int,
+                     read: Callable[[Connection, SignedBroker], Response]) -> Response:
+    """Answer with `read`, in one snapshot with the signing key and its broker, once that key is
+    found to be the path's broker's: one worker thread and one snapshot per request, the
+    response's JSON made there too."""
 
-    def own_broker(broker_id: BrokerIdPath,
-                   caller: Annotated[SignedBroker, Depends(authenticate)]) -> int:
-        if broker_id != caller.broker_id:
-            raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot read broker {broker_id}",
-                            code="not_your_broker", field="broker_id")
-        return caller.broker_id
+    def work() -> Response:
+        caller: SignedBroker | None = None
+        try:
+            with db.snapshot(services.engine) as connection:
+                caller = signed_broker(connection, request, signature)
+                caller.check_standing()
+                if broker_id != caller.broker_id:
+                    raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot read broker {broker_id}",
+                                    code="not_your_broker", field="broker_id")
+                return read(connection, caller)
+        finally:
+            if caller is not None:
+                record_use(services, caller.api_key, caller.key_last_used_at, signature.now)
 
-    return own_broker
+    return await in_read_thread(work)
 
 
-def _requested_month(text: str | None, services: ServicesDep) -> Month:
-    return reports.requested_month(None if text is None else month_field(text), services.clock())
+def _json(model: BaseModel) -> Response:
+    """A response model as JSON, made in the read's thread (FastAPI would validate it again and
+    serialize it in the event loop)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _requested_month(text: str | None, now: datetime) -> Month:
+    return reports.requested_month(None if text is None else month_field(text), now)
 
 
 MonthQuery = Annotated[str | None, Query(description="YYYY-MM (UTC); default: the current month.",
@@ -91,10 +126,13 @@ class BrokerSummaryOut(BaseModel):
                         "ended now, the projected payout, and the volume still needed for the next tier. The "
                         "projection is the close's own computation over the running totals.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(SUMMARY))
-def summary(broker_id: Annotated[int, Depends(_own_broker(SUMMARY))], services: ServicesDep,
-            connection: SnapshotDep) -> BrokerSummaryOut:
-    found = reports.broker_summary(connection, broker_id, services.clock())
-    return BrokerSummaryOut.model_validate(found.to_document())
+async def summary(broker_id: BrokerIdPath, request: Request, services: ServicesDep,
+                  signature: SummarySignature) -> Response:
+    def read(connection: Connection, caller: SignedBroker) -> Response:
+        found = reports.broker_summary(connection, broker_id, signature.now, broker=caller.broker)
+        return _json(BrokerSummaryOut.model_validate(found.to_document()))
+
+    return await _as_broker(request, services, signature, broker_id, read)
 
 
 # --- daily volume ------------------------------------------------------------------------------------
@@ -127,10 +165,13 @@ class BrokerDailyVolumeOut(BaseModel):
                         "statement as an adjustment, so a closed month's series can exceed its statement's API "
                         "volume by such fills.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(DAILY_VOLUME))
-def daily_volume(broker_id: Annotated[int, Depends(_own_broker(DAILY_VOLUME))], services: ServicesDep,
-                 connection: SnapshotDep, month: MonthQuery = None) -> BrokerDailyVolumeOut:
-    series = reports.daily_series(connection, broker_id, _requested_month(month, services), services.clock())
-    return BrokerDailyVolumeOut.model_validate(series.to_document())
+async def daily_volume(broker_id: BrokerIdPath, request: Request, services: ServicesDep,
+                       signature: DailyVolumeSignature, month: MonthQuery = None) -> Response:
+    def read(connection: Connection, _: SignedBroker) -> Response:
+        series = reports.daily_series(connection, broker_id, _requested_month(month, signature.now), signature.now)
+        return _json(BrokerDailyVolumeOut.model_validate(series.to_document()))
+
+    return await _as_broker(request, services, signature, broker_id, read)
 
 
 # --- statements ----------------------------------------------------------------------------------------
@@ -154,11 +195,14 @@ class BrokerStatementListOut(BaseModel):
 @router.get("/statements", response_model=BrokerStatementListOut, summary="Statements",
             description="Every statement issued to the broker, newest month first.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(STATEMENTS))
-def statements(broker_id: Annotated[int, Depends(_own_broker(STATEMENTS))], services: ServicesDep,
-               connection: SnapshotDep) -> BrokerStatementListOut:
-    entries = reports.broker_statements(connection, broker_id)
-    return BrokerStatementListOut(broker_id=broker_id,
-                                  statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries])
+async def statements(broker_id: BrokerIdPath, request: Request, services: ServicesDep,
+                     signature: StatementsSignature) -> Response:
+    def read(connection: Connection, _: SignedBroker) -> Response:
+        entries = reports.broker_statements(connection, broker_id)
+        return _json(BrokerStatementListOut(
+            broker_id=broker_id, statements=[BrokerStatementEntryOut.model_validate(e.to_document()) for e in entries]))
+
+    return await _as_broker(request, services, signature, broker_id, read)
 
 
 _FORMATS: dict[int | str, dict[str, Any]] = {
@@ -179,22 +223,25 @@ _UNSIGNED: dict[int | str, dict[str, Any]] = {503: {
                         "(`format=csv`); or a printable HTML page with the signature block (`format=html`; marked "
                         "unsigned while the server has no statement key).",
             responses=_FORMATS | responses(401, 403, 404, 422) | _UNSIGNED, openapi_extra=instruction(STATEMENT))
-def statement(broker_id: Annotated[int, Depends(_own_broker(STATEMENT))],
-              month: Annotated[str, Path(description="YYYY-MM (UTC).", examples=["2026-09"])],
-              connection: SnapshotDep, services: ServicesDep,
-              output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
-              ) -> Response:
-    target = month_field(month)
-    try:
-        rendered = render_statement(connection, broker_id, target, StatementFormat(output_format),
-                                    services.statement_key)
-    except StatementNotIssued as error:
-        if not error.month_open:
-            raise
-        where = (f"the month so far: GET /v1/broker/{broker_id}/summary" if target == Month.of(services.clock())
-                 else "it closes after its end, from the 1st of the next month")
-        raise StatementNotIssued(f"{error}; {where}", month_open=True) from None
-    return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
+async def statement(broker_id: BrokerIdPath, request: Request,
+                    month: Annotated[str, Path(description="YYYY-MM (UTC).", examples=["2026-09"])],
+                    services: ServicesDep, signature: StatementSignature,
+                    output_format: Annotated[Literal["json", "csv", "signed", "html"], Query(alias="format")] = "json",
+                    ) -> Response:
+    def read(connection: Connection, _: SignedBroker) -> Response:
+        target = month_field(month)
+        try:
+            rendered = render_statement(connection, broker_id, target, StatementFormat(output_format),
+                                        services.statement_key)
+        except StatementNotIssued as error:
+            if not error.month_open:
+                raise
+            where = (f"the month so far: GET /v1/broker/{broker_id}/summary" if target == Month.of(signature.now)
+                     else "it closes after its end, from the 1st of the next month")
+            raise StatementNotIssued(f"{error}; {where}", month_open=True) from None
+        return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
+
+    return await _as_broker(request, services, signature, broker_id, read)
 
 
 # --- users ----------------------------------------------------------------------------------------------
@@ -226,13 +273,16 @@ class BrokerUsersOut(BaseModel):
                         "base first. A closed month is read from its statement; an open one from the projection. "
                         "Summed over all pages the figures equal the statement's.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(USERS))
-def users(broker_id: Annotated[int, Depends(_own_broker(USERS))], services: ServicesDep, connection: SnapshotDep,
-          month: MonthQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-          offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Users to skip, largest fee base "
-                                                                        "first.")] = 0) -> BrokerUsersOut:
-    target = _requested_month(month, services)
-    found = reports.user_breakdown(connection, broker_id, target, limit=limit, offset=offset)
-    return BrokerUsersOut.model_validate(found.to_document())
+async def users(broker_id: BrokerIdPath, request: Request, services: ServicesDep, signature: UsersSignature,
+                month: MonthQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Users to skip, largest fee base "
+                                                                              "first.")] = 0) -> Response:
+    def read(connection: Connection, _: SignedBroker) -> Response:
+        target = _requested_month(month, signature.now)
+        found = reports.user_breakdown(connection, broker_id, target, limit=limit, offset=offset)
+        return _json(BrokerUsersOut.model_validate(found.to_document()))
+
+    return await _as_broker(request, services, signature, broker_id, read)
 
 
 # --- orders while inactive ----------------------------------------------------------------------------
@@ -250,7 +300,11 @@ class BrokerInactiveOrdersOut(BaseModel):
                         "not active (before its activation, while suspended, after termination). They traded "
                         "unattributed; a large number points at a misconfiguration or a status to review.",
             responses=responses(401, 403, 422, 503), openapi_extra=instruction(INACTIVE_ORDERS))
-def inactive_orders(broker_id: Annotated[int, Depends(_own_broker(INACTIVE_ORDERS))], services: ServicesDep,
-                    connection: SnapshotDep, month: MonthQuery = None) -> BrokerInactiveOrdersOut:
-    target = _requested_month(month, services)
-    return BrokerInactiveOrdersOut.model_validate(reports.inactive_orders(connection, broker_id, target).to_document())
+async def inactive_orders(broker_id: BrokerIdPath, request: Request, services: ServicesDep,
+                          signature: InactiveOrdersSignature, month: MonthQuery = None) -> Response:
+    def read(connection: Connection, _: SignedBroker) -> Response:
+        target = _requested_month(month, signature.now)
+        found = reports.inactive_orders(connection, broker_id, target)
+        return _json(BrokerInactiveOrdersOut.model_validate(found.to_document()))
+
+    return await _as_broker(request, services, signature, broker_id, read)
