@@ -397,8 +397,8 @@ def run_import(url: str, path: Path) -> dict[str, Any]:
 def reopen(engine: Engine) -> None:
     """Undo a close so that the next real close does the whole work again (benchmark only)."""
     with engine.begin() as connection:
-        connection.execute(delete(statements).where(statements.c.month == str(MONTH)))
-        connection.execute(update(periods).where(periods.c.month == str(MONTH)).values(status="open", closed_at=None))
+        connection.execute(delete(statements).where(statements.c.month == MONTH))
+        connection.execute(update(periods).where(periods.c.month == MONTH).values(status="open", closed_at=None))
 
 
 def time_closes(engine: Engine, repeat: int) -> dict[str, Any]:
