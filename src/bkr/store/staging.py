@@ -186,48 +186,53 @@ def counts(connection: Connection) -> dict[str, int]:
 # (on SQLite money is text: its sign is its first character)
 _FEE_BASE = {"postgresql": "CASE WHEN fee_usd > 0 THEN fee_usd ELSE 0 END",
              "sqlite": "CASE WHEN fee_usd LIKE '-%' THEN '0' ELSE fee_usd END"}
-# the running totals a counted staged row adds to: (table, its key columns as selected, its sums)
-_TOTALS = (
-    ("aggregates", AGGREGATE_KEY, "broker_id, period, fill_month, user_id, market_type, affiliate_rate, 'fill'",
-     AGGREGATE_SUMS),
-    ("aggregate_totals", TOTALS_KEY, "broker_id, period, fill_month, market_type, affiliate_rate, 'fill'",
-     AGGREGATE_SUMS),
-    ("daily_volumes", DAILY_KEY, "broker_id, period, day, market_type", DAILY_SUMS),
-)
+_LINE = "broker_id, period, fill_month, user_id, market_type, affiliate_rate"
 
 
 def add_counted(connection: Connection) -> None:
-    """Add the counted staged rows to the running totals, exactly: per table, one `GROUP BY` of
-    the rows and one upsert of the sums, in key order (the order `bulk.add_to_totals` writes in,
-    so that no two writers deadlock). The same increments `bkr.program.attribution.add_to_aggregates`
-    makes of the row path's fills, with the sums made by the database."""
+    """Add the counted staged rows to the running totals, exactly, as
+    `bkr.program.attribution.add_to_aggregates` adds the row path's fills: the block's lines are
+    summed once over its rows (`staged_lines`), and the aggregates, their users-merged totals and
+    each user's month are upserted from those; the daily series from the rows. Upserts go in key
+    order (the order `bulk.add_to_totals` writes in, so that no two writers deadlock)."""
     postgresql = _postgresql(connection)
     total = "sum" if postgresql else "dec_sum"
     base = _FEE_BASE[connection.dialect.name]
-    sums = {"fills": "count(*)", "volume_usd": f"{total}(volume_usd)", "fee_usd": f"{total}(fee_usd)",
-            "fee_base_usd": f"{total}({base})"}
-    for table, keys, selected, money in _TOTALS:
-        grouped = [column for column in selected.split(", ") if not column.startswith("'")]  # not the kind
-        groups = ", ".join(str(number) for number in range(1, len(grouped) + 1))
-        if postgresql:
-            adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in money)
-        else:
-            adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" if c == "fills"
-                             else f"{c} = dec_add({table}.{c}, excluded.{c})" for c in money)
-        key_columns = ", ".join(keys)
-        connection.exec_driver_sql(
-            f"INSERT INTO {table} ({key_columns}, {', '.join(money)}) "
-            f"SELECT {selected}, {', '.join(sums[c] for c in money)} FROM staged_fills "
-            f"WHERE attribution = 'counted' GROUP BY {groups} ORDER BY {groups} "
-            f"ON CONFLICT ({key_columns}) DO UPDATE SET {adds}")
-    _add_to_user_totals(connection, total, base)
+    connection.exec_driver_sql("DROP TABLE IF EXISTS staged_lines")
+    connection.exec_driver_sql(
+        f"CREATE TEMP TABLE staged_lines AS SELECT {_LINE}, count(*) AS fills, {total}(volume_usd) AS volume_usd, "
+        f"{total}(fee_usd) AS fee_usd, {total}({base}) AS fee_base_usd "
+        "FROM staged_fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4, 5, 6")
+    money = ("volume_usd", "fee_usd", "fee_base_usd")
+    _upsert(connection, "aggregates", AGGREGATE_KEY, AGGREGATE_SUMS,
+            f"SELECT {_LINE}, 'fill', fills, {', '.join(money)} FROM staged_lines WHERE true ORDER BY 1, 2, 3, 4, 5, 6")
+    _upsert(connection, "aggregate_totals", TOTALS_KEY, AGGREGATE_SUMS,
+            "SELECT broker_id, period, fill_month, market_type, affiliate_rate, 'fill', sum(fills), "
+            f"{', '.join(f'{total}({c})' for c in money)} FROM staged_lines "
+            "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")
+    _upsert(connection, "daily_volumes", DAILY_KEY, DAILY_SUMS,
+            f"SELECT broker_id, period, day, market_type, count(*), {total}(volume_usd), {total}({base}) "
+            "FROM staged_fills WHERE attribution = 'counted' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+    _add_to_user_totals(connection, total)
 
 
-def _add_to_user_totals(connection: Connection, total: str, base: str) -> None:
-    """Each user's month (`user_totals`), as `bulk.user_rows_of` and `bulk.add_to_user_totals`
-    keep it: a staged fill of its own month adds to the user's volume (spot or futures), fee and
-    fee base; a late one (paid in a later period) to the adjustment fee base; and the rank key
-    follows the new fee bases."""
+def _upsert(connection: Connection, table: str, keys: tuple[str, ...], sums: tuple[str, ...], select: str) -> None:
+    """Add the rows of `select` (keys, then a count, then money) to a table of running totals."""
+    if _postgresql(connection):
+        adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
+    else:
+        count, *money = sums
+        adds = ", ".join([f"{count} = {table}.{count} + excluded.{count}"]
+                         + [f"{c} = dec_add({table}.{c}, excluded.{c})" for c in money])
+    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join((*keys, *sums))}) {select} "
+                               f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
+
+
+def _add_to_user_totals(connection: Connection, total: str) -> None:
+    """Each user's month (`user_totals`), from the block's lines, as `bulk.user_rows_of` and
+    `bulk.add_to_user_totals` keep it: a line of its own month adds to the user's volume (spot or
+    futures), fee and fee base; a late one (paid in a later period) to the adjustment fee base;
+    and the rank key follows the new fee bases."""
     postgresql = _postgresql(connection)
     zero = "0" if postgresql else "'0'"
     own = "fill_month = period"
@@ -235,11 +240,11 @@ def _add_to_user_totals(connection: Connection, total: str, base: str) -> None:
         "spot_volume_usd": f"{total}(CASE WHEN {own} AND market_type = 'SPOT' THEN volume_usd ELSE {zero} END)",
         "futures_volume_usd": f"{total}(CASE WHEN {own} AND market_type <> 'SPOT' THEN volume_usd ELSE {zero} END)",
         "fee_usd": f"{total}(CASE WHEN {own} THEN fee_usd ELSE {zero} END)",
-        "fee_base_usd": f"{total}(CASE WHEN {own} THEN {base} ELSE {zero} END)",
-        "adjustment_fee_base_usd": f"{total}(CASE WHEN {own} THEN {zero} ELSE {base} END)",
+        "fee_base_usd": f"{total}(CASE WHEN {own} THEN fee_base_usd ELSE {zero} END)",
+        "adjustment_fee_base_usd": f"{total}(CASE WHEN {own} THEN {zero} ELSE fee_base_usd END)",
     }
     if postgresql:
-        rank = f"-{total}({base})"
+        rank = f"-{total}(fee_base_usd)"
         adds = ", ".join(f"{c} = user_totals.{c} + excluded.{c}" for c in (*columns, "rank_key"))
     else:
         rank = f"dec_rank_key({columns['fee_base_usd']}, {columns['adjustment_fee_base_usd']})"
@@ -248,6 +253,6 @@ def _add_to_user_totals(connection: Connection, total: str, base: str) -> None:
                             "dec_add(user_totals.adjustment_fee_base_usd, excluded.adjustment_fee_base_usd))"])
     connection.exec_driver_sql(
         f"INSERT INTO user_totals (broker_id, period, user_id, {', '.join(columns)}, rank_key) "
-        f"SELECT broker_id, period, user_id, {', '.join(columns.values())}, {rank} FROM staged_fills "
-        "WHERE attribution = 'counted' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+        f"SELECT broker_id, period, user_id, {', '.join(columns.values())}, {rank} FROM staged_lines "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
         f"ON CONFLICT (broker_id, period, user_id) DO UPDATE SET {adds}")
