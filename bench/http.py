@@ -326,7 +326,8 @@ def stored_fills(world: World, total: int, seed: int, chunk: int, month: Month) 
         rows.append((fill.fill_id, fill.order_id, fill.user_id, fill.symbol, fill.market_type.value, fill.side.value,
                      fill.price, fill.quantity, fill.fee, fill.fee_symbol, fill.is_maker, fill.timestamp,
                      fill.broker_id, fill.via_api, fill.fill_type, priced.volume_usd, priced.fee_usd,
-                     fill.content_key(), attribution.value, rate, month_text, month_text, None, None, None))
+                     fill.content_key(), attribution.value, rate, month_text, month_text, None, None, None,
+                     fill.trade_id))
     return rows, totals
 
 
