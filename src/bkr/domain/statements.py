@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from json.encoder import encode_basestring
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.fills import MarketType
@@ -29,9 +31,11 @@ from bkr.domain.periods import Month
 from bkr.domain.tiers import Tier, TierSchedule, tier_name
 
 
-@dataclass(frozen=True, slots=True)
-class AggregateLine:
-    """Running totals of counted fills for one (broker, period, fill month, user, market type, rate)."""
+class AggregateLine(NamedTuple):
+    """Running totals of counted fills for one (broker, period, fill month, user, market type, rate).
+
+    A named tuple, like `StatementLine`: a month's close makes one per user and market type, two
+    million in a large month, and a tuple costs a fraction of a frozen dataclass to make."""
 
     broker_id: int
     period: Month  # the statement month these fills are paid in
@@ -66,9 +70,10 @@ class LineKind(StrEnum):
 _KIND_ORDER = {LineKind.REGULAR: 0, LineKind.ADJUSTMENT: 1, LineKind.CORRECTION: 2, LineKind.RETROACTIVE: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    """One line of a statement: a user's fills of one market type, affiliate rate, fill month and kind."""
+class StatementLine(NamedTuple):
+    """One line of a statement: a user's fills of one market type, affiliate rate, fill month and kind.
+
+    A named tuple (immutable, compared by value): a large month's statements hold millions."""
 
     user_id: str
     market_type: MarketType
@@ -115,6 +120,27 @@ class StatementLine:
             "user_id": self.user_id,
             "volume_usd": canonical(self.volume_usd),
         }
+
+
+def lines_json(lines: Iterable[StatementLine]) -> str:
+    """The canonical JSON of a statement's list of lines, `canonical_json([line.to_document() for
+    line in lines])`, written directly: a statement of a million lines is stored without making a
+    million dicts to sort and encode. Keys in sorted order, no spaces; every value but the user id
+    is plain ASCII that JSON leaves as is, and the user id is escaped as `json.dumps` does."""
+    rates: dict[tuple[Decimal, Decimal], str] = {}  # a statement has few pairs of rates
+    parts: list[str] = []
+    for user, market, kind, fill_month, level, affiliate, effective, fills, volume, fee, fee_base, payout in lines:
+        pair = (affiliate, effective)
+        rate_text = rates.get(pair)
+        if rate_text is None:
+            rate_text = rates[pair] = (f'{{"affiliate_rate":"{canonical(affiliate)}",'
+                                       f'"effective_rate":"{canonical(effective)}",')
+        parts.append(f'{rate_text}"fee_base":"{canonical(fee_base)}","fee_usd":"{canonical(fee)}",'
+                     f'"fill_month":"{fill_month}","fills":{int(fills)},"kind":"{kind.value}",'
+                     f'"market_type":"{market.value}","payout_exact":"{canonical(payout)}",'
+                     f'"tier":"{tier_name(level)}","user_id":{encode_basestring(user)},'
+                     f'"volume_usd":"{canonical(volume)}"}}')
+    return f"[{','.join(parts)}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +236,12 @@ def quantum_of(payout: Decimal) -> Decimal:
 
 def api_volumes(lines: Iterable[AggregateLine]) -> tuple[Decimal, Decimal]:
     """(spot, futures) volume of the regular lines."""
-    regular = [line for line in lines if not line.is_adjustment]
-    spot = total(line.volume_usd for line in regular if line.market_type is MarketType.SPOT)
-    futures = total(line.volume_usd for line in regular if line.market_type.is_futures)
-    return spot, futures
+    spot: list[Decimal] = []
+    futures: list[Decimal] = []
+    for line in lines:
+        if not line.is_adjustment:
+            (spot if line.market_type is MarketType.SPOT else futures).append(line.volume_usd)
+    return total(spot), total(futures)
 
 
 def paying_tier(config: ProgramConfig, month: Month, own_volume: Decimal, previous_volume: Decimal) -> Tier:
@@ -241,29 +269,61 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
     """Price every line and total the statement. `prior_tiers` holds the tier of each earlier
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
     left to recover. `config` is the program version numbered `version`, in force for `month`:
-    the statement names it and carries the terms it used."""
+    the statement names it and carries the terms it used.
+
+    A large broker has hundreds of thousands of lines: what is the same for many lines (a kind
+    and tier per fill month, an effective rate per pair of rates) is worked out once."""
     priced: list[StatementLine] = []
     rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
+    # per (fill month, stored kind): the line's kind and tier; a statement has few of these too
+    kinds: dict[tuple[Month, bool, bool], tuple[LineKind, Tier]] = {}
+    make = tuple.__new__
     for line in lines:
-        adjustment = line.is_adjustment
-        line_tier = prior_tiers[line.fill_month] if adjustment else tier
+        fill_month = line.fill_month
+        key = (fill_month, line.is_correction, line.is_retroactive)
+        found = kinds.get(key)
+        if found is None:
+            adjustment = line.is_adjustment
+            kind = (LineKind.RETROACTIVE if line.is_retroactive else LineKind.CORRECTION if line.is_correction
+                    else LineKind.ADJUSTMENT if adjustment else LineKind.REGULAR)
+            found = kinds[key] = (kind, prior_tiers[fill_month] if adjustment else tier)
+        kind, line_tier = found
         pair = (line_tier.rate, line.affiliate_rate)
         rate = rates.get(pair)
         if rate is None:
             rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
-        kind = (LineKind.RETROACTIVE if line.is_retroactive else LineKind.CORRECTION if line.is_correction
-                else LineKind.ADJUSTMENT if adjustment else LineKind.REGULAR)
-        priced.append(StatementLine(
-            user_id=line.user_id, market_type=line.market_type, kind=kind, fill_month=line.fill_month,
-            tier_level=line_tier.level, affiliate_rate=line.affiliate_rate, effective_rate=rate, fills=line.fills,
-            volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
-            payout_exact=line_payout_at(line.fee_base_usd, rate),
-        ))
-    priced.sort(key=StatementLine.sort_key)
+        # StatementLine(...) field by field, without the keyword-binding of its constructor
+        priced.append(make(StatementLine, (
+            line.user_id, line.market_type, kind, fill_month, line_tier.level, line.affiliate_rate, rate,
+            line.fills, line.volume_usd, line.fee_usd, line.fee_base_usd, line_payout_at(line.fee_base_usd, rate))))
+    priced = sort_lines(priced)
     terms = (None if version is None
              else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
     return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
                            config.rounding_quantum, program=terms)
+
+
+_BY_USER_MARKET_RATE = itemgetter(0, 1, 5)  # (user_id, market_type, affiliate_rate) of a StatementLine
+
+
+def sort_lines(lines: list[StatementLine]) -> list[StatementLine]:
+    """The lines in statement order, `StatementLine.sort_key`: by kind, fill month, user, market
+    type (a `StrEnum`, so by its value) and affiliate rate. A statement has a few (kind, fill
+    month) groups, so lines are grouped by those, in order, and each group sorted by a key made in
+    C; lines that come in that order already (as the store reads them) cost one pass."""
+    groups: dict[tuple[int, Month], list[StatementLine]] = {}
+    for line in lines:
+        group = (_KIND_ORDER[line.kind], line.fill_month)
+        found = groups.get(group)
+        if found is None:
+            found = groups[group] = []
+        found.append(line)
+    ordered: list[StatementLine] = []
+    for group in sorted(groups):
+        members = groups[group]
+        members.sort(key=_BY_USER_MARKET_RATE)
+        ordered.extend(members)
+    return ordered
 
 
 def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,
@@ -272,20 +332,24 @@ def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: 
     """The statement its priced lines make: every total, the carry and the payout. The one place
     these rules are written: the close totals with it, and `statement_checks.check` compares a
     statement read back with what this makes of the same lines."""
-    volumes: dict[MarketType, list[Decimal]] = {market: [] for market in MarketType}
+    spot_volumes: list[Decimal] = []
+    futures_volumes: list[Decimal] = []
     regular_fee_base: list[Decimal] = []
     adjustment_fee_base: list[Decimal] = []
     adjustment_payout: list[Decimal] = []
+    payouts: list[Decimal] = []
+    spot_market, regular = MarketType.SPOT, LineKind.REGULAR
     for line in lines:
-        if line.kind is LineKind.REGULAR:
-            volumes[line.market_type].append(line.volume_usd)
+        if line.kind is regular:
+            (spot_volumes if line.market_type is spot_market else futures_volumes).append(line.volume_usd)
             regular_fee_base.append(line.fee_base)
         else:
             adjustment_fee_base.append(line.fee_base)
             adjustment_payout.append(line.payout_exact)
-    spot = total(volumes[MarketType.SPOT])
-    futures = total(value for market, values in volumes.items() if market.is_futures for value in values)
-    payout_exact = total(line.payout_exact for line in lines)
+        payouts.append(line.payout_exact)
+    spot = total(spot_volumes)
+    futures = total(futures_volumes)
+    payout_exact = total(payouts)
     return BrokerStatement(
         broker_id=broker_id, month=month, tier_level=tier_level, broker_rate=broker_rate, tier_basis=tier_basis,
         spot_volume=spot, futures_volume=futures, api_volume=add(spot, futures),

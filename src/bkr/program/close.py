@@ -29,7 +29,7 @@ from bkr.domain.money import ZERO, total
 from bkr.domain.operators import SYSTEM
 from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramTimeline
-from bkr.domain.statement_document import canonical_json, parse_statement
+from bkr.domain.statement_document import parse_statement, statement_json
 from bkr.domain.statements import (
     AggregateLine,
     BrokerStatement,
@@ -42,7 +42,7 @@ from bkr.domain.tiers import Tier
 from bkr.program import audit
 from bkr.program.close_order import check_closable, close_empty_months_before
 from bkr.program.settings_versions import hold_timeline, load_timeline
-from bkr.store.dialect import insert_ignoring, locked
+from bkr.store.dialect import driver_batches, insert_ignoring, locked
 from bkr.store.tables import aggregate_totals, aggregates, fills, periods, statements
 
 
@@ -96,7 +96,7 @@ def close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool = 
             connection.execute(insert(statements), [
                 {"broker_id": s.broker_id, "month": month, "tier_level": s.tier_level,
                  "broker_rate": s.broker_rate, "api_volume": s.api_volume, "payout_exact": s.payout_exact,
-                 "carried_in": s.carried_in, "payout": s.payout, "document": canonical_json(s.to_document()),
+                 "carried_in": s.carried_in, "payout": s.payout, "document": statement_json(s),
                  "created_at": now}
                 for s in computed])
         close_empty_months_before(connection, month, now)
@@ -144,8 +144,9 @@ def compute_statements(connection: Connection, month: Month, broker_id: int | No
         previous = (api_volume_of(connection, broker, month.previous())
                     if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
         tier = paying_tier(config, month, own, previous)
-        prior = {m: tier_of_closed_month(connection, program.config_for(m), broker, m)
-                 for m in {line.fill_month for line in lines if line.is_adjustment}}
+        earlier = {line.fill_month for line in lines}  # the months of the adjustment lines, and `month`
+        earlier.discard(month)
+        prior = {m: tier_of_closed_month(connection, program.config_for(m), broker, m) for m in earlier}
         result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO),
                                       version=version.number))
     return result
@@ -167,20 +168,43 @@ def carries(connection: Connection, month: Month, broker_id: int | None = None) 
 
 
 def _aggregate_lines(connection: Connection, period: Month, broker_id: int | None = None) -> list[AggregateLine]:
-    """The period's aggregate lines, one per user. A large broker has tens of thousands: rows are
-    unpacked as tuples, and market types looked up in a dict (months are interned)."""
-    columns = (aggregates.c.broker_id, aggregates.c.fill_month, aggregates.c.user_id, aggregates.c.market_type,
-               aggregates.c.affiliate_rate, aggregates.c.fills, aggregates.c.volume_usd, aggregates.c.fee_usd,
-               aggregates.c.fee_base_usd, aggregates.c.kind)
-    query = select(*columns).where(aggregates.c.period == period)
+    """The period's aggregate lines, one per user and market type: two million in a large month.
+    They are read with the driver (SQLAlchemy's processing of each value costs more than the
+    query), months, market types and rates looked up in dicts (a month has few of each), and the
+    amounts made `Decimal` once: NUMERIC arrives as one on PostgreSQL; on SQLite the text is
+    bkr's canonical form (`bkr.store.types.Money`), which `Decimal` reads exactly."""
+    query = f"SELECT {_LINE_COLUMNS} FROM {aggregates.name} WHERE period = ?"
+    parameters: list[Any] = [str(period)]
     if broker_id is not None:
-        query = query.where(aggregates.c.broker_id == broker_id)
-    return [AggregateLine(broker, period, fill_month, user, _MARKET_TYPES[market], rate, fills, volume,
-                          fee, base, kind == "correction", kind == "retroactive")
-            for broker, fill_month, user, market, rate, fills, volume, fee, base, kind in connection.execute(query)]
+        query += " AND broker_id = ?"
+        parameters.append(broker_id)
+    amount = Decimal if connection.dialect.name == "sqlite" else _as_read
+    months: dict[str, Month] = {}
+    rates: dict[Any, Decimal] = {}
+    make = tuple.__new__
+    lines: list[AggregateLine] = []
+    for rows in driver_batches(connection, query, parameters):
+        for broker, fill_month, user, market, rate, count, volume, fee, base, kind in rows:
+            month = months.get(fill_month)
+            if month is None:
+                month = months[fill_month] = Month.parse(fill_month)
+            affiliate_rate = rates.get(rate)
+            if affiliate_rate is None:
+                affiliate_rate = rates[rate] = amount(rate)
+            # AggregateLine(...) field by field, without the keyword-binding of its constructor
+            lines.append(make(AggregateLine, (broker, period, month, user, _MARKET_TYPES[market], affiliate_rate,
+                                              count, amount(volume), amount(fee), amount(base), kind == "correction",
+                                              kind == "retroactive")))
+    return lines
 
 
+_LINE_COLUMNS = ("broker_id, fill_month, user_id, market_type, affiliate_rate, fills, volume_usd, fee_usd, "
+                 "fee_base_usd, kind")
 _MARKET_TYPES = {market.value: market for market in MarketType}
+
+
+def _as_read(value: Decimal) -> Decimal:
+    return value
 
 
 def _merged_lines(connection: Connection, period: Month, broker_id: int | None) -> list[AggregateLine]:
