@@ -89,6 +89,7 @@ from bkr.program.operators import add_operator  # noqa: E402
 from bkr.store import db  # noqa: E402
 from bkr.store.bulk import COLUMNS  # noqa: E402
 from bkr.store.db import user_rank_key  # noqa: E402
+from bkr.store.partitions import ensure_fill_partitions  # noqa: E402
 from bkr.store.tables import aggregates, daily_volumes, fills, user_totals  # noqa: E402
 from bkr.store.types import ordered_key, to_micros  # noqa: E402
 from ingest_close import (  # noqa: E402
@@ -412,6 +413,8 @@ TOTALS_SQL = ("INSERT INTO aggregate_totals (broker_id, period, fill_month, mark
               "kind, sum(fills), {sum}(volume_usd), {sum}(fee_usd), {sum}(fee_base_usd) FROM aggregates "
               "GROUP BY 1, 2, 3, 4, 5, 6")
 # each user's month, from the aggregates, as migration 0016 fills it (every line here is of the month's own fills)
+# every fill's id claimed, as the writer claims it (`bkr.store.bulk`)
+CLAIMS_SQL = "INSERT INTO fill_keys (fill_id, content_key) SELECT fill_id, content_key FROM fills"
 USERS_SQL = ("INSERT INTO user_totals (broker_id, period, user_id, spot_volume_usd, futures_volume_usd, fee_usd, "
              "fee_base_usd, adjustment_fee_base_usd, rank_key) SELECT broker_id, period, user_id, "
              "{sum}(CASE WHEN market_type = 'SPOT' THEN volume_usd ELSE {zero} END), "
@@ -563,6 +566,8 @@ def build_summary_db(backend: Backend, world: World, total: int, seed: int, mont
     started = time.perf_counter()
     engine = db.open_engine(url)
     register(engine, world)
+    with engine.begin() as connection:  # the month's partition of fills, on PostgreSQL
+        ensure_fill_partitions(connection, [month])
     engine.dispose()
     log(f"{backend.name}: loading {total:,} fills of {month} into {url} ({BUILD_PROCESSES} processes)")
     totals: Totals = {}
@@ -587,14 +592,14 @@ def build_summary_db(backend: Backend, world: World, total: int, seed: int, mont
     aggregate_started = time.perf_counter()
     if writer is not None:
         writer.execute("BEGIN IMMEDIATE")
-        for sql in AGGREGATE_SQL["sqlite"]:
+        for sql in (CLAIMS_SQL, *AGGREGATE_SQL["sqlite"]):
             writer.execute(sql)
         writer.execute("COMMIT")
         writer.execute("ANALYZE")
         writer.close()
     else:
         with psycopg.connect(psycopg_dsn(url)) as connection:
-            for sql in AGGREGATE_SQL["postgresql"]:
+            for sql in (CLAIMS_SQL, *AGGREGATE_SQL["postgresql"]):
                 connection.execute(sql)
             connection.commit()
         with psycopg.connect(psycopg_dsn(url), autocommit=True) as connection:

@@ -23,7 +23,22 @@ What it does, per database (N = --fills, S = N/10):
 
 The generator makes every (user, market type) pair appear within the first 2 × users fills, all
 counted, so that the S and N databases hold the same aggregate rows: a close that reads aggregates
-must take the same time on both. Progress goes to stderr; the table and one JSON line to stdout.
+must take the same time on both.
+
+`--growing-users` changes the data: the users grow with the fills (one user per 10 fills, so
+fills / 5 (user, market type) keys, each traded about five times; each file has its own users), as
+in a month where new users bring the volume. Then the close grows with the file: about 2M statement
+lines at 10M fills.
+
+`--bulk-month` measures only the close, on a month too large to import through bkr in reasonable
+time: the N-fill month (with `--growing-users`, its N/10 users) is built at the SQL level by
+`bench/http.py`'s `build_summary_db` (the fills bulk-loaded with the columns bkr's writer derives,
+aggregates by SQL `GROUP BY`, checked against totals summed in Python while generating), then
+closed as in step 4. With `--keep` the database is kept and reused by the next run of that size.
+
+    .venv/bin/python bench/ingest_close.py --bulk-month --growing-users --fills 10000000 --keep --pg URL
+
+Progress goes to stderr; the table and one JSON line to stdout.
 """
 
 import argparse
@@ -84,6 +99,7 @@ USER_BASE = 20_000_000
 BROKERS = 200
 AFFILIATES = 100
 MAX_USERS = 50_000
+GROWING_FILLS_PER_USER = 10  # --growing-users: users = fills / 10, so (user, market) keys = fills / 5
 
 # (symbol, base, quote, reference price, price decimals, quantity decimals)
 SPOT = (("BTC_USDC", "BTC", "USDC", 84_000.0, 1, 5), ("ETH_USDC", "ETH", "USDC", 2_000.0, 2, 4),
@@ -143,6 +159,14 @@ def make_world(users: int, seed: int) -> World:
     code_of_user = tuple(codes[min(AFFILIATES - 1, int(AFFILIATES * rng.random() ** 2))][1]
                          if rng.random() < 0.4 else None for _ in range(users))
     return World(tuple(broker_ids), codes, broker_of_user, code_of_user)
+
+
+def world_for(fills: int, seed: int, growing_users: bool, large: int) -> World:
+    """The world of a file of `fills` fills: by default the same ~50k users for every file of a run
+    (sized by the large file, `large`); with `growing_users`, one user per 10 fills of this file."""
+    if growing_users:
+        return make_world(max(500, fills // GROWING_FILLS_PER_USER), seed)
+    return make_world(min(MAX_USERS, max(500, large // 20)), seed)
 
 
 def user_id(index: int) -> str:
@@ -476,14 +500,15 @@ def bench_raw(backend: Backend, world: World, total: int, seed: int, repeat: int
             "load_after": os.getloadavg()[0]}
 
 
-def bench_backend(backend: Backend, world: World, files: dict[int, Path], seed: int, repeat: int,
+def bench_backend(backend: Backend, worlds: dict[int, World], files: dict[int, Path], seed: int, repeat: int,
                   keep: bool) -> dict[str, Any]:
     small, large = sorted(files)
     result: dict[str, Any] = {"raw": {}, "import": {}}
     for total in (small, large):
-        result["raw"][str(total)] = bench_raw(backend, world, total, seed, repeat, keep)
+        result["raw"][str(total)] = bench_raw(backend, worlds[total], total, seed, repeat, keep)
     for total in (small, large):
-        result["import"][str(total)] = bench_size(backend, world, f"n{total}", files[total], total, repeat, keep)
+        result["import"][str(total)] = bench_size(backend, worlds[total], f"n{total}", files[total], total, repeat,
+                                                  keep)
     imp_small, imp_large = result["import"][str(small)], result["import"][str(large)]
     result["ratios"] = {
         "import_vs_raw_small": imp_small["import_fills_per_s"] / result["raw"][str(small)]["rows_per_s"],
@@ -493,6 +518,46 @@ def bench_backend(backend: Backend, world: World, files: dict[int, Path], seed: 
         "rss_large_vs_small": imp_large["peak_rss_mb"] / imp_small["peak_rss_mb"],
     }
     return result
+
+
+def bulk_month_url(backend: Backend, directory: Path, total: int, month: Month, seed: int, users: int) -> str:
+    """Where `--bulk-month` keeps its month: never bench/http.py's kept database, whose totals a
+    close (and another count of users) would not match."""
+    label = f"{total}_u{users}_{month.year}{month.month:02d}_s{seed}"
+    if isinstance(backend, PostgresBackend):
+        return make_url(backend.admin_url).set(database=f"bkr_bench_close_{label}").render_as_string(
+            hide_password=False)
+    return f"sqlite:///{directory / f'close_{label}.db'}"
+
+
+def bench_bulk_month(backend: Backend, world: World, total: int, seed: int, repeat: int, directory: Path,
+                     keep: bool) -> dict[str, Any]:
+    """The close of a month of `total` fills built at the SQL level by bench/http.py's
+    `build_summary_db` (its checks included), timed as `bench_size` times it."""
+    bench_http = load_http_bench()
+    # build_summary_db names its database through this module function
+    bench_http.summary_url = lambda b, d, t, m, s: bulk_month_url(b, d, t, m, s, world.users)
+    started = time.perf_counter()
+    url, dataset = bench_http.build_summary_db(backend, world, total, seed, MONTH, directory)
+    log(f"{backend.name}: month of {total:,} fills ready in {time.perf_counter() - started:.0f} s")
+    engine = db.open_engine(url, create=False)
+    try:
+        reopen(engine)  # a kept database holds the last run's close
+        with engine.connect() as connection:
+            lines = connection.execute(select(func.count()).select_from(aggregates)
+                                       .where(aggregates.c.period == MONTH)).scalar_one()
+        log(f"{backend.name}: closing {lines:,} aggregate lines ({repeat}x dry run, {repeat}x real)")
+        closes = time_closes(engine, repeat)
+        log(f"{backend.name}: close {closes['close_s']:.2f}s, dry run {closes['dry_run_s']:.2f}s, "
+            f"replay {closes['replay_s']:.2f}s")
+        return {"fills": total, "users": world.users, "aggregate_rows": lines, "load_before_close": os.getloadavg()[0],
+                "dataset": dataset, **closes}
+    finally:
+        engine.dispose()
+        if keep:
+            log(f"kept {url}")
+        else:
+            backend.drop(url)
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -563,14 +628,38 @@ def print_table(report: dict[str, Any]) -> None:
     for total in (small, large):
         add(f"database size, {total:,} fills (MB)", lambda r, k=str(total): f"{r['import'][k]['db_bytes'] / 1e6:,.0f}")
 
+    print_rows(report, rows, "bkr ingest + close benchmark")
+
+
+def print_bulk_table(report: dict[str, Any]) -> None:
+    names = [name for name in ("sqlite", "postgresql") if name in report]
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, value: Callable[[dict[str, Any]], str]) -> None:
+        rows.append((label, [value(report[name]) for name in names]))
+
+    add("fills in the month (bulk-loaded)", lambda r: f"{r['fills']:,}")
+    add("users", lambda r: f"{r['users']:,}")
+    add("aggregate lines / statements", lambda r: f"{r['aggregate_rows']:,} / {r['statements']}")
+    add("close --dry-run (s, median)", lambda r: f"{r['dry_run_s']:.2f}")
+    add("close (s, median)   (aim < 10 s)", lambda r: f"{r['close_s']:.2f}")
+    add("replay of the closed month (s)", lambda r: f"{r['replay_s']:.2f}")
+    add("total payout (USD)", lambda r: r["payout_total"])
+    add("load average before the closes", lambda r: f"{r['load_before_close']:.1f}")
+    print_rows(report, rows, "bkr close benchmark, month built at the SQL level")
+
+
+def print_rows(report: dict[str, Any], rows: list[tuple[str, list[str]]], title: str) -> None:
+    names = [name for name in ("sqlite", "postgresql") if name in report]
     width = max(len(label) for label, _ in rows) + 2
     facts = report["machine"]
-    print(f"\nbkr ingest + close benchmark, {report['date']}: {facts['nproc']} CPUs ({facts['cpu']}), "
+    print(f"\n{title}, {report['date']}: {facts['nproc']} CPUs ({facts['cpu']}), "
           f"{facts['ram_gb']} GB, Python {facts['python']}, SQLite {facts['sqlite']}"
           + (f", PostgreSQL {facts['postgresql']['server_version']}" if "postgresql" in facts else ""))
     code = report["source"]
     print(f"code: {code['package']} (commit {code['commit']}, files sha256 {code['src_sha256']}); "
-          f"{report['users']:,} users, {report['brokers']} brokers, medians of {report['repeat']}")
+          f"{report['users']:,} users, {report['brokers']} brokers, medians of {report['repeat']}"
+          + (", users growing with the fills" if report.get("growing_users") else ""))
     print(f"{'':{width}}" + "".join(f"{name:>16}" for name in names))
     for label, values in rows:
         print(f"{label:{width}}" + "".join(f"{value:>16}" for value in values))
@@ -587,6 +676,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tmp", type=Path, help="directory for the CSV files and SQLite databases")
     parser.add_argument("--keep", action="store_true", help="keep the files and databases (to profile them)")
+    parser.add_argument("--growing-users", action="store_true",
+                        help=f"one user per {GROWING_FILLS_PER_USER} fills of each file (default: ~50k users)")
+    parser.add_argument("--bulk-month", action="store_true",
+                        help="only the close, of an N-fill month built at the SQL level (no import)")
     args = parser.parse_args()
     if args.pg_only and not args.pg:
         parser.error("--pg-only needs --pg URL")
@@ -596,27 +689,44 @@ def main() -> None:
     run_sqlite = not args.pg_only
     large = args.fills
     small = max(1, large // 10)
-    world = make_world(min(MAX_USERS, max(500, large // 20)), args.seed)
-    if small < world.keys:
-        log(f"note: {small:,} fills do not reach every one of the {world.keys:,} (user, market) keys; "
+    worlds = {total: world_for(total, args.seed, args.growing_users, large) for total in (small, large)}
+    world = worlds[large]
+    if small < worlds[small].keys and not args.bulk_month:
+        log(f"note: {small:,} fills do not reach every one of the {worlds[small].keys:,} (user, market) keys; "
             "the two closes will not read the same aggregate rows")
 
-    directory = Path(tempfile.mkdtemp(prefix="bkr-bench-", dir=args.tmp))
     report: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "sizes": [small, large],
                               "repeat": args.repeat, "users": world.users, "brokers": len(world.broker_ids),
+                              "growing_users": args.growing_users, "bulk_month": args.bulk_month,
                               "machine": machine(args.pg if run_pg else None), "source": source()}
+    if args.bulk_month:
+        # a fixed place, so that --keep finds the month again
+        kept = (args.tmp or Path(tempfile.gettempdir())) / "bkr-bench-close"
+        kept.mkdir(parents=True, exist_ok=True)
+        if run_sqlite:
+            report["sqlite"] = bench_bulk_month(SqliteBackend(kept), world, large, args.seed, args.repeat, kept,
+                                                args.keep)
+        if run_pg:
+            report["postgresql"] = bench_bulk_month(PostgresBackend(args.pg), world, large, args.seed, args.repeat,
+                                                    kept, args.keep)
+        print_bulk_table(report)
+        print(json.dumps(report, sort_keys=True, default=str))
+        return
+
+    directory = Path(tempfile.mkdtemp(prefix="bkr-bench-", dir=args.tmp))
     try:
         files = {}
         for total in (small, large):
             files[total] = directory / f"fills-{total}.csv"
             started = time.perf_counter()
-            write_csv(files[total], world, total, args.seed)
+            write_csv(files[total], worlds[total], total, args.seed)
             log(f"generated {files[total]} ({files[total].stat().st_size / 1e6:,.0f} MB) "
                 f"in {time.perf_counter() - started:.1f}s")
         if run_sqlite:
-            report["sqlite"] = bench_backend(SqliteBackend(directory), world, files, args.seed, args.repeat, args.keep)
+            report["sqlite"] = bench_backend(SqliteBackend(directory), worlds, files, args.seed, args.repeat,
+                                             args.keep)
         if run_pg:
-            report["postgresql"] = bench_backend(PostgresBackend(args.pg), world, files, args.seed, args.repeat,
+            report["postgresql"] = bench_backend(PostgresBackend(args.pg), worlds, files, args.seed, args.repeat,
                                                  args.keep)
     finally:
         if args.keep:
@@ -628,7 +738,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # Run as the module `ingest_close`, the one bench/http.py imports: its isinstance checks on the
+    # backends then see the classes this run makes.
+    import ingest_close
+
     if len(sys.argv) == 4 and sys.argv[1] == "_import":
-        child_import(sys.argv[2], sys.argv[3])
+        ingest_close.child_import(sys.argv[2], sys.argv[3])
     else:
-        main()
+        ingest_close.main()

@@ -17,9 +17,11 @@ back, and nothing overpaid is forgotten.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
-from typing import Any
+from json.encoder import encode_basestring
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from bkr.domain.config import ProgramConfig, TierBasis
 from bkr.domain.fills import MarketType
@@ -29,9 +31,11 @@ from bkr.domain.periods import Month
 from bkr.domain.tiers import Tier, TierSchedule, tier_name
 
 
-@dataclass(frozen=True, slots=True)
-class AggregateLine:
-    """Running totals of counted fills for one (broker, period, fill month, user, market type, rate)."""
+class AggregateLine(NamedTuple):
+    """Running totals of counted fills for one (broker, period, fill month, user, market type, rate).
+
+    A named tuple, like `StatementLine`: a month's close makes one per user and market type, two
+    million in a large month, and a tuple costs a fraction of a frozen dataclass to make."""
 
     broker_id: int
     period: Month  # the statement month these fills are paid in
@@ -66,9 +70,10 @@ class LineKind(StrEnum):
 _KIND_ORDER = {LineKind.REGULAR: 0, LineKind.ADJUSTMENT: 1, LineKind.CORRECTION: 2, LineKind.RETROACTIVE: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    """One line of a statement: a user's fills of one market type, affiliate rate, fill month and kind."""
+class StatementLine(NamedTuple):
+    """One line of a statement: a user's fills of one market type, affiliate rate, fill month and kind.
+
+    A named tuple (immutable, compared by value): a large month's statements hold millions."""
 
     user_id: str
     market_type: MarketType
@@ -115,6 +120,38 @@ class StatementLine:
             "user_id": self.user_id,
             "volume_usd": canonical(self.volume_usd),
         }
+
+
+def lines_json(lines: Iterable[StatementLine]) -> str:
+    """The canonical JSON of a statement's list of lines, `canonical_json([line.to_document() for
+    line in lines])`, written directly: a statement of a million lines is stored without making a
+    million dicts to sort and encode. Keys in sorted order, no spaces; every value but the user id
+    is plain ASCII that JSON leaves as is, and the user id is escaped as `json.dumps` does."""
+    # few distinct rates, months and tiers, shared by many lines: their text is made once, found
+    # again by the identity of the objects (alive in `lines` while this runs)
+    rates: dict[tuple[int, int], str] = {}
+    months: dict[int, str] = {}
+    tiers: dict[int, str] = {}
+    parts: list[str] = []
+    for user, market, kind, fill_month, level, affiliate, effective, fills, volume, fee, fee_base, payout in lines:
+        pair = (id(affiliate), id(effective))
+        rate_text = rates.get(pair)
+        if rate_text is None:
+            rate_text = rates[pair] = (f'{{"affiliate_rate":"{canonical(affiliate)}",'
+                                       f'"effective_rate":"{canonical(effective)}",')
+        month_text = months.get(id(fill_month))
+        if month_text is None:
+            month_text = months[id(fill_month)] = str(fill_month)
+        tier_text = tiers.get(level)
+        if tier_text is None:
+            tier_text = tiers[level] = tier_name(level)
+        # kind and market are StrEnums: formatted, they are their values
+        parts.append(f'{rate_text}"fee_base":"{canonical(fee_base)}","fee_usd":"{canonical(fee)}",'
+                     f'"fill_month":"{month_text}","fills":{int(fills)},"kind":"{kind}",'
+                     f'"market_type":"{market}","payout_exact":"{canonical(payout)}",'
+                     f'"tier":"{tier_text}","user_id":{encode_basestring(user)},'
+                     f'"volume_usd":"{canonical(volume)}"}}')
+    return f"[{','.join(parts)}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +247,25 @@ def quantum_of(payout: Decimal) -> Decimal:
 
 def api_volumes(lines: Iterable[AggregateLine]) -> tuple[Decimal, Decimal]:
     """(spot, futures) volume of the regular lines."""
-    regular = [line for line in lines if not line.is_adjustment]
-    spot = total(line.volume_usd for line in regular if line.market_type is MarketType.SPOT)
-    futures = total(line.volume_usd for line in regular if line.market_type.is_futures)
-    return spot, futures
+    spot: list[Decimal] = []
+    futures: list[Decimal] = []
+    spot_market = MarketType.SPOT
+    for line in lines:
+        fill_month, period = line.fill_month, line.period
+        if fill_month is period or fill_month == period:  # not an adjustment (months are mostly one object)
+            (spot if line.market_type is spot_market else futures).append(line.volume_usd)
+    return total(spot), total(futures)
+
+
+def fill_months(lines: Iterable[AggregateLine]) -> set[Month]:
+    """The months the lines' fills belong to: their period's, and those of its adjustments."""
+    months: set[Month] = set()
+    last: Month | None = None
+    for line in lines:
+        if line.fill_month is not last:  # lines come grouped by month: hash a month once per group
+            last = line.fill_month
+            months.add(last)
+    return months
 
 
 def paying_tier(config: ProgramConfig, month: Month, own_volume: Decimal, previous_volume: Decimal) -> Tier:
@@ -242,8 +294,7 @@ def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: 
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
     left to recover. `config` is the program version numbered `version`, in force for `month`:
     the statement names it and carries the terms it used."""
-    priced = price_lines(config, lines, tier, prior_tiers)
-    priced.sort(key=StatementLine.sort_key)
+    priced = sort_lines(price_lines(config, lines, tier, prior_tiers))
     terms = (None if version is None
              else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
     return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
@@ -254,25 +305,74 @@ def price_lines(config: ProgramConfig, lines: Iterable[AggregateLine], tier: Tie
                 prior_tiers: Mapping[Month, Tier]) -> list[StatementLine]:
     """Each line priced as its statement prices it: a line of the month's own fills at `tier`,
     any other at the tier of its fill month (`prior_tiers`). In the lines' order. A statement is
-    these lines totalled (`build_statement`); a page of some users' lines is priced alone."""
+    these lines totalled (`build_statement`); a page of some users' lines is priced alone.
+
+    A large broker has hundreds of thousands of lines: what is the same for many lines (a kind
+    and tier per fill month, an effective rate per pair of rates) is worked out once."""
     priced: list[StatementLine] = []
-    rates: dict[tuple[Decimal, Decimal], Decimal] = {}  # a statement has few (tier rate, affiliate rate) pairs
+    # A statement has few (tier, affiliate rate) pairs and few (fill month, stored kind)s, shared
+    # by many lines: each is worked out once, and found again by identity (the objects stay alive
+    # in the lines while this runs), which spares hashing Decimals and months line after line.
+    rates: dict[tuple[int, int], Decimal] = {}
+    kinds: dict[tuple[Month, bool, bool], tuple[LineKind, Tier]] = {}
+    last_month: Month | None = None
+    last_flags = (False, False)
+    kind, line_tier = LineKind.REGULAR, tier
+    last_affiliate: Decimal | None = None
+    last_tier: Tier | None = None
+    rate = ZERO
+    make = tuple.__new__
     for line in lines:
-        adjustment = line.is_adjustment
-        line_tier = prior_tiers[line.fill_month] if adjustment else tier
-        pair = (line_tier.rate, line.affiliate_rate)
-        rate = rates.get(pair)
-        if rate is None:
-            rate = rates[pair] = effective_rate(line_tier.rate, line.affiliate_rate, config.cap)
-        kind = (LineKind.RETROACTIVE if line.is_retroactive else LineKind.CORRECTION if line.is_correction
-                else LineKind.ADJUSTMENT if adjustment else LineKind.REGULAR)
-        priced.append(StatementLine(
-            user_id=line.user_id, market_type=line.market_type, kind=kind, fill_month=line.fill_month,
-            tier_level=line_tier.level, affiliate_rate=line.affiliate_rate, effective_rate=rate, fills=line.fills,
-            volume_usd=line.volume_usd, fee_usd=line.fee_usd, fee_base=line.fee_base_usd,
-            payout_exact=line_payout_at(line.fee_base_usd, rate),
-        ))
+        fill_month = line.fill_month
+        flags = (line.is_correction, line.is_retroactive)
+        if fill_month is not last_month or flags != last_flags:
+            found = kinds.get((fill_month, *flags))
+            if found is None:
+                adjustment = line.is_adjustment
+                found = kinds[(fill_month, *flags)] = (
+                    LineKind.RETROACTIVE if line.is_retroactive else LineKind.CORRECTION if line.is_correction
+                    else LineKind.ADJUSTMENT if adjustment else LineKind.REGULAR,
+                    prior_tiers[fill_month] if adjustment else tier)
+            kind, line_tier = found
+            last_month, last_flags = fill_month, flags
+        affiliate_rate = line.affiliate_rate
+        if affiliate_rate is not last_affiliate or line_tier is not last_tier:
+            pair = (id(line_tier), id(affiliate_rate))
+            known = rates.get(pair)
+            if known is None:
+                known = rates[pair] = effective_rate(line_tier.rate, affiliate_rate, config.cap)
+            rate, last_affiliate, last_tier = known, affiliate_rate, line_tier
+        fee_base = line.fee_base_usd
+        # StatementLine(...) field by field, without the keyword-binding of its constructor
+        priced.append(make(StatementLine, (
+            line.user_id, line.market_type, kind, fill_month, line_tier.level, affiliate_rate, rate, line.fills,
+            line.volume_usd, line.fee_usd, fee_base, line_payout_at(fee_base, rate))))
     return priced
+
+
+_BY_USER_MARKET_RATE = itemgetter(0, 1, 5)  # (user_id, market_type, affiliate_rate) of a StatementLine
+
+
+def sort_lines(lines: list[StatementLine]) -> list[StatementLine]:
+    """The lines in statement order, `StatementLine.sort_key`: by kind, fill month, user, market
+    type (a `StrEnum`, so by its value) and affiliate rate. A statement has a few (kind, fill
+    month) groups, so lines are grouped by those, in order, and each group sorted by a key made in
+    C; lines that come in that order already (as the store reads them) cost one pass."""
+    groups: dict[tuple[int, Month], list[StatementLine]] = {}
+    last_kind, last_month = None, None
+    members: list[StatementLine] = []
+    for line in lines:
+        kind, fill_month = line.kind, line.fill_month
+        if kind is not last_kind or fill_month is not last_month:  # a new group, or back to another
+            members = groups.setdefault((_KIND_ORDER[kind], fill_month), [])
+            last_kind, last_month = kind, fill_month
+        members.append(line)
+    ordered: list[StatementLine] = []
+    for group in sorted(groups):
+        members = groups[group]
+        members.sort(key=_BY_USER_MARKET_RATE)
+        ordered.extend(members)
+    return ordered
 
 
 def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,
@@ -281,25 +381,26 @@ def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: 
     """The statement its priced lines make: every total, the carry and the payout. The one place
     these rules are written: the close totals with it, and `statement_checks.check` compares a
     statement read back with what this makes of the same lines."""
-    volumes: dict[MarketType, list[Decimal]] = {market: [] for market in MarketType}
-    regular_fee_base: list[Decimal] = []
-    adjustment_fee_base: list[Decimal] = []
-    adjustment_payout: list[Decimal] = []
-    for line in lines:
-        if line.kind is LineKind.REGULAR:
-            volumes[line.market_type].append(line.volume_usd)
-            regular_fee_base.append(line.fee_base)
-        else:
-            adjustment_fee_base.append(line.fee_base)
-            adjustment_payout.append(line.payout_exact)
-    spot = total(volumes[MarketType.SPOT])
-    futures = total(value for market, values in volumes.items() if market.is_futures for value in values)
-    payout_exact = total(line.payout_exact for line in lines)
+    # one pass, summed as it goes in the exact context (Inexact trapped: a sum never rounds)
+    regular, spot_market = LineKind.REGULAR, MarketType.SPOT
+    with localcontext(MONEY):
+        spot = futures = fee_base = adjustment_fee_base = adjustment_payout = payout_exact = ZERO
+        for _, market, kind, _, _, _, _, _, volume, _, line_fee_base, line_payout in lines:
+            if kind is regular:
+                if market is spot_market:
+                    spot += volume
+                else:
+                    futures += volume
+                fee_base += line_fee_base
+            else:
+                adjustment_fee_base += line_fee_base
+                adjustment_payout += line_payout
+            payout_exact += line_payout
     return BrokerStatement(
         broker_id=broker_id, month=month, tier_level=tier_level, broker_rate=broker_rate, tier_basis=tier_basis,
         spot_volume=spot, futures_volume=futures, api_volume=add(spot, futures),
-        fee_base=total(regular_fee_base), adjustment_fee_base=total(adjustment_fee_base),
-        adjustment_payout_exact=total(adjustment_payout), payout_exact=payout_exact, carried_in=carried_in,
+        fee_base=fee_base, adjustment_fee_base=adjustment_fee_base,
+        adjustment_payout_exact=adjustment_payout, payout_exact=payout_exact, carried_in=carried_in,
         carried_out=carried_out(payout_exact, carried_in), payout=payable(payout_exact, carried_in, quantum),
         lines=tuple(lines), records_carries=records_carries, program=program,
     )

@@ -39,7 +39,7 @@ def test_a_figure_that_does_not_follow_is_named_with_both_values() -> None:
 
 def test_a_line_whose_payout_is_not_its_fee_base_at_its_rate_is_named_by_position() -> None:
     statement = statement_of("10", "5")
-    wrong = replace(statement.lines[1], payout_exact=D("1.01"))
+    wrong = statement.lines[1]._replace(payout_exact=D("1.01"))
     statement = replace(statement, lines=(statement.lines[0], wrong))
 
     problems = check(statement)
@@ -65,8 +65,8 @@ def test_a_statement_that_departs_from_the_terms_it_carries_is_named() -> None:
     assert check(statement) == []
     line = statement.lines[0]
     # a higher rate written into the statement, its line and its totals, consistently: only the terms tell
-    forged = replace(statement, broker_rate=D("0.5"), lines=(replace(line, effective_rate=D("0.5"),
-                                                                     payout_exact=D("5")),),
+    forged = replace(statement, broker_rate=D("0.5"), lines=(line._replace(effective_rate=D("0.5"),
+                                                                      payout_exact=D("5")),),
                      payout_exact=D("5"), payout=D("5.00"))
 
     problems = check(forged)

@@ -20,8 +20,9 @@ from bkr.domain.statement_document import (
     parse_statement,
     read_statement,
     read_statement_text,
+    statement_json,
 )
-from bkr.domain.statements import AggregateLine, BrokerStatement, LineKind, build_statement
+from bkr.domain.statements import AggregateLine, BrokerStatement, LineKind, StatementLine, build_statement
 
 MAY, APRIL, MARCH = Month(2024, 5), Month(2024, 4), Month(2024, 3)
 TIERS = DEFAULT_CONFIG.schedule_for(MAY).tiers
@@ -134,6 +135,32 @@ def test_any_statement_the_close_stores_round_trips_byte_for_byte(
                     level=level, carried_in=carried_in, quantum=quantum)
 
     assert canonical_json(parse_statement(stored).to_document()) == stored
+
+
+AMOUNTS = st.one_of(st.decimals(min_value=Decimal("-1000"), max_value=Decimal(10**9), places=18, allow_nan=False,
+                                allow_infinity=False),
+                    st.sampled_from([Decimal("0E-18"), Decimal("-0"), Decimal("1E-7"), Decimal("1.50"), Decimal("1E+3"),
+                                     Decimal("-0.000000000000000001")]))
+USERS = st.one_of(st.sampled_from(["alice", "zoë", 'say "hi"', "back\\slash", "tab\there", "\u2028", "😀", "\x7f"]),
+                  st.text(max_size=8))
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.tuples(USERS, st.sampled_from(list(MarketType)), st.sampled_from(["0", "0.1", "0.15", "0.6"]),
+                                AMOUNTS, AMOUNTS, AMOUNTS, st.sampled_from([MAY, APRIL, MARCH]),
+                                st.sampled_from(["fill", "correction", "retroactive"]), st.integers(0, 10**12)),
+                      max_size=10),
+       level=st.integers(0, 5))
+def test_the_stored_text_is_the_canonical_json_of_the_statement_document(
+        lines: list[tuple[str, MarketType, str, Decimal, Decimal, Decimal, Month, str, int]], level: int) -> None:
+    aggregates = [AggregateLine(1400, MAY, month, user, market, D(rate), fills, volume, fee, fee_base,
+                                kind == "correction" and month != MAY, kind == "retroactive" and month != MAY)
+                  for user, market, rate, volume, fee, fee_base, month, kind, fills in lines]
+    statement = build_statement(DEFAULT_CONFIG, 1400, MAY, aggregates, TIERS[level],
+                                {APRIL: TIERS[1], MARCH: TIERS[5]}, D("-1"), version=3)
+
+    assert statement_json(statement) == canonical_json(statement.to_document())
+    assert list(statement.lines) == sorted(statement.lines, key=StatementLine.sort_key)
 
 
 # --- what does not read -----------------------------------------------------------------------------------
