@@ -188,7 +188,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, directory: Path) -
         with engine.begin() as connection:
             users = connection.execute(
                 select(aggregates.c.broker_id, func.count(func.distinct(aggregates.c.user_id)))
-                .where(aggregates.c.period == str(month)).group_by(aggregates.c.broker_id)).all()
+                .where(aggregates.c.period == month).group_by(aggregates.c.broker_id)).all()
             ranked = sorted(users, key=lambda row: (-row[1], row[0]))
             biggest, median = ranked[0][0], ranked[len(ranked) // 2][0]
             operator = operators.add_operator(connection, "bench", Role.ADMIN, datetime.now(UTC), created_by=None).token

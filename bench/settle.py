@@ -116,7 +116,7 @@ def approve_all(engine: Engine) -> tuple[int, float]:
     (approvals, seconds)."""
     with engine.connect() as connection:
         ids = list(connection.execute(select(statements.c.broker_id).where(
-            (statements.c.month == str(MONTH)) & (statements.c.status == settlement.DRAFT))
+            (statements.c.month == MONTH) & (statements.c.status == settlement.DRAFT))
             .order_by(statements.c.broker_id)).scalars())
     started = time.perf_counter()
     for broker_id in ids:
@@ -128,10 +128,10 @@ def approve_all(engine: Engine) -> tuple[int, float]:
 
 def payout_counts(engine: Engine) -> dict[str, Any]:
     with engine.connect() as connection:
-        rows = connection.execute(select(statements.c.payout).where(statements.c.month == str(MONTH))).scalars().all()
+        rows = connection.execute(select(statements.c.payout).where(statements.c.month == MONTH)).scalars().all()
         groups = connection.execute(select(func.count()).select_from(ledger_groups)).scalar_one()
         lines = connection.execute(select(func.count()).select_from(aggregates)
-                                   .where(aggregates.c.period == str(MONTH))).scalar_one()
+                                   .where(aggregates.c.period == MONTH)).scalar_one()
     return {"statements": len(rows), "with_payout": sum(1 for p in rows if p > 0),
             "payout_total": str(sum(rows, Decimal(0))), "ledger_groups": groups, "aggregate_rows": lines}
 
