@@ -83,8 +83,9 @@ def records(draw: st.DrawFn) -> list[dict[str, str]]:
                                      "trade", "stored")))
         if kind in ("again", "conflict", "correction") and made:
             earlier = draw(st.sampled_from(made))
-            if kind == "again":
-                made.append(dict(earlier))
+            if kind == "again":  # the same record, or its id with what the row path strips from it
+                spaced = draw(st.sampled_from(("", " ", "\u2003", "\x1c")))
+                made.append(earlier | {"fill_id": spaced + earlier["fill_id"]})
             elif kind == "conflict":
                 made.append(earlier | {"fee": draw(st.sampled_from(("0.3", "0.0001")))})
             else:
@@ -215,5 +216,21 @@ def test_a_file_of_plain_fills_is_decided_in_sql_and_equals_the_row_path(
     by_row, row_state = run(fresh_db_url(), path, tmp_path, set_based=False)
 
     assert (by_set.accepted, by_set.rejected, left) == (3000, 0, [0])
+    assert by_set == by_row
+    assert set_state == row_state
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_id_the_row_path_strips_is_one_fill_id_on_both_paths(fresh_db_url: Callable[[], str], tmp_path: Path,
+                                                                suffix: str) -> None:
+    """`\\u2003p1` is `p1` to `parse_fill`: the first of the two is the fill, the second a conflict."""
+    first = {name: _text(value) for name, value in fill("\u2003p1", fee="0.1").items()}
+    second = {name: _text(value) for name, value in fill("p1", fee="0.2").items()}
+    path = write_records(tmp_path / f"spaced{suffix}", [first, second])
+
+    by_set, set_state = run(fresh_db_url(), path, tmp_path, set_based=True)
+    by_row, row_state = run(fresh_db_url(), path, tmp_path, set_based=False)
+
+    assert (by_set.accepted, by_set.conflicts) == (1, 1)
     assert by_set == by_row
     assert set_state == row_state
