@@ -12,6 +12,7 @@ writes must come out equal, row for row, and so must the tallies. On SQLite and 
 
 import csv
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,21 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration_support import APRIL, add_broker, add_code, add_users, clock, close, fill, write_csv, write_parquet
+from integration_support import (
+    APRIL,
+    MAY,
+    add_broker,
+    add_code,
+    add_users,
+    clock,
+    close,
+    fill,
+    write_csv,
+    write_parquet,
+)
 from sqlalchemy import Engine, select
 
+from bkr.domain.config import ProgramConfig
 from bkr.domain.fills import FIELDS
 from bkr.domain.periods import parse_instant
 from bkr.domain.registry import BrokerStatus
@@ -232,5 +245,31 @@ def test_an_id_the_row_path_strips_is_one_fill_id_on_both_paths(fresh_db_url: Ca
     by_row, row_state = run(fresh_db_url(), path, tmp_path, set_based=False)
 
     assert (by_set.accepted, by_set.conflicts) == (1, 1)
+    assert by_set == by_row
+    assert set_state == row_state
+
+
+def test_a_stored_fill_sent_again_under_a_stricter_fee_rule_is_rejected_on_both_paths(
+        fresh_db_url: Callable[[], str], tmp_path: Path) -> None:
+    """A version from May allowing fees of at most 0.15% of the notional: of the stored fills sent
+    again, those with a fee of 0.2 on 100 are rejected before anything looks for duplicates."""
+    again = [{name: _text(value) for name, value in fill(f"s{n}", at="2024-05-05T10:00:00Z", user=USERS[n % 3],
+                                                          fee=("0.1", "0.2")[n % 2]).items()} for n in range(7)]
+    path = write_records(tmp_path / "again.csv", again)
+    stricter = ProgramConfig(max_fee_share=Decimal("0.0015"))
+    outcomes = []
+    for set_based in (True, False):
+        engine = db.open_engine(fresh_db_url())
+        try:
+            set_up(engine, tmp_path)
+            use_program(engine, stricter, from_month=MAY)
+            tally = import_file(engine, path, clock=clock, actor="ops", set_based=set_based,
+                                batch_size=None if set_based else 1_000_000)
+            outcomes.append((tally, stored(engine)))
+        finally:
+            engine.dispose()
+
+    (by_set, set_state), (by_row, row_state) = outcomes
+    assert (by_set.duplicates, by_set.rejected) == (4, 3)
     assert by_set == by_row
     assert set_state == row_state

@@ -63,11 +63,12 @@ def write_block(connection: Connection, block: ColumnBlock, program: ProgramTime
         months = {Month.parse(month) for month in pc.unique(staged.column("fill_month")).to_pylist()}
         staging.load(connection, staged)
         staging.price_and_attribute(connection, lock_open_periods(connection, months))
-        doubtful = staging.implausible(connection)
+        doubtful = set(staging.implausible(connection))  # the row path rejects them before it looks for duplicates
         duplicates: list[int] = []
         conflicting: list[int] = []
         for position, incoming, existing in staging.stored(connection):
-            (duplicates if incoming == existing else conflicting).append(position)
+            if position not in doubtful:
+                (duplicates if incoming == existing else conflicting).append(position)
         staging.drop(connection, [*doubtful, *duplicates, *conflicting])
         left.update(doubtful)
         left.update(conflicting)
