@@ -191,7 +191,9 @@ def bkr_command(*args: str) -> list[str]:
 
 
 def committed_fills(engine: Engine) -> int:
-    with engine.connect() as connection:
+    """What the running import has committed, read in a snapshot: a reader that took SQLite's write
+    lock would queue behind the import's batches and might first see it when it has finished."""
+    with db.snapshot(engine) as connection:
         return int(connection.execute(select(imports.c.accepted)).scalar() or 0)
 
 
