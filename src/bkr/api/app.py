@@ -15,7 +15,8 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, venue
+from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, streams, venue
+from bkr.api.stream_hub import StreamHub
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import StoreNotReady
@@ -79,16 +80,18 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
         try:
             yield
         finally:
+            await app.state.streams.stop()
             if scheduler is not None:
                 scheduler.stop()
 
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     app.state.venue = Venue(engine, venue_config or VenueConfig(), clock)
+    app.state.streams = StreamHub(engine, app.state.venue.config, clock)
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue, streams):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app
