@@ -240,3 +240,58 @@ def test_a_private_stream_is_refused_without_a_valid_signature(one_server: Serve
     answer = run(scenario())
     assert answer["error"]["code"] == 4001
     assert answer["error"]["message"].startswith("Invalid signature")
+
+
+# --- ccxt's own WebSocket client for Backpack ---------------------------------------------------------
+
+def pro_client(server: BkrServer, key: Key | None = None) -> Any:
+    """ccxt.pro's Backpack client, unmodified but for its URLs; its book snapshot is taken at the
+    first update rather than after ten (the sandbox's book moves only when the test trades)."""
+    import ccxt.pro
+
+    config: dict[str, Any] = {"options": {"watchOrderBook": {"snapshotDelay": 0}}}
+    if key is not None:
+        config.update(apiKey=key.api_key, secret=key.secret)
+    exchange = ccxt.pro.backpack(config)
+    ws = server.base.replace("http://", "ws://", 1) + "/"
+    exchange.urls["api"] = {"public": server.base, "private": server.base, "ws": {"public": ws, "private": ws}}
+    return exchange
+
+
+def test_ccxt_watches_the_book_the_trades_and_its_orders_that_another_process_matched(
+        two_processes: Served) -> None:
+    first, second = two_processes.servers
+    watcher = pro_client(second)
+    maker = pro_client(first, two_processes.users["maker"])
+    taker = pro_client(second, two_processes.users["taker"])
+
+    async def scenario() -> None:
+        try:
+            await asyncio.gather(watcher.load_markets(), maker.load_markets(), taker.load_markets())
+            book = asyncio.ensure_future(watcher.watch_order_book("SOL/USDC"))
+            trades = asyncio.ensure_future(watcher.watch_trades("SOL/USDC"))
+            orders = asyncio.ensure_future(maker.watch_orders())
+            await asyncio.sleep(1.0)  # ccxt does not wait for an answer: let the subscriptions go live
+            ask = await maker.create_order("SOL/USDC", "limit", "sell", 2, 151.25)
+            seen = await asyncio.wait_for(book, 5)
+            assert seen["asks"][0] == [151.25, 2.0]
+            accepted = await asyncio.wait_for(orders, 5)
+            assert [(o["id"], o["status"]) for o in accepted] == [(ask["id"], "open")]
+
+            # a watch answers the next update: these wait before the taker trades
+            book = asyncio.ensure_future(watcher.watch_order_book("SOL/USDC"))
+            orders = asyncio.ensure_future(maker.watch_orders())
+            await asyncio.sleep(0.1)
+            bid = await taker.create_order("SOL/USDC", "market", "buy", 0.5)
+            printed = await asyncio.wait_for(trades, 5)
+            assert [(t["price"], t["amount"], t["side"], t["order"]) for t in printed] == [
+                (151.25, 0.5, "buy", bid["id"])]
+            after = await asyncio.wait_for(book, 5)
+            assert after["asks"][0] == [151.25, 1.5]
+            filled = await asyncio.wait_for(orders, 5)
+            assert filled[-1]["id"] == ask["id"] and filled[-1]["info"]["e"] == "orderFill"
+            assert filled[-1]["info"]["z"] == "0.5"
+        finally:
+            await asyncio.gather(watcher.close(), maker.close(), taker.close())
+
+    asyncio.run(scenario())
