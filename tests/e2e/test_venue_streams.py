@@ -295,3 +295,53 @@ def test_ccxt_watches_the_book_the_trades_and_its_orders_that_another_process_ma
             await asyncio.gather(watcher.close(), maker.close(), taker.close())
 
     asyncio.run(scenario())
+
+
+def test_a_perpetual_trade_streams_its_ticker_candle_and_the_positions_it_opens_and_closes(
+        one_server: Served) -> None:
+    server, maker, taker = one_server.servers[0], one_server.users["maker"], one_server.users["taker"]
+    perp = "ETH_USDC_PERP"
+
+    async def scenario() -> None:
+        market = await Listener.open(server.base)
+        mine = await Listener.open(server.base)
+        try:
+            await market.request("SUBSCRIBE", [f"ticker.{perp}", f"kline.1m.{perp}", f"kline.1month.{perp}"])
+            answer = await mine.request("SUBSCRIBE", [f"account.positionUpdate.{perp}"],
+                                        subscription_signature(taker.api_key, taker.secret))
+            assert answer == {"id": 1, "result": None}
+            maker_rest, taker_rest = rest(server, maker), rest(server, taker)
+            await asyncio.to_thread(maker_rest.order, symbol=perp, side="Ask", orderType="Limit", price="3000.5",
+                                    quantity="0.4", timeInForce="GTC")
+            await asyncio.to_thread(taker_rest.order, symbol=perp, side="Bid", orderType="Market", quantity="0.3")
+            opened = (await mine.first(lambda m: m.get("data", {}).get("e") == "positionOpened")).message["data"]
+            assert (opened["s"], opened["q"], opened["B"], opened["n"]) == (perp, "0.3", "3000.5", "900.15")
+            ticker = (await market.first(lambda m: m.get("stream") == f"ticker.{perp}")).message["data"]
+            assert (ticker["c"], ticker["v"], ticker["V"], ticker["n"]) == ("3000.5", "0.3", "900.15", 1)
+            minute = (await market.first(lambda m: m.get("stream") == f"kline.1m.{perp}")).message["data"]
+            assert (minute["o"], minute["h"], minute["l"], minute["c"], minute["v"], minute["n"], minute["X"]) == (
+                "3000.5", "3000.5", "3000.5", "3000.5", "0.3", 1, False)
+            assert minute["t"].endswith(":00") and minute["T"] > minute["t"]
+            month = (await market.first(lambda m: m.get("stream") == f"kline.1month.{perp}")).message["data"]
+            assert month["t"].endswith("-01T00:00:00")
+
+            # a new subscription first lists the open position as it stands (no event type)
+            again = await Listener.open(server.base)
+            try:
+                await again.request("SUBSCRIBE", ["account.positionUpdate"],
+                                    subscription_signature(taker.api_key, taker.secret))
+                standing = (await again.first(lambda m: m.get("stream") == "account.positionUpdate")).message["data"]
+                assert "e" not in standing and standing["q"] == "0.3"
+            finally:
+                await again.close()
+
+            await asyncio.to_thread(maker_rest.order, symbol=perp, side="Bid", orderType="Limit", price="2990",
+                                    quantity="0.3", timeInForce="GTC")
+            await asyncio.to_thread(taker_rest.order, symbol=perp, side="Ask", orderType="Market", quantity="0.3")
+            closed = (await mine.first(lambda m: m.get("data", {}).get("e") == "positionClosed")).message["data"]
+            assert closed["q"] == "0" and Decimal(closed["p"]) == Decimal("2990") * Decimal("0.3") - Decimal("900.15")
+        finally:
+            await market.close()
+            await mine.close()
+
+    run(scenario())
