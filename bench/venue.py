@@ -35,6 +35,13 @@ What it measures, in one run (the baselines beside what they are compared with):
    and the p50 difference over HTTP. Checks at the end: every venue fill is in the broker
    program's `fills`; the orders stored with broker 1400 and 9999, and the count of 9999 in
    `venue_broker_ids_seen`, equal what the clients were answered.
+5. The WebSocket fan-out, on the same server in the same run: `--subscribers` (100) WebSocket
+   clients (the `websockets` library, in one asyncio thread of this process) each subscribe to
+   `depth`, `trade` and `bookTicker` of the market, then `--fanout-clients` (8) HTTP clients send
+   orders as in (3) for `--seconds`; each round also runs the same HTTP phase with no subscriber,
+   so the REST order rate with and without the fan-out sits side by side. Messages/s delivered
+   to all subscribers together, REST orders/s, and a trade message's delay from the venue's
+   engine time (`T`) to its arrival at a subscriber (p50/p99), medians of `--rounds` rounds.
 
 The clients and the server share the machine's CPUs, so HTTP figures include the clients' own
 cost. Progress goes to stderr; the table, a short reading of it and one JSON line to stdout.
@@ -51,6 +58,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -71,6 +79,7 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from bkr.domain.clock import system_clock  # noqa: E402
 from bkr.domain.config import ProgramConfig  # noqa: E402
@@ -472,11 +481,97 @@ def bench_http(backend: Backend, args: argparse.Namespace, work: Path) -> dict[s
                                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
                                "failed": sum(r["failed"] for r in runs), "rounds": runs}
                         for name, runs in results.items()}
+                report["fanout"] = bench_fanout(base, pool[:args.fanout_clients], args)
+                sent["1400"] += report["fanout"]["orders"]
             finally:
                 for client in singles:
                     client.close()
         report["checks"] = check_http(database.url, sent)
     return report
+
+
+# --- 5. WebSocket fan-out ---------------------------------------------------------------------------
+
+class Subscribers:
+    """`count` WebSocket clients of `base`, each subscribed to the market's depth, trades and top of
+    book, counting what they receive, in an asyncio loop of their own thread."""
+
+    def __init__(self, base: str, count: int) -> None:
+        self.url = base.replace("http://", "ws://", 1) + "/"
+        self.count = count
+        self.messages = 0
+        self.trade_delays: list[float] = []
+        self.counting = False
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.stopping: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    def __enter__(self) -> "Subscribers":
+        self.thread.start()
+        if not self.ready.wait(60):
+            raise SystemExit("the WebSocket subscribers did not all connect within 60 s")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.stopping is not None
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(30)
+
+    async def _main(self) -> None:
+        self.stopping = asyncio.Event()
+        streams = [f"depth.{SYMBOL}", f"trade.{SYMBOL}", f"bookTicker.{SYMBOL}"]
+        connections = [await ws_connect(self.url, max_queue=None) for _ in range(self.count)]
+        for connection in connections:
+            await connection.send(json.dumps({"method": "SUBSCRIBE", "params": streams, "id": 1}))
+        for connection in connections:
+            answer = json.loads(await connection.recv())
+            if answer != {"id": 1, "result": None}:
+                raise SystemExit(f"subscription refused: {answer}")
+        readers = [asyncio.ensure_future(self._read(c)) for c in connections]
+        self.ready.set()
+        await self.stopping.wait()
+        for connection in connections:
+            await connection.close()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(self, connection: Any) -> None:
+        async for frame in connection:
+            if not self.counting:
+                continue
+            self.messages += 1
+            if '"stream":"trade.' in frame[:40]:  # the others are counted, not parsed: the client shares the CPUs
+                self.trade_delays.append(time.time() - json.loads(frame)["data"]["T"] / 1e6)
+
+
+def bench_fanout(base: str, clients: Sequence[tuple[BackpackClient, BackpackClient]],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    rounds: list[dict[str, Any]] = []
+    for number in range(args.rounds):
+        alone = http_phase(clients, VARIANTS["1400"], args.seconds, args.seed + 7000 + number)
+        with Subscribers(base, args.subscribers) as subscribers:
+            subscribers.counting = True
+            began = time.perf_counter()
+            flowing = http_phase(clients, VARIANTS["1400"], args.seconds, args.seed + 8000 + number)
+            time.sleep(0.5)  # what the last orders caused is still on its way
+            subscribers.counting = False
+            wall = time.perf_counter() - began
+            delays = sorted(subscribers.trade_delays)
+            received = subscribers.messages
+        cuts = statistics.quantiles(delays, n=100, method="inclusive") if len(delays) > 1 else [0.0] * 99
+        measured = {"orders": alone["orders"] + flowing["orders"],
+                    "orders_per_s_without": alone["orders_per_s"], "orders_per_s": flowing["orders_per_s"],
+                    "messages": received, "messages_per_s": received / wall,
+                    "per_subscriber_per_s": received / wall / args.subscribers,
+                    "trade_messages": len(delays), "trade_p50_ms": cuts[49] * 1000, "trade_p99_ms": cuts[98] * 1000}
+        log(f"fan-out round {number + 1}: {measured['messages_per_s']:,.0f} messages/s to {args.subscribers} "
+            f"subscribers while {measured['orders_per_s']:,.0f} orders/s ({alone['orders_per_s']:,.0f} without "
+            f"subscribers); trade delay p50 {measured['trade_p50_ms']:.0f} ms, p99 {measured['trade_p99_ms']:.0f} ms")
+        rounds.append(measured)
+    keys = ["orders_per_s_without", "orders_per_s", "messages_per_s", "per_subscriber_per_s", "trade_p50_ms",
+            "trade_p99_ms"]
+    return {"subscribers": args.subscribers, "clients": len(clients), "orders": sum(r["orders"] for r in rounds),
+            **{key: statistics.median(r[key] for r in rounds) for key in keys}, "rounds": rounds}
 
 
 def check_http(url: str, sent: dict[str, int]) -> dict[str, Any]:
@@ -579,6 +674,15 @@ def print_table(report: dict[str, Any]) -> None:
                                                                        r["http"][str(c)]["none"]["orders_per_s"]))
             add("      p50 9999 - none (ms)", lambda r, c=count:
                 f"{r['http'][str(c)]['9999']['p50_ms'] - r['http'][str(c)]['none']['p50_ms']:+.2f}")
+        fanout = http["fanout"]
+        add(f"5. WebSocket fan-out, {fanout['subscribers']} subscribers, {fanout['clients']} HTTP clients",
+            lambda r: "")
+        add("   messages/s delivered (all)", lambda r: f"{r['http']['fanout']['messages_per_s']:,.0f}")
+        add("   per subscriber, messages/s", lambda r: f"{r['http']['fanout']['per_subscriber_per_s']:,.1f}")
+        add("   REST orders/s, same phase", lambda r: f"{r['http']['fanout']['orders_per_s']:,.0f}")
+        add("   REST orders/s, no subscriber", lambda r: f"{r['http']['fanout']['orders_per_s_without']:,.0f}")
+        add("   trade delay p50 / p99 ms", lambda r: f"{r['http']['fanout']['trade_p50_ms']:.0f} / "
+            f"{r['http']['fanout']['trade_p99_ms']:.0f}")
         add("   checks (fills in both, ids stored)", lambda r: "ok" if r["http"]["checks"]["ok"] else "FAILED")
         add("   resting orders at end", lambda r: f"{r['http']['checks']['resting_at_end']:,}")
     if rows:
@@ -640,6 +744,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the variants, in process and HTTP (3)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of HTTP orders not counted (2)")
     parser.add_argument("--workers", type=int, default=1, help="bkr serve --workers (1)")
+    parser.add_argument("--subscribers", type=int, default=100, help="WebSocket subscribers of the fan-out (100)")
+    parser.add_argument("--fanout-clients", type=int, default=8, help="HTTP clients sending orders meanwhile (8)")
     parser.add_argument("--quick", action="store_true", help="a short run, for a smoke check")
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
