@@ -52,6 +52,7 @@ def run_server(db_url: str, config_path: Path | None, settings: ServiceSettings)
              f"  dashboard    {base}/dashboard",
              f"  API docs     {base}/docs", f"  OpenAPI      {base}/openapi.json",
              f"  venue        {base}/api/v1/markets  (Backpack-compatible sandbox; docs/brokers.md)",
+             f"  streams      {base.replace('http://', 'ws://', 1)}/  (the venue's WebSocket streams)",
              f"  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics",
              f"  statements   {'signed with key ' + statement_key.key_id if statement_key else 'not signed'}; "
              f"public keys at {base}/v1/statement-keys"]

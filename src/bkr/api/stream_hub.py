@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import WebSocket
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
+from starlette.websockets import WebSocketDisconnect
 
 from bkr.domain.clock import Clock
 from bkr.venue import stream_wire as wire
@@ -61,11 +62,15 @@ class Subscriber:
         self.queue.put_nowait(text)
 
     async def write(self) -> None:
-        """Send what is queued, in order, until told to stop."""
-        while (text := await self.queue.get()) is not None:
-            await self.websocket.send_text(text)
-        if self.too_slow:
-            await self.websocket.close(code=1008, reason=f"more than {QUEUE_LIMIT} messages waited: read faster")
+        """Send what is queued, in order, until told to stop (or the client is gone: the connection's
+        reader then ends the subscription)."""
+        try:
+            while (text := await self.queue.get()) is not None:
+                await self.websocket.send_text(text)
+            if self.too_slow:
+                await self.websocket.close(code=1008, reason=f"more than {QUEUE_LIMIT} messages waited: read faster")
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            pass
 
 
 @dataclass
@@ -86,7 +91,6 @@ class StreamHub:
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.delivered = 0  # messages queued to subscribers since the start
 
     # --- subscriptions ----------------------------------------------------------------------------
 
@@ -183,7 +187,6 @@ class StreamHub:
             text = _text(name, data)
             for subscriber in list(holders):
                 subscriber.send(text)
-            self.delivered += len(holders)
 
     def _dispatch(self, window: Window, now: datetime) -> None:
         for change in window.depth:
