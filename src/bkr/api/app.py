@@ -15,7 +15,7 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, venue
+from bkr.api.routers import admin, audit, broker, ingest, operators, ops, payouts, program, statement_keys, venue
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import StoreNotReady
@@ -24,6 +24,7 @@ from bkr.program.settings_versions import import_first_version
 from bkr.settings import ServiceSettings
 from bkr.venue.exchange import Venue
 from bkr.venue.markets import VenueConfig
+from bkr.venue.payouts import VenueWallet
 
 log = logging.getLogger("bkr.api")
 
@@ -85,10 +86,11 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     app.state.venue = Venue(engine, venue_config or VenueConfig(), clock)
+    app.state.wallet = VenueWallet(venue_config or VenueConfig())  # used when the program pays to the venue
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue):
+    for module in (ops, ingest, admin, operators, program, audit, broker, payouts, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app
