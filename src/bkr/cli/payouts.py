@@ -89,7 +89,7 @@ def list_statements(
     elif shape is treasury.ListFormat.CSV:
         out.file.write(treasury.rows_csv(rows))
     else:
-        table = Table(*treasury.COLUMNS, title=f"statements of {target}")
+        table = Table(*(name.replace("_", " ") for name in treasury.TABLE_COLUMNS), title=f"statements of {target}")
         for cells in treasury.rows_table(rows):
             table.add_row(*cells)
         out.print(table)

@@ -91,7 +91,10 @@ def rows_csv(rows: list[StatementPayoutRow]) -> str:
     return buffer.getvalue()
 
 
+TABLE_COLUMNS = ("broker_id", "name", "status", "tier", "payout", "instruction_state", "reference")
+
+
 def rows_table(rows: list[StatementPayoutRow]) -> list[list[str]]:
-    """The cells of the list as a table shows them: one list of strings per statement, in `COLUMNS`
-    order, `-` for none."""
-    return [["-" if value is None else str(value) for value in _cells(row).values()] for row in rows]
+    """The cells of the list as a terminal's table shows them: `TABLE_COLUMNS` of each statement,
+    `-` for none (CSV and JSON have every column)."""
+    return [["-" if (value := _cells(row)[name]) is None else str(value) for name in TABLE_COLUMNS] for row in rows]
