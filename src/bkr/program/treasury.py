@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from bkr.domain.money import canonical, plain
+from bkr.domain.money import canonical
 from bkr.domain.periods import Month
 from bkr.domain.tiers import tier_name
 from bkr.store.tables import brokers, payout_instructions, statements
@@ -65,7 +65,7 @@ def month_statements(connection: Connection, month: Month) -> list[StatementPayo
 def _cells(row: StatementPayoutRow) -> dict[str, Any]:
     return {"month": str(row.month), "broker_id": row.broker_id, "name": row.name, "account_id": row.account_id,
             "status": row.status, "tier": row.tier, "api_volume": canonical(row.api_volume),
-            "payout_exact": canonical(row.payout_exact), "payout": plain(row.payout),
+            "payout_exact": canonical(row.payout_exact), "payout": canonical(row.payout),
             "instruction_key": row.instruction_key, "instruction_state": row.instruction_state,
             "reference": row.reference,
             "acknowledged_at": None if row.acknowledged_at is None else row.acknowledged_at.isoformat()}
