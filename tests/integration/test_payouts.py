@@ -195,6 +195,21 @@ def test_a_program_that_pays_to_the_venue_credits_the_broker_in_usdc_and_acknowl
     assert _differences(engine) == []
 
 
+def test_a_payout_a_crash_left_pending_reaches_the_venue_at_the_next_settle(engine: Engine, tmp_path: Path) -> None:
+    config = replace(ProgramConfig(), payout_target=PayoutTarget.VENUE)
+    paid = _settled_may(engine, tmp_path, 1, config=config)  # paid, then stopped before the transfer
+    assert [i.state for i in _instructions(engine)] == ["pending"]
+    wallet = VenueWallet(VenueConfig(starting_balances={}))
+    rerun = settlement.settle_month(engine, MAY, NOW, actor="ops-2", wallet=wallet)
+    assert (rerun.paid, rerun.already_paid, rerun.transferred) == ([], [1], [1])
+    [instruction] = _instructions(engine)
+    assert (instruction.state, instruction.acknowledged_by) == ("acknowledged", "ops-2")
+    with engine.connect() as connection:
+        assert connection.execute(select(venue_balances.c.available).where(
+            venue_balances.c.user_id == "acct-1")).scalar_one() == paid[1]
+    assert _differences(engine) == []
+
+
 def test_a_program_that_pays_to_the_wallet_leaves_the_instructions_to_it(engine: Engine, tmp_path: Path) -> None:
     wallet = VenueWallet(VenueConfig())
     _settled_may(engine, tmp_path, 1, wallet=wallet)  # the default target: the exchange's wallet
