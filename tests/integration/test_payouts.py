@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from dataclasses import replace
@@ -114,6 +115,40 @@ def test_reconcile_names_an_acknowledgement_the_ledger_does_not_show(engine: Eng
     assert _differences(engine) == [
         f"instructions -> ledger: broker 2 transferred (instruction acknowledged): expected "
         f"{canonical(_instructions(engine)[1].amount)}, found 0"]
+
+
+@pytest.mark.postgres
+def test_one_reference_sent_for_two_payouts_at_once_acknowledges_one_of_them(pg_url: str, tmp_path: Path) -> None:
+    from bkr.store import db
+
+    engine = db.open_engine(pg_url)
+    try:
+        _settled_may(engine, tmp_path)
+        first_acknowledged = threading.Event()
+        outcomes: dict[str, str] = {}
+
+        def acknowledge(key: str) -> None:
+            try:
+                with engine.begin() as connection:
+                    payouts.acknowledge_payout(connection, key, "WIRE-SAME", "wallet", NOW)
+                    if key.startswith("payout/1/"):  # hold it uncommitted while the other one checks
+                        first_acknowledged.set()
+                        time.sleep(0.5)
+                outcomes[key] = "acknowledged"
+            except PayoutConflict as refused:
+                outcomes[key] = str(refused)
+
+        first = threading.Thread(target=acknowledge, args=("payout/1/2024-05",))
+        first.start()
+        assert first_acknowledged.wait(30)
+        acknowledge("payout/2/2024-05")  # sees no such reference yet, then meets the first's at the unique index
+        first.join()
+        assert outcomes["payout/1/2024-05"] == "acknowledged"
+        assert "was just used to acknowledge another payout" in outcomes["payout/2/2024-05"]
+        assert sorted(i.state for i in _instructions(engine)) == ["acknowledged", "pending"]
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()
 
 
 def test_an_unknown_instruction_and_a_blank_reference_are_refused(engine: Engine, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, select, update
+from sqlalchemy.exc import IntegrityError
 
 from bkr.domain.errors import Conflict, InvalidInput, NotFound
 from bkr.domain.money import canonical
@@ -157,9 +158,15 @@ def acknowledge_payout(connection: Connection, key_or_id: str, reference: str, a
     if other is not None:
         raise PayoutConflict(f"reference {reference!r} already acknowledged payout {other}; a reference names one "
                              f"transfer, so it cannot also acknowledge {instruction.key}")
-    connection.execute(update(payout_instructions)
-                       .where(payout_instructions.c.instruction_id == instruction.instruction_id)
-                       .values(state=ACKNOWLEDGED, reference=reference, acknowledged_by=actor, acknowledged_at=now))
+    try:
+        with connection.begin_nested():  # another instruction may take the reference meanwhile (PostgreSQL)
+            connection.execute(update(payout_instructions)
+                               .where(payout_instructions.c.instruction_id == instruction.instruction_id)
+                               .values(state=ACKNOWLEDGED, reference=reference, acknowledged_by=actor,
+                                       acknowledged_at=now))
+    except IntegrityError:
+        raise PayoutConflict(f"reference {reference!r} was just used to acknowledge another payout; a reference "
+                             f"names one transfer, so it cannot also acknowledge {instruction.key}") from None
     journal.post(connection, payout_sent(instruction.broker_id, str(instruction.month), instruction.amount), now)
     audit.record(connection, actor=actor, action="payout.acknowledge", subject=instruction.key, at=now,
                  before={"state": PENDING},
