@@ -22,6 +22,7 @@ and bkr refuses them rather than guess. Example:
     start = "2024-01"                  # the first month; default: the earliest tier schedule's
     future_tolerance_seconds = 300     # a fill may be this far ahead of bkr's clock (0..86400)
     max_fee_share = "1"                # a fill's fee at most this share of its notional
+    payout_target = "wallet"           # or "venue": the sandbox credits payouts on its own venue
     # review_days 0..365, approvals_required 1..20, rounding_quantum 1 or a power of ten below it
 
     [usd_rates]                        # USDC, USDT and USD are 1 unless set here

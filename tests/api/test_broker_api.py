@@ -191,7 +191,7 @@ def test_every_broker_endpoint_documents_its_instruction_and_errors(api: Api) ->
                   for operation in item.values()]
     assert {op["x-instruction"] for op in operations} == {
         "brokerSummaryQuery", "brokerDailyVolumeQuery", "brokerStatementQueryAll", "brokerStatementQuery",
-        "brokerUsersQuery", "brokerInactiveOrdersQuery"}
+        "brokerUsersQuery", "brokerInactiveOrdersQuery", "brokerPayoutQueryAll"}
     for operation in operations:
         assert {"401", "403"} <= set(operation["responses"]), operation["operationId"]
 

@@ -42,7 +42,7 @@ def test_an_approved_statement_is_paid_once_and_shows_in_the_ledger(api: Api) ->
     repeated = api.client.post("/v1/admin/periods/2026-10/settle", headers=second).json()
     assert (settled["paid"], repeated["paid"], repeated["already_paid"]) == ([1400], [], [1400])
     balances = api.client.get("/v1/admin/ledger/balances", headers=api.operator_key("viewer")).json()
-    assert balances == [{"account": "broker:1400", "currency": "USD", "balance": "-2.5"},  # 20% of 12.5
+    assert balances == [{"account": "broker:1400:payable", "currency": "USD", "balance": "-2.5"},  # 20% of 12.5
                         {"account": "program:rebate_expense", "currency": "USD", "balance": "2.5"}]
 
 

@@ -37,7 +37,7 @@ from bkr.domain.registry import MAX_BROKER_ID, MIN_BROKER_ID, BrokerStatus
 from bkr.domain.statement_signing import StatementKey, new_statement_key, verify_signed_statement
 from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
 from bkr.ledger import journal
-from bkr.ledger.postings import broker_account
+from bkr.ledger.postings import broker_payable
 from bkr.program import registry, reports, settlement
 from bkr.program.close import close_month
 from bkr.program.exports import StatementFormat, render_statement
@@ -331,7 +331,7 @@ def check_against_reference(case: Case, run: Run) -> None:
         by_user = [(_exact(u["fee_base"]), u["user_id"]) for u in run.users[broker]]
         assert by_user == sorted(by_user, key=lambda item: (-item[0], item[1]))  # largest fee base first
         assert sum(fee_base for fee_base, _ in by_user) == want["fee_base"]
-        credited = run.balances.get((broker_account(broker), "USD"), Decimal(0))
+        credited = run.balances.get((broker_payable(broker), "USD"), Decimal(0))
         assert -_exact(str(credited)) == want["payout"]
 
 

@@ -150,8 +150,9 @@ def test_a_payout_without_a_paid_statement_and_a_paid_statement_without_one_are_
     assert code == 1
     assert [(d["link"], d["subject"]) for d in report["differences"]] == [
         ("statements -> ledger", "broker 1400"), ("statements -> ledger", "broker 2200 payout key"),
-        ("statements -> ledger", "broker 2200 credited to the broker"),
-        ("statements -> ledger", "broker 2200 rebate expense")]
+        ("statements -> ledger", "broker 2200 owed to the broker"),
+        ("statements -> ledger", "broker 2200 rebate expense"),
+        ("statements -> instructions", "broker 2200 payout instruction")]
 
 
 def test_an_open_month_is_refused(db_url: str, bkr) -> None:  # type: ignore[no-untyped-def]

@@ -32,7 +32,7 @@ from bkr.domain.config import DEFAULT_CONFIG, ProgramConfig
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import D, total
 from bkr.ledger import journal
-from bkr.ledger.postings import REBATE_EXPENSE, Posting, PostingGroup, broker_account, payout
+from bkr.ledger.postings import REBATE_EXPENSE, Posting, PostingGroup, broker_account, broker_payable, payout
 from bkr.program import settlement
 from bkr.store.tables import ledger_entries, ledger_groups, statements
 from program_support import use_program
@@ -76,7 +76,8 @@ def test_final_statements_are_paid_once_and_the_ledger_says_so(engine: Engine, t
     keys, balances, unbalanced = _ledger(engine)
     assert keys == {f"payout/{b}/2024-05": 2 for b in (1, 2, 3)} and unbalanced == []
     assert balances[(REBATE_EXPENSE, "USD")] == total(payouts.values())
-    assert all(balances[(broker_account(b), "USD")] == -payouts[b] for b in payouts)
+    assert all(balances[(broker_payable(b), "USD")] == -payouts[b] for b in payouts)  # owed until transferred
+    assert not any((broker_account(b), "USD") in balances for b in payouts)
     assert set(_statuses(engine).values()) == {"paid"}
 
 
@@ -118,7 +119,7 @@ def test_a_correction_is_a_reversing_group_linked_to_what_it_corrects(engine: En
         journal.post(connection, original.reversal("correction/7/2024-05"), NOW)
         balances = journal.balances(connection)
         assert journal.group(connection, "correction/7/2024-05").reverses == original.key
-    assert balances[(broker_account(7), "USD")] == 0 and balances[(REBATE_EXPENSE, "USD")] == 0
+    assert balances[(broker_payable(7), "USD")] == 0 and balances[(REBATE_EXPENSE, "USD")] == 0
 
 
 def test_the_database_refuses_to_edit_or_delete_ledger_entries(engine: Engine) -> None:
@@ -245,4 +246,4 @@ def test_settling_a_month_not_closed_is_refused_and_a_closed_empty_month_pays_no
         settlement.settle_month(engine, MAY, NOW)
     close(engine, MAY)  # no fills: no statements
     assert settlement.settle_month(engine, MAY, NOW).to_document() == {
-        "month": "2024-05", "paid": [], "already_paid": [], "not_final": []}
+        "month": "2024-05", "paid": [], "already_paid": [], "not_final": [], "transferred": []}

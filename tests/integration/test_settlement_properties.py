@@ -19,7 +19,7 @@ from bkr.domain.money import ZERO, D, round_down, total
 from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.ledger import journal
-from bkr.ledger.postings import broker_account
+from bkr.ledger.postings import broker_payable
 from bkr.program import settlement
 from bkr.program.close import close_month
 from bkr.program.reconcile import reconcile_month
@@ -109,7 +109,7 @@ def test_settlement_matches_a_plain_model(engine: Engine, tmp_path_factory: pyte
                                     .where(statements.c.broker_id == broker).order_by(statements.c.month)).all()
         keys = connection.execute(select(ledger_groups.c.key)
                                   .where(ledger_groups.c.key.startswith(f"payout/{broker}/"))).scalars().all()
-        balance = journal.balances(connection, broker_account(broker)).get((broker_account(broker), "USD"), ZERO)
+        balance = journal.balances(connection, broker_payable(broker)).get((broker_payable(broker), "USD"), ZERO)
         unbalanced = journal.unbalanced_groups(connection)
         differences = [d for m in months for d in reconcile_month(connection, m).differences]
     assert all(s.status == settlement.PAID for s in issued)

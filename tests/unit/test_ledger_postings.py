@@ -6,7 +6,7 @@ from decimal import Context, Decimal, localcontext
 import pytest
 
 from bkr.domain.money import total
-from bkr.ledger.postings import REBATE_EXPENSE, broker_account, payout
+from bkr.ledger.postings import REBATE_EXPENSE, broker_payable, payout
 
 # A payout with the most digits a statement can have: 51 integer digits, 18 + 54 places rounded
 # to a quantum of 10^-18 (bkr.domain.bounds).
@@ -21,7 +21,7 @@ def test_a_payout_and_its_reversal_balance_to_the_last_digit_whatever_the_thread
         group = payout(1400, "2024-05", LARGEST_PAYOUT)
         undone = group.reversal("reversal/1400/2024-05")
     amounts = {p.account: p.amount for p in group.postings}
-    assert amounts == {REBATE_EXPENSE: LARGEST_PAYOUT, broker_account(1400): NEGATED}
+    assert amounts == {REBATE_EXPENSE: LARGEST_PAYOUT, broker_payable(1400): NEGATED}
     assert {p.account: p.amount for p in undone.postings} == {REBATE_EXPENSE: NEGATED,
-                                                              broker_account(1400): LARGEST_PAYOUT}
+                                                              broker_payable(1400): LARGEST_PAYOUT}
     assert total(p.amount for p in (*group.postings, *undone.postings)) == 0

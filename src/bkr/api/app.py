@@ -15,7 +15,19 @@ from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, streams, venue
+from bkr.api.routers import (
+    admin,
+    audit,
+    broker,
+    ingest,
+    operators,
+    ops,
+    payouts,
+    program,
+    statement_keys,
+    streams,
+    venue,
+)
 from bkr.api.stream_hub import StreamHub
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
@@ -25,6 +37,7 @@ from bkr.program.settings_versions import import_first_version
 from bkr.settings import ServiceSettings
 from bkr.venue.exchange import Venue
 from bkr.venue.markets import VenueConfig
+from bkr.venue.payouts import VenueWallet
 
 log = logging.getLogger("bkr.api")
 
@@ -88,10 +101,11 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     app.state.services = services
     app.state.venue = Venue(engine, venue_config or VenueConfig(), clock)
     app.state.streams = StreamHub(engine, app.state.venue.config, clock)
+    app.state.wallet = VenueWallet(venue_config or VenueConfig())  # used when the program pays to the venue
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue, streams):
+    for module in (ops, ingest, admin, operators, program, audit, broker, payouts, statement_keys, venue, streams):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

@@ -16,6 +16,7 @@ from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
 from bkr.cli.month_end import month_end_app
 from bkr.cli.operators import key_app, operator_app
+from bkr.cli.payouts import payouts_app, treasury_app
 from bkr.cli.program import program_app
 from bkr.cli.referrals import affiliate_app, referral_app, user_app
 from bkr.cli.schema import db_app
@@ -39,6 +40,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP, pretty_
 app.add_typer(service_app)
 app.add_typer(month_end_app)
 app.add_typer(simulation_app)
+app.add_typer(treasury_app)
 app.add_typer(program_app, name="program")
 app.add_typer(broker_app, name="broker")
 app.add_typer(affiliate_app, name="affiliate")
@@ -48,6 +50,7 @@ app.add_typer(fills_app, name="fills")
 app.add_typer(db_app, name="db")
 app.add_typer(statement_app, name="statement")
 app.add_typer(statement_key_app, name="statement-key")
+app.add_typer(payouts_app, name="payouts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(operator_app, name="operator")
 app.add_typer(key_app, name="key")

@@ -139,14 +139,22 @@ def settle(
     config_path: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pay every final statement of a month through the ledger, each exactly once (safe to rerun).
-    Needs the approver role."""
+    """Pay every final statement of a month through the ledger, each exactly once (safe to rerun),
+    writing a payout instruction for each (`bkr payouts list`); with the program's `payout_target =
+    "venue"`, the venue of --config is credited and the instructions acknowledged. Needs the
+    approver role."""
+    from bkr.venue.payouts import VenueWallet  # lazy: the venue, which only a sandbox program pays to
+    from bkr.venue.settings import load_venue_config
+
     target = Month.parse(month)
     with transaction(db_url) as connection:
         settler = operator_from_key(connection, key, Role.APPROVER).name
-    result = settlement.settle_month(open_program(db_url, config_path), target, system_clock(), actor=settler)
+    wallet = VenueWallet(load_venue_config(config_path))
+    result = settlement.settle_month(open_program(db_url, config_path), target, system_clock(), actor=settler,
+                                     wallet=wallet)
     if as_json:
         print_json(result.to_document())
         return
+    transferred = f", transferred to the venue {len(result.transferred)}" if result.transferred else ""
     err.print(f"{month}: paid {len(result.paid)}, already paid {len(result.already_paid)}, "
-              f"still in review {len(result.not_final)}")
+              f"still in review {len(result.not_final)}{transferred}")

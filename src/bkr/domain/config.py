@@ -25,6 +25,11 @@ class UnknownBrokerPolicy(StrEnum):
     REJECT = "reject"
 
 
+class PayoutTarget(StrEnum):
+    WALLET = "wallet"  # the exchange's wallet system takes the payout instructions and acknowledges them
+    VENUE = "venue"  # the sandbox: bkr credits the broker's account on its venue and acknowledges itself
+
+
 WHOLE_NOTIONAL = D(1)
 DEFAULT_USD_RATES: Mapping[str, Decimal] = MappingProxyType({"USDC": D(1), "USDT": D(1), "USD": D(1)})
 
@@ -48,6 +53,9 @@ class ProgramConfig:
     # beside its notional: a fee above the trade itself is no exchange's.
     future_tolerance: timedelta = timedelta(minutes=5)
     max_fee_share: Decimal = WHOLE_NOTIONAL
+    # Where a settled statement's payout goes: instructions for the exchange's wallet system, or
+    # (a sandbox) straight to the broker's account on bkr's own venue, in USDC.
+    payout_target: PayoutTarget = PayoutTarget.WALLET
 
     def __post_init__(self) -> None:
         if self.review_days < 0 or self.approvals_required < 1:

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from bkr.domain.bounds import AMOUNT, FRACTION, QUANTUM, USD_RATE, Bounds, bounded
-from bkr.domain.config import DEFAULT_USD_RATES, ProgramConfig, TierBasis, UnknownBrokerPolicy
+from bkr.domain.config import DEFAULT_USD_RATES, PayoutTarget, ProgramConfig, TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, canonical
 from bkr.domain.periods import Month
@@ -30,7 +30,7 @@ from bkr.domain.tiers import SEED_SCHEDULE, Tier, TierSchedule
 
 PROGRAM_SECTIONS = ("program", "usd_rates", "tier_schedules")
 PROGRAM_KEYS = ("tier_basis", "unknown_broker_policy", "cap", "rounding_quantum", "review_days",
-                "approvals_required", "start", "future_tolerance_seconds", "max_fee_share")
+                "approvals_required", "start", "future_tolerance_seconds", "max_fee_share", "payout_target")
 SCHEDULE_KEYS = ("effective_from", "tiers")
 
 # The ranges of the whole-number settings: generous, and stated.
@@ -40,7 +40,7 @@ FUTURE_TOLERANCE_SECONDS = (0, 86_400)
 MAX_TIERS = 1000  # tier names go up to BKR 999
 MAX_USD_RATES = 1000
 
-E = TypeVar("E", TierBasis, UnknownBrokerPolicy)
+E = TypeVar("E", TierBasis, UnknownBrokerPolicy, PayoutTarget)
 
 
 def exact_setting(value: Any, where: str, bounds: Bounds) -> Decimal:
@@ -95,6 +95,8 @@ def read_program(data: Mapping[str, Any]) -> ProgramConfig:
             program.get("future_tolerance_seconds", int(defaults.future_tolerance.total_seconds())),
             "program.future_tolerance_seconds", FUTURE_TOLERANCE_SECONDS)),
         max_fee_share=max_fee_share,
+        payout_target=_choice(program.get("payout_target", defaults.payout_target.value), PayoutTarget,
+                              "program.payout_target"),
     )
     try:
         config.schedule_for(config.first_month)
@@ -119,6 +121,8 @@ def program_document(config: ProgramConfig) -> dict[str, Any]:
     }
     if config.start is not None:
         program["start"] = str(config.start)
+    if config.payout_target is not PayoutTarget.WALLET:  # the default stays unwritten: older versions read alike
+        program["payout_target"] = config.payout_target.value
     return {
         "program": program,
         "tier_schedules": [{"effective_from": str(schedule.effective_from),

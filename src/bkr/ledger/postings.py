@@ -3,9 +3,15 @@
 A group is a list of postings (account, currency, signed amount) that sums to zero in every
 currency, with a client-supplied idempotency key: the same key always means the same postings,
 so a retried payment is recognised, and a key reused for other amounts is an error. Debits are
-positive, credits negative: paying a broker P dollars debits `program:rebate_expense` by P and
-credits the broker's account by P (its balance, what the exchange owes it, is minus the sum of
-its entries).
+positive, credits negative.
+
+A broker's payout goes through two groups. Settling its statement debits `program:rebate_expense`
+by P and credits `broker:<id>:payable` by P: owed, and handed to the exchange's wallet system as a
+payout instruction. When the wallet acknowledges the transfer, `payout/<id>/<month>/paid` moves P
+from the payable account to `broker:<id>`, the broker's business account: paid. A broker's payable
+balance is what it is owed and not yet transferred; minus the sum of `broker:<id>`'s entries is what
+has reached its account. (Statements paid before instructions existed credited `broker:<id>` in
+their one group.)
 """
 
 import hashlib
@@ -23,6 +29,21 @@ REBATE_EXPENSE = "program:rebate_expense"
 def broker_account(broker_id: int) -> str:
     """The broker's business account at the exchange, where its rebates are credited."""
     return f"broker:{broker_id}"
+
+
+def broker_payable(broker_id: int) -> str:
+    """What the program owes the broker and has not yet transferred to its business account."""
+    return f"broker:{broker_id}:payable"
+
+
+def payout_key(broker_id: int, month: str) -> str:
+    """The idempotency key of a statement's payout: its ledger group and its payout instruction."""
+    return f"payout/{broker_id}/{month}"
+
+
+def payout_sent_key(broker_id: int, month: str) -> str:
+    """The idempotency key of the group that records the payout's transfer as acknowledged."""
+    return f"{payout_key(broker_id, month)}/paid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +101,16 @@ def balances(postings: Iterable[Posting]) -> dict[tuple[str, str], Decimal]:
 
 
 def payout(broker_id: int, month: str, amount: Decimal) -> PostingGroup:
-    """A statement's payment: the program's rebate expense, credited to the broker in USD."""
-    return PostingGroup(f"payout/{broker_id}/{month}", "payout",
+    """A statement's payment: the program's rebate expense, owed to the broker (payable) in USD."""
+    return PostingGroup(payout_key(broker_id, month), "payout",
                         (Posting(REBATE_EXPENSE, "USD", amount),
-                         Posting(broker_account(broker_id), "USD", neg(amount))),
+                         Posting(broker_payable(broker_id), "USD", neg(amount))),
                         memo=f"broker {broker_id} rebate for {month}")
+
+
+def payout_sent(broker_id: int, month: str, amount: Decimal) -> PostingGroup:
+    """The payout's transfer, acknowledged by the wallet: from payable to the broker's account."""
+    return PostingGroup(payout_sent_key(broker_id, month), "payout_sent",
+                        (Posting(broker_payable(broker_id), "USD", amount),
+                         Posting(broker_account(broker_id), "USD", neg(amount))),
+                        memo=f"broker {broker_id} rebate for {month}, transferred")

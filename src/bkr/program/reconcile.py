@@ -1,7 +1,8 @@
 """Reconciliation of a closed month, link by link: the stored fills make the aggregates (and
 their users-merged totals, which projections read), the aggregates make the statements' lines,
 the lines make each statement's totals, each statement carries in what the broker's previous
-one carried out, the paid statements are the ledger's payouts, and the ledger balances.
+one carried out, the paid statements are the ledger's payouts and their payout instructions, an
+acknowledged instruction is the ledger's move from payable to paid, and the ledger balances.
 
 Each check reports what differs (a `Difference` naming the link, the subject and both figures)
 rather than stopping at the first: one run tells finance everything that does not add up. The
@@ -29,7 +30,8 @@ from bkr.domain.statement_checks import check
 from bkr.domain.statement_document import read_statement_text
 from bkr.domain.statements import BrokerStatement
 from bkr.ledger import journal
-from bkr.ledger.postings import REBATE_EXPENSE, broker_account
+from bkr.ledger.postings import REBATE_EXPENSE, broker_account, broker_payable
+from bkr.program import payouts
 from bkr.program.close import carries
 from bkr.program.fill_archives import archive_record, archived_by_broker, counted_by_broker
 from bkr.program.periods import closed_months
@@ -42,7 +44,7 @@ from bkr.store.tables import aggregate_totals, aggregates, ledger_entries, ledge
 class Difference:
     # "fills -> aggregates", "aggregates -> merged totals", "aggregates -> lines", "stored statement" (a
     # document that does not read), "lines -> totals", "statements -> next statement", "statements -> ledger",
-    # "ledger"
+    # "statements -> instructions", "instructions -> ledger", "ledger"
     link: str
     subject: str  # what was compared, e.g. "broker 1400 volume_usd"
     expected: str
@@ -157,37 +159,59 @@ def _carried(broker: int, statement: BrokerStatement, stored: Decimal, expected:
 
 
 def _ledger(connection: Connection, month: Month) -> list[Difference]:
-    """Every paid statement's payout is one ledger group of exactly that amount, and no payout
-    group of the month is without a paid statement; every group balances."""
+    """Every paid statement's payout is one ledger group of exactly that amount, owed to the broker
+    (payable), and one payout instruction of that amount; an acknowledged instruction is one more
+    group moving it from payable to the broker's account, a pending one none yet. No payout group
+    or instruction of the month is without a paid statement; every group balances. (A statement
+    paid before instructions existed credited the broker's account in its one group, and has none.)"""
     differences = []
     paid = {int(b): (payout, key) for b, payout, key in connection.execute(
         select(statements.c.broker_id, statements.c.payout, statements.c.payout_key)
         .where((statements.c.month == month) & (statements.c.status == PAID)))}
-    prefix = "payout/"
-    suffix = f"/{month}"
+    instructed = {i.broker_id: i for i in payouts.instructions(connection, month=month)}
+    prefix, suffix, sent = "payout/", f"/{month}", f"/{month}/paid"
     posted: dict[int, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
+    transferred: dict[int, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
     for key, account, amount in connection.execute(
             select(ledger_groups.c.key, ledger_entries.c.account, ledger_entries.c.amount)
             .join(ledger_entries, ledger_entries.c.group_id == ledger_groups.c.group_id)
-            .where(ledger_groups.c.key.startswith(prefix) & ledger_groups.c.key.endswith(suffix))):
-        posted[int(key[len(prefix):-len(suffix)])][account].append(amount)
-    for broker in sorted(set(paid) | set(posted)):
+            .where(ledger_groups.c.key.startswith(prefix)
+                   & (ledger_groups.c.key.endswith(suffix) | ledger_groups.c.key.endswith(sent)))):
+        if key.endswith(sent):
+            transferred[int(key[len(prefix):-len(sent)])][account].append(amount)
+        else:
+            posted[int(key[len(prefix):-len(suffix)])][account].append(amount)
+    for broker in sorted(set(paid) | set(posted) | set(transferred) | set(instructed)):
         payout, key = paid.get(broker, (None, None))
-        entries = posted.get(broker)
+        entries, moved, instruction = posted.get(broker), transferred.get(broker), instructed.get(broker)
         if payout is None:
-            differences.append(Difference("statements -> ledger", f"broker {broker}", "no payout (not paid)",
-                                          "a payout group"))
+            found = "a payout group" if entries or moved else "a payout instruction"
+            differences.append(Difference("statements -> ledger", f"broker {broker}", "no payout (not paid)", found))
             continue
         expected_key = f"{prefix}{broker}{suffix}" if payout > 0 else None
         if key != expected_key:
             differences.append(Difference("statements -> ledger", f"broker {broker} payout key",
                                           str(expected_key), str(key)))
-        credited = neg(total(entries.get(broker_account(broker), []))) if entries else ZERO
-        expensed = total(entries.get(REBATE_EXPENSE, [])) if entries else ZERO
-        for name, amount in (("credited to the broker", credited), ("rebate expense", expensed)):
+        entries = entries or {}
+        legacy = broker_account(broker) in entries  # paid before instructions: credited at once
+        owed = neg(total([*entries.get(broker_payable(broker), []), *entries.get(broker_account(broker), [])]))
+        expensed = total(entries.get(REBATE_EXPENSE, []))
+        for name, amount in (("owed to the broker", owed), ("rebate expense", expensed)):
             if amount != payout:
                 differences.append(Difference("statements -> ledger", f"broker {broker} {name}", canonical(payout),
                                               canonical(amount)))
+        if payout > 0 and not legacy:
+            shown = "none" if instruction is None else canonical(instruction.amount)
+            if shown != canonical(payout):
+                differences.append(Difference("statements -> instructions", f"broker {broker} payout instruction",
+                                              canonical(payout), shown))
+        acknowledged = instruction is not None and instruction.state == payouts.ACKNOWLEDGED
+        expected_move = payout if acknowledged else ZERO
+        credited = neg(total((moved or {}).get(broker_account(broker), [])))
+        if credited != expected_move:
+            state = "no instruction" if instruction is None else f"instruction {instruction.state}"
+            differences.append(Difference("instructions -> ledger", f"broker {broker} transferred ({state})",
+                                          canonical(expected_move), canonical(credited)))
     differences += [Difference("ledger", f"group {key}", "balanced", "unbalanced")
                     for key in journal.unbalanced_groups(connection)]
     return differences

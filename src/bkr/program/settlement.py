@@ -9,10 +9,18 @@ month (who closed it, or applied the program version it is paid under) may not b
 (separation of duties).
 
 `settle_month` pays every final statement of a month: one transaction per statement that locks
-its row, posts the payout to the ledger under the idempotency key `payout/<broker>/<month>` and
-marks it paid. The unique key makes a second payment impossible whatever happens (two settlers, a
-crash between any two steps and a retry): a retry finds the statement paid, or finds the key
-posted with the same amounts and only marks it.
+its row, posts the payout to the ledger as payable under the idempotency key
+`payout/<broker>/<month>`, writes the payout instruction for the exchange's wallet system under
+the same key (`bkr.program.payouts`) and marks it paid. The unique keys make a second payment
+impossible whatever happens (two settlers, a crash between any two steps and a retry): a retry
+finds the statement paid, or finds the key posted with the same amounts and only marks it.
+
+`paid` is the statement's last status: bkr has settled it, its payout is owed in the ledger and
+handed to the wallet. Whether the money has reached the broker's account is the instruction's
+state (`pending`, then `acknowledged` with the wallet's transfer reference), not the statement's.
+When the month's program version pays to the venue (`payout_target = "venue"`, the sandbox) and
+the caller passes the venue's `Wallet`, settling also transfers and acknowledges every pending
+instruction of the month, a rerun those that a crash left pending.
 """
 
 from collections.abc import Callable, Iterable
@@ -21,13 +29,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from bkr.domain.config import PayoutTarget
 from bkr.domain.errors import Conflict, NotFound
 from bkr.domain.money import ZERO
 from bkr.domain.operators import SYSTEM, check_may_approve
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
-from bkr.program import audit
+from bkr.program import audit, payouts
 from bkr.program.periods import closed_months
 from bkr.program.settings_versions import version_for
 from bkr.store.dialect import locked
@@ -52,10 +61,11 @@ class SettleResult:
     paid: list[int] = field(default_factory=list)  # broker ids paid by this run
     already_paid: list[int] = field(default_factory=list)
     not_final: list[int] = field(default_factory=list)  # drafts still under review
+    transferred: list[int] = field(default_factory=list)  # paid to the venue and acknowledged by this run
 
     def to_document(self) -> dict[str, object]:
         return {"month": str(self.month), "paid": self.paid, "already_paid": self.already_paid,
-                "not_final": self.not_final}
+                "not_final": self.not_final, "transferred": self.transferred}
 
 
 def month_closer(connection: Connection, month: Month) -> Iterable[tuple[str, str]]:
@@ -162,14 +172,17 @@ def finalize_reviewed(connection: Connection, month: Month, now: datetime) -> in
         .values(status=FINAL, finalized_at=now)).rowcount
 
 
-def settle_month(engine: Engine, month: Month, now: datetime, *, actor: str = SYSTEM) -> SettleResult:
+def settle_month(engine: Engine, month: Month, now: datetime, *, actor: str = SYSTEM,
+                 wallet: payouts.Wallet | None = None) -> SettleResult:
     """Pay every final statement of `month`, each in its own transaction. Safe to run again, to
     run concurrently, and to rerun after a crash at any point. `actor`: who settles, for the
-    audit trail (an approver's name, or `system`)."""
+    audit trail (an approver's name, or `system`). `wallet`: the venue's, used only when the
+    month's program version says `payout_target = "venue"`."""
     with engine.begin() as connection:
         if month not in closed_months(connection):
             raise NotFound(f"{month} is not closed: close it first (bkr close --month {month})")
         finalize_reviewed(connection, month, now)
+        to_venue = version_for(connection, month).config.payout_target is PayoutTarget.VENUE
         rows = connection.execute(select(statements.c.broker_id, statements.c.status)
                                   .where(statements.c.month == month).order_by(statements.c.broker_id)).all()
     result = SettleResult(month)
@@ -183,6 +196,8 @@ def settle_month(engine: Engine, month: Month, now: datetime, *, actor: str = SY
         with engine.begin() as connection:
             paid_now = _pay(connection, broker_id, month, now, actor)
         (result.paid if paid_now else result.already_paid).append(broker_id)
+    if to_venue and wallet is not None:
+        result.transferred = [i.broker_id for i in payouts.deliver_pending(engine, month, wallet, now, actor=actor)]
     return result
 
 
@@ -194,6 +209,7 @@ def _pay(connection: Connection, broker_id: int, month: Month, now: datetime, ac
     key = None
     if row.payout > ZERO:  # a statement of nothing is settled without a transfer
         key = journal.post(connection, payout(broker_id, str(month), row.payout), now).key
+        payouts.write_instruction(connection, broker_id, month, row.payout, now)
     connection.execute(update(statements).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month))
         .values(status=PAID, paid_at=now, payout_key=key))

@@ -577,3 +577,41 @@ program_versions = Table(
     Column("created_by", Text, nullable=False),  # the operator who applied it
     CheckConstraint("version >= 1", name="version_positive"),
 )
+
+# The payout outbox: one instruction per paid statement with a payout, written in the transaction
+# that posts it to the ledger (`bkr.program.payouts`). The exchange's wallet system takes the
+# pending ones and acknowledges each with its own transfer reference: `pending` -> `acknowledged`,
+# once. The key is the ledger's (`payout/<broker>/<month>`); a reference names one transfer only.
+payout_instructions = Table(
+    "payout_instructions", metadata,
+    Column("instruction_id", Integer, primary_key=True, autoincrement=True),
+    Column("key", Text, nullable=False, unique=True),
+    Column("broker_id", Integer, nullable=False),
+    Column("month", MonthText, nullable=False),
+    Column("account_id", Text, nullable=False),  # the broker's business account, credited by the wallet
+    Column("amount", Money, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("reference", Text, nullable=True, unique=True),  # the wallet's transfer reference
+    Column("acknowledged_by", Text, nullable=True),
+    Column("acknowledged_at", UtcTimestamp, nullable=True),
+    UniqueConstraint("broker_id", "month"),
+    ForeignKeyConstraint(["broker_id", "month"], ["statements.broker_id", "statements.month"]),
+    CheckConstraint("state IN ('pending', 'acknowledged')", name="state"),
+    CheckConstraint("(state = 'pending') = (reference IS NULL)", name="reference_when_acknowledged"),
+    Index("ix_payout_instructions_state_month", "state", "month"),
+)
+
+# The sandbox venue's incoming transfers: what bkr's payouts credited to a trading account when
+# the program pays to the venue (`payout_target = "venue"`); one per payout instruction, ever.
+venue_transfers = Table(
+    "venue_transfers", metadata,
+    Column("transfer_id", Integer, primary_key=True, autoincrement=True),
+    Column("reference", Text, nullable=False, unique=True),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("user_id", Text, ForeignKey("venue_accounts.user_id"), nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+)

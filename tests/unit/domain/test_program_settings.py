@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bkr.domain.config import ProgramConfig, TierBasis, UnknownBrokerPolicy
+from bkr.domain.config import PayoutTarget, ProgramConfig, TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D
 from bkr.domain.periods import Month
@@ -79,7 +79,7 @@ def test_a_schedule_at_or_before_the_seeds_month_replaces_the_seed() -> None:
     ({"program": {"cap": True}}, "program.cap: True is not a decimal (write it as a string, e.g. \"0.5\")"),
     ({"program": {"capp": "0.5"}}, "program: unknown setting(s) capp (known: tier_basis, unknown_broker_policy, cap, "
                                    "rounding_quantum, review_days, approvals_required, start, "
-                                   "future_tolerance_seconds, max_fee_share)"),
+                                   "future_tolerance_seconds, max_fee_share, payout_target)"),
     ({"program": {"rounding_quantum": "0.05"}}, "program.rounding_quantum: 0.05 is not 1 or a power of ten below it "
                                                 "(0.01, 0.0001, …): a payout is rounded down to a number of decimal "
                                                 "places"),
@@ -150,3 +150,12 @@ def test_the_version_in_force_is_the_latest_from_the_month_or_before() -> None:
                         "2030-01": 4}
     assert timeline.start == Month(2024, 1) and timeline.latest.number == 4
     assert timeline.config_for(Month(2024, 7)).cap == D("0.3")
+
+
+def test_the_payout_target_is_read_written_only_when_not_the_default_and_checked() -> None:
+    venue = read_program({"program": {"payout_target": "venue"}})
+    assert venue.payout_target is PayoutTarget.VENUE
+    assert read_program(program_document(venue)) == venue
+    assert "payout_target" not in program_document(read_program({}))["program"]  # older versions read alike
+    with pytest.raises(InvalidInput, match=r"program\.payout_target: 'bank' is not 'wallet' or 'venue'"):
+        read_program({"program": {"payout_target": "bank"}})

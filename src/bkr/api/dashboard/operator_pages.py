@@ -29,6 +29,7 @@ from bkr.api.dashboard.web import (
 )
 from bkr.api.deps import Services, ServicesDep
 from bkr.api.schemas import BrokerIdPath
+from bkr.api.wallet import WalletDep
 from bkr.domain.errors import InvalidInput
 from bkr.domain.money import D, total
 from bkr.domain.periods import Month, month_field
@@ -36,7 +37,7 @@ from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.registry import BrokerStatus
 from bkr.domain.statements import BrokerStatement
 from bkr.domain.tiers import TierSchedule
-from bkr.program import audit, overview, registry, review, settings_versions, settlement
+from bkr.program import audit, overview, registry, review, settings_versions, settlement, treasury
 from bkr.program.close import close_month, compute_statements
 from bkr.store import db
 from bkr.venue import history
@@ -177,12 +178,31 @@ def month_page(request: Request, month: str, operator: OperatorReaderDep, servic
         names = {view.broker_id: view.name for view in registry.list_brokers(connection, now)}
         approvals_required = settlement.approvals_required(connection, target)
         approvers = settlement.approvers(connection, target)
+        payouts = {row.broker_id: row for row in treasury.month_statements(connection, target)}
     mode, preview = ("", []) if period.status == "closed" else _preview(services, target)
     return render(request, "month.html", title=f"Month {target}", period=period, names=names, preview_mode=mode,
-                  approvers=approvers,
+                  approvers=approvers, payouts=payouts,
                   preview=preview, preview_total=total(s.payout for s in preview),
                   approvals_required=approvals_required,
                   payable=any(s.status == settlement.FINAL for s in period.statements))
+
+
+@router.get("/months/{month}/statements.{extension}")
+def month_statements_download(month: str, extension: str, operator: OperatorReaderDep,
+                              services: ServicesDep) -> Response:
+    """The month's statements with their payouts, as CSV or JSON: the rows of
+    GET /v1/admin/statements and `bkr statements --month`."""
+    target = month_field(month)
+    if extension not in ("csv", "json"):
+        raise InvalidInput(f"statements.{extension}: download statements.csv or statements.json", field="format")
+    with db.snapshot(services.engine) as connection:
+        rows = treasury.month_statements(connection, target)
+    if extension == "csv":
+        body, media_type = treasury.rows_csv(rows), "text/csv; charset=utf-8"
+    else:
+        body, media_type = treasury.rows_json(target, rows), "application/json"
+    return Response(body, media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="statements-{target}.{extension}"'})
 
 
 @router.post("/months/{month}/statements/{broker_id}/approve")
@@ -197,10 +217,11 @@ def approve(month: str, broker_id: BrokerIdPath, operator: ApproverDep, services
 
 
 @router.post("/months/{month}/settle")
-def settle(month: str, operator: ApproverDep, services: ServicesDep, form: FormDep) -> Response:
-    """Pay the month's final statements through the ledger, each exactly once."""
+def settle(month: str, operator: ApproverDep, services: ServicesDep, form: FormDep, wallet: WalletDep) -> Response:
+    """Pay the month's final statements through the ledger, each exactly once, writing their
+    payout instructions (with a program that pays to the venue: transferred there too)."""
     target = month_field(month)
-    settlement.settle_month(services.engine, target, services.clock(), actor=operator.name)
+    settlement.settle_month(services.engine, target, services.clock(), actor=operator.name, wallet=wallet)
     return redirect(back_to(form.get("back", ""), f"{PREFIX}/program/months/{target}"))
 
 

@@ -20,6 +20,7 @@ from bkr.api import observability
 from bkr.api.deps import ApproverDep, ConnectionDep, OperatorDep, ServicesDep, SnapshotDep, ViewerDep
 from bkr.api.errors import responses
 from bkr.api.schemas import BrokerIdPath, Instant, RequestModel, StatementDocument, StatementFigures
+from bkr.api.wallet import WalletDep
 from bkr.domain.config import TierBasis, UnknownBrokerPolicy
 from bkr.domain.errors import BkrError, InvalidInput, StatementNotIssued
 from bkr.domain.money import D, canonical
@@ -698,6 +699,8 @@ class SettleOut(BaseModel):
     paid: list[int] = Field(description="Brokers whose statement this request paid.")
     already_paid: list[int] = Field(description="Brokers whose statement was paid before: nothing was posted.")
     not_final: list[int] = Field(description="Brokers whose statement is still a draft in review.")
+    transferred: list[int] = Field(default_factory=list, description="Brokers whose payout this request credited "
+                                   "on the venue and acknowledged (a program whose `payout_target` is `venue`).")
 
 
 class LedgerBalanceOut(BaseModel):
@@ -722,13 +725,14 @@ def approve_statement(month: MonthPath, broker_id: BrokerIdPath, key: ApproverDe
 
 @router.post("/periods/{month}/settle", response_model=SettleOut, summary="Pay a month's final statements",
              responses=responses(401, 403, 404, 422, 503))
-def settle_period(month: MonthPath, key: ApproverDep, services: ServicesDep) -> SettleOut:
+def settle_period(month: MonthPath, key: ApproverDep, services: ServicesDep, wallet: WalletDep) -> SettleOut:
     """Pay every final statement of the month through the ledger, each exactly once: safe to
     repeat, to run concurrently and to rerun after a failure. Drafts past their review window
-    become final first. Needs the `approver` (or `admin`) role."""
-    result = settlement.settle_month(services.engine, month, services.clock(), actor=key.name)
+    become final first. Each payout is owed in the ledger and written as a payout instruction for
+    the wallet (`GET /v1/admin/payouts`). Needs the `approver` (or `admin`) role."""
+    result = settlement.settle_month(services.engine, month, services.clock(), actor=key.name, wallet=wallet)
     return SettleOut(month=str(month), paid=result.paid, already_paid=result.already_paid,
-                     not_final=result.not_final)
+                     not_final=result.not_final, transferred=result.transferred)
 
 
 @router.get("/ledger/balances", response_model=list[LedgerBalanceOut], summary="Ledger balances",
