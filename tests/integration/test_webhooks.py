@@ -19,13 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import BROKER, MAY, NOW, add_broker, add_users, approve_all, close, fill, import_rows
+from integration_support import (
+    BROKER,
+    MAY,
+    NOW,
+    add_broker,
+    add_users,
+    approve_all,
+    close,
+    fill,
+    import_rows,
+    operator_key,
+)
 from sqlalchemy import Engine, func, select
 
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import InvalidInput, NotFound, Unauthenticated
 from bkr.domain.webhooks import EventStatus, retry_delay, verify_signature, webhook_url
-from bkr.program import settlement, webhooks
+from bkr.program import audit, settlement, webhooks
 from bkr.program.webhook_delivery import LEASE, _claim, deliver_all_due, http_sender
 from bkr.store import db
 from bkr.store.tables import webhook_deliveries, webhook_events
@@ -321,3 +332,42 @@ def test_an_endpoint_is_set_moved_rotated_and_removed_with_its_pending_events_ca
 def test_an_endpoint_url_must_be_http_or_https_and_bounded(url: str) -> None:
     with pytest.raises(InvalidInput):
         webhook_url(url)
+
+
+def test_the_commands_register_rotate_deliver_and_log_as_an_operator(engine: Engine, db_url: str, bkr: Any,
+                                                                     receiver: Receiver, tmp_path: Path) -> None:
+    add_broker(engine)
+    add_users(engine, "alice")
+    use_program(engine)
+    key = operator_key(engine, "operator", "olga")
+    refused = bkr("broker", "webhook", "set", str(BROKER), receiver.url, "--db", db_url)
+    assert refused.code == 1 and "operator key" in refused.err
+    assert bkr("broker", "webhook", "set", str(BROKER), "ftp://x", "--key", key, "--db", db_url).code == 1
+    made = bkr("broker", "webhook", "set", str(BROKER), receiver.url, "--key", key, "--json", "--db", db_url)
+    assert made.code == 0, made.err
+    secret = json.loads(made.out)["secret"]
+    shown = json.loads(bkr("broker", "webhook", "show", str(BROKER), "--json", "--db", db_url).out)
+    assert shown["url"] == receiver.url and secret not in json.dumps(shown)
+    rotated = bkr("broker", "webhook", "rotate", str(BROKER), "--key", key, "--json", "--db", db_url)
+    new_secret = json.loads(rotated.out)["secret"]
+    assert new_secret != secret
+    with engine.connect() as connection:
+        entries = audit.entries(connection, audit.AuditQuery(actor="olga", action="webhook"))
+    assert [e.action for e in entries] == ["webhook.set", "webhook.rotate"]
+
+    import_rows(engine, tmp_path / "a.csv", [fill("f1")])
+    close(engine, MAY)
+    receiver.status = 204
+    receiver.start()
+    delivered = bkr("webhooks", "deliver", "--once", "--json", "--db", db_url)
+    assert delivered.code == 0, delivered.err
+    assert len(json.loads(delivered.out)["delivered"]) == 1
+    (headers, body, _), = receiver.received
+    assert doc_verifier()(new_secret, headers["bkr-signature"], body)  # signed now, with the new secret
+    log = json.loads(bkr("webhooks", "log", "--broker", str(BROKER), "--json", "--db", db_url).out)
+    assert [(d["event_type"], d["attempt"], d["status_code"]) for d in log["deliveries"]] == [
+        ("statement_issued", 1, 204)]
+    listed = json.loads(bkr("webhooks", "events", "--status", "delivered", "--json", "--db", db_url).out)
+    assert [e["type"] for e in listed["events"]] == ["statement_issued"]
+    removed = bkr("broker", "webhook", "remove", str(BROKER), "--key", key, "--db", db_url)
+    assert removed.code == 0 and "0 undelivered" in removed.err
