@@ -10,15 +10,20 @@ time. Events come from the use cases that make them: fills counted on the row an
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from integration_support import (
     BROKER,
     MAY,
@@ -33,11 +38,13 @@ from integration_support import (
 )
 from sqlalchemy import Engine, func, select
 
+from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import InvalidInput, NotFound, Unauthenticated
 from bkr.domain.webhooks import EventStatus, retry_delay, verify_signature, webhook_url
 from bkr.program import audit, settlement, webhooks
-from bkr.program.webhook_delivery import LEASE, _claim, deliver_all_due, http_sender
+from bkr.program.webhook_delivery import _claim, deliver_all_due, http_sender
+from bkr.settings import ServiceSettings
 from bkr.store import db
 from bkr.store.tables import webhook_deliveries, webhook_events
 from program_support import use_program
@@ -269,14 +276,23 @@ def test_the_outbox_survives_a_new_engine_and_a_claim_whose_holder_died(db_url: 
     second = db.open_engine(db_url)
     try:
         assert deliver_all_due(second, clock, http_sender(timeout=5)).attempted == 0  # the claim holds
-        clock.advance(seconds=LEASE.total_seconds())
-        done = deliver_all_due(second, clock, http_sender(timeout=5))
-        assert len(done.delivered) == 1
-        assert [e["type"] for e in receiver.accepted()] == ["statement_issued"]
-        with second.connect() as connection:
-            assert [r.attempt for r in webhooks.delivery_log(connection)] == [2, 1]
     finally:
         second.dispose()
+    # a new process, on the real clock: long after the dead claim's lease
+    done = subprocess.run([sys.executable, "-m", "bkr.cli", "webhooks", "deliver", "--once", "--json", "--db", db_url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["delivered"]) == 1
+    assert [e["type"] for e in receiver.accepted()] == ["statement_issued"]
+    again = subprocess.run([sys.executable, "-m", "bkr.cli", "webhooks", "deliver", "--once", "--json", "--db", db_url],
+                           capture_output=True, text=True, timeout=120)
+    assert json.loads(again.stdout)["attempted"] == 0
+    third = db.open_engine(db_url)
+    try:
+        with third.connect() as connection:
+            assert [(r.attempt, r.status_code) for r in webhooks.delivery_log(connection)] == [(2, 200), (1, None)]
+    finally:
+        third.dispose()
 
 
 def test_deliverers_side_by_side_send_each_event_once(engine: Engine, receiver: Receiver, tmp_path: Path) -> None:
@@ -371,3 +387,21 @@ def test_the_commands_register_rotate_deliver_and_log_as_an_operator(engine: Eng
     assert [e["type"] for e in listed["events"]] == ["statement_issued"]
     removed = bkr("broker", "webhook", "remove", str(BROKER), "--key", key, "--db", db_url)
     assert removed.code == 0 and "0 undelivered" in removed.err
+
+
+def test_bkr_serve_delivers_in_a_thread_of_its_own(engine: Engine, receiver: Receiver) -> None:
+    add_broker(engine)
+    use_program(engine)
+    secret = register(engine, receiver.url)
+    receiver.status = 200
+    receiver.start()
+    with engine.begin() as connection:
+        webhooks.payout_sent(connection, BROKER, MAY, Decimal("10"), None, datetime.now(UTC))
+    settings = ServiceSettings(scheduled_close=False, webhook_interval_seconds=1)
+    with TestClient(create_app(engine, None, settings, run_scheduler=True)):
+        deadline = time.monotonic() + 20
+        while not receiver.accepted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (headers, body, _), = receiver.received
+    assert json.loads(body)["data"] == {"month": "2024-05", "amount": "10.00", "currency": "USD", "reference": None}
+    assert doc_verifier()(secret, headers["bkr-signature"], body)  # signed at the real time: within the window
