@@ -4,8 +4,8 @@ each attempt.
 One round (`deliver_due`) claims a few due events in a short transaction — on PostgreSQL with
 `FOR UPDATE SKIP LOCKED`, so that any number of processes deliver side by side and never claim one
 event twice; SQLite has one writer at a time — by moving each one's next attempt a lease ahead
-(`LEASE`, longer than an attempt's timeout) under a claim token of its own. It then sends each
-event with no transaction open, and records the outcome in a second transaction that only the
+(`LEASE`, longer than the round's attempts can take) under a claim token of its own. It then sends
+them, a few at a time and with no transaction open, and records the outcome in a second transaction that only the
 holder of the claim may write: an answer in 2xx makes the event `delivered`, and a delivered event
 is never sent again; anything else (another status, a refused connection, a timeout) schedules
 the next attempt after `bkr.domain.webhooks.retry_delay`, until `GIVE_UP_AFTER` has passed since
@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,13 +42,17 @@ from bkr.domain.webhooks import (
     retry_delay,
     signature_header,
 )
+from bkr.store import db
 from bkr.store.tables import webhook_deliveries, webhook_endpoints, webhook_events
 
 log = logging.getLogger("bkr.webhooks")
 
 TIMEOUT_SECONDS = 10.0  # one attempt: connect, send, and the receiver's answer
-LEASE = timedelta(seconds=60)  # a claim's life: longer than any attempt
 CLAIM_AT_ONCE = 20
+SENDERS = 8  # attempts at once: an endpoint that hangs holds up one of them, not the round
+# A claim's life: every attempt of a round, made SENDERS at a time, each at most TIMEOUT_SECONDS
+# (with room to spare), so that no claim lapses while its holder is alive and sending.
+LEASE = timedelta(seconds=60 + TIMEOUT_SECONDS * -(-CLAIM_AT_ONCE // SENDERS))
 MAX_ERROR_CHARS = 500
 
 
@@ -101,6 +106,7 @@ class Round:
     retrying: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # given up
     cancelled: list[str] = field(default_factory=list)  # no endpoint any more
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def to_document(self) -> dict[str, object]:
         return {"attempted": self.attempted, "delivered": self.delivered, "retrying": self.retrying,
@@ -113,6 +119,9 @@ def _claim(engine: Engine, now: datetime, limit: int) -> list[_Claimed]:
                   webhook_events.c.attempts, webhook_events.c.created_at)
            .where((webhook_events.c.status == EventStatus.PENDING.value) & (webhook_events.c.next_attempt_at <= now))
            .order_by(webhook_events.c.next_attempt_at, webhook_events.c.seq).limit(limit))
+    with db.snapshot(engine) as connection:  # an idle deliverer only reads: it never holds SQLite's write lock
+        if connection.execute(due.limit(1)).first() is None:
+            return []
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True, of=webhook_events)
@@ -178,23 +187,35 @@ def _cancel(engine: Engine, claimed: _Claimed, result: Round) -> None:
             result.cancelled.append(claimed.event_id)
 
 
+def _attempt(engine: Engine, clock: Clock, sender: Sender, claimed: _Claimed, jitter: Callable[[], float],
+             result: Round) -> None:
+    """Sign and send one claimed event, then record what came of it."""
+    if claimed.url is None or claimed.secret is None:
+        _cancel(engine, claimed, result)
+        return
+    attempted_at = clock()
+    headers = {"Content-Type": "application/json", "User-Agent": f"bkr-webhooks/{__version__}",
+               EVENT_ID_HEADER: claimed.event_id,
+               SIGNATURE_HEADER: signature_header(claimed.secret, int(attempted_at.timestamp()), claimed.body)}
+    started = time.perf_counter()
+    answer = sender(claimed.url, headers, claimed.body.encode())
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    with result.lock:
+        result.attempted += 1
+    _record(engine, claimed, claimed.url, answer, attempted_at, duration_ms, clock(), jitter, result)
+
+
 def deliver_due(engine: Engine, clock: Clock, sender: Sender, *, jitter: Callable[[], float] = random.random,
                 limit: int = CLAIM_AT_ONCE) -> Round:
-    """Send the events due at `clock()` (up to `limit`), one after the other, and record each."""
+    """Send the events due at `clock()` (up to `limit`), `SENDERS` at a time, and record each."""
     result = Round()
-    for claimed in _claim(engine, clock(), limit):
-        if claimed.url is None or claimed.secret is None:
-            _cancel(engine, claimed, result)
-            continue
-        attempted_at = clock()
-        headers = {"Content-Type": "application/json", "User-Agent": f"bkr-webhooks/{__version__}",
-                   EVENT_ID_HEADER: claimed.event_id,
-                   SIGNATURE_HEADER: signature_header(claimed.secret, int(attempted_at.timestamp()), claimed.body)}
-        started = time.perf_counter()
-        answer = sender(claimed.url, headers, claimed.body.encode())
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        result.attempted += 1
-        _record(engine, claimed, claimed.url, answer, attempted_at, duration_ms, clock(), jitter, result)
+    claimed = _claim(engine, clock(), limit)
+    if len(claimed) == 1:  # the usual case: no thread for it
+        _attempt(engine, clock, sender, claimed[0], jitter, result)
+    elif claimed:
+        with ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="bkr-webhook") as pool:
+            for done in [pool.submit(_attempt, engine, clock, sender, item, jitter, result) for item in claimed]:
+                done.result()  # an error (the database away) ends the round; the claims lapse and are retried
     return result
 
 

@@ -29,10 +29,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from bkr.domain.errors import InvalidInput, NotFound
-from bkr.domain.money import canonical, round_down
+from bkr.domain.money import canonical, round_down, total
 from bkr.domain.periods import Month
 from bkr.domain.statements import BrokerStatement
 from bkr.domain.tiers import tier_name
@@ -41,7 +41,7 @@ from bkr.program import audit
 from bkr.program.attribution import Counted
 from bkr.program.periods import closed_months
 from bkr.program.settings_versions import load_timeline, version_for
-from bkr.store.dialect import exact_sum, insert_ignoring
+from bkr.store.dialect import insert_ignoring
 from bkr.store.tables import (
     aggregate_totals,
     brokers,
@@ -198,15 +198,21 @@ def payout_sent(connection: Connection, broker_id: int, month: Month, amount: De
 
 # --- tier_reached ---------------------------------------------------------------------------------
 
+# Built once: the row path asks after every batch that counted something (the venue's, one order).
+_LISTENING = select(webhook_endpoints.c.broker_id).where(
+    webhook_endpoints.c.broker_id.in_(bindparam("ids", expanding=True)))
+_OWN_VOLUME = select(aggregate_totals.c.volume_usd).where(
+    (aggregate_totals.c.broker_id == bindparam("broker_id")) & (aggregate_totals.c.period == bindparam("month"))
+    & (aggregate_totals.c.fill_month == bindparam("month")))
+_MARKED = select(webhook_tier_marks.c.level).where(
+    (webhook_tier_marks.c.broker_id == bindparam("broker_id")) & (webhook_tier_marks.c.month == bindparam("month")))
+
+
 def _own_volume(connection: Connection, broker_id: int, month: Month) -> Decimal:
     """The month's API volume so far: its own fills' volume in the running totals (late fills of
-    earlier months, paid in it, are not its volume)."""
-    value = connection.execute(select(exact_sum(connection, aggregate_totals.c.volume_usd)).where(
-        (aggregate_totals.c.broker_id == broker_id) & (aggregate_totals.c.period == month)
-        & (aggregate_totals.c.fill_month == month))).scalar()
-    if value is None:
-        return Decimal(0)
-    return value if isinstance(value, Decimal) else Decimal(value)  # SQLite: bkr's canonical text, read exactly
+    earlier months, paid in it, are not its volume), summed exactly (a few rows: one per market
+    type and affiliate rate)."""
+    return total(connection.execute(_OWN_VOLUME, {"broker_id": broker_id, "month": month}).scalars())
 
 
 def note_tier_crossings(connection: Connection, touched: Iterable[tuple[int, Month]], now: datetime) -> None:
@@ -215,8 +221,7 @@ def note_tier_crossings(connection: Connection, touched: Iterable[tuple[int, Mon
     pairs = sorted(set(touched))
     if not pairs:
         return
-    listening = set(connection.execute(select(webhook_endpoints.c.broker_id).where(
-        webhook_endpoints.c.broker_id.in_(sorted({broker for broker, _ in pairs})))).scalars())
+    listening = set(connection.execute(_LISTENING, {"ids": sorted({broker for broker, _ in pairs})}).scalars())
     pairs = [(broker, month) for broker, month in pairs if broker in listening]
     if not pairs:
         return
@@ -227,8 +232,7 @@ def note_tier_crossings(connection: Connection, touched: Iterable[tuple[int, Mon
         reached = [tier for tier in schedule.tiers if tier.level > 0 and volume >= tier.min_volume]
         if not reached:
             continue
-        marked = set(connection.execute(select(webhook_tier_marks.c.level).where(
-            (webhook_tier_marks.c.broker_id == broker_id) & (webhook_tier_marks.c.month == month))).scalars())
+        marked = set(connection.execute(_MARKED, {"broker_id": broker_id, "month": month}).scalars())
         for tier in reached:
             if tier.level in marked:
                 continue
