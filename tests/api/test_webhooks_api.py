@@ -1,12 +1,14 @@
 """The webhook endpoints: a broker registers, reads, rotates and removes its endpoint with signed
 requests, and reads its delivery log; operators read every broker's log and the outbox."""
 
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 from api_support import Api, error, ok, signed_headers
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from bkr.domain.periods import Month
@@ -102,3 +104,40 @@ def test_the_delivery_log_pages_for_the_broker_and_the_operator(api: Api) -> Non
     outbox = ok(api.client.get("/v1/admin/webhooks/events", params={"status": "delivered"}, headers=viewer))
     assert sorted(e["broker_id"] for e in outbox["events"]) == [BROKER, 2200]
     assert error(api.client.get("/v1/admin/webhooks/events"), 401)[0] == "credentials_missing"
+
+
+def _endpoints(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every endpoint of `app.routes`, also those of included routers that FastAPI keeps nested."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from _endpoints(route.original_router.routes)
+
+
+def webhook_routes(api: Api) -> list[tuple[str, str]]:
+    """(method, path) of every broker webhook endpoint."""
+    app: Any = api.client.app
+    return [(method, route.path) for route in _endpoints(app.routes)
+            if route.path.startswith("/v1/broker/{broker_id}/webhook") for method in sorted(route.methods)]
+
+
+def test_every_webhook_endpoint_documents_its_instruction_and_refuses_another_brokers_key(api: Api) -> None:
+    api.broker(BROKER)
+    other = api.broker(2200)
+    document = api.client.get("/openapi.json").json()
+    routes = webhook_routes(api)
+    instructions = {}
+    for method, path in routes:
+        operation = document["paths"][path][method.lower()]
+        assert {"401", "403"} <= set(operation["responses"]), operation["operationId"]
+        instructions[(method, path)] = operation["x-instruction"]
+    assert sorted(instructions.values()) == ["brokerWebhookDeliveryQueryAll", "brokerWebhookQuery",
+                                             "brokerWebhookRemove", "brokerWebhookRotate", "brokerWebhookSet"]
+    for (method, path), instruction in instructions.items():
+        params = {"url": "https://x.example/h"} if method == "PUT" else {}
+        for target in (BROKER, 9999):  # another broker, and a broker that does not exist
+            response = signed(api, method, other, path.format(broker_id=target), instruction, params)
+            assert error(response, 403) == ("not_your_broker", "broker_id"), (method, path)
+    with api.engine.connect() as connection:
+        assert connection.execute(select(webhook_endpoints.c.broker_id)).first() is None  # nothing was changed
