@@ -124,6 +124,8 @@ class ServiceSettings:
     close_grace_minutes: int = 30
     scheduled_close: bool = True
     schedule_interval_seconds: int = 30
+    webhooks: bool = True  # deliver brokers' webhook events (bkr.program.webhook_delivery) in a thread
+    webhook_interval_seconds: int = 5
     # The key that signs the dashboard's session cookies (HMAC-SHA256). Empty: `bkr serve` makes a
     # random one at start, so sessions end when the server restarts. Never shown in a repr.
     dashboard_secret: str = field(default="", repr=False)
@@ -135,7 +137,7 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise InvalidInput(f"service.port: {self.port} is not a TCP port (1..65535)", field="port")
-        for name in ("workers", "max_batch", "max_body_bytes", "schedule_interval_seconds"):
+        for name in ("workers", "max_batch", "max_body_bytes", "schedule_interval_seconds", "webhook_interval_seconds"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"service.{name}: must be at least 1, not {getattr(self, name)}", field=name)
         for name, largest in _LARGEST.items():  # a larger value is a typo; some would not fit a date
@@ -150,7 +152,8 @@ class ServiceSettings:
                                field="close_grace_minutes")
 
 
-_LARGEST = {"workers": 256, "close_grace_minutes": 31 * 24 * 60, "schedule_interval_seconds": 86_400}
+_LARGEST = {"workers": 256, "close_grace_minutes": 31 * 24 * 60, "schedule_interval_seconds": 86_400,
+            "webhook_interval_seconds": 3600}
 
 
 def _coerce(name: str, value: Any, kind: type, where: str) -> Any:

@@ -1,5 +1,5 @@
-"""The FastAPI application: `create_app` wires the routers, the dashboard, errors, observability
-and the scheduled close around one set of services (engine, settings, clock). The program's
+"""The FastAPI application: `create_app` wires the routers, the dashboard, errors, observability,
+the scheduled close and the webhook deliverer around one set of services (engine, settings, clock). The program's
 rules are not among them: every use case reads the program version in force from the database."""
 
 import logging
@@ -27,6 +27,7 @@ from bkr.api.routers import (
     statement_keys,
     streams,
     venue,
+    webhooks,
 )
 from bkr.api.stream_hub import StreamHub
 from bkr.domain.clock import Clock, system_clock
@@ -85,17 +86,23 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from bkr.api.scheduler import CloseScheduler
+        from bkr.program.webhook_delivery import Deliverer
 
         scheduler = CloseScheduler(services) if run_scheduler and services.settings.scheduled_close else None
         app.state.scheduler = scheduler
-        if scheduler is not None:
-            scheduler.start()
+        deliverer = (Deliverer(engine, clock, services.settings.webhook_interval_seconds)
+                     if run_scheduler and services.settings.webhooks else None)
+        app.state.webhook_deliverer = deliverer
+        for background in (scheduler, deliverer):
+            if background is not None:
+                background.start()
         try:
             yield
         finally:
             await app.state.streams.stop()
-            if scheduler is not None:
-                scheduler.stop()
+            for background in (scheduler, deliverer):
+                if background is not None:
+                    background.stop()
 
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
@@ -107,5 +114,7 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
     for module in (ops, ingest, admin, operators, program, audit, broker, payouts, statement_keys, venue, streams):
         app.include_router(module.router)
+    app.include_router(webhooks.router)
+    app.include_router(webhooks.admin_router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app

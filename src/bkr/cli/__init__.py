@@ -23,6 +23,7 @@ from bkr.cli.schema import db_app
 from bkr.cli.service import service_app
 from bkr.cli.simulation import simulation_app
 from bkr.cli.statements import statement_app, statement_key_app
+from bkr.cli.webhooks import webhooks_app
 from bkr.domain.errors import BkrError
 
 HELP = """The `bkr` command: the operator's handle on the program.
@@ -54,6 +55,7 @@ app.add_typer(payouts_app, name="payouts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(operator_app, name="operator")
 app.add_typer(key_app, name="key")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _fail(message: str) -> int:

@@ -31,6 +31,7 @@ from bkr.cli.common import (
     say,
     transaction,
 )
+from bkr.cli.webhooks import webhook_app
 from bkr.domain.clock import system_clock
 from bkr.domain.operators import Role
 from bkr.domain.registry import BROKER_ID_RANGE, BrokerStatus, BrokerType
@@ -145,6 +146,7 @@ def broker_show(broker_id: BrokerIdArgument, db_url: DbOption = db.DEFAULT_URL, 
         out.print(f"{mtd['last_closed_month']} (last closed): {mtd['last_closed_tier']}")
 
 
+broker_app.add_typer(webhook_app, name="webhook")
 broker_key_app = typer.Typer(no_args_is_help=True, help="A broker's API keys (ED25519, Backpack style).")
 broker_app.add_typer(broker_key_app, name="key")
 

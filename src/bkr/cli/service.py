@@ -27,6 +27,8 @@ def serve(
         help="Close the previous month this long after 00:00 UTC on the 1st (BKR_CLOSE_GRACE_MINUTES).")] = None,
     scheduled_close: Annotated[bool | None, typer.Option(
         "--scheduled-close/--no-scheduled-close", help="Close months on schedule (BKR_SCHEDULED_CLOSE).")] = None,
+    webhooks: Annotated[bool | None, typer.Option(
+        "--webhooks/--no-webhooks", help="Deliver brokers' webhook events (BKR_WEBHOOKS).")] = None,
     db_url: DbOption = db.DEFAULT_URL,
     config_path: ConfigOption = None,
 ) -> None:
@@ -35,7 +37,7 @@ def serve(
 
     settings = load_service_settings(config_path, os.environ, {
         "host": host, "port": port, "workers": workers, "max_batch": max_batch,
-        "close_grace_minutes": close_grace_minutes, "scheduled_close": scheduled_close})
+        "close_grace_minutes": close_grace_minutes, "scheduled_close": scheduled_close, "webhooks": webhooks})
     _check_listening(settings.host, settings.port)
     # migrate an empty database, refuse one behind, and have the program's settings in it, before serving
     open_program(db_url, config_path).dispose()

@@ -45,7 +45,7 @@ from bkr.domain.statements import (
     price_lines,
 )
 from bkr.domain.tiers import Tier
-from bkr.program import audit
+from bkr.program import audit, webhooks
 from bkr.program.close_order import check_closable, close_empty_months_before
 from bkr.program.settings_versions import hold_timeline, load_timeline
 from bkr.store.dialect import driver_batches, insert_ignoring, locked
@@ -126,6 +126,8 @@ def _close_month(engine: Engine, month: Month, *, now: datetime, dry_run: bool, 
                  "carried_in": s.carried_in, "payout": s.payout, "document": statement_json(s),
                  "created_at": now}
                 for s in computed])
+            for statement in computed:
+                webhooks.statement_issued(connection, statement, now)
         close_empty_months_before(connection, month, now)
         connection.execute(update(periods).where(periods.c.month == month)
                            .values(status="closed", closed_at=now, closed_by=actor))

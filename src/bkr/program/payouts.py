@@ -35,7 +35,7 @@ from bkr.domain.periods import Month
 from bkr.domain.registry import registry_text
 from bkr.ledger import journal
 from bkr.ledger.postings import payout_key, payout_sent
-from bkr.program import audit
+from bkr.program import audit, webhooks
 from bkr.store.dialect import insert_for, locked
 from bkr.store.tables import brokers, payout_instructions
 
@@ -168,6 +168,7 @@ def acknowledge_payout(connection: Connection, key_or_id: str, reference: str, a
         raise PayoutConflict(f"reference {reference!r} was just used to acknowledge another payout; a reference "
                              f"names one transfer, so it cannot also acknowledge {instruction.key}") from None
     journal.post(connection, payout_sent(instruction.broker_id, str(instruction.month), instruction.amount), now)
+    webhooks.payout_sent(connection, instruction.broker_id, instruction.month, instruction.amount, reference, now)
     audit.record(connection, actor=actor, action="payout.acknowledge", subject=instruction.key, at=now,
                  before={"state": PENDING},
                  after={"state": ACKNOWLEDGED, "reference": reference, "amount": instruction.amount,

@@ -38,6 +38,7 @@ from bkr.domain.periods import Month
 from bkr.domain.program_versions import ProgramTimeline
 from bkr.ingest.blocks import ColumnBlock
 from bkr.ingest.columns import certain_fills
+from bkr.program import webhooks
 from bkr.program.periods import lock_open_periods
 from bkr.program.writer import RowResult, Tally, write_batch
 from bkr.store import staging
@@ -80,6 +81,7 @@ def write_block(connection: Connection, block: ColumnBlock, program: ProgramTime
             left.update(taken)
             counts = staging.counts(connection)
         staging.add_counted(connection)
+        webhooks.note_tier_crossings(connection, staging.own_month_pairs(connection), now)
         outcome.tally.accepted += accepted
         outcome.tally.counted += counts.get(Attribution.COUNTED.value, 0)
         outcome.tally.awaiting_user += counts.get(Attribution.AWAITING_USER.value, 0)

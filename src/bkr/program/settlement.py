@@ -36,7 +36,7 @@ from bkr.domain.operators import SYSTEM, check_may_approve
 from bkr.domain.periods import Month
 from bkr.ledger import journal
 from bkr.ledger.postings import payout
-from bkr.program import audit, payouts
+from bkr.program import audit, payouts, webhooks
 from bkr.program.periods import closed_months
 from bkr.program.settings_versions import version_for
 from bkr.store.dialect import locked
@@ -121,6 +121,7 @@ def approve(connection: Connection, broker_id: int, month: Month, approver: str,
             (statements.c.broker_id == broker_id) & (statements.c.month == month)
             & (statements.c.status == DRAFT)).values(status=FINAL, finalized_at=now))
         status = FINAL
+        webhooks.statement_final(connection, broker_id, month, now, reason="approved")
     if not already:
         audit.record(connection, actor=approver, action="statement.approve", subject=f"broker {broker_id} {month}",
                      at=now, after={"status": status, "approvals": int(count), "required": required})
@@ -167,9 +168,12 @@ def finalize_reviewed(connection: Connection, month: Month, now: datetime) -> in
     if review_days == 0:
         return 0
     cutoff = now - timedelta(days=review_days)
-    return connection.execute(update(statements).where(
+    lapsed = connection.execute(update(statements).where(
         (statements.c.month == month) & (statements.c.status == DRAFT) & (statements.c.created_at <= cutoff))
-        .values(status=FINAL, finalized_at=now)).rowcount
+        .values(status=FINAL, finalized_at=now).returning(statements.c.broker_id)).scalars().all()
+    for broker_id in sorted(lapsed):
+        webhooks.statement_final(connection, broker_id, month, now, reason="review_lapsed")
+    return len(lapsed)
 
 
 def settle_month(engine: Engine, month: Month, now: datetime, *, actor: str = SYSTEM,
@@ -213,6 +217,8 @@ def _pay(connection: Connection, broker_id: int, month: Month, now: datetime, ac
     connection.execute(update(statements).where(
         (statements.c.broker_id == broker_id) & (statements.c.month == month))
         .values(status=PAID, paid_at=now, payout_key=key))
+    if key is None:  # nothing to transfer: paid now; a transfer is announced when the wallet acknowledges it
+        webhooks.payout_sent(connection, broker_id, month, row.payout, None, now)
     audit.record(connection, actor=actor, action="statement.settle", subject=f"broker {broker_id} {month}", at=now,
                  after={"payout": row.payout, "ledger_key": key})
     return True

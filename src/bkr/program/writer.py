@@ -47,6 +47,7 @@ from bkr.domain.program_versions import ProgramTimeline
 from bkr.domain.registry import BrokerId
 from bkr.domain.trades import reversal_id
 from bkr.ingest.readers import RawRow
+from bkr.program import webhooks
 from bkr.program.attribution import Counted, RegistryView, add_to_aggregates, rebuild_aggregates
 from bkr.program.periods import lock_open_periods
 from bkr.program.standing import History, histories
@@ -330,6 +331,7 @@ def _store_fills(connection: Connection, candidates: Sequence[_Candidate], resul
         else:
             results[candidate.position] = _not_new(candidate, stored.get(fill.fill_id), kept)
     add_to_aggregates(connection, counted)
+    webhooks.note_counted(connection, counted, kept.now)
     _uncount(connection, [side for side in trades.earlier if side.partner in inserted], targets, kept.import_id)
 
 
@@ -497,6 +499,7 @@ def _store_corrections(connection: Connection, corrections: Sequence[_Candidate]
         if counted is not None:
             counted_now.append(counted)
     add_to_aggregates(connection, counted_now)
+    webhooks.note_counted(connection, counted_now, kept.now)
 
 
 def _moved_attributions(connection: Connection, originals: Mapping[str, Row[Any]],

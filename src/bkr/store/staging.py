@@ -216,6 +216,13 @@ def add_counted(connection: Connection) -> None:
     _add_to_user_totals(connection, total)
 
 
+def own_month_pairs(connection: Connection) -> list[tuple[int, Month]]:
+    """The (broker, month) pairs whose own volume the block's counted lines (`add_counted`'s
+    `staged_lines`) added to: the months a tier may have been reached in."""
+    return [(broker_id, Month.parse(period)) for broker_id, period in connection.exec_driver_sql(
+        "SELECT DISTINCT broker_id, period FROM staged_lines WHERE fill_month = period ORDER BY 1, 2")]
+
+
 def _upsert(connection: Connection, table: str, keys: tuple[str, ...], sums: tuple[str, ...], select: str) -> None:
     """Add the rows of `select` (keys, then a count, then money) to a table of running totals."""
     if _postgresql(connection):

@@ -615,3 +615,64 @@ venue_transfers = Table(
     Column("amount", Money, nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
 )
+
+# --- webhooks (bkr.program.webhooks) -------------------------------------------------------------
+# A broker's endpoint: where its events go and the secret they are signed with (kept to sign;
+# shown once, when made or rotated).
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), primary_key=True, autoincrement=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("secret_created_at", UtcTimestamp, nullable=False),
+)
+
+# The outbox: each event once (`dedup_key`: one tier reached per month, one issue of a statement,
+# …), its body fixed when recorded, and where its delivery stands. A deliverer claims a due event
+# by moving `next_attempt_at` past its lease under `claim`; only that claim may record the outcome.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # the order events were recorded in
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=False),
+    Column("type", Text, nullable=False),
+    Column("dedup_key", Text, nullable=False, unique=True),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcTimestamp, nullable=True),
+    Column("claim", Text, nullable=True),
+    Column("delivered_at", UtcTimestamp, nullable=True),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed', 'cancelled')", name="status"),
+    Index("ix_webhook_events_due", "status", "next_attempt_at"),
+    Index("ix_webhook_events_broker", "broker_id", "created_at"),
+)
+
+# The tiers each broker with an endpoint has been told it reached in a month (or had reached when
+# it registered): a tier is announced once per month, whatever the volume does afterwards.
+webhook_tier_marks = Table(
+    "webhook_tier_marks", metadata,
+    Column("broker_id", Integer, ForeignKey("brokers.broker_id"), nullable=False),
+    Column("month", MonthText, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("marked_at", UtcTimestamp, nullable=False),
+    PrimaryKeyConstraint("broker_id", "month", "level"),
+)
+
+# The delivery log: one row per attempt, with what the receiver answered (or why nothing came).
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("delivery_id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Text, ForeignKey("webhook_events.event_id"), nullable=False),
+    Column("broker_id", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", UtcTimestamp, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    UniqueConstraint("event_id", "attempt"),
+    Index("ix_webhook_deliveries_broker", "broker_id", "delivery_id"),
+)
