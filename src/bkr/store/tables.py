@@ -536,6 +536,18 @@ venue_broker_ids_seen = Table(
     Column("last_seen_at", UtcTimestamp, nullable=False),
 )
 
+# Orders that named two different brokers, one in X-Broker-Id and one in the body's brokerId: they
+# count for nobody, and operators see both values (each as sent, as in venue_broker_ids_seen).
+venue_broker_id_conflicts = Table(
+    "venue_broker_id_conflicts", metadata,
+    Column("header", Text, primary_key=True),
+    Column("body", Text, primary_key=True),
+    Column("orders", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
+    Column("first_seen_at", UtcTimestamp, nullable=False),
+    Column("last_seen_at", UtcTimestamp, nullable=False),
+)
+
 # Dashboard sessions ended by signing out, until they would have expired anyway: the cookie is
 # signed, not stored, so a copy of it is refused only because its session is listed here. The
 # session is named by the SHA-256 of its CSRF token (fresh at each sign-in), never the token.

@@ -21,6 +21,7 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Side
 from bkr.domain.money import canonical
 from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, TimeInForce
+from bkr.venue.directory import body_broker_id
 from bkr.venue.errors import InvalidMarket
 from bkr.venue.history import MAX_PAGE
 from bkr.venue.markets import Market
@@ -234,7 +235,9 @@ def _amount(body: Params, name: str) -> Decimal | None:
 
 
 def parse_order(body: Any) -> OrderInput:
-    """An `OrderExecutePayload`; unknown fields and features the sandbox lacks are refused."""
+    """An `OrderExecutePayload`; unknown fields and features the sandbox lacks are refused. Its
+    `brokerId` is kept as sent: a malformed one is the broker policy's to judge, as a malformed
+    `X-Broker-Id` is (`bkr.venue.directory`), not an invalid order."""
     if not isinstance(body, dict):
         raise InvalidInput("body: an order must be a JSON object", field="body")
     unsupported = sorted(set(body) & _UNSUPPORTED)
@@ -261,7 +264,7 @@ def parse_order(body: Any) -> OrderInput:
         time_in_force=_enum(TimeInForce, body, "timeInForce", TimeInForce.GTC), post_only=post_only,
         self_trade_prevention=_enum(SelfTradePrevention, body, "selfTradePrevention",
                                     SelfTradePrevention.REJECT_TAKER),
-        client_id=client_id)
+        client_id=client_id, broker_id=body_broker_id(body.get("brokerId")))
     if order_type is OrderType.LIMIT and (order.price is None or order.quantity is None):
         raise InvalidInput("A limit order needs a price and a quantity", field="price")
     if order_type is OrderType.LIMIT and order.quote_quantity is not None:
