@@ -16,6 +16,7 @@ from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
 from bkr.api.limits import BodyLimit, route_limits
 from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, venue
+from bkr.api.routers.not_served import router as not_served_router
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
 from bkr.domain.errors import StoreNotReady
@@ -91,4 +92,5 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
+    app.include_router(not_served_router)  # last: it matches every venue path the routes above do not
     return app
