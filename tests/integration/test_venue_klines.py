@@ -50,7 +50,7 @@ def reference(trades: list[Sent], interval: str, start: datetime, end: datetime)
     candles = []
     for (first, last), grouped in itertools.groupby(ordered, key=lambda t: reference_interval(t.at, interval)):
         group = list(grouped)
-        if first < end and last > start:
+        if start < end and first < end and last > start:  # an empty window meets no interval
             prices = [t.price for t in group]
             candles.append(Kline(first, last, prices[0], max(prices), min(prices), prices[-1],
                                  sum((t.quantity for t in group), Decimal(0)),

@@ -522,6 +522,9 @@ venue_fills = Table(
     Column("ts", UtcTimestamp, nullable=False),
     Index("ix_venue_fills_user_id", "user_id", "ts"),
     Index("ix_venue_fills_symbol", "symbol", "trade_id"),
+    # a market's trades by time (one fill a trade: the taker's), for its klines and ticker
+    Index("ix_venue_fills_trades_by_time", "symbol", "ts", postgresql_where=text("is_maker IS false"),
+          sqlite_where=text("is_maker IS 0")),
 )
 
 # X-Broker-Id values the venue saw that were not an active broker: operators fix misconfigured
