@@ -10,7 +10,9 @@ What the documentation says, and this client does:
   with no parameters, only `instruction=…&timestamp=…&window=…`;
 - a batch (POST /api/v1/orders) signs each order's sorted keys behind its own
   `instruction=orderExecute`, joined by `&`, with the timestamp and window once at the end;
-- the broker is named by a header (`X-Broker-Id`), which is not signed.
+- the broker is named by a header (`X-Broker-Id`), which is not signed, or by an order's own
+  `brokerId` (an unsigned 16-bit integer, "Broker ID of the order" in Execute order's body), which
+  is signed as every body key is.
 """
 
 import base64
@@ -89,11 +91,12 @@ class DocsClient:
         return headers
 
     def call(self, method: str, path: str, params: Params | Sequence[Params] | None = None, *,
-             tamper: bool = False) -> httpx.Response:
+             tamper: bool = False, signed: Params | Sequence[Params] | None = None) -> httpx.Response:
         """A signed request: GET parameters in the query string, others as a JSON body (DELETE too).
-        `tamper` flips one bit of the signature, as a corrupted request would arrive."""
+        `tamper` flips one bit of the signature, as a corrupted request would arrive; `signed` is
+        what to sign instead of what is sent, as a body changed on its way would arrive."""
         params = {} if params is None else params
-        headers = self.headers(method, path, params)
+        headers = self.headers(method, path, params if signed is None else signed)
         if tamper:
             signature = bytearray(base64.b64decode(headers["X-Signature"]))
             signature[0] ^= 1

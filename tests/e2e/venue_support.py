@@ -50,7 +50,8 @@ class Key:
 
 @dataclass
 class VenueWorld:
-    """One SQLite venue database and the servers started on it."""
+    """One venue database (a SQLite file in `directory`, unless `db_url` names another, empty and
+    migrated) and the servers started on it."""
 
     directory: Path
     db_url: str = ""
@@ -60,7 +61,7 @@ class VenueWorld:
     operator_key: str = ""  # olga's, an operator's: the registry's changes are hers
 
     def __post_init__(self) -> None:
-        self.db_url = f"sqlite:///{self.directory / 'venue.db'}"
+        self.db_url = self.db_url or f"sqlite:///{self.directory / 'venue.db'}"
         run_bkr("db", "upgrade", "--db", self.db_url)
         self.admin_key = json.loads(run_bkr("operator", "add", "root", "--role", "admin", "--json",
                                             "--db", self.db_url))["token"]
@@ -131,9 +132,10 @@ class VenueWorld:
 
 
 @contextlib.contextmanager
-def venue_world(directory: Path) -> Iterator[VenueWorld]:
-    """A fresh venue database in `directory`; every server started on it is stopped on exit."""
-    world = VenueWorld(directory)
+def venue_world(directory: Path, db_url: str = "") -> Iterator[VenueWorld]:
+    """A fresh venue database in `directory` (or at `db_url`); every server started on it is
+    stopped on exit."""
+    world = VenueWorld(directory, db_url)
     try:
         yield world
     finally:

@@ -248,8 +248,8 @@ class Hostile:
 
 HOSTILE: dict[str, tuple[Hostile, int, str]] = {
     # routes and methods the venue does not have
-    "an unknown route": (Hostile("GET", "/api/v1/nope", signed=False), 404, "RESOURCE_NOT_FOUND"),
-    "PUT on an order": (Hostile("PUT", "/api/v1/order", body=ORDER, signed=False), 405, "INVALID_CLIENT_REQUEST"),
+    "an unknown route": (Hostile("GET", "/api/v1/nope", signed=False), 404, "NOT_IMPLEMENTED"),
+    "PUT on an order": (Hostile("PUT", "/api/v1/order", body=ORDER, signed=False), 404, "NOT_IMPLEMENTED"),
     # public routes
     "market without a symbol": (Hostile("GET", "/api/v1/market", signed=False), 400, "INVALID_MARKET"),
     "market of a 50,000-character symbol": (Hostile("GET", "/api/v1/market", {"symbol": LONG}, signed=False), 400,

@@ -25,7 +25,7 @@ from bkr.domain.signing import KeyPair, batch_signing_string, sign, signing_stri
 # string (the one message that quotes a request, cut to that length).
 LONGEST_MESSAGE = 1_300
 BACKPACK_CODES = {"INVALID_CLIENT_REQUEST", "INVALID_ORDER", "INVALID_MARKET", "INSUFFICIENT_FUNDS",
-                  "INVALID_SIGNATURE", "UNAUTHORIZED", "FORBIDDEN", "RESOURCE_NOT_FOUND"}
+                  "INVALID_SIGNATURE", "UNAUTHORIZED", "FORBIDDEN", "RESOURCE_NOT_FOUND", "NOT_IMPLEMENTED"}
 
 
 @dataclass(frozen=True)

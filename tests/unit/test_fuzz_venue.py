@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bkr.domain.bounds import AMOUNT, digits_of
 from bkr.domain.errors import InvalidInput
-from bkr.venue.directory import BrokerDirectory
+from bkr.venue.directory import BrokerDirectory, body_broker_id, header_broker_id
 from bkr.venue.wire import MAX_ID, MAX_MILLIS, instant, order_target, page, parse_order, read_body
 
 EXAMPLES = 200
@@ -101,9 +101,25 @@ def test_any_query_is_a_page_an_order_and_instants_within_bounds_or_refused(quer
 @given(header=st.one_of(st.text(max_size=80), st.binary(max_size=12).map(lambda b: b.decode("latin-1")),
                         st.from_regex(r"\s*[0-9０-９٠-٩²³¹]{1,8}\s*", fullmatch=True)))
 def test_any_broker_header_is_decided_never_raised(header: str) -> None:
-    decision = BrokerDirectory().decide(header, datetime(2026, 11, 10, tzinfo=UTC))
+    decision = BrokerDirectory().decide(header_broker_id(header), None, datetime(2026, 11, 10, tzinfo=UTC))
 
+    sent = decision.sent.text if decision.sent is not None else None
     if decision.broker_id is not None:  # an id in the range, in ASCII digits: not enrolled in an empty directory
-        assert 1 <= decision.broker_id <= 65535 and decision.header is not None and decision.header.isascii()
-    assert decision.header is None or len(decision.header) <= 64
-    assert decision.problem is None or len(decision.problem) <= 100 + len(repr(decision.header))
+        assert 1 <= decision.broker_id <= 65535 and sent is not None and sent.isascii()
+    assert sent is None or len(sent) <= 64
+    assert decision.problem is None or len(decision.problem) <= 100 + len(repr(sent))
+
+
+@FUZZ
+@given(body=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5000),
+                      st.decimals(allow_nan=False, allow_infinity=False)),
+       header=st.one_of(st.none(), st.text(max_size=80)))
+def test_any_body_broker_id_is_decided_never_raised(body: Any, header: str | None) -> None:
+    decision = BrokerDirectory().decide(header_broker_id(header), body_broker_id(body),
+                                        datetime(2026, 11, 10, tzinfo=UTC))
+
+    shown = [s for s in (decision.sent, *(decision.ambiguous or ())) if s is not None]
+    assert all(len(s.text) <= 64 for s in shown)
+    assert decision.problem is None or len(decision.problem) <= 240
+    if decision.broker_id is not None:  # only a JSON integer in the range, or a header agreeing with none
+        assert 1 <= decision.broker_id <= 65535 and (body is None or body == decision.broker_id)

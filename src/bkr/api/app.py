@@ -29,6 +29,7 @@ from bkr.api.routers import (
     venue,
     webhooks,
 )
+from bkr.api.routers.not_served import router as not_served_router
 from bkr.api.stream_hub import StreamHub
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
@@ -117,4 +118,5 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     app.include_router(webhooks.router)
     app.include_router(webhooks.admin_router)
     dashboard.install(app, services.settings.dashboard_secret)
+    app.include_router(not_served_router)  # last: it matches every venue path the routes above do not
     return app

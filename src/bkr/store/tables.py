@@ -522,6 +522,9 @@ venue_fills = Table(
     Column("ts", UtcTimestamp, nullable=False),
     Index("ix_venue_fills_user_id", "user_id", "ts"),
     Index("ix_venue_fills_symbol", "symbol", "trade_id"),
+    # a market's trades by time (one fill a trade: the taker's), for its klines and ticker
+    Index("ix_venue_fills_trades_by_time", "symbol", "ts", postgresql_where=text("is_maker IS false"),
+          sqlite_where=text("is_maker IS 0")),
 )
 
 # X-Broker-Id values the venue saw that were not an active broker: operators fix misconfigured
@@ -530,6 +533,18 @@ venue_broker_ids_seen = Table(
     "venue_broker_ids_seen", metadata,
     Column("header", Text, primary_key=True),
     Column("reason", Text, nullable=False),
+    Column("orders", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
+    Column("first_seen_at", UtcTimestamp, nullable=False),
+    Column("last_seen_at", UtcTimestamp, nullable=False),
+)
+
+# Orders that named two different brokers, one in X-Broker-Id and one in the body's brokerId: they
+# count for nobody, and operators see both values (each as sent, as in venue_broker_ids_seen).
+venue_broker_id_conflicts = Table(
+    "venue_broker_id_conflicts", metadata,
+    Column("header", Text, primary_key=True),
+    Column("body", Text, primary_key=True),
     Column("orders", BigInteger, nullable=False),
     Column("rejected", BigInteger, nullable=False),
     Column("first_seen_at", UtcTimestamp, nullable=False),

@@ -2,8 +2,9 @@
 
 `Venue` is the facade the API calls. Every order, batch or cancel is one database transaction
 that first locks the single `venue_state` row (`bkr.venue.persistence.lock_stream`), as Backpack
-feeds all order entry through one stream. Inside it the order's `X-Broker-Id` is decided once,
-against the cached broker directory (`bkr.venue.directory`); funds are held, the in-memory book
+feeds all order entry through one stream. Inside it each order's broker id (its body's `brokerId`,
+else the request's `X-Broker-Id`) is decided once, against the cached broker directory
+(`bkr.venue.directory`); funds are held, the in-memory book
 matches and fills settle (`bkr.venue.execution`, on the transaction's state in
 `bkr.venue.entry`); at the end everything is written together with the same fills, typed,
 ingested by the broker program (`bkr.venue.persistence.write_entry`): a fill is in both
@@ -17,6 +18,7 @@ plausibility of the month an order trades in), by their number: none costs a rou
 """
 
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, localcontext
@@ -32,7 +34,7 @@ from bkr.domain.program_versions import ProgramTimeline
 from bkr.program.settings_versions import load_timeline
 from bkr.venue import persistence
 from bkr.venue.book import OrderBook
-from bkr.venue.directory import BrokerDirectory, count_header
+from bkr.venue.directory import BODY, HEADER, BrokerDecision, BrokerDirectory, count_problem, header_broker_id
 from bkr.venue.entry import Entry
 from bkr.venue.errors import BrokerIdRejected, InvalidMarket
 from bkr.venue.execution import cancel_resting, execute_order
@@ -60,22 +62,26 @@ class Venue:
 
     def execute(self, user_id: str, orders: Sequence[OrderInput], broker_header: str | None, *,
                 batch: bool = False) -> list[OrderView | BkrError]:
-        """Execute one order (or a batch, each with its own outcome) for `user_id`, attributed
-        by `broker_header`. A single order's error is raised; a batch's are returned in place."""
+        """Execute one order (or a batch, each with its own outcome) for `user_id`, each attributed
+        by its body's `brokerId`, else by `broker_header`. A single order's error is raised; a
+        batch's are returned in place. Under the `reject` policy, an order whose broker id is not
+        an active broker, or is ambiguous, refuses the whole request: nothing of it trades."""
         rejected: BrokerIdRejected | None = None
         results: list[OrderView | BkrError] = []
         with self._entry() as entry:
-            decision = self.directory.decide(broker_header, entry.now)
-            if decision.problem is not None:
+            header = header_broker_id(broker_header)
+            decisions = [self.directory.decide(header, order.broker_id, entry.now) for order in orders]
+            problems = Counter(d for d in decisions if d.problem is not None)
+            if problems:
                 policy = self.program.config_for(Month.of(entry.now)).unknown_broker_policy
                 reject = policy is UnknownBrokerPolicy.REJECT
-                count_header(entry.connection, decision, reject, len(orders), entry.now)
+                for decision, count in problems.items():
+                    count_problem(entry.connection, decision, reject, count, entry.now)
                 if reject:
-                    rejected = BrokerIdRejected(
-                        f"{decision.problem}; this exchange rejects orders whose X-Broker-Id is not an active "
-                        f"broker (send no X-Broker-Id to trade unattributed)", field="X-Broker-Id")
+                    index, first = next((i, d) for i, d in enumerate(decisions) if d.problem is not None)
+                    rejected = _rejection(first, index if batch and _names_its_own_broker(first) else None)
             if rejected is None:
-                for order in orders:
+                for order, decision in zip(orders, decisions, strict=True):
                     try:
                         market = self._market(order.symbol)
                         results.append(execute_order(entry, market, self.book(market.symbol), user_id, order,
@@ -188,3 +194,22 @@ class Venue:
 
 def _new_book(market: Market) -> OrderBook:
     return OrderBook(market.symbol, tick_size=market.tick_size, step_size=market.step_size)
+
+
+def _names_its_own_broker(decision: BrokerDecision) -> bool:
+    """Whether the decision is about an order's own `brokerId` (not only the request's header)."""
+    return decision.ambiguous is not None or (decision.sent is not None and decision.sent.source == BODY)
+
+
+def _rejection(decision: BrokerDecision, index: int | None) -> BrokerIdRejected:
+    """The refusal, under the `reject` policy, of a request with an order of `decision`; `index`
+    names the order of a batch whose own `brokerId` is refused."""
+    assert decision.problem is not None
+    if decision.ambiguous is not None:
+        advice = (f"this exchange rejects orders whose {HEADER} and {BODY} name different brokers (send the same "
+                  f"id in both, or only one of them)")
+    else:
+        advice = (f"this exchange rejects orders whose {decision.source} is not an active broker (send no "
+                  f"{decision.source} to trade unattributed)")
+    where = "" if index is None else f"order {index}: "
+    return BrokerIdRejected(f"{where}{decision.problem}; {advice}", field=decision.source)

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from bkr.domain.errors import NotFound
 from bkr.domain.money import ZERO
-from bkr.store.tables import venue_broker_ids_seen, venue_fills, venue_orders
+from bkr.store.tables import venue_broker_id_conflicts, venue_broker_ids_seen, venue_fills, venue_orders
 from bkr.venue.markets import Market
 from bkr.venue.orders import OPEN_STATUSES, OrderView, order_view
 
@@ -47,7 +47,7 @@ class Ticker:
 
 @dataclass(frozen=True, slots=True)
 class BrokerIdSeen:
-    header: str  # the X-Broker-Id value as sent
+    header: str  # the broker id as sent, in X-Broker-Id or in an order's brokerId
     reason: str  # why it is not an active broker (the latest reason seen)
     orders: int  # orders that traded with it, unattributed (policy `ignore`)
     rejected: int  # orders refused for it (policy `reject`)
@@ -61,6 +61,26 @@ def broker_ids_seen(connection: Connection) -> list[BrokerIdSeen]:
     rows = connection.execute(select(venue_broker_ids_seen).order_by(
         (venue_broker_ids_seen.c.orders + venue_broker_ids_seen.c.rejected).desc(), venue_broker_ids_seen.c.header))
     return [BrokerIdSeen(r.header, r.reason, int(r.orders), int(r.rejected), r.first_seen_at, r.last_seen_at)
+            for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerIdConflict:
+    header: str  # X-Broker-Id as sent
+    body: str  # the order's brokerId as sent (a string quoted, as JSON writes it)
+    orders: int  # orders that traded, counted for nobody (policy `ignore`)
+    rejected: int  # orders refused (policy `reject`)
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+def broker_id_conflicts(connection: Connection) -> list[BrokerIdConflict]:
+    """The orders whose X-Broker-Id and brokerId named different brokers, by their two values,
+    most orders first."""
+    table = venue_broker_id_conflicts
+    rows = connection.execute(select(table).order_by((table.c.orders + table.c.rejected).desc(), table.c.header,
+                                                     table.c.body))
+    return [BrokerIdConflict(r.header, r.body, int(r.orders), int(r.rejected), r.first_seen_at, r.last_seen_at)
             for r in rows]
 
 

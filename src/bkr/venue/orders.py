@@ -12,6 +12,7 @@ from typing import Any
 
 from bkr.domain.fills import Side
 from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, TimeInForce
+from bkr.venue.directory import SentBrokerId
 
 OPEN_STATUSES = (OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value)
 
@@ -30,6 +31,7 @@ class OrderInput:
     post_only: bool = False
     self_trade_prevention: SelfTradePrevention = SelfTradePrevention.REJECT_TAKER
     client_id: int | None = None
+    broker_id: SentBrokerId | None = None  # the body's `brokerId`, as sent (the header is the request's)
 
 
 @dataclass(frozen=True, slots=True)

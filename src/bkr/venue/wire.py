@@ -21,8 +21,10 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import Side
 from bkr.domain.money import canonical
 from bkr.venue.book import OrderStatus, OrderType, SelfTradePrevention, TimeInForce
+from bkr.venue.directory import body_broker_id
 from bkr.venue.errors import InvalidMarket
 from bkr.venue.history import MAX_PAGE
+from bkr.venue.klines import Kline, KlineInterval
 from bkr.venue.markets import Market
 from bkr.venue.orders import OrderInput, OrderView
 
@@ -32,6 +34,7 @@ MAX_SYMBOL = 64  # characters of a market symbol (Backpack's are a few dozen at 
 MAX_ID = 2**63 - 1  # order ids are the database's signed 64-bit integers
 MAX_CLIENT_ID = 2**32 - 1  # Backpack's clientId is an unsigned 32-bit integer
 MAX_MILLIS = 253_402_300_799_999  # the last millisecond of the year 9999
+MAX_SECONDS = MAX_MILLIS // 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Scalar = str | int | Decimal | bool | None
@@ -164,6 +167,24 @@ def instant(params: Params, name: str) -> datetime | None:
     return None if millis_ is None else EPOCH + timedelta(milliseconds=millis_)
 
 
+def instant_seconds(params: Params, name: str) -> datetime | None:
+    """A moment sent as seconds since the epoch (the K-lines' `startTime`, `endTime`)."""
+    seconds = whole_number(params, name, 0, MAX_SECONDS)
+    return None if seconds is None else EPOCH + timedelta(seconds=seconds)
+
+
+def kline_interval(params: Params) -> KlineInterval:
+    """The K-lines' `interval`: one of Backpack's, as it spells them."""
+    value = params.get("interval")
+    if value is None or value == "":
+        raise InvalidInput("interval: missing", field="interval")
+    try:
+        return KlineInterval(value)
+    except ValueError:
+        allowed = ", ".join(i.value for i in KlineInterval)
+        raise InvalidInput(f"interval: {shown(value)} is not one of {allowed}", field="interval") from None
+
+
 def page(params: Params) -> tuple[int, int, bool]:
     """A history page: `limit` (1..`MAX_PAGE`), `offset`, and whether `sortDirection` is `Asc`."""
     limit = whole_number(params, "limit", 1, MAX_PAGE, 100)
@@ -234,7 +255,9 @@ def _amount(body: Params, name: str) -> Decimal | None:
 
 
 def parse_order(body: Any) -> OrderInput:
-    """An `OrderExecutePayload`; unknown fields and features the sandbox lacks are refused."""
+    """An `OrderExecutePayload`; unknown fields and features the sandbox lacks are refused. Its
+    `brokerId` is kept as sent: a malformed one is the broker policy's to judge, as a malformed
+    `X-Broker-Id` is (`bkr.venue.directory`), not an invalid order."""
     if not isinstance(body, dict):
         raise InvalidInput("body: an order must be a JSON object", field="body")
     unsupported = sorted(set(body) & _UNSUPPORTED)
@@ -261,7 +284,7 @@ def parse_order(body: Any) -> OrderInput:
         time_in_force=_enum(TimeInForce, body, "timeInForce", TimeInForce.GTC), post_only=post_only,
         self_trade_prevention=_enum(SelfTradePrevention, body, "selfTradePrevention",
                                     SelfTradePrevention.REJECT_TAKER),
-        client_id=client_id)
+        client_id=client_id, broker_id=body_broker_id(body.get("brokerId")))
     if order_type is OrderType.LIMIT and (order.price is None or order.quantity is None):
         raise InvalidInput("A limit order needs a price and a quantity", field="price")
     if order_type is OrderType.LIMIT and order.quote_quantity is not None:
@@ -315,6 +338,15 @@ def order_json(order: OrderView, *, history: bool = False) -> dict[str, Any]:
 
 def is_open(order: OrderView) -> bool:
     return order.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+
+
+def kline_json(kline: Kline) -> dict[str, Any]:
+    """A candle as Backpack's `Kline`: its interval as UTC `YYYY-MM-DD HH:MM:SS` text, every
+    figure a string (the trade count too)."""
+    return {"start": kline.start.strftime("%Y-%m-%d %H:%M:%S"), "end": kline.end.strftime("%Y-%m-%d %H:%M:%S"),
+            "open": canonical(kline.open), "high": canonical(kline.high), "low": canonical(kline.low),
+            "close": canonical(kline.close), "volume": canonical(kline.volume),
+            "quoteVolume": canonical(kline.quote_volume), "trades": str(kline.trades)}
 
 
 def market_json(market: Market, created_at: datetime) -> dict[str, Any]:

@@ -663,7 +663,8 @@ def show_config(_key: ViewerDep, services: ServicesDep, connection: SnapshotDep)
 
 
 class BrokerIdSeenOut(BaseModel):
-    header: str = Field(description="The X-Broker-Id value as orders sent it (it may not even be a number).")
+    header: str = Field(description="The broker id as orders sent it, in X-Broker-Id or in their body's brokerId "
+                                    "(it may not even be a number; a body's string is quoted).")
     reason: str = Field(description="Why it is not an active broker: unknown, pending, suspended, terminated, "
                                     "malformed (the latest reason seen).")
     orders: int = Field(description="Orders that traded with it, unattributed (policy `ignore`).")
@@ -680,6 +681,25 @@ def venue_broker_ids(_key: ViewerDep, connection: SnapshotDep) -> list[BrokerIdS
     return [BrokerIdSeenOut(header=seen.header, reason=seen.reason, orders=seen.orders, rejected=seen.rejected,
                             first_seen_at=seen.first_seen_at, last_seen_at=seen.last_seen_at)
             for seen in history.broker_ids_seen(connection)]
+
+
+class BrokerIdConflictOut(BaseModel):
+    header: str = Field(description="The X-Broker-Id value the request sent.")
+    body: str = Field(description="The order's brokerId as sent (a string quoted, as JSON writes it).")
+    orders: int = Field(description="Orders that traded, counted for no broker (policy `ignore`).")
+    rejected: int = Field(description="Orders refused (policy `reject`).")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+@router.get("/venue/broker-id-conflicts", response_model=list[BrokerIdConflictOut],
+            summary="Orders whose two broker ids disagreed", responses=READ)
+def venue_broker_id_conflicts(_key: ViewerDep, connection: SnapshotDep) -> list[BrokerIdConflictOut]:
+    """The sandbox venue's orders that named one broker in `X-Broker-Id` and another in their body's
+    `brokerId`, by the two values, most orders first: such an order counts for neither broker."""
+    return [BrokerIdConflictOut(header=c.header, body=c.body, orders=c.orders, rejected=c.rejected,
+                                first_seen_at=c.first_seen_at, last_seen_at=c.last_seen_at)
+            for c in history.broker_id_conflicts(connection)]
 
 
 # --- settlement -----------------------------------------------------------------------------------

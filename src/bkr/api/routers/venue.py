@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from bkr.api.deps import ServicesDep, record_use
 from bkr.api.errors import backpack_error
@@ -31,7 +31,7 @@ from bkr.domain.signing import (
 )
 from bkr.program import keys
 from bkr.store import db
-from bkr.venue import accounts, history
+from bkr.venue import accounts, history, klines
 from bkr.venue.errors import InvalidMarket
 from bkr.venue.exchange import Venue
 from bkr.venue.history import FillView
@@ -40,6 +40,9 @@ from bkr.venue.wire import (
     MAX_ID,
     batch_of,
     instant,
+    instant_seconds,
+    kline_interval,
+    kline_json,
     market_json,
     millis,
     naive_iso,
@@ -425,6 +428,21 @@ def position(request: Request, venue: VenueDep, services: ServicesDep,
 
 
 @router.get("/api/v1/klines")
-def klines() -> JSONResponse:
-    return JSONResponse([])  # candles are not kept by the sandbox
+def get_klines(venue: VenueDep, services: ServicesDep, request: Request) -> list[dict[str, Any]]:
+    """Candles of the venue's own trades (`bkr.venue.klines`); `startTime` and `endTime` in
+    seconds, `endTime` now by default. Only `Last` prices are kept: the sandbox has no index."""
+    params = request.query_params
+    chosen = _market(venue, params)
+    interval = kline_interval(params)
+    start = instant_seconds(params, "startTime")
+    if start is None:
+        raise InvalidInput("startTime: missing", field="startTime")
+    end = instant_seconds(params, "endTime") or services.clock()
+    price_type = params.get("priceType") or "Last"
+    if price_type != "Last":
+        raise InvalidInput(f"priceType: {shown(price_type)} is not served by this sandbox, which keeps Last "
+                           "prices only", field="priceType")
+    with db.snapshot(services.engine) as connection:
+        found = klines.klines(connection, chosen.symbol, interval, start, end)
+    return [kline_json(k) for k in found]
 
