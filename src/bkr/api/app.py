@@ -14,8 +14,21 @@ from bkr import __version__
 from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
+from bkr.api.funding_tick import FundingTick
 from bkr.api.limits import BodyLimit, route_limits
-from bkr.api.routers import admin, audit, broker, ingest, operators, ops, program, statement_keys, streams, venue
+from bkr.api.routers import (
+    admin,
+    audit,
+    broker,
+    ingest,
+    operators,
+    ops,
+    program,
+    statement_keys,
+    streams,
+    venue,
+    venue_perp,
+)
 from bkr.api.stream_hub import StreamHub
 from bkr.domain.clock import Clock, system_clock
 from bkr.domain.config import ProgramConfig
@@ -77,12 +90,17 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
         app.state.scheduler = scheduler
         if scheduler is not None:
             scheduler.start()
+        funding_tick = FundingTick(app.state.venue) if run_scheduler else None
+        if funding_tick is not None:
+            funding_tick.start()
         try:
             yield
         finally:
             await app.state.streams.stop()
             if scheduler is not None:
                 scheduler.stop()
+            if funding_tick is not None:
+                funding_tick.stop()
 
     app = FastAPI(title="bkr", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
@@ -91,7 +109,7 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue, streams):
+    for module in (ops, ingest, admin, operators, program, audit, broker, statement_keys, venue_perp, venue, streams):
         app.include_router(module.router)
     dashboard.install(app, services.settings.dashboard_secret)
     return app
