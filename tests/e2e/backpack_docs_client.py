@@ -39,6 +39,8 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/position"): "positionQuery",
     ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
     ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
+    ("GET", "/wapi/v1/history/funding"): "fundingHistoryQueryAll",
+    ("GET", "/wapi/v1/history/position"): "positionHistoryQueryAll",
 }
 
 Params = Mapping[str, Any]

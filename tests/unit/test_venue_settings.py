@@ -1,5 +1,7 @@
 """The `[venue]` section of the configuration file: what it sets, and each mistake named."""
 
+from datetime import timedelta
+
 import pytest
 
 from bkr.domain.errors import InvalidInput
@@ -52,10 +54,40 @@ def test_markets_fee_tiers_and_balances_are_read_exactly() -> None:
     ({"initial_margin": "0.000000000000000001"}, r"venue.maintenance_margin \(half venue.initial_margin\)"),
     ({"fee_tiers": {"2": {"spot_maker": "0"}}}, "venue.fee_tiers.2"),
     ({"colour": "blue"}, "venue.colour"),
+    ({"funding_rate": 0.0001}, "floats are not exact"),
+    ({"funding_rate": "1.5"}, "venue.funding_rate: 1.5 is outside -1..1"),
+    ({"funding_rate": "-0.0000000000000000001"}, "venue.funding_rate"),
+    ({"funding_interval": "7h"}, "venue.funding_interval: '7h' is not an interval"),
+    ({"funding_interval": "1d"}, "venue.funding_interval"),
+    ({"funding_interval": 3600}, "venue.funding_interval"),
+    ({"markets": [{"symbol": "SOL_USDC", "tick_size": "1", "step_size": "1", "funding_rate": "0.01"}]},
+     r"venue.markets\[0\].funding_rate: SOL_USDC is a spot market"),
+    ({"markets": [{"symbol": "SOL_USDC_PERP", "tick_size": "1", "step_size": "1", "index_price": "0"}]},
+     r"venue.markets\[0\].index_price: must be positive"),
+    ({"markets": [{"symbol": "SOL_USDC_PERP", "tick_size": "1", "step_size": "1", "colour": "red"}]},
+     r"venue.markets\[0\].colour"),
 ])
 def test_a_mistake_is_refused_with_the_setting_named(section: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidInput, match=named):
         parse_venue_config(section)
+
+
+def test_perpetuals_are_funded_hourly_at_a_rate_of_zero_unless_configured() -> None:
+    perps = [m for m in parse_venue_config({}).markets if m.is_futures]
+    assert {(m.funding_rate, m.funding_interval, m.index_price) for m in perps} == {(D(0), timedelta(hours=1), None)}
+
+
+def test_the_venue_s_funding_settings_apply_to_every_perpetual_that_has_none_of_its_own() -> None:
+    config = parse_venue_config({"funding_rate": "0.0001", "funding_interval": "8h", "markets": [
+        {"symbol": "SOL_USDC", "tick_size": "0.01", "step_size": "0.01"},
+        {"symbol": "SOL_USDC_PERP", "tick_size": "0.01", "step_size": "0.01"},
+        {"symbol": "BTC_USDC_PERP", "tick_size": "0.1", "step_size": "0.0001", "funding_rate": "-0.00005",
+         "funding_interval": "30m", "index_price": "97000.5"}]})
+    spot, sol, btc = config.markets
+    assert (spot.funding_rate, spot.index_price) == (D(0), None)
+    assert (sol.funding_rate, sol.funding_interval) == (D("0.0001"), timedelta(hours=8))
+    assert (btc.funding_rate, btc.funding_interval, btc.index_price) == (D("-0.00005"), timedelta(minutes=30),
+                                                                         D("97000.5"))
 
 
 def test_the_program_configuration_accepts_a_venue_section() -> None:

@@ -14,6 +14,7 @@ from bkr import __version__
 from bkr.api import dashboard, observability
 from bkr.api.deps import Services
 from bkr.api.errors import install_error_handlers
+from bkr.api.funding_tick import FundingTick
 from bkr.api.limits import BodyLimit, route_limits
 from bkr.api.routers import (
     admin,
@@ -27,6 +28,7 @@ from bkr.api.routers import (
     statement_keys,
     streams,
     venue,
+    venue_perp,
     webhooks,
 )
 from bkr.api.routers.not_served import router as not_served_router
@@ -94,14 +96,15 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
         deliverer = (Deliverer(engine, clock, services.settings.webhook_interval_seconds)
                      if run_scheduler and services.settings.webhooks else None)
         app.state.webhook_deliverer = deliverer
-        for background in (scheduler, deliverer):
+        funding_tick = FundingTick(app.state.venue) if run_scheduler else None
+        for background in (scheduler, deliverer, funding_tick):
             if background is not None:
                 background.start()
         try:
             yield
         finally:
             await app.state.streams.stop()
-            for background in (scheduler, deliverer):
+            for background in (scheduler, deliverer, funding_tick):
                 if background is not None:
                     background.stop()
 
@@ -113,7 +116,8 @@ def create_app(engine: Engine, first_program: ProgramConfig | None = None, setti
     install_error_handlers(app)
     observability.install(app)
     app.add_middleware(BodyLimit, limit_of=route_limits(ingest.PATH, services.settings.max_body_bytes))
-    for module in (ops, ingest, admin, operators, program, audit, broker, payouts, statement_keys, venue, streams):
+    for module in (ops, ingest, admin, operators, program, audit, broker, payouts, statement_keys, venue_perp, venue,
+                   streams):
         app.include_router(module.router)
     app.include_router(webhooks.router)
     app.include_router(webhooks.admin_router)

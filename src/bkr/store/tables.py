@@ -527,6 +527,32 @@ venue_fills = Table(
           sqlite_where=text("is_maker IS 0")),
 )
 
+# Funding of perpetual markets (bkr.venue.funding): one row per market and interval end, with the
+# rate and mark price it was applied at, and one payment per account that held a position then.
+# The keys make an interval's funding happen once per market and account, however many processes
+# try (they apply it under the order-entry stream's lock besides).
+venue_funding_rates = Table(
+    "venue_funding_rates", metadata,
+    Column("symbol", Text, nullable=False),
+    Column("interval_end", UtcTimestamp, nullable=False),
+    Column("rate", Money, nullable=False),
+    Column("mark_price", Money, nullable=False),
+    PrimaryKeyConstraint("symbol", "interval_end"),
+)
+
+venue_funding_payments = Table(
+    "venue_funding_payments", metadata,
+    Column("interval_end", UtcTimestamp, nullable=False),
+    Column("user_id", Text, ForeignKey("venue_accounts.user_id"), nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("position", Money, nullable=False),  # the signed quantity held at the interval's end
+    Column("rate", Money, nullable=False),
+    Column("mark_price", Money, nullable=False),
+    Column("quantity", Money, nullable=False),  # received in the quote asset (negative: paid)
+    PrimaryKeyConstraint("interval_end", "user_id", "symbol"),
+    Index("ix_venue_funding_payments_user_id", "user_id", "interval_end"),
+)
+
 # X-Broker-Id values the venue saw that were not an active broker: operators fix misconfigured
 # integrations from this list. `header` is the value as sent (it may not even be a number).
 venue_broker_ids_seen = Table(

@@ -17,6 +17,8 @@ INSTRUCTIONS = {
     ("POST", "/api/v1/orders"): "orderExecute", ("DELETE", "/api/v1/orders"): "orderCancelAll",
     ("GET", "/api/v1/position"): "positionQuery", ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
     ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
+    ("GET", "/wapi/v1/history/funding"): "fundingHistoryQueryAll",
+    ("GET", "/wapi/v1/history/position"): "positionHistoryQueryAll",
 }
 
 

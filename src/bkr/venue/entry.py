@@ -28,6 +28,7 @@ from bkr.venue.book import OrderBook, OrderStatus
 from bkr.venue.directory import BrokerDirectory
 from bkr.venue.markets import Market, VenueConfig
 from bkr.venue.orders import OrderView
+from bkr.venue.perpetuals import mark_price
 
 # Built once: building and keying a statement costs more than SQLite takes to run it.
 _ACCOUNTS = (
@@ -247,10 +248,16 @@ class Entry:
         self.positions[(user_id, position.symbol)] = position
 
     def mark(self, symbol: str) -> Decimal | None:
-        """A market's last trade price, this transaction's trades included (None: never traded)."""
+        """A market's mark price (`bkr.venue.perpetuals.mark_price`) as this transaction leaves
+        it: its last trade price, this transaction's trades included, held inside its book's
+        best bid and ask; the index price before its first trade (None: neither)."""
         if symbol not in self.marks:
             self.marks[symbol] = self.connection.execute(_LAST_PRICE, {"s": symbol}).scalar()
-        return self.marks[symbol]
+        book = self.books.get(symbol)
+        market = self.config.market(symbol)
+        return mark_price(book.best_bid() if book is not None else None,
+                          book.best_ask() if book is not None else None, self.marks[symbol],
+                          market.index_price if market is not None else None)
 
     def checkpoint(self) -> Checkpoint:
         """What an order's matching may change here, to `restore` if it must be undone."""

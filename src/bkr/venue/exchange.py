@@ -21,6 +21,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal, localcontext
 
 from sqlalchemy import Connection, Engine
@@ -38,8 +39,10 @@ from bkr.venue.directory import BODY, HEADER, BrokerDecision, BrokerDirectory, c
 from bkr.venue.entry import Entry
 from bkr.venue.errors import BrokerIdRejected, InvalidMarket
 from bkr.venue.execution import cancel_resting, execute_order
+from bkr.venue.funding import apply_due_funding, market_mark
 from bkr.venue.markets import Market, VenueConfig
 from bkr.venue.orders import OrderInput, OrderView
+from bkr.venue.perpetuals import last_interval_end
 
 
 class Venue:
@@ -57,6 +60,7 @@ class Venue:
         self.directory = BrokerDirectory()
         self._program: ProgramTimeline | None = None  # the program's versions, as of `_program_versions`
         self._program_versions = -1
+        self._funding_seen: datetime | None = None  # when this process last saw every due interval applied
 
     # -- use cases -------------------------------------------------------------------------------
 
@@ -126,6 +130,33 @@ class Venue:
             bids, asks = self.book(market.symbol).depth(limit)
             return bids, asks, self._sequence
 
+    def settle_funding(self) -> None:
+        """Apply the funding intervals that ended since this process last looked (an order-entry
+        transaction does so first thing; this is one with no order, for the tick and the reads)."""
+        if self._funding_due(self.clock()):
+            with self._entry():
+                pass
+
+    def mark_prices(self) -> dict[str, Decimal | None]:
+        """Every perpetual market's mark price now, from the books caught up to the stored sequence."""
+        with self._lock:
+            try:
+                with self.engine.connect() as connection:
+                    self._catch_up(connection, persistence.stored_sequence(connection))
+                    assert self._books is not None
+                    return {m.symbol: market_mark(connection, m, self._books.get(m.symbol))
+                            for m in self.config.markets if m.is_futures}
+            except BaseException:
+                self._books = None
+                raise
+
+    def _funding_due(self, now: datetime) -> bool:
+        """Whether an interval of some perpetual market ended since this process last saw them all
+        applied (then the stream's transaction looks at what is stored, and applies what is due)."""
+        seen = self._funding_seen
+        return seen is None or any(last_interval_end(now, m.funding_interval) > seen
+                                   for m in self.config.markets if m.is_futures)
+
     @property
     def program(self) -> ProgramTimeline:
         """The program's versions as the current order-entry transaction found them."""
@@ -153,11 +184,17 @@ class Venue:
                     if state.program_versions != self._program_versions:
                         self._program = load_timeline(connection)
                         self._program_versions = state.program_versions
-                    entry = Entry(connection, self.config, self.directory, self.clock(), state.sequence,
+                    now = self.clock()
+                    funding_checked = self._funding_due(now)
+                    if funding_checked:  # before any order: the positions and marks of the intervals' ends
+                        apply_due_funding(connection, self.config, self._books or {}, now)
+                    entry = Entry(connection, self.config, self.directory, now, state.sequence,
                                   state.last_order_id, state.last_trade_id, books=self._books or {})
                     yield entry
                     persistence.write_entry(entry, state.sequence, self.program)
                 self._sequence = entry.sequence
+                if funding_checked:
+                    self._funding_seen = now
             except BaseException:
                 if entry is None or entry.touched_books:
                     self._books = None

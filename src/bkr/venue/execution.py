@@ -38,6 +38,7 @@ from bkr.venue.errors import InsufficientFunds, InsufficientMargin, InvalidOrder
 from bkr.venue.margin import AccountMargin, MarketExposure, account_margin
 from bkr.venue.markets import FeeRates, Market
 from bkr.venue.orders import OrderInput, OrderView
+from bkr.venue.perpetuals import settle_fill
 
 _FLOOR = Context(prec=80, rounding=ROUND_DOWN)
 
@@ -238,7 +239,7 @@ def _negative_balance(entry: Entry, user_id: str, market: Market) -> Balance | N
 
 def _margin(entry: Entry, user_id: str, collateral: str) -> AccountMargin:
     """The account's margin in `collateral` as this transaction leaves it: every perpetual market
-    margined in it, each position at its market's last trade price, every resting order."""
+    margined in it, each position at its market's mark price, every resting order."""
     entry.read_all_positions(user_id)
     exposures = []
     for market in entry.config.perpetuals(collateral):
@@ -393,17 +394,9 @@ def _spend(order: OrderInput, notional: Decimal) -> Decimal:
 def _position(entry: Entry, user_id: str, market: Market, side: Side, quantity: Decimal,
               notional: Decimal) -> None:
     """A perpetual fill moves the position; closing it (back to zero, or through zero) realizes
-    its PnL in the quote asset, exactly: no average price is ever divided out."""
+    its PnL in the quote asset, exactly (`bkr.venue.perpetuals.settle_fill`)."""
     state = entry.position(user_id, market.symbol)
-    signed = quantity if side is Side.BID else -quantity
-    cost = notional if side is Side.BID else -notional
-    net, net_cost = state.net_quantity, state.net_cost
-    after = net + signed
-    if net and (after == 0 or (net > 0) != (after > 0)):
-        closing = abs(net)  # the part of this fill that brings the position to zero
-        closing_cost = cost * closing / quantity if closing != quantity else cost
-        pnl = -(net_cost + closing_cost)
+    after, cost, pnl = settle_fill(state.net_quantity, state.net_cost, side, quantity, notional)
+    if pnl:
         entry.move(user_id, market.quote, pnl)
-        entry.set_position(user_id, Position(market.symbol, after, cost - closing_cost, state.realized_pnl + pnl))
-    else:
-        entry.set_position(user_id, Position(market.symbol, after, net_cost + cost, state.realized_pnl))
+    entry.set_position(user_id, Position(market.symbol, after, cost, state.realized_pnl + pnl))

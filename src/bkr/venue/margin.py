@@ -6,7 +6,9 @@ that order entry (`bkr.venue.execution`) and the tests compute the very same fig
 An account's perpetual markets share one collateral asset, their quote (USDC by default):
 
     collateral       the account's available balance of it (what spot orders hold is not in it)
-    unrealized PnL   Σ position × mark − net cost, each market marked at its last trade price
+    unrealized PnL   Σ position × mark − net cost, each market at its mark price
+                     (`bkr.venue.perpetuals.mark_price`: its last trade price, held inside
+                     the best bid and ask when the book has both)
     equity           collateral + unrealized PnL
     initial margin   initial_margin × Σ (|position| × mark + the resting orders that would
                      increase the position: of the bids and of the asks, the larger notional)
@@ -17,7 +19,8 @@ bids for 4 only reduce it and need nothing, bids for 15 open a long of 5. The bi
 first (the highest) are the ones that close; the rest are counted at their own prices (asks: the
 lowest close first). Only the larger side counts, since both cannot hold at once: filling all
 the bids then all the asks never leaves a position larger than the larger of the two alone.
-A position in a market that has no trade on record is counted at its cost (no PnL).
+A position in a market that has no mark (no trade and no configured index price) is counted at
+its cost (no PnL).
 
 Unary minus and `abs()` round to the thread's context; `copy_negate` and `copy_abs` never do.
 """
@@ -36,7 +39,7 @@ class MarketExposure:
     symbol: str
     position: Decimal  # signed: long above zero
     net_cost: Decimal  # signed sum of price × quantity of what is open
-    mark: Decimal | None  # the market's last trade price; None when it never traded
+    mark: Decimal | None  # the market's mark price; None when it has none
     bids: Sequence[tuple[Decimal, Decimal]] = ()  # resting (price, remaining)
     asks: Sequence[tuple[Decimal, Decimal]] = ()
 

@@ -2,18 +2,22 @@
 
 The defaults follow Backpack: spot and USDC-margined perpetual markets named `BASE_QUOTE` and
 `BASE_QUOTE_PERP`, and VIP Tier 1's fees (spot 0.08% maker / 0.10% taker, futures 0.02% /
-0.05%). A `[venue]` section of the configuration file replaces any of them (see
-`bkr.settings`). A sandbox account starts with play money so that a broker can trade at once.
+0.05%); perpetuals are funded every hour, at a rate of 0 unless one is configured. A `[venue]`
+section of the configuration file replaces any of them (see `bkr.settings`). A sandbox account
+starts with play money so that a broker can trade at once.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import MarketType
 from bkr.domain.money import ZERO, D
+
+FUNDING_INTERVAL = timedelta(hours=1)  # Backpack funds its perpetuals every hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,11 @@ class Market:
     market_type: MarketType
     tick_size: Decimal
     step_size: Decimal
+    # perpetuals only (see bkr.venue.perpetuals): the funding rate charged at the end of each
+    # interval, and the price the market is marked at before its first trade
+    funding_rate: Decimal = ZERO
+    funding_interval: timedelta = FUNDING_INTERVAL
+    index_price: Decimal | None = None
 
     @property
     def is_futures(self) -> bool:

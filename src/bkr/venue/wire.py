@@ -358,7 +358,8 @@ def market_json(market: Market, created_at: datetime) -> dict[str, Any]:
                               "tickSize": canonical(market.tick_size)},
                     "quantity": {"minQuantity": canonical(market.step_size), "maxQuantity": None,
                                  "stepSize": canonical(market.step_size)}},
-        "imfFunction": None, "mmfFunction": None, "fundingInterval": 28_800_000 if futures else None,
+        "imfFunction": None, "mmfFunction": None, "fundingInterval": (
+            int(market.funding_interval.total_seconds()) * 1000 if futures else None),
         "fundingRateUpperBound": None, "fundingRateLowerBound": None,
         "openInterestLimit": "0", "orderBookState": "Open", "createdAt": naive_iso(created_at), "visible": True,
     }

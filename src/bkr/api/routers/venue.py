@@ -31,10 +31,11 @@ from bkr.domain.signing import (
 )
 from bkr.program import keys
 from bkr.store import db
-from bkr.venue import accounts, history, klines
+from bkr.venue import accounts, funding, history, klines
 from bkr.venue.errors import InvalidMarket
 from bkr.venue.exchange import Venue
 from bkr.venue.history import FillView
+from bkr.venue.margin import MarketExposure
 from bkr.venue.markets import Market
 from bkr.venue.wire import (
     MAX_ID,
@@ -378,8 +379,9 @@ def orders_history(request: Request, venue: VenueDep, services: ServicesDep,
 
 
 @router.get("/api/v1/capital")
-def capital(services: ServicesDep,
+def capital(venue: VenueDep, services: ServicesDep,
             user: Annotated[SignedUser, Depends(signed_by_user("balanceQuery"))]) -> dict[str, Any]:
+    venue.settle_funding()  # balances are shown with the funding already due
     with db.snapshot(services.engine) as connection:
         found = accounts.balances(connection, user.user_id)
     return {b.asset: {"available": canonical(b.available), "locked": canonical(b.locked), "staked": "0"}
@@ -408,22 +410,32 @@ def account(venue: VenueDep, services: ServicesDep,
 def position(request: Request, venue: VenueDep, services: ServicesDep,
              user: Annotated[SignedUser, Depends(signed_by_user("positionQuery"))]) -> list[dict[str, Any]]:
     params = request.query_params
+    venue.settle_funding()  # a position is shown with the funding already due on it
+    marks = venue.mark_prices()
     with db.snapshot(services.engine) as connection:
         found = accounts.positions(connection, user.user_id, _market(venue, params).symbol if symbol_of(params)
                                    else None)
+        lives = {life.symbol: life for life in funding.position_history(connection, user.user_id,
+                                                                        [p.symbol for p in found]) if life.is_open}
     answer = []
     for p in found:
         market_ = _market(venue, {"symbol": p.symbol})
         entry = (p.net_cost / p.net_quantity).quantize(market_.tick_size)
+        mark = marks.get(p.symbol)
+        exposure = MarketExposure(p.symbol, p.net_quantity, p.net_cost, mark)
+        life = lives.get(p.symbol)
         answer.append({"symbol": p.symbol, "netQuantity": canonical(p.net_quantity),
                        "netCost": canonical(p.net_cost), "entryPrice": canonical(entry),
-                       "breakEvenPrice": canonical(entry), "markPrice": canonical(entry),
+                       "breakEvenPrice": canonical(entry), "markPrice": canonical(mark if mark is not None else entry),
                        "estLiquidationPrice": "0", "imf": canonical(venue.config.initial_margin),
                        "imfFunction": None, "mmf": "0", "mmfFunction": None,
                        "netExposureQuantity": canonical(abs(p.net_quantity)),
-                       "netExposureNotional": canonical(abs(p.net_cost)), "pnlRealized": canonical(p.realized_pnl),
-                       "pnlUnrealized": "0", "cumulativeFundingPayment": "0", "cumulativeInterest": "0",
-                       "positionId": f"{p.symbol}", "subaccountId": None, "userId": 0})
+                       "netExposureNotional": canonical(exposure.notional), "pnlRealized": canonical(p.realized_pnl),
+                       "pnlUnrealized": canonical(exposure.unrealized_pnl),
+                       "cumulativeFundingPayment": canonical(life.funding if life is not None else Decimal(0)),
+                       "cumulativeInterest": "0",
+                       "positionId": life.position_id if life is not None else p.symbol, "subaccountId": None,
+                       "userId": 0})
     return answer
 
 
