@@ -56,17 +56,26 @@ def recompute(statement: BrokerStatement) -> BrokerStatement:
         quantum = terms.rounding_quantum
         level, broker_rate, tier_volume = _statement_tier(statement)
         at = _tiers_by_month(statement, level, broker_rate)
-        rates: dict[tuple[Month, Decimal], Decimal] = {}
+        cap = terms.cap
+        # Lines come grouped by fill month (months are interned: compared by identity), and a month
+        # has few affiliate rates: each rate is worked out once per month, found again by its value.
+        rates_by_month: dict[Month, dict[Decimal, Decimal]] = {}
         lines = []
+        last_month: Month | None = None
+        priced: tuple[int, Decimal] | None = None
+        rates: dict[Decimal, Decimal] = {}
         for line in statement.lines:
-            priced = at.get(line.fill_month)
+            fill_month = line.fill_month
+            if fill_month is not last_month:
+                last_month, priced = fill_month, at.get(fill_month)
+                rates = rates_by_month.setdefault(fill_month, {})
             if priced is None:  # a month whose tier the statement does not carry: taken as stated
                 lines.append(_repriced(line, line.tier_level, line.effective_rate))
                 continue
-            key = (line.fill_month, line.affiliate_rate)
-            rate = rates.get(key)
+            affiliate_rate = line.affiliate_rate
+            rate = rates.get(affiliate_rate)
             if rate is None:
-                rate = rates[key] = effective_rate(priced[1], line.affiliate_rate, terms.cap)
+                rate = rates[affiliate_rate] = effective_rate(priced[1], affiliate_rate, cap)
             lines.append(_repriced(line, priced[0], rate))
     return total_statement(statement.broker_id, statement.month, level, broker_rate, statement.tier_basis, lines,
                            statement.carried_in, quantum, records_carries=statement.records_carries,
@@ -84,7 +93,8 @@ def _repriced(line: StatementLine, level: int, rate: Decimal) -> StatementLine:
 
 
 def _own_volume(statement: BrokerStatement) -> Decimal:
-    return total(line.volume_usd for line in statement.lines if line.kind is LineKind.REGULAR)
+    regular = LineKind.REGULAR
+    return total([line.volume_usd for line in statement.lines if line.kind is regular])
 
 
 def _statement_tier(statement: BrokerStatement) -> tuple[int, Decimal, Decimal | None]:
@@ -236,9 +246,10 @@ def _shape_problems(statement: BrokerStatement) -> list[Problem]:
         (lambda month: True) if terms is None or terms.prior_tiers is None
         else (lambda month: terms.prior_tier(month) is not None))
     named: set[Month] = set()
+    month, regular = statement.month, LineKind.REGULAR
     for number, line in enumerate(statement.lines, start=1):
-        if line.kind is LineKind.REGULAR:
-            if line.fill_month != statement.month:
+        if line.kind is regular:
+            if line.fill_month is not month and line.fill_month != month:  # months are mostly one object
                 problems.append(Problem(line_name(number, line), f"a regular line is of the statement's own month "
                                         f"({statement.month}), not of {line.fill_month}"))
             continue
