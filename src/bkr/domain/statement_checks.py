@@ -82,9 +82,6 @@ def recompute(statement: BrokerStatement) -> BrokerStatement:
                            program=terms, tier_volume=tier_volume, format_version=statement.format_version)
 
 
-restated = recompute  # the name reconcile and signature verification first knew it by
-
-
 def _repriced(line: StatementLine, level: int, rate: Decimal) -> StatementLine:
     payout = line_payout_at(line.fee_base, rate)
     if level == line.tier_level and rate == line.effective_rate and payout == line.payout_exact:

@@ -13,7 +13,7 @@ from bkr.domain.fills import MarketType
 from bkr.domain.money import D
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
-from bkr.domain.statement_checks import check, restated
+from bkr.domain.statement_checks import check, recompute
 from bkr.domain.statement_document import canonical_json, parse_statement
 from bkr.domain.statements import AggregateLine, BrokerStatement, build_statement
 
@@ -109,5 +109,5 @@ def test_what_the_close_builds_checks_clean_and_is_what_its_lines_make(fees: lis
     statement = statement_of(*map(str, fees), carried_in=carried_in)
 
     assert check(statement) == []
-    assert restated(statement) == statement
-    assert json.loads(canonical_json(restated(statement).to_document())) == statement.to_document()
+    assert recompute(statement) == statement
+    assert json.loads(canonical_json(recompute(statement).to_document())) == statement.to_document()
