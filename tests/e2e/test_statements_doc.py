@@ -5,7 +5,9 @@ and hands out signed statements; the exchange's keys are read from `GET /v1/stat
 guide's one ```python block is then saved as a file and run as its own process, with nothing of
 bkr imported: it must say OK, with the statement's figures, for every genuine statement, and
 FAILED, naming the problem, for a copy with one digit changed, for a copy whose payout was
-changed, and for a statement signed by a key the exchange never published.
+changed, for a statement signed by a key the exchange never published, and for a statement with
+one altered rate signed with the exchange's own key (whose signature is valid: only the full
+recomputation catches it), as `bkr statement verify` does.
 """
 
 import ast
@@ -23,12 +25,12 @@ from venue_support import run_bkr
 
 from bkr.api.app import create_app
 from bkr.domain.config import ProgramConfig
-from bkr.domain.statement_signing import new_statement_key, sign_statement
+from bkr.domain.statement_signing import StatementKey, new_statement_key, sign_statement, statement_key_from_seed
 from bkr.store import db
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "statements.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-BROKERS = (1400, 2200, 3100)
+BROKERS = (1400, 2200, 3100, 4100)
 FILLS = """\
 fill_id,order_id,user_id,symbol,market_type,side,price,quantity,fee,fee_symbol,is_maker,timestamp,broker_id,\
 via_api,fill_type
@@ -38,6 +40,7 @@ f-2,o-2,bob,SOL_USDC_PERP,PERP,Ask,100,60000,1200.00999,USDC,false,2024-05-11T12
 f-3,o-3,bob,SOL_USDC_PERP,PERP,Bid,100,1,-0.01,USDC,true,2024-05-12T12:00:00Z,1400,true,User
 f-4,o-4,alice,SOL_USDC,SPOT,Bid,20,5,0.05,USDC,false,2024-05-13T12:00:00Z,2200,true,User
 f-5,o-5,bob,SOL_USDC_PERP,PERP,Ask,30,7,0.21,USDC,false,2024-05-14T12:00:00Z,3100,true,User
+f-8,o-8,carol,SOL_USDC,SPOT,Bid,150,40000,600.5,USDC,false,2024-05-15T12:00:00Z,4100,true,User
 """
 # Broker 2200's May fill is busted in June, where it earns less than that took back: June pays 0
 # and carries the rest to July.
@@ -62,10 +65,11 @@ def guide_script() -> str:
     return blocks[0]
 
 
-def guide_outputs(key_id: str) -> tuple[list[str], list[str]]:
-    """The guide's two example outputs (genuine, then one digit changed), with the real key id."""
-    genuine, tampered = guide_blocks("text")
-    return genuine.replace(EXAMPLE_KEY_ID, key_id).splitlines(), tampered.splitlines()
+def guide_outputs(key_id: str) -> tuple[list[str], list[str], list[str]]:
+    """The guide's three example outputs (genuine, one digit changed, a rate altered and signed
+    again with the exchange's key), with the real key id."""
+    genuine, tampered, lying = guide_blocks("text")
+    return genuine.replace(EXAMPLE_KEY_ID, key_id).splitlines(), tampered.splitlines(), lying.splitlines()
 
 
 def test_the_script_needs_nothing_but_the_standard_library_and_cryptography() -> None:
@@ -103,6 +107,7 @@ def handed_out(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     change("referral", "add", "--affiliate", "acct-aff", "--code", "BOB-CODE", "--rate", "0.15", "--from", "2024-01-01")
     change("user", "add", "--id", "alice")
     change("user", "add", "--id", "bob", "--referral-code", "BOB-CODE")
+    change("user", "add", "--id", "carol")
     (directory / "may.csv").write_text(FILLS)
     change("fills", "import", str(directory / "may.csv"))
     change("close", "--month", "2024-05")
@@ -161,7 +166,11 @@ def test_the_guides_script_accepts_every_genuine_statement(handed_out: dict[int,
         assert result.stdout.splitlines() == [
             f"OK: statement of broker {broker_id} for 2024-05",
             f"  signed by key {envelope['signature']['key_id']}: one of the exchange's published keys",
-            f"  {len(statement['lines'])} lines; payout_exact {statement['payout_exact']} = the sum of their payouts",
+            f"  program version {statement['program']['version']}: {statement['tier']} for a volume of "
+            f"{statement['tier_volume']} (same_month) at {statement['broker_rate']}, cap 0.5",
+            f"  {len(statement['lines'])} line{'' if len(statement['lines']) == 1 else 's'}, each at its tier's "
+            "rate under the cap; payout_exact "
+            f"{statement['payout_exact']} = the sum of their payouts",
             f"  payout {statement['payout']} = payout_exact rounded down to 0.01",
         ]
     key_id = json.loads(handed_out[1400].read_text(encoding="utf-8"))["signature"]["key_id"]
@@ -226,3 +235,54 @@ def test_the_guides_script_rejects_a_statement_signed_by_a_key_the_exchange_did_
     assert f"  - key: {stranger.key_id} is not an exchange key (not in the exchange's published keys)" in \
         with_keys.stdout.splitlines()
     assert alone.returncode == 0 and "compare it with the exchange's keys" in alone.stdout
+
+
+def exchange_key(handed_out: dict[int, Path]) -> StatementKey:
+    """The exchange's own statement key: what signs genuine statements, and here a lying one."""
+    return statement_key_from_seed((handed_out[1400].parent / "statement.key").read_text(encoding="ascii"))
+
+
+def signed_again(document: dict[str, Any], key: StatementKey, target: Path) -> Path:
+    stored = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    target.write_text(json.dumps(sign_statement(stored, key), indent=2, ensure_ascii=False), encoding="utf-8")
+    return target
+
+
+def test_the_guides_script_rejects_a_statement_with_one_altered_rate_signed_with_the_exchanges_key(
+        handed_out: dict[int, Path], tmp_path: Path) -> None:
+    """The issue's case: a line of affiliate rate 0 at BKR 1 paid at 0.1 instead of 0.3, its payout
+    and the totals made to agree, signed with the exchange's key. The signature is valid; the
+    figures, worked out again from the statement's own terms, are not."""
+    statement = json.loads(handed_out[4100].read_text(encoding="utf-8"))["statement"]
+    line = statement["lines"][0]
+    assert (statement["tier"], line["affiliate_rate"], line["effective_rate"]) == ("BKR 1", "0", "0.3")
+    line.update(effective_rate="0.1", payout_exact="60.05")
+    statement.update(payout_exact="60.05", payout="60.05")
+    lying = signed_again(statement, exchange_key(handed_out), tmp_path / "lying.json")
+
+    result = run_script(tmp_path, lying, handed_out[1400].parent / "keys.json")
+    verified = cli_verify(lying)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == guide_outputs("")[2]  # what the guide shows, line for line
+    assert verified.returncode == 1 and "line 1 (carol SPOT 2024-05 regular): effective_rate 0.1 is not" in \
+        verified.stdout
+
+
+def test_the_guides_script_checks_an_older_statement_for_its_sums_and_says_what_it_did_not_check(
+        handed_out: dict[int, Path], tmp_path: Path) -> None:
+    statement = json.loads(handed_out[2200].read_text(encoding="utf-8"))["statement"]
+    for name in ("program", "format_version", "tier_volume"):  # as statements were issued before they carried them
+        del statement[name]
+
+    result = run_script(tmp_path, signed_again(statement, exchange_key(handed_out), tmp_path / "older.json"))
+
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == ("  not checked: the tier and the rates (the statement carries no "
+                                              "program version): only its sums")
+
+
+def cli_verify(path: Path) -> subprocess.CompletedProcess[str]:
+    """`bkr statement verify FILE`, as its own process."""
+    return subprocess.run([sys.executable, "-m", "bkr.cli", "statement", "verify", str(path)], capture_output=True,
+                          text=True, timeout=120, check=False)

@@ -78,8 +78,9 @@ def test_a_close_after_program_apply_uses_the_stored_version_with_no_flag_and_na
         2, "BKR 1", "0.4")
     assert may_statement["payout"] == "4"  # 10 USD × 0.4, rounded down to the version's quantum of 1
     document = json.loads(bkr("statement", "--broker", "1400", "--month", "2024-05", "--db", db_url).out)
+    assert (document["format_version"], document["tier_volume"]) == (2, "1000")
     assert document["program"] == {
-        "version": 2, "cap": "0.45", "rounding_quantum": "1",
+        "version": 2, "cap": "0.45", "rounding_quantum": "1", "prior_tiers": [],
         "tier_schedule": {"effective_from": "2024-05", "tiers": [
             {"tier": "BKR 0", "min_volume": "0", "rate": "0.25"}, {"tier": "BKR 1", "min_volume": "1000",
                                                                    "rate": "0.4"}]}}

@@ -94,10 +94,13 @@ def test_merged_totals_that_drifted_from_the_aggregates_are_named(db_url: str, e
 EDITS = [  # (what is changed in broker 2200's stored statement, the differences reconcile reports)
     ({"payout": "0.70"}, [("lines -> totals", "broker 2200 payout", "0.6", "0.7")]),  # one digit changed
     ({"carried_out": "-1"}, [("lines -> totals", "broker 2200 carried_out", "0", "-1")]),
-    ({"line payout_exact": "0.7"}, [  # the line, and the totals it no longer makes
-        ("lines -> totals", "broker 2200 line 1 (alice SPOT 2024-05 regular) payout_exact", "0.6", "0.7"),
-        ("lines -> totals", "broker 2200 payout_exact", "0.7", "0.6"),
-        ("lines -> totals", "broker 2200 payout", "0.7", "0.6")]),
+    # the line: worked out again, it pays 0.6, and so do the totals, which are right as they stand
+    ({"line payout_exact": "0.7"}, [
+        ("lines -> totals", "broker 2200 line 1 (alice SPOT 2024-05 regular) payout_exact", "0.6", "0.7")]),
+    ({"line effective_rate": "0.3"}, [  # BKR 0's rate is 0.2: the rate is wrong, the payouts are not
+        ("lines -> totals", "broker 2200 line 1 (alice SPOT 2024-05 regular) effective_rate", "0.2", "0.3")]),
+    ({"tier": "BKR 1"}, [  # a tier its volume does not reach
+        ("lines -> totals", "broker 2200 tier", "BKR 0", "BKR 1")]),
 ]
 
 

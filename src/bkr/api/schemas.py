@@ -60,6 +60,13 @@ class StatementTierScheduleDocument(BaseModel):
     tiers: list[StatementTierDocument]
 
 
+class StatementPriorTierDocument(BaseModel):
+    month: str = Field(description="An earlier month the statement has lines of (late fills, corrections, "
+                                   "retroactive changes), YYYY-MM.")
+    tier: str = Field(description="The tier that month was paid at: its own statement's tier.")
+    rate: str = Field(description="That tier's rate, under the program version in force for that month.")
+
+
 class StatementProgramDocument(BaseModel):
     """The program version a statement was computed under, and the terms of it that it used."""
 
@@ -68,6 +75,9 @@ class StatementProgramDocument(BaseModel):
     tier_schedule: StatementTierScheduleDocument = Field(description="The tier schedule in force that month.")
     cap: str = Field(description="The cap on broker rate + affiliate rate.")
     rounding_quantum: str = Field(description="What the payout was rounded down to.")
+    prior_tiers: list[StatementPriorTierDocument] | None = Field(
+        None, description="The tier of each earlier month the statement has lines of, by month: those lines are "
+                          "priced at it. Absent from statements issued before format_version 2.")
 
 
 class StatementFigures(BaseModel):
@@ -92,6 +102,13 @@ class StatementFigures(BaseModel):
                                               "this statement's earnings, recovered from the next one.")
     payout: str = Field(description="max(0, payout_exact + carried_in) rounded down once to the rounding "
                                     "quantum: the amount paid.")
+    format_version: int | None = Field(None, description="2: the statement carries everything it was computed "
+                                                         "with (program, tier_volume, program.prior_tiers). Absent "
+                                                         "from statements issued before.")
+    tier_volume: str | None = Field(None, description="The API volume the tier was decided by: api_volume under "
+                                                      "the same_month basis, the previous month's under "
+                                                      "previous_month. Absent from statements issued before "
+                                                      "format_version 2.")
     program: StatementProgramDocument | None = Field(None, description="The program version the statement was "
                                                                        "computed under and its terms. Absent from "
                                                                        "statements issued before program versions "

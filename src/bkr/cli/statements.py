@@ -8,6 +8,7 @@ invocation."""
 
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -102,10 +103,15 @@ def statement_verify(
         help="Also check that the signing key is one the exchange published (its statement_keys).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a signed statement: its signature, and its payout recomputed from its lines.
+    """Check a signed statement: its signature, and every figure worked out again from it.
 
-    The signature is ED25519 over the statement's canonical bytes (docs/statements.md). Prints OK
-    with the figures, or every problem found and exits with status 1."""
+    The signature is ED25519 over the statement's canonical bytes (docs/statements.md). The
+    figures are worked out from the document alone: the tier from the volume and the schedule the
+    statement carries, each line's rate from its tier and affiliate rate under the cap, each
+    line's payout, the totals, the carry and the rounding. Prints OK with the figures, or every
+    figure that differs (stated, then worked out) and every other problem, and exits with status 1.
+    A statement issued before statements carried their program version is checked for its sums
+    only, and the output says so."""
     from bkr.domain.statement_signing import KeyStanding  # lazy: cryptography
     from bkr.program.statement_signing import read_signed_statement, verify_against
 
@@ -124,19 +130,28 @@ def statement_verify(
             extra.append("key: cannot be checked: --db records no statement keys (no statement_keys table; "
                          "bkr db upgrade)")
     problems = [*map(str, verification.problems), *extra]
-    statement, found = verification.statement, verification.restated  # found: what the lines make of it
+    statement, found = verification.statement, verification.restated  # found: the statement worked out again
+    terms = None if statement is None else statement.program
     if as_json:
         print_json({
             "ok": not problems, "broker_id": verification.broker_id, "month": verification.month,
             "key_id": verification.key_id, "signature_valid": verification.signature_valid,
             "key": verification.key_standing.value, "lines": 0 if statement is None else len(statement.lines),
+            "program_version": None if terms is None else terms.version,
+            "tier": None if found is None else found.tier_name,
             "payout_exact": None if found is None else canonical(found.payout_exact),
             "quantum": None if found is None else str(found.quantum),
-            "payout": None if found is None else plain(found.payout), "problems": problems})
+            "payout": None if found is None else plain(found.payout), "problems": problems,
+            "differences": [{"where": p.where, "figure": p.figure, "stated": _figure(p.found),
+                             "recomputed": _figure(p.expected)}
+                            for p in verification.problems if p.figure is not None],
+            "unchecked": list(verification.unchecked)})
     whose = f"the statement of broker {verification.broker_id} for {verification.month}"
     if problems:
         if not as_json:
             sys.stdout.write(f"FAILED: {whose} does not verify\n" + "".join(f"  - {p}\n" for p in problems))
+            if found is not None and statement is not None and found.payout != statement.payout:
+                sys.stdout.write(f"  worked out again, it pays {plain(found.payout)}, not {plain(statement.payout)}\n")
         raise typer.Exit(1)
     if as_json:
         return
@@ -148,12 +163,24 @@ def statement_verify(
                                  "key id and public key with GET /v1/statement-keys",
     }[verification.key_standing]
     assert found is not None  # no problem: the statement was read and checked
+    what = ("every figure follows from its lines and the program terms it carries" if terms is not None
+            else "its payout follows from its lines")
+    sys.stdout.write(f"OK: {whose} is signed, and {what}\n"
+                     f"  signature  ed25519, key {verification.key_id}: {standing}\n")
+    if terms is not None:
+        volume = ("" if found.tier_volume is None
+                  else f" for a volume of {canonical(found.tier_volume)} ({found.tier_basis.value})")
+        sys.stdout.write(f"  program    version {terms.version}: {found.tier_name}{volume} at "
+                         f"{canonical(found.broker_rate)}, cap {canonical(terms.cap)}, each line at its tier's rate "
+                         "under the cap\n")
     sys.stdout.write(
-        f"OK: {whose} is signed, and its payout follows from its lines\n"
-        f"  signature  ed25519, key {verification.key_id}: {standing}\n"
         f"  lines      {len(found.lines)}; their payouts sum to {canonical(found.payout_exact)} = payout_exact\n"
         f"  payout     {plain(found.payout)} = {canonical(found.payout_exact)} rounded down to "
-        f"{found.quantum}\n")
+        f"{found.quantum}\n" + "".join(f"  unchecked  {note}\n" for note in verification.unchecked))
+
+
+def _figure(value: Decimal | str | None) -> str | None:
+    return value if value is None or isinstance(value, str) else canonical(value)
 
 
 def _existing_database(url: str) -> Engine:

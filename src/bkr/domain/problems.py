@@ -18,8 +18,8 @@ class Problem:
     where: str  # "payout", "line 2 (bob PERP 2024-05 regular)", "signature"; "" for the whole
     what: str
     figure: str | None = None  # the figure that does not follow, e.g. "payout_exact"
-    expected: Decimal | None = None
-    found: Decimal | None = None
+    expected: Decimal | str | None = None  # an amount, or a name ("BKR 3" for a tier)
+    found: Decimal | str | None = None
 
     @property
     def subject(self) -> str:

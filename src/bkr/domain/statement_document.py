@@ -12,7 +12,10 @@ writing it again gives the same bytes.
 A statement issued before carries existed has neither `carried_in` nor `carried_out`: it reads
 back as carrying nothing, and writes back without them. One issued before program versions
 existed has no `program` (the version and terms it was computed under): it reads back without
-them, and writes back without them.
+them, and writes back without them. One issued before statements recorded their tier volume and
+their earlier months' tiers (format 2, `format_version`) has neither `tier_volume` nor
+`program.prior_tiers` and no `format_version`: it reads back without them, and writes back
+without them. A document of format 2 must carry all three, and its `program`.
 """
 
 import json
@@ -28,7 +31,15 @@ from bkr.domain.fills import MarketType
 from bkr.domain.money import ZERO, D
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
-from bkr.domain.statements import BrokerStatement, LineKind, ProgramTerms, StatementLine, lines_json
+from bkr.domain.statements import (
+    STATEMENT_FORMAT,
+    BrokerStatement,
+    LineKind,
+    PriorTier,
+    ProgramTerms,
+    StatementLine,
+    lines_json,
+)
 from bkr.domain.tiers import Tier, TierSchedule, tier_level
 
 E = TypeVar("E", bound=Enum)
@@ -95,6 +106,7 @@ def read_statement(document: Any) -> tuple[BrokerStatement | None, list[Problem]
     fields = _Fields(document, "", problems)
     records_carries = "carried_in" in document or "carried_out" in document
     terms = _terms(document["program"], problems) if "program" in document else None
+    format_version = _format_version(document, problems)
     statement = BrokerStatement(
         broker_id=fields.whole("broker_id"), month=fields.month("month"), tier_level=fields.tier("tier"),
         broker_rate=fields.amount("broker_rate"), tier_basis=fields.choice("tier_basis", TierBasis),
@@ -107,8 +119,29 @@ def read_statement(document: Any) -> tuple[BrokerStatement | None, list[Problem]
         carried_out=fields.amount("carried_out") if records_carries else ZERO,
         payout=fields.amount("payout"),
         lines=tuple(line for line in lines if line is not None), records_carries=records_carries,
-        program=terms)
+        program=terms, tier_volume=fields.amount("tier_volume") if "tier_volume" in document else None,
+        format_version=format_version)
     return (None, problems) if problems else (statement, [])
+
+
+def _format_version(document: dict[str, Any], problems: list[Problem]) -> int | None:
+    """The document's format: None for one issued before formats were numbered, else
+    `STATEMENT_FORMAT`, whose document must carry what the statement was computed with."""
+    if "format_version" not in document:
+        return None
+    version = document["format_version"]
+    if type(version) is not int or version != STATEMENT_FORMAT:
+        problems.append(Problem("format_version", f"{version!r} is not a statement format this verifier knows "
+                                f"({STATEMENT_FORMAT})"))
+        return None
+    program = document.get("program")
+    missing = [name for name, there in (
+        ("program", "program" in document), ("tier_volume", "tier_volume" in document),
+        ("program: prior_tiers", not isinstance(program, dict) or "prior_tiers" in program)) if not there]
+    if missing:
+        problems.append(Problem("format_version", f"a statement of format {STATEMENT_FORMAT} carries what it was "
+                                f"computed with, but {', '.join(missing)} is missing"))
+    return STATEMENT_FORMAT
 
 
 def _terms(raw: Any, problems: list[Problem]) -> ProgramTerms | None:
@@ -135,13 +168,33 @@ def _terms(raw: Any, problems: list[Problem]) -> ProgramTerms | None:
         if level != number:
             problems.append(Problem(where, f"is BKR {level}, not BKR {number}: tiers are listed in order"))
         tiers.append(Tier(level, tier_fields.amount("min_volume"), tier_fields.amount("rate")))
+    prior = _prior_tiers(raw["prior_tiers"], problems) if "prior_tiers" in raw else None
     if len(problems) > before:
         return None
     try:
-        return ProgramTerms(version, TierSchedule(effective_from, tuple(tiers)), cap, quantum)
+        return ProgramTerms(version, TierSchedule(effective_from, tuple(tiers)), cap, quantum, prior)
     except InvalidInput as error:
         problems.append(Problem("program: tier_schedule", str(error)))
         return None
+
+
+def _prior_tiers(raw: Any, problems: list[Problem]) -> tuple[PriorTier, ...]:
+    """The tier of each earlier month a statement has lines of, by month, each month once."""
+    if not isinstance(raw, list):
+        problems.append(Problem("program: prior_tiers", f"not a list ({raw!r})"))
+        return ()
+    prior = []
+    for number, entry in enumerate(raw):
+        where = f"program: prior_tiers[{number}]"
+        if not isinstance(entry, dict):
+            problems.append(Problem(where, f"not an object ({entry!r})"))
+            continue
+        fields = _Fields(entry, where, problems)
+        prior.append(PriorTier(fields.month("month"), fields.tier("tier"), fields.amount("rate")))
+    months = [entry.month for entry in prior]
+    if months != sorted(set(months)):
+        problems.append(Problem("program: prior_tiers", "months are not listed once each, in order"))
+    return tuple(prior)
 
 
 def _line(number: int, raw: dict[str, Any], problems: list[Problem]) -> StatementLine | None:

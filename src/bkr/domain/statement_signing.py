@@ -14,8 +14,9 @@ bytes that were signed, whatever the envelope's own layout. `public_key` is the 
 exchange publishes beside it.
 
 Checking a statement is two independent things: the signature (the exchange issued exactly these
-bytes), here, and the arithmetic (the figures follow from the lines), which is
-`bkr.domain.statement_checks.check`, the same check `bkr reconcile` runs on stored statements.
+bytes), here, and the figures (each is what the lines and the program terms the statement carries
+make it: the tier from the volume, each line's rate, the payouts, the totals, the rounding), which
+is `bkr.domain.statement_checks.check`, the same check `bkr reconcile` runs on stored statements.
 The statement is read by `bkr.domain.statement_document.read_statement`, which reports an
 unreadable field as a problem: every problem found is returned, not only the first.
 """
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bkr.domain.errors import InvalidInput
 from bkr.domain.problems import Problem
-from bkr.domain.statement_checks import check, restated
+from bkr.domain.statement_checks import check, recompute, unchecked
 from bkr.domain.statement_document import canonical_bytes, read_statement
 from bkr.domain.statements import BrokerStatement
 
@@ -136,8 +137,9 @@ class Verification:
     signature_valid: bool
     key_standing: KeyStanding
     statement: BrokerStatement | None  # the statement read; None if a field of it cannot be read
-    restated: BrokerStatement | None  # what its lines make of it; None if unreadable or beyond exact digits
+    restated: BrokerStatement | None  # what its lines and terms make of it; None if unreadable or beyond exact digits
     problems: tuple[Problem, ...]  # envelope, signature, key, reading and arithmetic problems, all of them
+    unchecked: tuple[str, ...] = ()  # what its document does not carry, so was taken as stated (older formats)
 
     @property
     def ok(self) -> bool:
@@ -205,8 +207,8 @@ def verify_signed_statement(envelope: Any, published: Sequence[PublishedKey] | N
     if statement is not None:
         problems += check(statement)
         try:
-            made = restated(statement)
+            made = recompute(statement)
         except DecimalException:  # `check` has said so: figures too large to check exactly
             made = None
     return Verification(document.get("broker_id"), document.get("month"), key_id, valid, standing, statement, made,
-                        tuple(problems))
+                        tuple(problems), () if statement is None else tuple(unchecked(statement)))

@@ -13,10 +13,18 @@ at the rate the change gives them, both at the tier of the fills' month.
 When corrections outweigh what a statement earns, it pays 0 and carries the difference to the
 broker's next statement (`carried_out`, then that one's `carried_in`): nothing paid is taken
 back, and nothing overpaid is forgotten.
+
+A statement carries what it was computed with (`ProgramTerms`): the program version in force for
+its month, that month's tier schedule, the cap and the rounding quantum, the volume its tier was
+decided by (`tier_volume`: its own API volume, or the previous month's under the `previous_month`
+basis) and the tier each earlier month of its adjustment lines was paid at (`PriorTier`). From
+those and its lines alone, every figure it states can be worked out again
+(`bkr.domain.statement_checks`). Documents of format 2 (`STATEMENT_FORMAT`) carry all of it;
+earlier ones carry less, and are checked as far as what they carry allows.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from enum import StrEnum
 from json.encoder import encode_basestring
@@ -154,20 +162,52 @@ def lines_json(lines: Iterable[StatementLine]) -> str:
     return f"[{','.join(parts)}]"
 
 
+STATEMENT_FORMAT = 2  # `format_version` of a document that carries its tier volume and its earlier months' tiers
+
+
+@dataclass(frozen=True, slots=True)
+class PriorTier:
+    """The tier an earlier month was paid at, and that tier's rate under the program version in
+    force for that month: what a statement's lines of that month's fills (late fills, corrections,
+    retroactive changes) are priced at."""
+
+    month: Month
+    tier_level: int
+    rate: Decimal
+
+    @property
+    def tier_name(self) -> str:
+        return tier_name(self.tier_level)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"month": str(self.month), "rate": canonical(self.rate), "tier": self.tier_name}
+
+
 @dataclass(frozen=True, slots=True)
 class ProgramTerms:
     """The program's terms a statement was computed under: the number of the program version in
     force for its month, and the tier schedule, cap and rounding quantum it used (the tier basis is
-    a field of the statement itself). A statement issued before program versions existed has none."""
+    a field of the statement itself). A statement issued before program versions existed has none.
+    `prior_tiers`: the tier of each earlier month the statement has lines of, by month; None for a
+    statement issued before statements recorded them (its adjustment lines cannot be checked)."""
 
     version: int
     tier_schedule: TierSchedule
     cap: Decimal
     rounding_quantum: Decimal
+    prior_tiers: tuple[PriorTier, ...] | None = None
+
+    def prior_tier(self, month: Month) -> PriorTier | None:
+        for prior in self.prior_tiers or ():
+            if prior.month == month:
+                return prior
+        return None
 
     def to_document(self) -> dict[str, Any]:
         return {
             "cap": canonical(self.cap),
+            **({"prior_tiers": [prior.to_document() for prior in self.prior_tiers]}
+               if self.prior_tiers is not None else {}),
             "rounding_quantum": canonical(self.rounding_quantum),
             "tier_schedule": {
                 "effective_from": str(self.tier_schedule.effective_from),
@@ -203,6 +243,10 @@ class BrokerStatement:
     lines: tuple[StatementLine, ...]
     records_carries: bool = True  # False for a statement issued before carries existed: neither field is written
     program: ProgramTerms | None = None  # None for a statement issued before program versions existed
+    # the API volume the tier was decided by: `api_volume` under the same_month basis, the previous
+    # month's under previous_month; None for a statement issued before statements recorded it
+    tier_volume: Decimal | None = None
+    format_version: int | None = None  # STATEMENT_FORMAT; None for the documents issued before it was written
 
     @property
     def tier_name(self) -> str:
@@ -227,6 +271,7 @@ class BrokerStatement:
             "broker_rate": canonical(self.broker_rate),
             **carries,
             "fee_base": canonical(self.fee_base),
+            **({"format_version": self.format_version} if self.format_version is not None else {}),
             "futures_volume": canonical(self.futures_volume),
             **({"lines": [line.to_document() for line in self.lines]} if with_lines else {}),
             "month": str(self.month),
@@ -236,6 +281,7 @@ class BrokerStatement:
             "spot_volume": canonical(self.spot_volume),
             "tier": self.tier_name,
             "tier_basis": self.tier_basis.value,
+            **({"tier_volume": canonical(self.tier_volume)} if self.tier_volume is not None else {}),
         }
 
 
@@ -268,12 +314,14 @@ def fill_months(lines: Iterable[AggregateLine]) -> set[Month]:
     return months
 
 
+def tier_volume(tier_basis: TierBasis, own_volume: Decimal, previous_volume: Decimal) -> Decimal:
+    """The API volume a month's tier is decided by, under the tier basis."""
+    return previous_volume if tier_basis is TierBasis.PREVIOUS_MONTH else own_volume
+
+
 def paying_tier(config: ProgramConfig, month: Month, own_volume: Decimal, previous_volume: Decimal) -> Tier:
     """The tier month `month` is paid at, under the configured tier basis."""
-    schedule = config.schedule_for(month)
-    if config.tier_basis is TierBasis.PREVIOUS_MONTH:
-        return schedule.tier_for_volume(previous_volume)
-    return schedule.tier_for_volume(own_volume)
+    return config.schedule_for(month).tier_for_volume(tier_volume(config.tier_basis, own_volume, previous_volume))
 
 
 def carried_out(payout_exact: Decimal, carried_in: Decimal) -> Decimal:
@@ -289,16 +337,37 @@ def payable(payout_exact: Decimal, carried_in: Decimal, quantum: Decimal) -> Dec
 
 def build_statement(config: ProgramConfig, broker_id: int, month: Month, lines: Iterable[AggregateLine],
                     tier: Tier, prior_tiers: Mapping[Month, Tier], carried_in: Decimal = ZERO, *,
-                    version: int | None = None) -> BrokerStatement:
+                    version: int | None = None, previous_volume: Decimal | None = None) -> BrokerStatement:
     """Price every line and total the statement. `prior_tiers` holds the tier of each earlier
     month that adjustment lines belong to; `carried_in` is what the broker's previous statement
     left to recover. `config` is the program version numbered `version`, in force for `month`:
-    the statement names it and carries the terms it used."""
+    the statement names it and carries what it was computed with (a document of format 2): the
+    terms, the tier of each earlier month it has lines of, and its tier volume (under the
+    previous_month basis, `previous_volume`, which must then be given)."""
     priced = sort_lines(price_lines(config, lines, tier, prior_tiers))
-    terms = (None if version is None
-             else ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum))
-    return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
-                           config.rounding_quantum, program=terms)
+    if version is None:
+        return total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
+                               config.rounding_quantum)
+    earlier = sorted({line.fill_month for line in _earlier_months(priced, month)})
+    terms = ProgramTerms(version, config.schedule_for(month), config.cap, config.rounding_quantum,
+                         tuple(PriorTier(m, prior_tiers[m].level, prior_tiers[m].rate) for m in earlier))
+    made = total_statement(broker_id, month, tier.level, tier.rate, config.tier_basis, priced, carried_in,
+                           config.rounding_quantum, program=terms, format_version=STATEMENT_FORMAT)
+    if config.tier_basis is TierBasis.PREVIOUS_MONTH:
+        if previous_volume is None:
+            raise ValueError("a statement under the previous_month basis records the previous month's volume")
+        return replace(made, tier_volume=previous_volume)
+    return replace(made, tier_volume=made.api_volume)
+
+
+def _earlier_months(lines: Sequence[StatementLine], month: Month) -> Iterator[StatementLine]:
+    """One line of each run of lines of a fill month other than `month` (lines come grouped by
+    kind and fill month: a statement of a million regular lines costs a pass of comparisons)."""
+    last: Month | None = month
+    for line in lines:
+        if line.fill_month is not last and line.fill_month != month:
+            yield line
+        last = line.fill_month
 
 
 def price_lines(config: ProgramConfig, lines: Iterable[AggregateLine], tier: Tier,
@@ -377,7 +446,8 @@ def sort_lines(lines: list[StatementLine]) -> list[StatementLine]:
 
 def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: Decimal, tier_basis: TierBasis,
                     lines: Sequence[StatementLine], carried_in: Decimal, quantum: Decimal, *,
-                    records_carries: bool = True, program: ProgramTerms | None = None) -> BrokerStatement:
+                    records_carries: bool = True, program: ProgramTerms | None = None,
+                    tier_volume: Decimal | None = None, format_version: int | None = None) -> BrokerStatement:
     """The statement its priced lines make: every total, the carry and the payout. The one place
     these rules are written: the close totals with it, and `statement_checks.check` compares a
     statement read back with what this makes of the same lines."""
@@ -402,5 +472,6 @@ def total_statement(broker_id: int, month: Month, tier_level: int, broker_rate: 
         fee_base=fee_base, adjustment_fee_base=adjustment_fee_base,
         adjustment_payout_exact=adjustment_payout, payout_exact=payout_exact, carried_in=carried_in,
         carried_out=carried_out(payout_exact, carried_in), payout=payable(payout_exact, carried_in, quantum),
-        lines=tuple(lines), records_carries=records_carries, program=program,
+        lines=tuple(lines), records_carries=records_carries, program=program, tier_volume=tier_volume,
+        format_version=format_version,
     )

@@ -10,8 +10,9 @@ once the close has committed (see `bkr.program.periods`).
 
 A month is closed under the program version in force for it (`bkr.program.settings_versions`),
 read from the database in the close's transaction; every statement names that version and
-carries the terms it used. A late fill's adjustment line is priced at the tier its own month was
-paid at, under that month's version.
+carries what it was computed with (the terms, the volume its tier was decided by, the tier of each
+earlier month it has lines of). A late fill's adjustment line is priced at the tier its own month
+was paid at, under that month's version.
 """
 
 import gc
@@ -169,25 +170,26 @@ def compute_statements(connection: Connection, month: Month, broker_id: int | No
     result = []
     for broker in sorted(by_broker):
         lines = by_broker[broker]
-        tier, prior = _pricing(connection, program, month, broker, lines)
+        tier, prior, previous = _pricing(connection, program, month, broker, lines)
         result.append(build_statement(config, broker, month, lines, tier, prior, owed.get(broker, ZERO),
-                                      version=version.number))
+                                      version=version.number, previous_volume=previous))
     return result
 
 
 def _pricing(connection: Connection, program: ProgramTimeline, month: Month, broker_id: int,
-             lines: Sequence[AggregateLine]) -> tuple[Tier, dict[Month, Tier]]:
+             lines: Sequence[AggregateLine]) -> tuple[Tier, dict[Month, Tier], Decimal | None]:
     """The tier a broker's `month` is paid at, given all its lines of the month (per user or
-    merged: the totals are the same), and the tier of each earlier month its adjustments belong to."""
+    merged: the totals are the same), the tier of each earlier month its adjustments belong to,
+    and, under the previous_month basis, the previous month's volume that tier was decided by."""
     config = program.config_for(month)
     own = total(api_volumes(lines))  # exact: the built-in sum rounds to 28 digits
     previous = (api_volume_of(connection, broker_id, month.previous())
-                if config.tier_basis is TierBasis.PREVIOUS_MONTH else ZERO)
-    tier = paying_tier(config, month, own, previous)
+                if config.tier_basis is TierBasis.PREVIOUS_MONTH else None)
+    tier = paying_tier(config, month, own, ZERO if previous is None else previous)
     earlier = fill_months(lines)
     earlier.discard(month)  # the months of the adjustment lines
     prior = {m: tier_of_closed_month(connection, program.config_for(m), broker_id, m) for m in earlier}
-    return tier, prior
+    return tier, prior, previous
 
 
 def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: Sequence[str], *,
@@ -199,7 +201,7 @@ def user_lines(connection: Connection, month: Month, broker_id: int, user_ids: S
         return []
     program = program or load_timeline(connection)
     merged = _merged_lines(connection, month, broker_id)
-    tier, prior = _pricing(connection, program, month, broker_id, merged)
+    tier, prior, _ = _pricing(connection, program, month, broker_id, merged)
     # every fill month the broker's lines have: with the users, the aggregates' primary key finds them
     months = sorted({line.fill_month for line in merged})
     rows = connection.execute(_USERS_LINES, {"period": month, "broker_id": broker_id, "fill_months": months,

@@ -8,7 +8,9 @@ Each check reports what differs (a `Difference` naming the link, the subject and
 rather than stopping at the first: one run tells finance everything that does not add up. The
 sums are exact: NUMERIC on PostgreSQL, the `dec_sum` aggregate over decimal text on SQLite. A
 statement's own arithmetic (lines -> totals) is `bkr.domain.statement_checks.check`, the check
-`bkr statement verify` runs on a signed statement.
+`bkr statement verify` runs on a signed statement: it works each statement out again from its own
+document (its tier from its volume, each line's rate from the terms it carries, the payouts, the
+totals and the rounding) and names every figure that differs.
 
 The fills of an archived month (`bkr fills archive`) are read from its Parquet file instead of
 the database, once the file's SHA-256 is shown to be the one recorded (`bkr.program.fill_archives`);
@@ -115,8 +117,12 @@ def _difference(link: str, broker: int, problem: Problem) -> Difference:
     that does not follow from the others with both values, anything else with what is wrong."""
     subject = f"broker {broker} {problem.subject}".rstrip()
     if problem.expected is not None and problem.found is not None:
-        return Difference(link, subject, canonical(problem.expected), canonical(problem.found))
+        return Difference(link, subject, _figure(problem.expected), _figure(problem.found))
     return Difference(link, subject, "nothing wrong", problem.what)
+
+
+def _figure(value: Decimal | str) -> str:
+    return value if isinstance(value, str) else canonical(value)
 
 
 def _aggregates_by_broker(connection: Connection, month: Month, table: Table = aggregates,

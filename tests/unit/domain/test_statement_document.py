@@ -97,11 +97,53 @@ def test_a_statement_names_its_program_version_and_carries_the_terms_it_used() -
     document = json.loads(closed([aggregate("alice", "SPOT", "10")], level=2, quantum="0.001", version=7))
 
     assert document["program"] == {
-        "version": 7, "cap": "0.5", "rounding_quantum": "0.001",
+        "version": 7, "cap": "0.5", "rounding_quantum": "0.001", "prior_tiers": [],
         "tier_schedule": {"effective_from": "2000-01", "tiers": [
             {"tier": f"BKR {t.level}", "min_volume": str(t.min_volume), "rate": str(t.rate.normalize())}
             for t in TIERS]}}
+    assert (document["format_version"], document["tier_volume"]) == (2, document["api_volume"])
     assert parse_statement(canonical_json(document)).program is not None
+
+
+def test_a_statement_carries_the_tier_of_each_earlier_month_it_has_lines_of() -> None:
+    document = json.loads(EVERY_KIND)
+
+    assert document["program"]["prior_tiers"] == [  # by month; the tiers the close was given for them
+        {"month": "2024-03", "tier": "BKR 5", "rate": "0.5"}, {"month": "2024-04", "tier": "BKR 1", "rate": "0.3"}]
+    assert {line["fill_month"]: line["tier"] for line in document["lines"] if line["kind"] != "regular"} == {
+        "2024-03": "BKR 5", "2024-04": "BKR 1"}
+
+
+def test_a_statement_issued_before_format_2_reads_without_its_tier_volume_and_prior_tiers_and_writes_back() -> None:
+    document = json.loads(EVERY_KIND)
+    del document["format_version"], document["tier_volume"], document["program"]["prior_tiers"]
+    stored = canonical_json(document)
+
+    statement = parse_statement(stored)
+
+    assert statement.format_version is None and statement.tier_volume is None
+    assert statement.program is not None and statement.program.prior_tiers is None
+    assert canonical_json(statement.to_document()) == stored
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda d: d.pop("tier_volume"), "format_version: a statement of format 2 carries what it was computed with, "
+                                     "but tier_volume is missing"),
+    (lambda d: d["program"].pop("prior_tiers"), "format_version: a statement of format 2 carries what it was "
+                                                "computed with, but program: prior_tiers is missing"),
+    (lambda d: d.update(format_version=3), "format_version: 3 is not a statement format this verifier knows (2)"),
+    (lambda d: d["program"].update(prior_tiers=[{"month": "2024-04", "tier": "BKR 1", "rate": "0.3"}] * 2),
+     "program: prior_tiers: months are not listed once each, in order"),
+    (lambda d: d["program"].update(prior_tiers=[{"month": "2024-04", "tier": "Gold", "rate": "0.3"}]),
+     "program: prior_tiers[0]: tier: 'Gold' is not a tier name (BKR 0, BKR 1, …)"),
+])
+def test_a_format_2_statement_without_what_it_was_computed_with_does_not_read(edit: Any, problem: str) -> None:
+    document = json.loads(EVERY_KIND)
+    edit(document)
+
+    statement, problems = read_statement(document)
+
+    assert statement is None and [str(p) for p in problems] == [problem]
 
 
 def test_a_statement_issued_before_program_versions_reads_without_them_and_writes_back_without_them() -> None:

@@ -19,7 +19,7 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import MarketType
 from bkr.domain.money import D, round_down, total
 from bkr.domain.periods import Month
-from bkr.domain.statement_checks import check, restated
+from bkr.domain.statement_checks import check, recompute
 from bkr.domain.statement_document import canonical_bytes, canonical_json, read_statement
 from bkr.domain.statement_signing import (
     KeyStanding,
@@ -71,7 +71,7 @@ def recomputed(document: dict[str, Any]) -> BrokerStatement:
     """What a statement document's lines make of it."""
     statement, unreadable = read_statement(document)
     assert statement is not None, unreadable
-    return restated(statement)
+    return recompute(statement)
 
 
 def published(*keys: Any, retired: bool = False) -> list[PublishedKey]:
