@@ -11,9 +11,9 @@ resting quantity at each price, kept per order so that applying a changed order 
 harmless); `read` returns one `Window` of events. It never takes the order-entry lock.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -27,6 +27,7 @@ from bkr.store.tables import venue_fills, venue_orders, venue_positions, venue_s
 from bkr.venue.accounts import Position
 from bkr.venue.book import OrderStatus
 from bkr.venue.history import Ticker, ticker
+from bkr.venue.klines import KlineInterval, interval_of, klines
 from bkr.venue.markets import VenueConfig
 from bkr.venue.orders import OPEN_STATUSES, OrderView, order_view
 
@@ -189,47 +190,20 @@ class Wants:
 
 # --- candles -----------------------------------------------------------------------------------------
 
-INTERVALS: Mapping[str, timedelta] = {
-    "1s": timedelta(seconds=1), "1m": timedelta(minutes=1), "3m": timedelta(minutes=3),
-    "5m": timedelta(minutes=5), "15m": timedelta(minutes=15), "30m": timedelta(minutes=30),
-    "1h": timedelta(hours=1), "2h": timedelta(hours=2), "4h": timedelta(hours=4), "6h": timedelta(hours=6),
-    "8h": timedelta(hours=8), "12h": timedelta(hours=12), "1d": timedelta(days=1), "3d": timedelta(days=3),
-    "1w": timedelta(weeks=1), "1month": timedelta(days=31),  # 1month: calendar months (see `candle_bounds`)
-}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
-
-
-def candle_bounds(interval: str, at: datetime) -> tuple[datetime, datetime]:
-    """The candle of `interval` that holds `at`: [start, end) in UTC. Candles are aligned on the
-    epoch, weeks on Mondays and months on the calendar."""
-    at = at.astimezone(UTC)
-    if interval == "1month":
-        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-        return start, end
-    length = INTERVALS[interval]
-    origin = _MONDAY if interval == "1w" else _EPOCH
-    start = origin + ((at - origin) // length) * length
-    return start, start + length
+INTERVALS: tuple[str, ...] = tuple(interval.value for interval in KlineInterval)
 
 
 def candle(connection: Connection, symbol: str, interval: str, at: datetime) -> Candle | None:
-    """The candle of `interval` holding `at`, from the market's trades (each once, as its taker's
-    fill), or None if it has none."""
-    start, end = candle_bounds(interval, at)
-    rows = connection.execute(
-        select(venue_fills.c.price, venue_fills.c.quantity)
-        .where((venue_fills.c.symbol == symbol) & venue_fills.c.is_maker.is_(False)
-               & (venue_fills.c.ts >= start) & (venue_fills.c.ts < end))
-        .order_by(venue_fills.c.trade_id)).all()
-    if not rows:
+    """The candle of `interval` holding `at`, as `GET /api/v1/klines` gives it (`bkr.venue.klines`),
+    or None if it has no trades."""
+    kind = KlineInterval(interval)
+    start, end = interval_of(at, kind)
+    found = klines(connection, symbol, kind, start, end)
+    if not found:
         return None
-    with localcontext(MONEY):
-        prices = [r.price for r in rows]
-        return Candle(symbol, interval, start, end, prices[0], max(prices), min(prices), prices[-1],
-                      sum((r.quantity for r in rows), ZERO), sum((r.price * r.quantity for r in rows), ZERO),
-                      len(rows))
+    k = found[0]
+    return Candle(symbol, interval, k.start, k.end, k.open, k.high, k.low, k.close, k.volume, k.quote_volume,
+                  k.trades)
 
 
 # --- the reader --------------------------------------------------------------------------------------

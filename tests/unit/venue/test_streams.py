@@ -6,9 +6,10 @@ from decimal import Decimal
 import pytest
 
 from bkr.domain.fills import Side
+from bkr.venue.klines import KlineInterval, interval_of
 from bkr.venue.markets import VenueConfig
 from bkr.venue.stream_wire import INVALID_STREAM, StreamRefused, micros, parse_stream
-from bkr.venue.streams import LevelBook, candle_bounds
+from bkr.venue.streams import LevelBook
 
 D = Decimal
 
@@ -46,7 +47,7 @@ def test_a_candle_holds_its_start_and_not_its_end(interval: str, at: str, start:
     def moment(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
-    assert candle_bounds(interval, moment(at)) == (moment(start), moment(end))
+    assert interval_of(moment(at), KlineInterval(interval)) == (moment(start), moment(end))
 
 
 @pytest.mark.parametrize(("name", "kind", "symbol", "interval"), [
