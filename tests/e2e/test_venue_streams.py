@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_a_third_client_sees_within_a_second_what_two_processes_matched(two_proc
             await watcher.close()
             await maker_stream.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 # --- what a subscription means ----------------------------------------------------------------------
@@ -137,7 +138,11 @@ def one_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+    """Run `coroutine` to its end in a thread of its own: a test earlier in the process may have
+    left an event loop running in this one (Playwright's sync API does), where asyncio.run() refuses
+    to start."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 def test_an_unsubscribed_stream_sends_nothing_more(one_server: Served) -> None:
@@ -294,7 +299,7 @@ def test_ccxt_watches_the_book_the_trades_and_its_orders_that_another_process_ma
         finally:
             await asyncio.gather(watcher.close(), maker.close(), taker.close())
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_a_perpetual_trade_streams_its_ticker_candle_and_the_positions_it_opens_and_closes(

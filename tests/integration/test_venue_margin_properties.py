@@ -89,19 +89,28 @@ def account(connection: Connection, user_id: str, marks: dict[str, Decimal]) -> 
                    CONFIG.initial_margin * notional)
 
 
-def last_prices(connection: Connection) -> dict[str, Decimal]:
+def mark_prices(connection: Connection) -> dict[str, Decimal]:
+    """Each perpetual market's mark, by the venue's documented rule: the middle of best bid, best
+    ask and last trade when the book has both sides, else the last trade."""
     marks = {}
     for symbol in PERPS:
-        price = connection.execute(select(venue_fills.c.price).where(venue_fills.c.symbol == symbol)
-                                   .order_by(venue_fills.c.trade_id.desc()).limit(1)).scalar()
-        if price is not None:
-            marks[symbol] = price
+        last = connection.execute(select(venue_fills.c.price).where(venue_fills.c.symbol == symbol)
+                                  .order_by(venue_fills.c.trade_id.desc()).limit(1)).scalar()
+        if last is None:
+            continue
+        resting = (venue_orders.c.symbol == symbol) & (venue_orders.c.remaining > 0) & venue_orders.c.status.in_(
+            ("New", "PartiallyFilled")) & venue_orders.c.price.is_not(None)
+        bids = [p for p, side in connection.execute(select(venue_orders.c.price, venue_orders.c.side).where(resting))
+                if side == "Bid"]
+        asks = [p for p, side in connection.execute(select(venue_orders.c.price, venue_orders.c.side).where(resting))
+                if side == "Ask"]
+        marks[symbol] = sorted((max(bids), min(asks), last))[1] if bids and asks else last
     return marks
 
 
 def everything(engine: Engine, users: Sequence[str]) -> tuple[dict[str, Account], list[tuple[object, ...]]]:
     with engine.connect() as connection:
-        marks = last_prices(connection)
+        marks = mark_prices(connection)
         accounts = {u: account(connection, u, marks) for u in users}
         orders = [tuple(r) for r in connection.execute(
             select(venue_orders.c.order_id, venue_orders.c.status, venue_orders.c.remaining,
