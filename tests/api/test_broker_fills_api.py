@@ -214,3 +214,32 @@ def test_the_reads_an_inactive_broker_keeps_are_every_broker_endpoint(api: Api) 
 
     assert paths == {route for route, _, _ in READS}
     assert all(route.methods == {"GET"} for route in broker_routes(api))
+
+
+# --- the dashboard ------------------------------------------------------------------------------------------
+
+
+def _signed_in_as_broker(api: Api, pair: KeyPair) -> None:
+    page = api.client.get("/dashboard/sign-in")
+    token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    answer = api.client.post("/dashboard/sign-in", data={"csrf": token, "key": pair.secret, "next": ""},
+                             follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+
+
+def test_the_dashboard_shows_users_rates_and_reasons_and_downloads_the_audit_as_the_api_does(api: Api) -> None:
+    pair = closed_september(api)
+    ingest(api, [fill("o2", "2026-10-03T12:00:00Z", user="alice", fee="-0.01")])  # alice: a rebate only
+    _signed_in_as_broker(api, pair)
+
+    page = api.client.get(f"/dashboard/brokers/{BROKER}")  # this month: October's projection
+
+    assert page.status_code == 200
+    assert 'data-value="0.4">40%</td>' in page.text  # carol's affiliate rate
+    assert page.text.count('data-value="rebate_fees_only">rebate fees only: no positive fee</td>') == 1  # alice
+    for fmt in ("csv", "parquet"):
+        download = api.client.get(f"/dashboard/brokers/{BROKER}/statements/2026-09/fills", params={"format": fmt})
+        served = export_get(api, pair, {"month": "2026-09", "format": fmt})
+        assert download.status_code == 200 and download.content == served.content, fmt
+    statement_page = api.client.get(f"/dashboard/brokers/{BROKER}/statements/2026-09")
+    assert "/statements/2026-09/fills?format=parquet" in statement_page.text
