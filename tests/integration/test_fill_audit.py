@@ -269,3 +269,23 @@ def test_the_users_view_names_each_users_affiliate_rates_and_why_a_user_is_paid_
     assert (july["dave"].zero_payout_reason, july["erin"].zero_payout_reason) == (
         ZeroPayoutReason.AFFILIATE_RATE_AT_CAP, None)
     assert july["alice"].affiliate_rates == (Decimal("0.1"),)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_bkr_fills_export_writes_the_rows_of_the_audit(months: Engine, bkr: Any, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"june.{fmt}"
+
+    done = bkr("fills", "export", "--broker", str(BROKER), "--month", "2024-06", "--format", fmt, "--out", str(out),
+               "--db", months.url.render_as_string(hide_password=False), "--json")
+
+    assert done.code == 0, done.err
+    assert '"rows": 8' in done.out and '"source": "statement"' in done.out
+    sink = io.BytesIO()
+    with months.connect() as connection:
+        export_fills(connection, BROKER, JUNE, ExportFormat(fmt), sink)
+    if fmt == "csv":
+        assert out.read_bytes() == sink.getvalue()
+    else:
+        assert pq.read_table(out).equals(pq.read_table(io.BytesIO(sink.getvalue())))
+        assert pq.read_schema(out).metadata[b"bkr"] == (
+            b'{"broker_id":1400,"format":"bkr-fill-audit/1","month":"2024-06","source":"statement"}')

@@ -15,9 +15,11 @@ totals (`compute_statements`), as the projection is: the line it would be on if 
 now. Either way the contributions of a line's fills add up to the line's exact payout, and its
 fills' volumes and fee bases to the line's (`bkr.domain.fill_audit`).
 
-Rows come in `fill_id` order (by code point, on both databases), read a batch at a time, so that
-an export of a large month is not held in memory twice and a page is a keyset query: the
-cursor is the last fill_id of the page, in an opaque token bound to its broker and month.
+Rows come in `fill_id` order (the database's order of text: by code point on SQLite, and on
+PostgreSQL under a C collation), read a batch at a time along the index (broker_id, period,
+fill_id), so that an export of a large month is never held in memory whole and a page reads only
+its own rows: the cursor is the last fill_id of the page, in an opaque token bound to its broker
+and month.
 """
 
 import base64
@@ -116,11 +118,11 @@ _COLUMNS = (fills.c.fill_id, fills.c.order_id, fills.c.user_id, fills.c.symbol, 
             fills.c.fee_base_usd)
 
 
-def _query(connection: Connection, broker_id: int, month: Month, user_id: str | None, symbol: str | None,
-           after: str | None, size: int) -> Select[Any]:
-    # by code point on both databases (SQLite's own collation; PostgreSQL's "C"), so that a page
-    # boundary means the same thing to the database and to Python
-    fill_id = fills.c.fill_id.collate("C") if connection.dialect.name == "postgresql" else fills.c.fill_id
+def _query(broker_id: int, month: Month, user_id: str | None, symbol: str | None, after: str | None,
+           size: int) -> Select[Any]:
+    # in the database's order of text, which its index (broker_id, period, fill_id) keeps, so that a
+    # page reads only its own rows (by code point on SQLite, and on PostgreSQL under a C collation)
+    fill_id = fills.c.fill_id
     query = select(*_COLUMNS).where((fills.c.broker_id == broker_id) & (fills.c.period == month)
                                     & (fills.c.attribution == Attribution.COUNTED.value))
     if user_id is not None:
@@ -167,8 +169,7 @@ def audited_fills(connection: Connection, pricing: MonthPricing, *, user_id: str
     remaining = limit
     while remaining is None or remaining > 0:
         size = _BATCH if remaining is None else min(_BATCH, remaining)
-        rows = connection.execute(_query(connection, pricing.broker_id, pricing.month, user_id, symbol, after,
-                                         size)).all()
+        rows = connection.execute(_query(pricing.broker_id, pricing.month, user_id, symbol, after, size)).all()
         for row in rows:
             yield _audited(row, pricing)
         if len(rows) < size:
