@@ -17,6 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from bkr.domain.fills import retroactive_part
 from bkr.domain.money import canonical, total
 from bkr.domain.periods import Month, as_utc
 from bkr.domain.statements import LineKind
@@ -118,9 +119,20 @@ class AuditedFill:
         }
 
 
+def line_kind(fill_id: str, corrects: str | None, fill_month: Month, period: Month) -> LineKind:
+    """The kind of line a counted row is paid on in `period`'s statement, as the running totals
+    file it (`bkr.program.attribution.Counted.kind`) and the close prices it: what a retroactive
+    change moved; a correction paid after its fill's month; a late fill; or the month's own."""
+    if retroactive_part(fill_id, corrects) is not None:
+        return LineKind.RETROACTIVE
+    if fill_month != period:
+        return LineKind.CORRECTION if corrects is not None else LineKind.ADJUSTMENT
+    return LineKind.REGULAR  # a correction within its fill's month joins its fill's line
+
+
 def iso_instant(moment: datetime) -> str:
     """A UTC instant as ISO 8601 to the microsecond, ending in Z."""
     return as_utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-__all__ = ["AuditedFill", "PricedPart", "ZeroPayoutReason", "iso_instant", "zero_payout_reason"]
+__all__ = ["AuditedFill", "PricedPart", "ZeroPayoutReason", "iso_instant", "line_kind", "zero_payout_reason"]

@@ -36,8 +36,8 @@ from typing import IO, Any
 from sqlalchemy import Connection, Select, select
 
 from bkr.domain.errors import Conflict, InvalidInput, NotFound
-from bkr.domain.fill_audit import AuditedFill
-from bkr.domain.fills import Attribution, retroactive_part
+from bkr.domain.fill_audit import AuditedFill, line_kind
+from bkr.domain.fills import Attribution
 from bkr.domain.money import canonical
 from bkr.domain.payout import fee_base, line_payout_at
 from bkr.domain.periods import Month
@@ -132,17 +132,6 @@ def _query(broker_id: int, month: Month, user_id: str | None, symbol: str | None
     if after is not None:
         query = query.where(fill_id > after)
     return query.order_by(fill_id).limit(size)
-
-
-def line_kind(fill_id: str, corrects: str | None, fill_month: Month, period: Month) -> LineKind:
-    """The kind of line a counted row is paid on in `period`'s statement, as the running totals
-    file it (`bkr.program.attribution.Counted.kind`) and the close prices it: what a retroactive
-    change moved; a correction paid after its fill's month; a late fill; or the month's own."""
-    if retroactive_part(fill_id, corrects) is not None:
-        return LineKind.RETROACTIVE
-    if fill_month != period:
-        return LineKind.CORRECTION if corrects is not None else LineKind.ADJUSTMENT
-    return LineKind.REGULAR  # a correction within its fill's month joins its fill's line
 
 
 def _audited(row: Any, pricing: MonthPricing) -> AuditedFill:
