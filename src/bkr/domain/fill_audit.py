@@ -103,20 +103,25 @@ class AuditedFill:
         """The statement line it belongs to, within its statement."""
         return (self.line_kind, self.fill_month, self.user_id, self.market_type, self.affiliate_rate)
 
+    def cells(self) -> tuple[Any, ...]:
+        """Its values in `AUDIT_COLUMNS` order: decimals as canonical strings, the instant in ISO
+        8601 UTC, `is_maker` a bool, `corrects` and `statement_line` None when they have none."""
+        return (self.fill_id, self.order_id, iso_instant(self.timestamp), self.user_id, self.symbol,
+                self.market_type, self.side, self.is_maker, canonical(self.price), canonical(self.quantity),
+                canonical(self.fee), self.fee_symbol, canonical(self.volume_usd), canonical(self.fee_usd),
+                canonical(self.fee_base), canonical(self.affiliate_rate), self.tier_name,
+                canonical(self.effective_rate), canonical(self.payout_exact), self.corrects, str(self.fill_month),
+                str(self.statement_month), self.line_kind.value, self.statement_line)
+
     def to_document(self) -> dict[str, Any]:
-        """As JSON-ready data: decimals as canonical strings, the instant in ISO 8601 UTC."""
-        return {
-            "fill_id": self.fill_id, "order_id": self.order_id, "timestamp": iso_instant(self.timestamp),
-            "user_id": self.user_id, "symbol": self.symbol, "market_type": self.market_type, "side": self.side,
-            "is_maker": self.is_maker, "price": canonical(self.price), "quantity": canonical(self.quantity),
-            "fee": canonical(self.fee), "fee_symbol": self.fee_symbol, "volume_usd": canonical(self.volume_usd),
-            "fee_usd": canonical(self.fee_usd), "fee_base": canonical(self.fee_base),
-            "affiliate_rate": canonical(self.affiliate_rate), "tier": self.tier_name,
-            "effective_rate": canonical(self.effective_rate), "payout_exact": canonical(self.payout_exact),
-            "corrects": self.corrects, "fill_month": str(self.fill_month),
-            "statement_month": str(self.statement_month), "line_kind": self.line_kind.value,
-            "statement_line": self.statement_line,
-        }
+        """As JSON-ready data, keyed by `AUDIT_COLUMNS`."""
+        return dict(zip(AUDIT_COLUMNS, self.cells(), strict=True))
+
+
+AUDIT_COLUMNS = ("fill_id", "order_id", "timestamp", "user_id", "symbol", "market_type", "side", "is_maker", "price",
+                 "quantity", "fee", "fee_symbol", "volume_usd", "fee_usd", "fee_base", "affiliate_rate", "tier",
+                 "effective_rate", "payout_exact", "corrects", "fill_month", "statement_month", "line_kind",
+                 "statement_line")
 
 
 def line_kind(fill_id: str, corrects: str | None, fill_month: Month, period: Month) -> LineKind:
@@ -135,4 +140,5 @@ def iso_instant(moment: datetime) -> str:
     return as_utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-__all__ = ["AuditedFill", "PricedPart", "ZeroPayoutReason", "iso_instant", "line_kind", "zero_payout_reason"]
+__all__ = ["AUDIT_COLUMNS", "AuditedFill", "PricedPart", "ZeroPayoutReason", "iso_instant", "line_kind",
+           "zero_payout_reason"]

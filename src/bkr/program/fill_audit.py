@@ -36,7 +36,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, Select, select
 
 from bkr.domain.errors import Conflict, InvalidInput, NotFound
-from bkr.domain.fill_audit import AuditedFill, line_kind
+from bkr.domain.fill_audit import AUDIT_COLUMNS, AuditedFill, line_kind
 from bkr.domain.fills import Attribution
 from bkr.domain.money import canonical
 from bkr.domain.payout import fee_base, line_payout_at
@@ -232,11 +232,12 @@ class ExportFormat(StrEnum):
     PARQUET = "parquet"
 
 
-EXPORT_COLUMNS = ("fill_id", "order_id", "timestamp", "user_id", "symbol", "market_type", "side", "is_maker",
-                  "price", "quantity", "fee", "fee_symbol", "volume_usd", "fee_usd", "fee_base", "affiliate_rate",
-                  "tier", "effective_rate", "payout_exact", "corrects", "fill_month", "statement_month",
-                  "line_kind", "statement_line")
-_TEXT_FROM_OUTSIDE = ("fill_id", "order_id", "user_id", "symbol", "fee_symbol", "corrects")
+EXPORT_COLUMNS = AUDIT_COLUMNS
+# text from outside (ids, symbols), made safe for spreadsheets in CSV, by position in a row's cells
+_TEXT_FROM_OUTSIDE = tuple(EXPORT_COLUMNS.index(name)
+                           for name in ("fill_id", "order_id", "user_id", "symbol", "fee_symbol", "corrects"))
+_IS_MAKER = EXPORT_COLUMNS.index("is_maker")
+_TIMESTAMP = EXPORT_COLUMNS.index("timestamp")
 EXPORT_FORMAT = "bkr-fill-audit/1"
 _MEDIA = {ExportFormat.CSV: ("text/csv; charset=utf-8", ".csv"),
           ExportFormat.PARQUET: ("application/vnd.apache.parquet", ".parquet")}
@@ -281,23 +282,18 @@ def export_fills_to_file(connection: Connection, broker_id: int, month: Month, f
     return exported
 
 
-def _cells(fill: AuditedFill) -> dict[str, Any]:
-    document = fill.to_document()
-    return {name: document[name] for name in EXPORT_COLUMNS}
-
-
 def _write_csv(rows: Iterable[AuditedFill], sink: IO[bytes]) -> int:
     text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for fill in rows:
-        cells = _cells(fill)
-        for name in _TEXT_FROM_OUTSIDE:
-            if cells[name] is not None:
-                cells[name] = spreadsheet_safe(cells[name])
-        cells["is_maker"] = "true" if fill.is_maker else "false"
-        writer.writerow(["" if cells[name] is None else cells[name] for name in EXPORT_COLUMNS])
+        cells = list(fill.cells())
+        for index in _TEXT_FROM_OUTSIDE:
+            if cells[index] is not None:
+                cells[index] = spreadsheet_safe(cells[index])
+        cells[_IS_MAKER] = "true" if fill.is_maker else "false"
+        writer.writerow(cells)  # None (no `corrects`, no line position yet) is written as an empty cell
         count += 1
     text.flush()
     text.detach()  # the sink stays open: it is the caller's
@@ -336,11 +332,10 @@ def _write_parquet(rows: Iterable[AuditedFill], sink: IO[bytes], metadata: dict[
 def _arrow_batch(batch: list[AuditedFill], schema: Any) -> Any:
     import pyarrow as pa
 
-    columns: dict[str, list[Any]] = {name: [] for name in EXPORT_COLUMNS}
+    columns: list[list[Any]] = [[] for _ in EXPORT_COLUMNS]
     for fill in batch:
-        cells = _cells(fill)
-        cells["timestamp"] = fill.timestamp
-        for name in EXPORT_COLUMNS:
-            columns[name].append(cells[name])
-    return pa.RecordBatch.from_pydict(columns, schema=schema)
-
+        cells = fill.cells()
+        for index, value in enumerate(cells):
+            columns[index].append(fill.timestamp if index == _TIMESTAMP else value)
+    return pa.RecordBatch.from_arrays([pa.array(values, type=schema.field(index).type)
+                                       for index, values in enumerate(columns)], schema=schema)
