@@ -120,7 +120,8 @@ def instruction_for(route: str) -> str:
         return "brokerStatementQuery"
     return {"/summary": "brokerSummaryQuery", "/volume/daily": "brokerDailyVolumeQuery",
             "/statements": "brokerStatementQueryAll", "/users": "brokerUsersQuery",
-            "/inactive-orders": "brokerInactiveOrdersQuery"}[route]
+            "/inactive-orders": "brokerInactiveOrdersQuery", "/fills": "brokerFillsQuery",
+            "/fills/export": "brokerFillsExport"}[route]
 
 
 def get(api: Api, pair: KeyPair, route: str, params: dict[str, Any] | None = None) -> httpx.Response:
@@ -196,7 +197,8 @@ def test_every_broker_endpoint_documents_its_instruction_and_errors(api: Api) ->
                   and not path.startswith(WEBHOOK_PATHS) for operation in item.values()]
     assert {op["x-instruction"] for op in operations} == {
         "brokerSummaryQuery", "brokerDailyVolumeQuery", "brokerStatementQueryAll", "brokerStatementQuery",
-        "brokerUsersQuery", "brokerInactiveOrdersQuery", "brokerPayoutQueryAll"}
+        "brokerUsersQuery", "brokerInactiveOrdersQuery", "brokerPayoutQueryAll", "brokerFillsQuery",
+        "brokerFillsExport"}
     for operation in operations:
         assert {"401", "403"} <= set(operation["responses"]), operation["operationId"]
 

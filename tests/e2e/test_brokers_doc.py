@@ -8,7 +8,8 @@ starts the server itself, as a real process on a free port. The guide's environm
 filled in as the guide says (BKR_URL, BROKER_ID, the keys from the JSON files the operator wrote),
 and every ```python block runs, in order, each in a fresh namespace (so each snippet must be
 complete on its own), and must print exactly the ```text block(s) that follow it in the guide.
-The snippet about unknown ids runs a second time once the guide's ```toml block is applied as a
+The per-fill audit's snippet sums the fills of each statement line and must print the summary's
+payout. The snippet about unknown ids runs a second time once the guide's ```toml block is applied as a
 program version from the current month (`bkr program apply`), against the same running server,
 and must print the guide's second output. The webhook receiver's verification helper is one of
 the snippets (tests/integration/test_webhooks.py checks bkr's real deliveries with it). The broker's
@@ -133,8 +134,8 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     bash, snippets, toml = guide_blocks()
     assert len(bash) == 1 and len(toml) == 1
-    assert [len(s.outputs) for s in snippets] == [1, 1, 1, 2, 1, 1], "each snippet shows what it prints"
-    ccxt_trade, hummingbot_request, plain_http, forgotten_id, watch, verify_webhook = snippets
+    assert [len(s.outputs) for s in snippets] == [1, 1, 1, 2, 1, 1, 1], "each snippet shows what it prints"
+    ccxt_trade, hummingbot_request, plain_http, forgotten_id, watch, every_fill, verify_webhook = snippets
     monkeypatch.chdir(tmp_path)
 
     with venue_world(tmp_path) as world:
@@ -143,7 +144,7 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
         sandbox = world.serve()
         env = guide_environment(world, sandbox.base)
 
-        for snippet in (ccxt_trade, hummingbot_request, plain_http, forgotten_id, watch, verify_webhook):
+        for snippet in (ccxt_trade, hummingbot_request, plain_http, forgotten_id, watch, every_fill, verify_webhook):
             assert run_snippet(snippet, env, monkeypatch) == snippet.outputs[0], f"snippet {snippet.number}"
 
         # The summary's figures are the venue's fills, summed independently.
@@ -152,6 +153,8 @@ def test_every_snippet_of_the_broker_guide_runs_against_bkr_serve(tmp_path: Path
         assert Decimal(printed(summary, "api volume")) == volume
         assert Decimal(printed(summary, "fee base")) == fee_base
         assert printed(summary, "today") == f"{volume} in {fills} fills"
+        # … and so is the per-fill audit's count
+        assert printed(every_fill.outputs[0], "fills").startswith(f"{fills} in ")
         seen = world.broker_ids_seen()  # ccxt's 1400 traded, and the operator can see it was sent
         assert (seen["1400"]["orders"], seen["1400"]["rejected"]) == (1, 0)
 

@@ -24,10 +24,13 @@ from integration_support import (
 )
 from sqlalchemy import Engine, select
 
+from bkr.domain.fill_audit import PricedPart, zero_payout_reason
 from bkr.domain.fills import MarketType
 from bkr.domain.money import ZERO, add, neg
+from bkr.domain.payout import DEFAULT_CAP
 from bkr.domain.periods import Month, parse_instant
 from bkr.domain.registry import BrokerStatus
+from bkr.domain.statements import StatementLine
 from bkr.program import registry
 from bkr.program.close import compute_statements
 from bkr.program.periods import closed_months
@@ -70,8 +73,10 @@ def _projected_users(engine: Engine, broker_id: int, month: Month) -> list[UserF
     with engine.connect() as connection:
         projection = compute_statements(connection, month, broker_id)
     by_user: dict[str, list[Decimal]] = {}
+    lines_of: dict[str, list[StatementLine]] = {}
     for line in projection[0].lines if projection else ():
         sums = by_user.setdefault(line.user_id, [ZERO] * 6)
+        lines_of.setdefault(line.user_id, []).append(line)
         if line.is_adjustment:
             sums[4] = add(sums[4], line.fee_base)
         else:
@@ -80,7 +85,11 @@ def _projected_users(engine: Engine, broker_id: int, month: Month) -> list[UserF
             sums[2] = add(sums[2], line.fee_usd)
             sums[3] = add(sums[3], line.fee_base)
         sums[5] = add(sums[5], line.payout_exact)
-    return sorted((UserFigures(user, *sums) for user, sums in by_user.items()),
+    return sorted((UserFigures(user, *sums, tuple(sorted({line.affiliate_rate for line in lines_of[user]})),
+                               zero_payout_reason([PricedPart(line.fee_base, line.affiliate_rate, line.effective_rate,
+                                                              line.payout_exact) for line in lines_of[user]],
+                                                  DEFAULT_CAP))
+                   for user, sums in by_user.items()),
                   key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
 
 

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -161,6 +162,20 @@ def broker_signature(instruction: str) -> Callable[..., Awaitable[BrokerSignatur
     return check
 
 
+class BrokerAccess(StrEnum):
+    """What a broker endpoint does, which decides whether a suspended or terminated broker may use it.
+
+    READ: it only reads the broker's own figures (its statements, payouts, per-fill audit, the
+    orders it sent while inactive): a broker keeps reading its own past whatever its status.
+    WRITE: it changes something bkr holds for the broker: refused while the broker is suspended or
+    terminated, with 403 `broker_suspended` / `broker_terminated`. A broker endpoint says which it
+    is; one that does not is a WRITE, so that a new endpoint is refused to an inactive broker
+    until it is declared a read."""
+
+    READ = "read"
+    WRITE = "write"
+
+
 @dataclass(frozen=True, slots=True)
 class SignedBroker:
     broker_id: int
@@ -168,12 +183,13 @@ class SignedBroker:
     broker: BrokerView  # its registry entry, status at the request's time
     key_last_used_at: datetime | None
 
-    def check_standing(self) -> None:
-        """A suspended or terminated broker's keys are refused until it is active again."""
+    def check_standing(self, access: BrokerAccess = BrokerAccess.WRITE) -> None:
+        """A suspended or terminated broker's keys are refused for anything but reading its own
+        figures (`BrokerAccess.READ`) until it is active again."""
         status = self.broker.status
-        if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
-            raise Forbidden(f"broker {self.broker_id} is {status.value}; its keys are refused until it is active "
-                            "again", code=f"broker_{status.value}")
+        if access is BrokerAccess.WRITE and status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
+            raise Forbidden(f"broker {self.broker_id} is {status.value}; its keys may only read its own figures "
+                            "until it is active again", code=f"broker_{status.value}")
 
 
 def signed_broker(connection: Connection, request: Request, signature: BrokerSignature) -> SignedBroker:

@@ -1,5 +1,5 @@
-"""`bkr fills`: import fill files, review the rows that were not accepted, and archive a closed,
-settled month's fills to Parquet.
+"""`bkr fills`: import fill files, review the rows that were not accepted, export a broker's
+per-fill audit of a month, and archive a closed, settled month's fills to Parquet.
 
 Importing and archiving need an operator key with the `operator` role (`--key` or
 BKR_OPERATOR_KEY): the import's entry on the audit trail names its operator, the file's SHA-256
@@ -19,6 +19,7 @@ from bkr.cli.common import (
     InputFile,
     JsonOption,
     KeyOption,
+    checked_broker_id,
     err,
     open_program,
     operator_from_key,
@@ -33,9 +34,10 @@ from bkr.domain.money import canonical
 from bkr.domain.operators import Role
 from bkr.domain.periods import Month
 from bkr.ingest.readers import read_rows
-from bkr.program import review
+from bkr.program import fill_audit, review
 from bkr.program.archive import archive_month
 from bkr.program.importer import import_file
+from bkr.program.reports import requested_month
 from bkr.program.writer import RowResult, Tally
 from bkr.store import db
 
@@ -173,3 +175,34 @@ def fills_archive(
     out.print(f"{record.month}: {record.rows:,} fills ({record.counted_fills:,} counted) archived to {record.path}, "
               f"{record.bytes:,} bytes, SHA-256 {record.sha256}; removed from the database. "
               f"Reconcile it with: bkr reconcile --month {record.month}", markup=False, highlight=False)
+
+
+@fills_app.command("export")
+def fills_export(
+    broker: Annotated[int, typer.Option("--broker", help="Broker id.", show_default=False,
+                                        callback=checked_broker_id)],
+    month: Annotated[str, typer.Option(help="YYYY-MM: the statement month (closed, or the projection of one "
+                                            "not closed yet).", show_default=False)],
+    out_file: Annotated[Path, typer.Option("--out", help="The file to write (replaced whole if it exists).",
+                                           show_default=False)],
+    output_format: Annotated[fill_audit.ExportFormat, typer.Option("--format", help="csv | parquet")]
+    = fill_audit.ExportFormat.CSV,
+    db_url: DbOption = db.DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """A broker's per-fill audit of a month: every counted fill its statement pays, with its
+    user's affiliate rate, the effective rate, its exact payout contribution and its statement
+    line (late fills' adjustment lines and corrections included). Summed per line, the rows
+    equal the statement's lines exactly. The same file as the broker API's
+    GET /v1/broker/{id}/fills/export."""
+    target = requested_month(Month.parse(month), system_clock())
+    with transaction(db_url) as connection:
+        exported = fill_audit.export_fills_to_file(connection, broker, target, output_format, out_file)
+    if as_json:
+        print_json({"broker_id": broker, "month": str(target), "file": str(out_file), "rows": exported.rows,
+                    "source": exported.source.value, "format": output_format.value})
+        return
+    priced_by = ("its statement" if exported.source is fill_audit.AuditSource.STATEMENT
+                 else "the projection (the month is not closed)")
+    out.print(f"broker {broker}, {target}: {exported.rows:,} fills, priced by {priced_by}, written to {out_file}",
+              markup=False, highlight=False)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select
 
 from bkr.domain.config import TierBasis
 from bkr.domain.errors import InvalidInput, NotFound
+from bkr.domain.fill_audit import PricedPart, ZeroPayoutReason, zero_payout_reason
 from bkr.domain.fills import Attribution, MarketType
 from bkr.domain.money import ZERO, add, canonical, neg, sub, total
 from bkr.domain.payout import statement_payout
@@ -250,7 +251,10 @@ def broker_statements(connection: Connection, broker_id: int) -> list[StatementE
 class UserFigures:
     """One user's part of a broker's month. Volumes, fee and fee base are of the month's own
     fills; `adjustment_fee_base` is of late fills of earlier months paid in this one;
-    `payout_exact` is the user's contribution to the statement's exact payout (both kinds)."""
+    `payout_exact` is the user's contribution to the statement's exact payout (both kinds).
+    `affiliate_rates` are the rates of the user's lines (one, unless the user's referral rate
+    changed, or a late fill's month had another); `zero_payout_reason` says why a user whose
+    lines pay 0 together is paid nothing (`bkr.domain.fill_audit.zero_payout_reason`)."""
 
     user_id: str
     spot_volume: Decimal
@@ -259,12 +263,16 @@ class UserFigures:
     fee_base: Decimal
     adjustment_fee_base: Decimal
     payout_exact: Decimal
+    affiliate_rates: tuple[Decimal, ...] = ()
+    zero_payout_reason: ZeroPayoutReason | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "spot_volume": canonical(self.spot_volume),
                 "futures_volume": canonical(self.futures_volume), "fee": canonical(self.fee),
                 "fee_base": canonical(self.fee_base), "adjustment_fee_base": canonical(self.adjustment_fee_base),
-                "payout_exact": canonical(self.payout_exact)}
+                "payout_exact": canonical(self.payout_exact),
+                "affiliate_rates": [canonical(rate) for rate in self.affiliate_rates],
+                "zero_payout_reason": None if self.zero_payout_reason is None else self.zero_payout_reason.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,12 +294,18 @@ def user_breakdown(connection: Connection, broker_id: int, month: Month, *, limi
                    offset: int) -> UserBreakdown:
     """Per-user figures of a month, largest fee base first: from the stored statement of a closed
     month (none if the broker had no statement), from the projection of an open one."""
+    program = load_timeline(connection)
+    cap = program.config_for(month).cap
     if month in closed_months(connection):
         try:
-            lines = issued_statement(connection, broker_id, month).lines
+            statement = issued_statement(connection, broker_id, month)
         except NotFound:  # no volume that month: no statement
-            lines = ()
-        figures = sorted(_users_of(lines), key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
+            lines: tuple[StatementLine, ...] = ()
+        else:
+            lines = statement.lines
+            cap = statement.program.cap if statement.program is not None else cap  # the cap it was priced with
+        figures = sorted(_users_of(lines, cap),
+                         key=lambda u: (neg(add(u.fee_base, u.adjustment_fee_base)), u.user_id))
         return UserBreakdown(broker_id, month, "statement", len(figures), limit, offset,
                              tuple(figures[offset:offset + limit]))
     # an open month: the page of users, sorted by the database from their running totals, and the
@@ -299,11 +313,13 @@ def user_breakdown(connection: Connection, broker_id: int, month: Month, *, limi
     where = {"broker_id": broker_id, "period": month}
     count = connection.execute(_USER_COUNT, where).scalar_one()
     page = connection.execute(_USER_PAGE, where | {"limit": limit, "offset": offset}).all()
-    payouts: dict[str, Decimal] = {}
-    for line in user_lines(connection, month, broker_id, [row.user_id for row in page]):
-        payouts[line.user_id] = add(payouts.get(line.user_id, ZERO), line.payout_exact)
+    by_user: dict[str, list[StatementLine]] = {}
+    for line in user_lines(connection, month, broker_id, [row.user_id for row in page], program=program):
+        by_user.setdefault(line.user_id, []).append(line)
     page_figures = tuple(UserFigures(row.user_id, row.spot_volume_usd, row.futures_volume_usd, row.fee_usd,
-                                     row.fee_base_usd, row.adjustment_fee_base_usd, payouts.get(row.user_id, ZERO))
+                                     row.fee_base_usd, row.adjustment_fee_base_usd,
+                                     total(line.payout_exact for line in by_user.get(row.user_id, ())),
+                                     *_rates_and_reason(by_user.get(row.user_id, ()), cap))
                          for row in page)
     return UserBreakdown(broker_id, month, "projection", count, limit, offset, page_figures)
 
@@ -316,12 +332,14 @@ _USER_PAGE = (select(user_totals.c.user_id, user_totals.c.spot_volume_usd, user_
               .limit(bindparam("limit")).offset(bindparam("offset")))
 
 
-def _users_of(lines: Iterable[StatementLine]) -> list[UserFigures]:
+def _users_of(lines: Iterable[StatementLine], cap: Decimal) -> list[UserFigures]:
     """A statement's lines summed per user."""
     # user -> [spot, futures, fee, fee base, adjustment fee base, payout exact]
     by_user: dict[str, list[Decimal]] = {}
+    lines_of: dict[str, list[StatementLine]] = {}
     for line in lines:
         sums = by_user.setdefault(line.user_id, [ZERO] * 6)
+        lines_of.setdefault(line.user_id, []).append(line)
         if line.is_adjustment:
             sums[4] = add(sums[4], line.fee_base)
         else:
@@ -330,7 +348,23 @@ def _users_of(lines: Iterable[StatementLine]) -> list[UserFigures]:
             sums[2] = add(sums[2], line.fee_usd)
             sums[3] = add(sums[3], line.fee_base)
         sums[5] = add(sums[5], line.payout_exact)
-    return [UserFigures(user, *sums) for user, sums in by_user.items()]
+    figures = []
+    for user, (spot, futures, fee, base, adjustment_base, payout) in by_user.items():
+        rates, reason = _rates_and_reason(lines_of[user], cap)
+        figures.append(UserFigures(user, spot, futures, fee, base, adjustment_base, payout, rates, reason))
+    return figures
+
+
+def _rates_and_reason(lines: Iterable[StatementLine],
+                      cap: Decimal) -> tuple[tuple[Decimal, ...], ZeroPayoutReason | None]:
+    """The affiliate rates of a user's lines, ascending, and why they pay 0 together if they do."""
+    lines = list(lines)
+    if not lines:
+        return (), None
+    rates = tuple(sorted(set(line.affiliate_rate for line in lines)))
+    reason = zero_payout_reason((PricedPart(line.fee_base, line.affiliate_rate, line.effective_rate,
+                                            line.payout_exact) for line in lines), cap)
+    return rates, reason
 
 
 # --- orders while inactive ------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ fills = Table(
     Column("corrects", Text, nullable=True),
     Column("fee_base_usd", Money, nullable=True),
     Column("trade_id", Text, nullable=True),  # both sides of one trade carry it, within one symbol
-    Index("ix_fills_broker_period", "broker_id", "period"),
+    # a broker's fills of a period (a close, reconcile), in fill_id order (the per-fill audit's pages)
+    Index("ix_fills_broker_period_fill", "broker_id", "period", "fill_id"),
     # the other side of a trade, looked up as each side arrives
     Index("ix_fills_trade", "trade_id", "symbol",
           postgresql_where=text("trade_id IS NOT NULL"), sqlite_where=text("trade_id IS NOT NULL")),

@@ -7,7 +7,9 @@ must be a broker key bkr knows, which is what the API checks of every signed req
 secret is used once, at sign-in, and never kept; the session holds the operator key's id or the
 broker's public key, and each request checks that key again with the API's own check
 (`keys.operator_of_key_id` runs `authenticate_operator`'s checks), so revoking a key, its expiry,
-disabling its operator or suspending a broker ends its sessions at their next request.
+disabling its operator ends its sessions at their next request. A broker's pages only read its own
+figures, so a suspended or terminated broker keeps them, as its keys keep the broker API's reads
+(`bkr.api.deps.BrokerAccess`).
 """
 
 from datetime import datetime
@@ -15,12 +17,10 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from bkr.api.dashboard.session import Holder, Session
-from bkr.domain.errors import Forbidden, Unauthenticated
+from bkr.domain.errors import Unauthenticated
 from bkr.domain.operators import Role
-from bkr.domain.registry import BrokerStatus
 from bkr.domain.signing import api_key_of
 from bkr.program import keys
-from bkr.program.registry import get_broker
 from bkr.program.sessions import session_ended
 
 
@@ -40,14 +40,13 @@ def identify_key(connection: Connection, pasted: str, now: datetime) -> tuple[Ho
     holder = keys.broker_key(connection, api_key, now)
     if holder is None or holder.broker_id is None:
         raise Unauthenticated("unknown, revoked or expired broker key", code="unknown_key", field="key")
-    _check_broker_may_sign_in(connection, holder.broker_id, now)
     return Holder.BROKER, api_key, holder.broker_id
 
 
 def check_session(connection: Connection, session: Session, now: datetime) -> keys.Operator | None:
     """The operator of a signed-in operator session (None for a broker's), once its key is checked
     again; refuse a session that was signed out of, whose key has since been revoked or has
-    expired, whose operator was disabled, or whose broker may no longer use its keys."""
+    expired, or whose operator was disabled."""
     if session.holder is None or session.key_id is None:
         raise Unauthenticated("sign in first")
     if session_ended(connection, session.csrf):
@@ -56,17 +55,9 @@ def check_session(connection: Connection, session: Session, now: datetime) -> ke
         holder = keys.broker_key(connection, session.key_id, now)
         if session.broker_id is None or holder is None or holder.broker_id != session.broker_id:
             raise Unauthenticated("this broker key was revoked or has expired: sign in again", code="unknown_key")
-        _check_broker_may_sign_in(connection, session.broker_id, now)
         return None
     try:
         return keys.operator_of_key_id(connection, session.key_id, Role.VIEWER, now)
     except Unauthenticated as error:
         raise Unauthenticated(f"{error}: sign in again", code=error.code) from None
 
-
-def _check_broker_may_sign_in(connection: Connection, broker_id: int, now: datetime) -> None:
-    """The API's rule for broker keys: refused while the broker is suspended or terminated."""
-    status = get_broker(connection, broker_id, now).status
-    if status in (BrokerStatus.SUSPENDED, BrokerStatus.TERMINATED):
-        raise Forbidden(f"broker {broker_id} is {status.value}; its keys are refused until it is active again",
-                        code=f"broker_{status.value}")

@@ -5,6 +5,7 @@ stored statement and its exports), so a page and `GET /v1/broker/{id}/…` canno
 operator opens the same pages, with the registry and the status actions added.
 """
 
+import io
 from collections import Counter
 from typing import Annotated, Literal
 
@@ -14,8 +15,9 @@ from bkr.api.dashboard.charts import Bar, Series, progress_fraction, stacked_bar
 from bkr.api.dashboard.web import PREFIX, PageRoute, SignedInDep, may_open_broker, render
 from bkr.api.deps import ServicesDep
 from bkr.api.schemas import BrokerIdPath
+from bkr.domain.fill_audit import ZeroPayoutReason
 from bkr.domain.periods import month_field
-from bkr.program import reports
+from bkr.program import fill_audit, reports
 from bkr.program.close import issued_statement
 from bkr.program.exports import StatementFormat, render_statement
 from bkr.program.registry import broker_name
@@ -26,6 +28,10 @@ router = APIRouter(prefix=f"{PREFIX}/brokers/{{broker_id}}", route_class=PageRou
 TOP_USERS = 10
 LINES_PER_PAGE = 100
 VOLUME_SERIES = (Series("Spot", "spot"), Series("Futures", "futures"))
+ZERO_REASONS = {ZeroPayoutReason.AFFILIATE_RATE_AT_CAP: "affiliate rate at or above the cap",
+                ZeroPayoutReason.REBATE_FEES_ONLY: "rebate fees only: no positive fee",
+                ZeroPayoutReason.BROKER_RATE_ZERO: "the tier's rate is 0",
+                ZeroPayoutReason.OFFSET_BY_CORRECTIONS: "corrections take back what it earned"}
 
 
 @router.get("")
@@ -51,7 +57,7 @@ def broker_page(request: Request, broker_id: BrokerIdPath, session: SignedInDep,
     progress = progress_fraction(summary.api_volume, summary.volume_tier.min_volume, upper)
     return render(request, "broker.html", title=f"{summary.broker.name} — {summary.month}", summary=summary,
                   series=series, chart=chart, progress_percent=f"{progress * 100:.1f}", users=users,
-                  inactive=inactive, statements=statements, broker=summary.broker)
+                  inactive=inactive, statements=statements, broker=summary.broker, zero_reasons=ZERO_REASONS)
 
 
 @router.get("/statements/{month}")
@@ -85,3 +91,17 @@ def download(broker_id: BrokerIdPath, month: str, session: SignedInDep, services
         rendered = render_statement(connection, broker_id, month_field(month), StatementFormat(output_format),
                                     services.statement_key)
     return Response(rendered.body, media_type=rendered.media_type, headers=rendered.headers)
+
+
+@router.get("/statements/{month}/fills")
+def fills_download(broker_id: BrokerIdPath, month: str, session: SignedInDep, services: ServicesDep,
+                   output_format: Annotated[Literal["csv", "parquet"], Query(alias="format")] = "csv") -> Response:
+    """The month's per-fill audit, the file the broker API's GET …/fills/export serves."""
+    may_open_broker(session, broker_id)
+    body = io.BytesIO()
+    with db.snapshot(services.engine) as connection:
+        exported = fill_audit.export_fills(connection, broker_id, month_field(month),
+                                           fill_audit.ExportFormat(output_format), body)
+    return Response(body.getvalue(), media_type=exported.media_type, headers={
+        "Content-Disposition": f'attachment; filename="{exported.filename}"', "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store"})

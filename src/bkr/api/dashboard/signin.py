@@ -38,7 +38,7 @@ def dashboard_home(services: ServicesDep, session: SessionDep) -> Response:
                 check_session(connection, session, services.clock())
             return redirect(home_of(session))
         except BkrError:
-            pass  # a key revoked or a broker suspended since: sign in again
+            pass  # a key revoked or expired since: sign in again
     return redirect(f"{PREFIX}/sign-in")
 
 

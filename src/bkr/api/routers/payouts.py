@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from bkr.api.deps import (
     ApproverDep,
+    BrokerAccess,
     BrokerSignature,
     ConnectionDep,
     ServicesDep,
@@ -175,4 +176,4 @@ async def broker_payouts(broker_id: BrokerIdPath, request: Request, services: Se
         return _json(BrokerPayoutListOut(broker_id=broker_id, payouts=[
             BrokerPayoutOut.model_validate(i.to_document()) for i in found]))
 
-    return await _as_broker(request, services, signature, broker_id, read)
+    return await _as_broker(request, services, signature, broker_id, read, access=BrokerAccess.READ)

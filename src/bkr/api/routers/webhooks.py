@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from bkr.api.deps import (
+    BrokerAccess,
     BrokerSignature,
     Services,
     ServicesDep,
@@ -53,8 +54,9 @@ MAX_CURSOR = 2**31 - 1
 
 async def _as_broker(request: Request, services: Services, signature: BrokerSignature, broker_id: int,
                      work: Callable[[Any, SignedBroker], BaseModel], *, writes: bool) -> Response:
-    """`work` as the path's broker, once the signing key is found to be its own and the broker in
-    good standing: in a read-only snapshot, or (`writes`) in a transaction committed on success."""
+    """`work` as the path's broker, once the signing key is found to be its own and the broker's
+    standing allows it (a suspended or terminated broker may only read: `BrokerAccess`): in a
+    read-only snapshot, or (`writes`) in a transaction committed on success."""
 
     def run() -> Response:
         caller: SignedBroker | None = None
@@ -62,7 +64,7 @@ async def _as_broker(request: Request, services: Services, signature: BrokerSign
             opened = services.engine.begin() if writes else db.snapshot(services.engine)
             with opened as connection:
                 caller = signed_broker(connection, request, signature)
-                caller.check_standing()
+                caller.check_standing(BrokerAccess.WRITE if writes else BrokerAccess.READ)
                 if broker_id != caller.broker_id:
                     raise Forbidden(f"this key belongs to broker {caller.broker_id}; it cannot act for broker "
                                     f"{broker_id}", code="not_your_broker", field="broker_id")
