@@ -26,11 +26,14 @@ is returned by (file, row index): `bkr.lake.load` gives it to bkr's row path, so
 conflict, a correction or a side of a trade is decided by the one implementation of those rules.
 """
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -334,8 +337,22 @@ def _usd(units: Decimal | None) -> Decimal:
 
 
 def file_digests(spark: SparkSession, uri: str) -> list[tuple[str, int, str]]:
-    """(path, bytes, SHA-256) of every Parquet file under `uri`, computed where the files are."""
+    """(path, bytes, SHA-256) of every Parquet file under `uri`: on this machine for a local
+    directory, else by Spark where the files are (each file's bytes read by one task)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        root = Path(unquote(parsed.path))
+        found = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+        return [(path.resolve().as_uri(), path.stat().st_size, _sha256(path)) for path in found]
     files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
              .option("pathGlobFilter", "*.parquet").load(uri)
              .select("path", "length", F.sha2(F.col("content"), 256).alias("sha256")))
     return sorted((path, int(size), digest) for path, size, digest in files.collect())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
