@@ -73,37 +73,37 @@ def state(engine: Engine) -> dict[str, Any]:
     return found
 
 
-def by_lake(url: str, spark: SparkSession, lake: Path, tmp_path: Path, *, month: Any = MAY,
-            prepare: Callable[[Engine], None] = lambda _: None) -> tuple[LakeRun, dict[str, Any]]:
+def by_lake(url: str, spark: SparkSession, lake: Path, tmp_path: Path, *,
+            closing: bool = False) -> tuple[LakeRun, dict[str, Any]]:
+    """The lake path into a database set up by `set_up`: what it leaves, and (`closing`) the
+    statements of May's close under "closed"."""
     engine = db.open_engine(url)
     try:
         set_up(engine, tmp_path)
-        prepare(engine)
-        run = aggregate_month(engine, spark, month=month, uri=str(lake), work=tmp_path / "work", clock=clock,
+        run = aggregate_month(engine, spark, month=MAY, uri=str(lake), work=tmp_path / "work", clock=clock,
                               actor="ops")
-        return run, state(engine)
+        found = state(engine)
+        if closing:
+            found["closed"] = close(engine, MAY)
+            found["statements"] = state(engine)["statements"]
+        return run, found
     finally:
         engine.dispose()
 
 
-def by_import(url: str, files: list[Path], tmp_path: Path,
-              prepare: Callable[[Engine], None] = lambda _: None) -> tuple[Tally, dict[str, Any]]:
+def by_import(url: str, files: list[Path], tmp_path: Path, *, closing: bool = False) -> tuple[Tally, dict[str, Any]]:
+    """bkr's own import of `files` into a database set up alike, and the same figures."""
     engine = db.open_engine(url)
     try:
         set_up(engine, tmp_path)
-        prepare(engine)
         tally = Tally()
         for path in files:
             tally.merge(import_file(engine, path, clock=clock, actor="ops"))
-        return tally, state(engine)
-    finally:
-        engine.dispose()
-
-
-def closed(url: str) -> dict[int, dict[str, Any]]:
-    engine = db.open_engine(url)
-    try:
-        return close(engine, MAY)
+        found = state(engine)
+        if closing:
+            found["closed"] = close(engine, MAY)
+            found["statements"] = state(engine)["statements"]
+        return tally, found
     finally:
         engine.dispose()
 
@@ -123,22 +123,11 @@ def test_the_lake_path_leaves_the_totals_rejections_and_statements_of_bkrs_own_i
     lake.mkdir()
     path = write_records(lake / "month.parquet", rows)
 
-    lake_url, own_url = fresh_db_url(), fresh_db_url()
-    lake_run, lake_state = by_lake(lake_url, spark, lake, tmp_path)
-    tally, own_state = by_import(own_url, [path], tmp_path)
+    lake_run, lake_state = by_lake(fresh_db_url(), spark, lake, tmp_path, closing=True)
+    tally, own_state = by_import(fresh_db_url(), [path], tmp_path, closing=True)  # (one database at a time)
+
     assert_same(lake_run, lake_state, tally, own_state)
-
-    lake_statements, own_statements = closed(lake_url), closed(own_url)
-    assert lake_statements == own_statements
-    assert by_state(lake_url)["statements"] == by_state(own_url)["statements"]
-
-
-def by_state(url: str) -> dict[str, Any]:
-    engine = db.open_engine(url)
-    try:
-        return state(engine)
-    finally:
-        engine.dispose()
+    assert lake_state["closed"] == own_state["closed"]
 
 
 def plain_month(count: int, *, prefix: str = "p") -> list[dict[str, Any]]:

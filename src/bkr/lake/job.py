@@ -177,6 +177,20 @@ def _spans(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, Any, int, int | Non
     return spans
 
 
+_LITERAL_ROWS = 20_000  # a snapshot's table up to this size is written into the plan itself
+
+
+def _table(spark: SparkSession, rows: Sequence[Sequence[Any]], schema: str) -> DataFrame:
+    """A small table of the snapshot as a DataFrame: written into the query as literals (the JVM
+    alone runs it, no Python worker) when small, else sent from the driver."""
+    if len(rows) > _LITERAL_ROWS:
+        return spark.createDataFrame([tuple(row) for row in rows], schema)
+    fields = [field.split() for field in schema.split(", ")]
+    literal = [F.struct(*[F.lit(value).cast(kind).alias(name) for value, (name, kind) in zip(row, fields, strict=True)])
+               for row in rows]
+    return spark.range(1).select(F.inline(F.array(*literal))).select(*[name for name, _ in fields])
+
+
 def classify(spark: SparkSession, frame: DataFrame, snapshot: Mapping[str, Any]) -> DataFrame:
     """Each record with `_file`, `_row`, `decided` and, decided, what the aggregates take of it."""
     digits, places = snapshot["amount_bounds"]
@@ -219,7 +233,7 @@ def classify(spark: SparkSession, frame: DataFrame, snapshot: Mapping[str, Any])
     repeated = records.groupBy("id").count().where(F.col("count") > 1).select("id", F.lit(True).alias("repeated"))
     targets = (records.where(F.col("corrects") != "").select(F.col("corrects").alias("id")).distinct()
                .select("id", F.lit(True).alias("target")))
-    claimed = spark.createDataFrame([(fill_id,) for fill_id in snapshot["claimed"]] or [("",)], "id string")
+    claimed = _table(spark, [(fill_id,) for fill_id in snapshot["claimed"]] or [("",)], "id string")
     claimed = claimed.select("id", F.lit(True).alias("claimed"))
     records = (records.join(repeated, "id", "left").join(targets, "id", "left")
                .join(F.broadcast(claimed), "id", "left"))
@@ -251,13 +265,13 @@ def classify(spark: SparkSession, frame: DataFrame, snapshot: Mapping[str, Any])
     in_window = ((F.col("at") >= F.lit(snapshot["earliest_micros"]))
                  & (F.col("at") <= F.lit(snapshot["now_micros"] + snapshot["future_tolerance_micros"])))
 
-    statuses = spark.createDataFrame(
-        _spans(snapshot["statuses"]) or [(0, "", 0, None)],
+    statuses = _table(
+        spark, _spans(snapshot["statuses"]) or [(0, "", 0, None)],
         "s_broker int, status string, s_since long, s_until long")
-    users = spark.createDataFrame([tuple(u) for u in snapshot["users"]] or [("", None)],
-                                  "u_user string, code string").where(F.col("u_user") != "")
-    codes = spark.createDataFrame(_spans(snapshot["rates"]) or [("", "0", 0, None)],
-                                  "r_code string, rate string, r_since long, r_until long")
+    users = _table(spark, [tuple(u) for u in snapshot["users"]] or [("", None)],
+                   "u_user string, code string").where(F.col("u_user") != "")
+    codes = _table(spark, _spans(snapshot["rates"]) or [("", "0", 0, None)],
+                   "r_code string, rate string, r_since long, r_until long")
     enrolled = F.col("broker_id").isin(list(snapshot["brokers"])) if snapshot["brokers"] else F.lit(False)
     judged = (priced
               .join(F.broadcast(statuses), (F.col("s_broker") == F.col("broker_id")) & (F.col("s_since") <= F.col("at"))
