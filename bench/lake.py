@@ -14,7 +14,9 @@ What it does, for each size N:
 2. The lake: a fresh store with the registry, then in a child process the steps of
    `bkr.lake.load.aggregate_month` one by one, timed: Spark's session (`--master`, default
    `local[2]`), the snapshot, the files' digest, the job, the load. The child samples the resident
-   memory of itself and every process under it (the JVM) every 0.2 s: the peak is the job's.
+   memory of itself and every process under it (the JVM) every 0.2 s: the peak is the job's; and
+   the CPU time the job took in that process tree (fills per CPU-second: what a cluster's cores
+   would each do, independent of other load on a shared machine).
    Spark's UI is on for the child (on the loopback only) so that the bytes its stages shuffled are
    read from its REST API.
 3. bkr's own import: a fresh store with the same registry, `import_file` (the set path) of each
@@ -117,6 +119,29 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User and system CPU time of `root` and every process under it (the JVM), from /proc: on a
+    shared machine the job's CPU time, unlike its wall time, does not grow with the others' load."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        total += times.get(pid, 0.0)
+    return total
+
+
 def shuffled_bytes(spark: Any) -> tuple[int, int]:
     """(bytes written to, bytes read from) shuffles by every stage, from Spark's REST API."""
     base = spark.sparkContext.uiWebUrl
@@ -159,9 +184,10 @@ def child_lake(url: str, lake: str, master: str, work: str) -> None:
     step = time.perf_counter()
     files = file_digests(spark, lake)
     figures["digest_s"] = time.perf_counter() - step
-    step = time.perf_counter()
+    step, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid())
     result = run_job(spark, lake, snapshot.document)
     figures["job_s"] = time.perf_counter() - step
+    figures["job_cpu_s"] = tree_cpu_seconds(os.getpid()) - cpu
     figures["shuffle_write_bytes"], figures["shuffle_read_bytes"] = shuffled_bytes(spark)
     step = time.perf_counter()
     with engine.begin() as connection:
@@ -274,11 +300,10 @@ def main() -> None:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)
     print(f"{'fills':>12} {'spark job s':>11} {'digest s':>8} {'load s':>7} {'peak MB':>8} {'shuffled MB':>11} "
-          f"{'fills/core-s':>12} {'bkr import s':>12} {'equal':>6}")
-    cores = int(args.master[6:-1]) if args.master.startswith("local[") and args.master[6:-1].isdigit() else 0
+          f"{'fills/cpu-s':>12} {'bkr import s':>12} {'equal':>6}")
     for row in report["sizes"]:
         lake_figures = row["lake"]
-        rate = row["fills"] / (lake_figures["job_s"] * cores) if cores else 0
+        rate = row["fills"] / lake_figures["job_cpu_s"] if lake_figures["job_cpu_s"] else 0
         own = row.get("import", {}).get("seconds")
         print(f"{row['fills']:>12,} {lake_figures['job_s']:>11.1f} {lake_figures['digest_s']:>8.1f} "
               f"{lake_figures['load_s']:>7.1f} {lake_figures['peak_rss_kb'] / 1024:>8.0f} "
