@@ -9,12 +9,12 @@ PORT ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck check bench bench-http bench-venue bench-settle bench-dashboard chromium clean postgres-start postgres-stop
+.PHONY: java run test lint typecheck check bench bench-http bench-venue bench-settle bench-dashboard chromium clean postgres-start postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,lake]'
 	touch $(STAMP)
 
 ## run: load the demo (a closed month and one in progress) into ./bkr.db if empty, print it, make its
@@ -38,8 +38,13 @@ chromium:
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 
+## java: Debian's headless Java 17, which Spark (`bkr lake`, its tests) runs on, if no `java` is on the machine
+java:
+	@command -v java >/dev/null || { echo "installing Debian's headless Java for Spark"; \
+	  $(SUDO) apt-get install -y openjdk-17-jre-headless || { $(SUDO) apt-get update && $(SUDO) apt-get install -y openjdk-17-jre-headless; }; }
+
 ## test: start a throwaway PostgreSQL, run lint, the import layers, types and the whole suite on SQLite and PostgreSQL
-test: $(STAMP) chromium
+test: $(STAMP) chromium java
 	@set -e; was=$$(scripts/postgres.sh status); url=$$(scripts/postgres.sh start); \
 	trap '[ "$$was" = up ] || scripts/postgres.sh stop' EXIT; \
 	$(BIN)/ruff check src tests bench; \

@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from bkr.cli.audit import audit_app
 from bkr.cli.brokers import broker_app
 from bkr.cli.fills import fills_app
+from bkr.cli.lake import lake_app
 from bkr.cli.month_end import month_end_app
 from bkr.cli.operators import key_app, operator_app
 from bkr.cli.payouts import payouts_app, treasury_app
@@ -48,6 +49,7 @@ app.add_typer(affiliate_app, name="affiliate")
 app.add_typer(referral_app, name="referral")
 app.add_typer(user_app, name="user")
 app.add_typer(fills_app, name="fills")
+app.add_typer(lake_app, name="lake")
 app.add_typer(db_app, name="db")
 app.add_typer(statement_app, name="statement")
 app.add_typer(statement_key_app, name="statement-key")

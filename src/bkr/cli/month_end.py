@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import Connection
 
 from bkr.cli.common import (
     ConfigOption,
@@ -30,8 +31,8 @@ from bkr.domain.operators import Role
 from bkr.domain.periods import Month
 from bkr.program import settlement
 from bkr.program.close import close_month
-from bkr.program.reconcile import reconcile_month
-from bkr.store import db
+from bkr.program.reconcile import Reconciliation, reconcile_month
+from bkr.store import db, lake
 
 month_end_app = typer.Typer()  # no name: its commands are bkr's own (`bkr close`, `bkr settle`, ...)
 
@@ -107,15 +108,21 @@ def reconcile(
     archive: Annotated[Path | None, typer.Option(
         "--archive", help="An archived month's Parquet file, if not where it was written.", show_default=False)]
     = None,
+    master: Annotated[str, typer.Option(
+        "--master", envvar="BKR_SPARK_MASTER", help="Spark master for a lake-fed month's recount.")] = "local[*]",
     as_json: JsonOption = False,
 ) -> None:
     """Check a closed month link by link: fills -> aggregates -> statement lines -> totals, paid
     statements -> ledger payouts, and that the ledger balances. An archived month's fills are
-    read from its file, whose SHA-256 must be the one recorded. Exits 1 if anything differs."""
+    read from its file, whose SHA-256 must be the one recorded; a lake-fed month's are recounted
+    in the lake with Spark (`bkr lake aggregate`). Exits 1 if anything differs."""
     # `--config` is taken as by every month-end command; reconcile needs none: the statements carry
     # their quantum, and the stored rows the rest
     with db.snapshot(db.open_engine(db_url)) as connection:  # one consistent state, without holding writers up
-        result = reconcile_month(connection, Month.parse(month), archive=archive)
+        if lake.lake_fed(connection, Month.parse(month)):
+            result = _reconcile_lake_month(connection, Month.parse(month), master)
+        else:
+            result = reconcile_month(connection, Month.parse(month), archive=archive)
     if as_json:
         print_json({"month": str(result.month), "statements": result.statements, "fills": result.fills,
                      "archive": result.archive, "clean": result.clean, "differences": [
@@ -129,6 +136,17 @@ def reconcile(
                   + ("everything reconciles" if result.clean else f"{len(result.differences)} difference(s)"))
     if not result.clean:
         raise typer.Exit(1)
+
+
+def _reconcile_lake_month(connection: Connection, month: Month, master: str) -> Reconciliation:
+    from bkr.lake.job import session  # Spark (and its JVM) only for a lake-fed month
+    from bkr.lake.reconcile import reconcile_lake_month
+
+    spark = session(master)
+    try:
+        return reconcile_lake_month(connection, spark, month)
+    finally:
+        spark.stop()
 
 
 @month_end_app.command("settle")

@@ -27,6 +27,7 @@ from bkr.domain.payout import fee_base
 from bkr.domain.periods import Month
 from bkr.domain.registry import BrokerStatus, RateChange, RateTimeline, StatusChange, StatusTimeline
 from bkr.program.periods import closed_months, paying_period
+from bkr.store import lake
 from bkr.store.bulk import (
     AGGREGATE_KEY,
     AGGREGATE_SUMS,
@@ -281,7 +282,8 @@ def _follow_corrected(connection: Connection, changes: Sequence[dict[str, Any]],
 
 
 def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]] | set[tuple[int, Month]]) -> None:
-    """Recompute the aggregates of some (broker, period) pairs from the stored fills."""
+    """Recompute the aggregates of some (broker, period) pairs from the stored fills (and, for a
+    lake-fed month, what its Spark job found, `bkr.store.lake`)."""
     for broker_id, period in sorted(pairs):
         for table in (aggregates, aggregate_totals, user_totals, daily_volumes):
             connection.execute(delete(table).where(and_(table.c.broker_id == broker_id, table.c.period == period)))
@@ -294,6 +296,9 @@ def rebuild_aggregates(connection: Connection, pairs: Sequence[tuple[int, Month]
             Counted(broker_id, period, r.fill_month, r.ts.date().isoformat(), r.user_id,
                     r.market_type, r.affiliate_rate, r.volume_usd, r.fee_usd, r.corrects is not None,
                     r.fee_base_usd, retroactive_part(r.fill_id, r.corrects) is not None) for r in rows))
+        lines, days = lake.period_sums(connection, broker_id, period)  # a lake month's fills are not stored
+        if lines:
+            add_sums(connection, lines, days)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

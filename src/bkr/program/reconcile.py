@@ -18,6 +18,7 @@ every other link is checked as for any month.
 """
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Table, func, select
 
 from bkr.domain.errors import InvalidInput, NotFound
-from bkr.domain.money import ZERO, canonical, neg, total
+from bkr.domain.money import ZERO, add, canonical, neg, total
 from bkr.domain.periods import Month
 from bkr.domain.problems import Problem
 from bkr.domain.statement_checks import check
@@ -73,18 +74,26 @@ _FIGURES = ("fills", "volume_usd", "fee_base")
 _NOTHING = dict.fromkeys(_FIGURES, ZERO)
 
 
-def reconcile_month(connection: Connection, month: Month, *, archive: Path | None = None) -> Reconciliation:
+def reconcile_month(connection: Connection, month: Month, *, archive: Path | None = None,
+                    elsewhere: Mapping[int, Mapping[str, Decimal]] | None = None,
+                    differences_found: Sequence[Difference] = ()) -> Reconciliation:
     """Reconcile closed `month`; its fills from the database, or from its archive if it is
-    archived (at `archive`, else where it was written)."""
+    archived (at `archive`, else where it was written). `elsewhere`: per broker, the counted
+    fills paid in the month that are not stored (a lake month's, recounted by `bkr.lake.reconcile`,
+    which passes the differences it found on the way as `differences_found`)."""
     if month not in closed_months(connection):
         raise NotFound(f"{month} is not closed; reconcile a closed month (bkr close --month {month})")
-    differences: list[Difference] = []
+    differences: list[Difference] = list(differences_found)
     record = archive_record(connection, month)
     if record is None and archive is not None:
         raise InvalidInput(f"{month} is not archived: its fills are in the database (reconcile it without --archive)",
                            field="archive")
     source = None if record is None else (Path(record.path) if archive is None else archive)
     from_fills = counted_by_broker(connection, month) if record is None else archived_by_broker(record, source)
+    for broker, figures in (elsewhere or {}).items():
+        mine = from_fills.setdefault(broker, dict(_NOTHING))
+        for name in _FIGURES:
+            mine[name] = add(mine[name], figures[name])
     from_aggregates = _aggregates_by_broker(connection, month)
     differences += _compare("fills -> aggregates", from_fills, from_aggregates)
     differences += _compare("aggregates -> merged totals", from_aggregates,

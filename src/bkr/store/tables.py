@@ -718,3 +718,62 @@ webhook_deliveries = Table(
     UniqueConstraint("event_id", "attempt"),
     Index("ix_webhook_deliveries_broker", "broker_id", "delivery_id"),
 )
+
+# Months whose fills stay in the exchange's data lake (`bkr lake aggregate`, `bkr.lake`): one row
+# per run of the Spark job that was loaded, with what it read (the files' digest and count, the
+# snapshot of the rules it applied) and what it came to. A month with a run is lake-fed.
+lake_runs = Table(
+    "lake_runs", metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=True),
+    Column("month", MonthText, nullable=False),
+    Column("period", MonthText, nullable=False),  # the open period its changes were paid in
+    Column("fills_uri", Text, nullable=False),
+    Column("files", Integer, nullable=False),
+    Column("files_sha256", Text, nullable=False),  # over each file's path, size and SHA-256
+    Column("snapshot_path", Text, nullable=False),
+    Column("snapshot_sha256", Text, nullable=False),
+    Column("master", Text, nullable=False),
+    Column("records", BigInteger, nullable=False),
+    Column("decided_in_lake", BigInteger, nullable=False),  # records the Spark job decided itself
+    Column("accepted", BigInteger, nullable=False),
+    Column("duplicates", BigInteger, nullable=False),
+    Column("conflicts", BigInteger, nullable=False),
+    Column("rejected", BigInteger, nullable=False),
+    Column("counted", BigInteger, nullable=False),
+    Column("import_id", Integer, ForeignKey("imports.import_id"), nullable=False),
+    Column("started_at", UtcTimestamp, nullable=False),
+    Column("finished_at", UtcTimestamp, nullable=False),
+    Column("actor", Text, nullable=False),
+    Index("ix_lake_runs_month", "month", "run_id"),
+)
+
+# What the lake's counted fills of a month have added to the running totals so far, per period
+# they were paid in (the month's own, then the next open one for fills found after its close):
+# a later run adds only its difference to these, so a rerun replaces and a late fill adjusts.
+lake_lines = Table(
+    "lake_lines", metadata,
+    Column("month", MonthText, nullable=False),
+    Column("period", MonthText, nullable=False),
+    Column("broker_id", Integer, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("market_type", Text, nullable=False),
+    Column("affiliate_rate", Money, nullable=False),
+    Column("fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    PrimaryKeyConstraint("month", "period", "broker_id", "user_id", "market_type", "affiliate_rate"),
+)
+
+lake_days = Table(
+    "lake_days", metadata,
+    Column("month", MonthText, nullable=False),
+    Column("period", MonthText, nullable=False),
+    Column("broker_id", Integer, nullable=False),
+    Column("day", Text, nullable=False),
+    Column("market_type", Text, nullable=False),
+    Column("fills", BigInteger, nullable=False),
+    Column("volume_usd", Money, nullable=False),
+    Column("fee_base_usd", Money, nullable=False),
+    PrimaryKeyConstraint("month", "period", "broker_id", "day", "market_type"),
+)
