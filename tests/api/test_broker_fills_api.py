@@ -157,7 +157,7 @@ READS = [("/summary", "brokerSummaryQuery", {}), ("/statements", "brokerStatemen
          ("/statements/2026-09", "brokerStatementQuery", {}), ("/users", "brokerUsersQuery", {"month": "2026-09"}),
          ("/volume/daily", "brokerDailyVolumeQuery", {}), ("/inactive-orders", "brokerInactiveOrdersQuery", {}),
          ("/fills", "brokerFillsQuery", {"month": "2026-09"}),
-         ("/fills/export", "brokerFillsExport", {"month": "2026-09"})]
+         ("/fills/export", "brokerFillsExport", {"month": "2026-09"}), ("/payouts", "brokerPayoutQueryAll", {})]
 
 
 def _add_write_route(api: Api) -> None:

@@ -240,10 +240,13 @@ def test_the_migration_does_not_go_down_past_an_archived_month(db_url: str, engi
                                                                bkr) -> None:  # type: ignore[no-untyped-def]
     _settled_may(engine, tmp_path)
     assert _archive(bkr, db_url, operator_key(engine, "operator"), tmp_path / "may.parquet").code == 0
-    command.downgrade(db._alembic_config(engine), "0017")  # the migrations after it go down, archive or not
-    with pytest.raises(RuntimeError, match="months 2024-05 are archived"):
-        command.downgrade(db._alembic_config(engine), "0015")
-    assert db.current_revision(engine) == "0017"
+    try:
+        command.downgrade(db._alembic_config(engine), "0017")  # the migrations after it go down, archive or not
+        with pytest.raises(RuntimeError, match="months 2024-05 are archived"):
+            command.downgrade(db._alembic_config(engine), "0015")
+        assert db.current_revision(engine) == "0017"
+    finally:
+        db.upgrade(engine)  # the test process's database serves the tests after this one
 
 
 @pytest.mark.postgres

@@ -228,7 +228,7 @@ def classify(spark: SparkSession, frame: DataFrame, snapshot: Mapping[str, Any])
         moment.alias("ts"), broker.alias("broker_id"),
         (via_api == "").alias("api_default"), via_api.isin(list(_TRUE)).alias("api_true"),
         F.when(text["fill_type"] == "", F.lit("User")).otherwise(text["fill_type"]).alias("fill_type"),
-        F.element_at(parts, 1).alias("base"), F.element_at(parts, 2).alias("quote"))
+        F.try_element_at(parts, F.lit(1)).alias("base"), F.try_element_at(parts, F.lit(2)).alias("quote"))
     # a fill_id seen twice in the month, or named by a correction, or claimed in the store: bkr decides
     repeated = records.groupBy("id").count().where(F.col("count") > 1).select("id", F.lit(True).alias("repeated"))
     targets = (records.where(F.col("corrects") != "").select(F.col("corrects").alias("id")).distinct()
@@ -241,10 +241,10 @@ def classify(spark: SparkSession, frame: DataFrame, snapshot: Mapping[str, Any])
     rates = snapshot["usd_rates"]
     rate_of = F.create_map(*[F.lit(item) for asset, rate in sorted(rates.items()) for item in (asset, rate)]) \
         if rates else F.create_map().cast("map<string,string>")
-    quote_rate = F.element_at(rate_of, F.col("quote"))
+    quote_rate = F.try_element_at(rate_of, F.col("quote"))
     fee_in = (F.when(F.col("fee_symbol") == F.col("quote"), F.lit("quote"))
               .when(F.col("fee_symbol") == F.col("base"), F.lit("base")).otherwise(F.lit("other")))
-    fee_rate = F.element_at(rate_of, F.col("fee_symbol"))
+    fee_rate = F.try_element_at(rate_of, F.col("fee_symbol"))
     p, q, f = (_unscaled(F.col(n)) for n in ("price", "quantity", "fee"))
     sp, sq, sf = (_scale(F.col(n)) for n in ("price", "quantity", "fee"))
     r, sr = _unscaled(quote_rate), _scale(quote_rate)
