@@ -44,19 +44,13 @@ from bkr.domain.errors import InvalidInput
 from bkr.domain.fills import FIELDS, FILL_TYPES, MarketType, Side
 from bkr.domain.money import MONEY, canonical
 from bkr.domain.registry import MAX_BROKER_ID
+from bkr.ingest import columns
 
-# the patterns of `bkr.ingest.columns`, in Java's regex dialect (the same here)
-_ID = r"^[!-~]([ -~]*[!-~])?$"
-_SYMBOL = r"^[A-Z0-9]+(_[A-Z0-9]+)+$"
-_ASSET = r"^[A-Z0-9]+$"
-_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
-_NONZERO = r"[1-9]"
-_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
-_BROKER = r"^[1-9][0-9]{0,4}$"
-_ENDS = r"^[^!-~]+|[^!-~]+$"
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
-_OPTIONAL = frozenset({"broker_id", "via_api", "fill_type", "corrects", "trade_id"})
+# the set path's own patterns and words (`bkr.ingest.columns`): Java's regex dialect reads these
+# patterns as Python's does, so the lake and the set path hold one definition of a certain record
+_ID, _SYMBOL, _ASSET, _DECIMAL = columns._ID, columns._SYMBOL, columns._ASSET, columns._DECIMAL
+_NONZERO, _TIME, _BROKER, _ENDS = columns._NONZERO, columns._TIME, columns._BROKER, columns._ENDS
+_TRUE, _FALSE, _OPTIONAL = columns._TRUE, columns._FALSE, columns._OPTIONAL
 UNITS = 18  # sums are integers of 10⁻¹⁸ USD
 _INTEGER = T.DecimalType(38, 0)
 
